@@ -1,0 +1,177 @@
+"""The transform API: optax-style trajectory transforms and objective terms.
+
+A **trajectory transform** is a pair of pure functions::
+
+    init() -> state
+    update(traj, state, ctx) -> (traj, state, metrics)
+
+It fills or rewrites Trajectory fields (reward shaping, advantages, filters,
+weights, masks, re-scoring). ``metrics`` is a flat dict of scalars for logging.
+``chain(*transforms)`` composes them in order and keeps a tuple of their states,
+exactly like ``optax.chain``.
+
+An **objective term** is a pure function::
+
+    term(outputs: ModelOutputs, traj: Trajectory) -> (scalar_loss, metrics)
+
+``objective((w1, term1), (w2, term2), ...)`` sums weighted terms. The token
+aggregation mode of a term is always an explicit argument of its factory.
+
+Nothing here knows about models or gin: the policy/reference/teacher are
+reached only through ``Context.score(name, params_name, traj)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from jaxsi.trajectory import Trajectory
+
+Array = jax.Array
+Metrics = dict[str, Array]
+# fn(params, traj) -> ModelOutputs: a frozen forward pass usable by transforms.
+ScoreFn = Callable[[Any, Trajectory], "ModelOutputs"]
+
+
+@flax.struct.dataclass
+class ModelOutputs:
+  """What an objective term may read from the trained model's forward pass.
+
+  Attributes:
+    logprobs: f32[B, T] log p(tokens[b, t] | tokens[b, :t]) (0 at t=0/padding).
+    entropy: f32[B, T] entropy of the next-token distribution that produced
+      token t (same alignment as logprobs), or None.
+    values: f32[B, T] value-head predictions, or None.
+    logits: f32[B, T, V] full logits aligned like logprobs (only for terms
+      that need the whole distribution, e.g. distillation), or None.
+    extras: any further outputs.
+  """
+
+  logprobs: Array
+  entropy: Optional[Array] = None
+  values: Optional[Array] = None
+  logits: Optional[Array] = None
+  extras: Mapping[str, Any] = flax.struct.field(default_factory=dict)
+
+
+@flax.struct.dataclass
+class Context:
+  """What a trajectory transform may call or read.
+
+  Attributes:
+    step: int32 scalar, the training step.
+    rng: PRNG key for stochastic transforms (None if unused).
+    params: named parameter pytrees ('policy', 'reference', 'teacher', …).
+    scorers: static tuple of (name, ScoreFn); a ScoreFn runs a frozen forward
+      pass of some parameters on a trajectory.
+  """
+
+  step: Array = 0
+  rng: Optional[Array] = None
+  params: Mapping[str, Any] = flax.struct.field(default_factory=dict)
+  scorers: Tuple[Tuple[str, ScoreFn], ...] = flax.struct.field(
+      pytree_node=False, default=())
+
+  def scorer(self, name: str) -> ScoreFn:
+    for n, fn in self.scorers:
+      if n == name:
+        return fn
+    raise KeyError(
+        f"Context has no scorer {name!r}; available: {[n for n, _ in self.scorers]}."
+        " Pass it when building the Context (e.g. scorers=(('policy', fn),)).")
+
+  def score(self, scorer: str, params: str, traj: Trajectory) -> ModelOutputs:
+    """Runs scorer ``scorer`` with parameter set ``params`` on ``traj``."""
+    if params not in self.params:
+      raise KeyError(f"Context has no params {params!r}; available: {list(self.params)}")
+    return self.scorer(scorer)(self.params[params], traj)
+
+
+class EmptyState(NamedTuple):
+  """State of a stateless transform."""
+
+
+class TrajectoryTransform(NamedTuple):
+  """An optax-style (init, update) pair over trajectories."""
+
+  init: Callable[[], Any]
+  update: Callable[[Trajectory, Any, Context], Tuple[Trajectory, Any, Metrics]]
+
+
+def stateless(fn: Callable[[Trajectory, Context], Tuple[Trajectory, Metrics]]
+              ) -> TrajectoryTransform:
+  """Wraps ``fn(traj, ctx) -> (traj, metrics)`` as a TrajectoryTransform."""
+
+  def update(traj, state, ctx):
+    traj, metrics = fn(traj, ctx)
+    return traj, state, metrics
+
+  return TrajectoryTransform(EmptyState, update)
+
+
+def chain(*transforms: TrajectoryTransform) -> TrajectoryTransform:
+  """Applies transforms in order, keeping a tuple of their states.
+
+  Metrics of the i-th transform are merged into one dict; a later transform's
+  key overrides an earlier one's (transforms name their keys uniquely).
+  """
+
+  def init():
+    return tuple(t.init() for t in transforms)
+
+  def update(traj, state, ctx):
+    if len(state) != len(transforms):
+      raise ValueError(
+          f"chain: got {len(state)} states for {len(transforms)} transforms")
+    new_state, metrics = [], {}
+    for t, s in zip(transforms, state):
+      traj, s, m = t.update(traj, s, ctx)
+      new_state.append(s)
+      metrics.update(m)
+    return traj, tuple(new_state), metrics
+
+  return TrajectoryTransform(init, update)
+
+
+ObjectiveTerm = Callable[[ModelOutputs, Trajectory], Tuple[Array, Metrics]]
+
+
+def objective(*weighted_terms: Union[ObjectiveTerm, Tuple[float, ObjectiveTerm],
+                                     Tuple[float, ObjectiveTerm, str]]
+              ) -> ObjectiveTerm:
+  """Sums weighted objective terms: L = Σ_k w_k L_k.
+
+  Args:
+    *weighted_terms: each a term, a ``(weight, term)`` pair, or a
+      ``(weight, term, name)`` triple; the name prefixes the term's metrics
+      (default ``term{k}``).
+
+  Returns:
+    A term whose metrics hold every sub-term's metrics under its prefix plus
+    ``'{name}/loss'`` for each term and ``'loss'`` for the total.
+  """
+  normalized = []
+  for k, wt in enumerate(weighted_terms):
+    if callable(wt):
+      wt = (1.0, wt)
+    if len(wt) == 2:
+      wt = (wt[0], wt[1], f"term{k}")
+    normalized.append(wt)
+
+  def term(outputs: ModelOutputs, traj: Trajectory):
+    total = jnp.zeros((), jnp.float32)
+    metrics = {}
+    for weight, fn, name in normalized:
+      loss, m = fn(outputs, traj)
+      total = total + weight * loss
+      metrics[f"{name}/loss"] = loss
+      for key, value in m.items():
+        metrics[f"{name}/{key}"] = value
+    metrics["loss"] = total
+    return total, metrics
+
+  return term
