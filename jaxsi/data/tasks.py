@@ -1,0 +1,282 @@
+"""The Task record, the task-generator registry and disjoint train/test splits.
+
+A ``Task`` is one verifiable problem: the ``prompt`` the model sees, the gold
+``answer``, and the ``target`` completion used for supervised training (for a
+scratchpad format: the steps plus the answer line). ``Task.verify(completion)``
+scores a model completion with the category's verifier
+(``jaxsi.rewards.verifiers``).
+
+Generators are registered by name (``addition``, ``multiplication``,
+``expression``, ``countdown``; see ``jaxsi.data.synthetic``) and called through
+``make_tasks(name, n, difficulty=..., seed=..., **fmt)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import (Any, Callable, Dict, Hashable, Iterable, Mapping, Optional,
+                    Sequence, Union)
+
+import numpy as np
+
+from jaxsi.rewards import verifiers
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One verifiable problem.
+
+  Attributes:
+    id: unique id (e.g. ``'addition/d3/s0/17'`` or ``'gsm8k.jsonl:12'``).
+    prompt: the text the model is conditioned on (e.g. ``'12+34='``).
+    answer: the gold final answer in canonical form (e.g. ``'46'``; never
+      reversed or padded).
+    category: selects the verifier (``'addition'``, ``'countdown'``, …).
+    difficulty: integer difficulty (digits, operations, numbers, …).
+    target: the full supervised completion (e.g. ``'46'`` or scratchpad steps
+      plus ``'#### 46'``); ``verify(target) == 1.0`` for generated tasks.
+    meta: free-form extra data (format flags, countdown numbers, source line…);
+      excluded from hashing.
+  """
+
+  id: str
+  prompt: str
+  answer: str
+  category: str
+  difficulty: int = 0
+  target: str = ""
+  meta: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+
+  def verify(self, completion: str) -> float:
+    """1.0 if ``completion`` answers this task correctly, else 0.0.
+
+    Malformed completions score 0.0; this never raises for bad model output.
+    """
+    return verifiers.verify_task(self, completion)
+
+  @property
+  def key(self) -> tuple[str, str]:
+    """Problem identity for de-duplication and splits: ``(category, prompt)``."""
+    return problem_key(self)
+
+  def replace(self, **changes) -> "Task":
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict:
+    """JSON-friendly dict (``meta`` must hold JSON-friendly values)."""
+    return dataclasses.asdict(self)
+
+
+def problem_key(task: Task) -> tuple[str, str]:
+  """``(category, prompt)``: two tasks with equal keys are the same problem."""
+  return (task.category, task.prompt)
+
+
+# ---------------------------------------------------------------- registry
+Generator = Callable[..., list]
+_GENERATORS: Dict[str, Generator] = {}
+_ALIASES: Dict[str, str] = {}
+
+
+def register_task(name: str, generator: Generator, *,
+                  aliases: Iterable[str] = (), overwrite: bool = False) -> None:
+  """Registers ``generator(n, *, difficulty, seed, **fmt) -> list[Task]``."""
+  for key in (name, *aliases):
+    if (key in _GENERATORS or key in _ALIASES) and not overwrite:
+      raise ValueError(f"register_task: {key!r} is already registered")
+  _GENERATORS[name] = generator
+  for a in aliases:
+    _ALIASES[a] = name
+
+
+def task_names() -> list[str]:
+  """Registered task names (aliases not included)."""
+  _ensure_builtin()
+  return sorted(_GENERATORS)
+
+
+def get_generator(name: str) -> Generator:
+  """The generator for ``name`` (or an alias).
+
+  Raises:
+    ValueError: unknown name (lists the registered ones).
+  """
+  _ensure_builtin()
+  name = _ALIASES.get(name, name)
+  if name not in _GENERATORS:
+    raise ValueError(
+        f"make_tasks: unknown task {name!r}; registered: {sorted(_GENERATORS)}"
+        f" (aliases: {sorted(_ALIASES)})")
+  return _GENERATORS[name]
+
+
+def make_tasks(name: str, n: int, *, difficulty: Union[int, Sequence[int]],
+               seed: int = 0, unique: bool = False, **fmt) -> list[Task]:
+  """Generates ``n`` tasks of a registered kind, deterministically.
+
+  Args:
+    name: registered task name or alias (``'addition'``/``'add'``, …).
+    n: number of tasks.
+    difficulty: an int, or a sequence of ints to draw from uniformly per task
+      (mixed-difficulty sets for curricula).
+    seed: the same (name, n, difficulty, seed, fmt) always gives the same tasks.
+    unique: drop duplicate problems (may return fewer than ``n`` only when the
+      problem space is too small; then it raises instead).
+    **fmt: format options of that generator (``scratchpad``, ``reverse``, …).
+
+  Returns:
+    A list of ``n`` Tasks.
+
+  Raises:
+    ValueError: unknown name, unknown format option, bad n/difficulty, or
+      ``unique`` and not enough distinct problems.
+  """
+  gen = get_generator(name)
+  if not isinstance(n, (int, np.integer)) or n < 0:
+    raise ValueError(f"make_tasks({name!r}): n must be an int >= 0, got {n!r}")
+  params = inspect.signature(gen).parameters
+  if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    allowed = sorted(k for k, p in params.items()
+                     if p.kind is p.KEYWORD_ONLY and k not in ("difficulty", "seed"))
+    bad = sorted(set(fmt) - set(allowed))
+    if bad:
+      raise ValueError(
+          f"make_tasks({name!r}): unknown format option(s) {bad}; "
+          f"allowed: {allowed}")
+  if isinstance(difficulty, (int, np.integer)):
+    tasks = gen(int(n), difficulty=int(difficulty), seed=int(seed), **fmt)
+    if unique:
+      tasks = _top_up_unique(tasks, n, lambda s: gen(
+          int(n), difficulty=int(difficulty), seed=s, **fmt), seed, name)
+    return tasks
+  levels = [int(d) for d in difficulty]
+  if not levels:
+    raise ValueError(f"make_tasks({name!r}): empty difficulty sequence")
+  rng = np.random.default_rng([int(seed), 0x5EED])
+  picks = rng.integers(0, len(levels), size=int(n))
+  tasks: list[Task] = [None] * int(n)  # type: ignore[list-item]
+  for k, d in enumerate(levels):
+    idx = np.flatnonzero(picks == k)
+    if idx.size == 0:
+      continue
+    sub = gen(int(idx.size), difficulty=d, seed=int(seed) * 1000 + k, **fmt)
+    for j, t in zip(idx, sub):
+      tasks[j] = t
+  if unique:
+    tasks = _top_up_unique(tasks, n, lambda s: make_tasks(
+        name, n, difficulty=levels, seed=s, **fmt), seed, name)
+  return tasks
+
+
+def _top_up_unique(tasks, n, regenerate, seed, name, max_rounds: int = 20):
+  out, seen = [], set()
+  for t in tasks:
+    if t.key not in seen:
+      seen.add(t.key)
+      out.append(t)
+  r = 0
+  while len(out) < n and r < max_rounds:
+    r += 1
+    for t in regenerate(seed + 7919 * r):
+      if t.key not in seen and len(out) < n:
+        seen.add(t.key)
+        out.append(dataclasses.replace(t, id=f"{t.id}/u{r}"))
+  if len(out) < n:
+    raise ValueError(
+        f"make_tasks({name!r}): only {len(out)} distinct problems found, "
+        f"{n} requested; raise the difficulty or lower n")
+  return out
+
+
+def _ensure_builtin() -> None:
+  # Importing synthetic registers the built-in generators (kept lazy so that
+  # synthetic can import this module).
+  from jaxsi.data import synthetic  # pylint: disable=import-outside-toplevel,unused-import
+
+
+# ------------------------------------------------------------------ splits
+def dedupe(tasks: Sequence[Task], *, key: Callable[[Task], Hashable] = problem_key
+           ) -> list[Task]:
+  """Keeps the first task of every problem key, in order."""
+  seen, out = set(), []
+  for t in tasks:
+    k = key(t)
+    if k not in seen:
+      seen.add(k)
+      out.append(t)
+  return out
+
+
+def split_tasks(tasks: Sequence[Task], *, test_fraction: Optional[float] = None,
+                n_test: Optional[int] = None, seed: int = 0,
+                key: Callable[[Task], Hashable] = problem_key
+                ) -> tuple[list[Task], list[Task]]:
+  """Splits tasks into train/test with no problem on both sides.
+
+  Tasks are grouped by ``key`` (default ``(category, prompt)``); whole groups
+  are assigned to one side, so duplicates never leak across the split.
+
+  Args:
+    tasks: the tasks.
+    test_fraction: fraction of distinct problems in the test split.
+    n_test: or an exact number of distinct test problems.
+    seed: shuffling seed.
+    key: problem identity.
+
+  Returns:
+    ``(train, test)``, each in the original order.
+
+  Raises:
+    ValueError: neither or both of test_fraction/n_test, or out of range.
+  """
+  if (test_fraction is None) == (n_test is None):
+    raise ValueError("split_tasks: give exactly one of test_fraction, n_test")
+  groups: Dict[Hashable, list[int]] = {}
+  for i, t in enumerate(tasks):
+    groups.setdefault(key(t), []).append(i)
+  keys = list(groups)
+  if n_test is None:
+    if not 0.0 <= test_fraction <= 1.0:
+      raise ValueError(f"split_tasks: test_fraction={test_fraction} not in [0, 1]")
+    n_test = int(round(test_fraction * len(keys)))
+  if not 0 <= n_test <= len(keys):
+    raise ValueError(
+        f"split_tasks: n_test={n_test} but only {len(keys)} distinct problems")
+  order = np.random.default_rng(seed).permutation(len(keys))
+  test_keys = {keys[i] for i in order[:n_test]}
+  train = [t for t in tasks if key(t) not in test_keys]
+  test = [t for t in tasks if key(t) in test_keys]
+  return train, test
+
+
+def make_train_test(name: str, *, n_train: int, n_test: int,
+                    difficulty: Union[int, Sequence[int]],
+                    test_difficulty: Union[int, Sequence[int], None] = None,
+                    seed: int = 0, **fmt) -> tuple[list[Task], list[Task]]:
+  """Generates disjoint train and test sets (no shared ``(category, prompt)``).
+
+  The test set is generated first (unique problems), then train problems that
+  collide with it are replaced by fresh ones. ``test_difficulty`` (default
+  ``difficulty``) allows length-generalisation splits (train ≤ d, test d + 1).
+
+  Raises:
+    ValueError: the problem space is too small for the requested sizes.
+  """
+  test_difficulty = difficulty if test_difficulty is None else test_difficulty
+  test = make_tasks(name, n_test, difficulty=test_difficulty, seed=seed + 1,
+                    unique=True, **fmt)
+  test_keys = {t.key for t in test}
+  train, r = [], 0
+  while len(train) < n_train:
+    if r > 20:
+      raise ValueError(
+          f"make_train_test({name!r}): could not find {n_train} train problems "
+          f"disjoint from the {n_test} test problems; raise the difficulty")
+    batch = make_tasks(name, max(n_train, 16), difficulty=difficulty,
+                       seed=seed + 2 + 7919 * r, **fmt)
+    for t in batch:
+      if t.key not in test_keys and len(train) < n_train:
+        train.append(t if r == 0 else dataclasses.replace(t, id=f"{t.id}/r{r}"))
+    r += 1
+  return train, test

@@ -1,0 +1,277 @@
+"""Flax NNX building blocks of the decoder: dense, RMSNorm, RoPE, attention, MLP.
+
+Every ``nnx.Param`` carries logical axis names as ``sharding`` metadata (names
+``vocab, embed, heads, kv_heads, head_dim, mlp, norm``; ``None`` for a size-1
+axis). Parameters live in ``config.param_dtype`` and are cast to
+``config.dtype`` for compute; norms, RoPE, attention softmax and logits run in
+float32.
+
+Kernel layouts (so Hugging Face weights map by reshape/transpose only):
+``q_proj: [D, H, Dh]``, ``k_proj/v_proj: [D, Hkv, Dh]``, ``o_proj: [H, Dh, D]``,
+``gate_proj/up_proj: [D, F]``, ``down_proj: [F, D]``, ``embedding: [V, D]``,
+``lm_head: [D, V]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxsi.models.config import ModelConfig
+
+Array = jax.Array
+Axes = tuple  # tuple of logical axis names (str or None)
+
+# Large finite negative for masked attention logits: keeps fully masked rows
+# (padding queries) finite instead of NaN.
+MASK_VALUE = -1e30
+
+
+def param(rngs: Optional[nnx.Rngs], shape: Sequence[int], axes: Axes, *,
+          init: str, std: float = 1.0, dtype=jnp.float32) -> nnx.Param:
+  """Creates an nnx.Param with logical-axis metadata.
+
+  Args:
+    rngs: random streams (only needed for ``init='normal'``).
+    shape: parameter shape.
+    axes: one logical axis name (or None) per dimension.
+    init: 'normal' (N(0, std²)), 'zeros' or 'ones'.
+    std: standard deviation for 'normal'.
+    dtype: parameter dtype.
+
+  Returns:
+    The Param; ``out_sharding`` (alias ``sharding``) metadata = ``axes`` (no eager sharding: the
+    training code places parameters from these names); ``init``/``init_std``
+    metadata let ``Model.init_params`` re-draw it without the module.
+  """
+  shape = tuple(int(s) for s in shape)
+  axes = tuple(axes)
+  if len(axes) != len(shape):
+    raise ValueError(f"param: axes {axes} do not match shape {shape}")
+  if init == "normal":
+    value = (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+  elif init == "zeros":
+    value = jnp.zeros(shape, dtype)
+  elif init == "ones":
+    value = jnp.ones(shape, dtype)
+  else:
+    raise ValueError(f"param: unknown init {init!r} (normal|zeros|ones)")
+  return nnx.Param(value, out_sharding=axes, eager_sharding=False, init=init,
+                   init_std=float(std))
+
+
+class Dense(nnx.Module):
+  """y = einsum(spec, x, kernel) (+ bias), kernel of any rank.
+
+  Attributes:
+    kernel: Param of ``kernel_shape`` with ``kernel_axes``.
+    bias: Param of ``kernel_shape[n_in:]`` (if ``use_bias``).
+  """
+
+  def __init__(self, kernel_shape: Sequence[int], kernel_axes: Axes, spec: str,
+               *, n_in: int = 1, use_bias: bool = False, std: float = 1.0,
+               init: str = "normal", dtype=jnp.float32, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.spec = spec
+    self.dtype = dtype
+    self.kernel = param(rngs, kernel_shape, kernel_axes, init=init, std=std,
+                        dtype=param_dtype)
+    if use_bias:
+      self.bias = param(None, kernel_shape[n_in:], kernel_axes[n_in:],
+                        init="zeros", dtype=param_dtype)
+    else:
+      self.bias = None
+
+  def __call__(self, x: Array) -> Array:
+    y = jnp.einsum(self.spec, x.astype(self.dtype),
+                   self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class RMSNorm(nnx.Module):
+  """RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · scale.
+
+  With ``offset`` (Gemma) the scale is ``1 + w`` and ``w`` starts at 0;
+  otherwise the scale is ``w`` starting at 1. Computed in float32, returned in
+  the input dtype.
+  """
+
+  def __init__(self, dim: int, *, eps: float, offset: bool = False,
+               param_dtype=jnp.float32):
+    self.eps = eps
+    self.offset = offset
+    self.scale = param(None, (dim,), ("norm",),
+                       init="zeros" if offset else "ones", dtype=param_dtype)
+
+  def __call__(self, x: Array) -> Array:
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    scale = self.scale[...].astype(jnp.float32)
+    if self.offset:
+      scale = 1.0 + scale
+    return (y * scale).astype(x.dtype)
+
+
+def rope_frequencies(head_dim: int, theta: float) -> Array:
+  """f32[Dh/2]: inverse frequencies theta^(-2i/Dh)."""
+  exponents = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
+  return 1.0 / (theta ** exponents)
+
+
+def apply_rope(x: Array, positions: Array, *, theta: float) -> Array:
+  """Rotary position embedding, "rotate half" layout (Llama/Qwen/Gemma HF).
+
+  out[..., :Dh/2] = x1·cos − x2·sin,  out[..., Dh/2:] = x2·cos + x1·sin, with
+  angle = position · theta^(-2i/Dh).
+
+  Args:
+    x: [B, T, N, Dh] queries or keys.
+    positions: int[B, T] explicit positions.
+    theta: RoPE base.
+
+  Returns:
+    Rotated x, same shape and dtype.
+  """
+  dh = x.shape[-1]
+  angles = positions.astype(jnp.float32)[..., None] * rope_frequencies(dh, theta)
+  sin = jnp.sin(angles)[:, :, None, :]
+  cos = jnp.cos(angles)[:, :, None, :]
+  x32 = x.astype(jnp.float32)
+  x1, x2 = x32[..., : dh // 2], x32[..., dh // 2:]
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, *,
+                          softcap: Optional[float] = None) -> Array:
+  """Grouped-query attention with a boolean mask, softmax in float32.
+
+  Args:
+    q: [B, T, H, Dh] queries, already scaled.
+    k: [B, S, Hkv, Dh] keys.
+    v: [B, S, Hkv, Dh] values.
+    mask: bool[B, T, S] True where query t may attend key s.
+    softcap: if set, logits c·tanh(s/c) before masking.
+
+  Returns:
+    [B, T, H, Dh] in q's dtype. Rows with no allowed key give zeros (no NaN).
+  """
+  b, t, h, dh = q.shape
+  hkv = k.shape[2]
+  g = h // hkv
+  qg = q.reshape(b, t, hkv, g, dh)
+  scores = jnp.einsum("btkgd,bskd->bkgts", qg, k,
+                      preferred_element_type=jnp.float32)
+  if softcap is not None:
+    scores = softcap * jnp.tanh(scores / softcap)
+  m = mask[:, None, None, :, :]
+  scores = jnp.where(m, scores, MASK_VALUE)
+  probs = jax.nn.softmax(scores, axis=-1)
+  probs = jnp.where(m, probs, 0.0)  # fully masked rows: zeros, not uniform
+  out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
+  return out.reshape(b, t, h, dh)
+
+
+class Attention(nnx.Module):
+  """Multi-head attention with GQA, optional qkv bias and per-head QK-norm."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    c = config
+    self.config = c
+    dt, pdt = c.compute_dtype, c.params_dtype
+    d, h, kv, dh = c.d_model, c.n_heads, c.n_kv_heads, c.head_dim
+    in_std = d ** -0.5
+    out_std = (h * dh) ** -0.5 / math.sqrt(2 * c.n_layers)
+    self.q_proj = Dense((d, h, dh), ("embed", "heads", "head_dim"),
+                        "btd,dhk->bthk", use_bias=c.qkv_bias, std=in_std,
+                        dtype=dt, param_dtype=pdt, rngs=rngs)
+    self.k_proj = Dense((d, kv, dh), ("embed", "kv_heads", "head_dim"),
+                        "btd,dhk->bthk", use_bias=c.qkv_bias, std=in_std,
+                        dtype=dt, param_dtype=pdt, rngs=rngs)
+    self.v_proj = Dense((d, kv, dh), ("embed", "kv_heads", "head_dim"),
+                        "btd,dhk->bthk", use_bias=c.qkv_bias, std=in_std,
+                        dtype=dt, param_dtype=pdt, rngs=rngs)
+    self.o_proj = Dense((h, dh, d), ("heads", "head_dim", "embed"),
+                        "bthk,hkd->btd", n_in=2, std=out_std,
+                        dtype=dt, param_dtype=pdt, rngs=rngs)
+    if c.qk_norm:
+      self.q_norm = RMSNorm(dh, eps=c.norm_eps, offset=c.norm_offset,
+                            param_dtype=pdt)
+      self.k_norm = RMSNorm(dh, eps=c.norm_eps, offset=c.norm_offset,
+                            param_dtype=pdt)
+    else:
+      self.q_norm = None
+      self.k_norm = None
+
+  def project(self, x: Array, positions: Array):
+    """Returns (q, k, v): q [B,T,H,Dh] scaled and rotated, k rotated, v."""
+    c = self.config
+    q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+    if self.q_norm is not None:
+      q, k = self.q_norm(q), self.k_norm(k)
+    q = apply_rope(q, positions, theta=c.rope_theta)
+    k = apply_rope(k, positions, theta=c.rope_theta)
+    q = q * jnp.asarray(c.query_scale, q.dtype)
+    return q, k, v
+
+  def attend(self, q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """Attention over keys/values [B,S,Hkv,Dh] and the output projection."""
+    out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask,
+                                softcap=self.config.attn_logit_softcap)
+    return self.o_proj(out)
+
+
+class MLP(nnx.Module):
+  """Gated MLP: down(act(gate(x)) · up(x)); act = SiLU (SwiGLU) or tanh-GELU."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    c = config
+    dt, pdt = c.compute_dtype, c.params_dtype
+    self.hidden_act = c.hidden_act
+    in_std = c.d_model ** -0.5
+    out_std = c.d_ff ** -0.5 / math.sqrt(2 * c.n_layers)
+    self.gate_proj = Dense((c.d_model, c.d_ff), ("embed", "mlp"), "btd,df->btf",
+                           std=in_std, dtype=dt, param_dtype=pdt, rngs=rngs)
+    self.up_proj = Dense((c.d_model, c.d_ff), ("embed", "mlp"), "btd,df->btf",
+                         std=in_std, dtype=dt, param_dtype=pdt, rngs=rngs)
+    self.down_proj = Dense((c.d_ff, c.d_model), ("mlp", "embed"), "btf,fd->btd",
+                           std=out_std, dtype=dt, param_dtype=pdt, rngs=rngs)
+
+  def __call__(self, x: Array) -> Array:
+    gate = self.gate_proj(x)
+    if self.hidden_act == "silu":
+      gate = jax.nn.silu(gate)
+    else:
+      gate = jax.nn.gelu(gate, approximate=True)
+    return self.down_proj(gate * self.up_proj(x))
+
+
+class Embedder(nnx.Module):
+  """Token embedding [V, D] (Gemma: × sqrt(D)) and its tied unembedding."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    c = config
+    self.config = c
+    self.embedding = param(rngs, (c.vocab_size, c.d_model), ("vocab", "embed"),
+                           init="normal", std=c.d_model ** -0.5,
+                           dtype=c.params_dtype)
+
+  def encode(self, tokens: Array) -> Array:
+    c = self.config
+    x = jnp.take(self.embedding[...], tokens, axis=0).astype(c.compute_dtype)
+    if c.embed_scale:
+      x = x * jnp.asarray(math.sqrt(c.d_model), c.compute_dtype)
+    return x
+
+  def decode(self, hidden: Array) -> Array:
+    """f32[..., V] = hidden · embeddingᵀ."""
+    dt = self.config.compute_dtype
+    return jnp.einsum("...d,vd->...v", hidden.astype(dt),
+                      self.embedding[...].astype(dt),
+                      preferred_element_type=jnp.float32)

@@ -1,0 +1,585 @@
+"""Host-side metric plumbing: writers, a progress bar, throughput/MFU, averaging.
+
+Everything here runs on the host, outside jitted code, and is careful about when
+it reads device values: a ``jax.device_get`` forces the host to wait for the
+device, so the helpers read device arrays only at log/display boundaries, never
+once per training step.
+
+* ``MetricWriter`` writes scalars to TensorBoard event files (tensorboardX) and
+  appends JSON lines to ``<workdir>/metrics.jsonl``. Only process 0 writes.
+* ``ProgressBar`` is a tqdm bar with key metrics in its postfix on a terminal,
+  and a compact line every N steps when stdout is not a TTY or ``CI`` is set.
+* ``Throughput`` measures step time, tokens/s and model FLOPs utilisation (MFU)
+  over windows of steps, synchronising with ``jax.block_until_ready`` only at
+  the window boundaries.
+* ``MetricAccumulator`` averages metric dicts over the steps between two log
+  steps with one ``device_get`` per log step.
+
+JSON lines format (one object per ``write_scalars`` call)::
+
+  {"step": 10, "time": 1732233600.5, "loss": 0.25, "reward/mean": "nan"}
+
+``time`` is Unix wall-clock seconds. Values are Python ``int``/``float``/``bool``
+(converted from jax/numpy scalars). JSON has no NaN or infinity, so non-finite
+floats are written as the strings ``"nan"``, ``"inf"`` and ``"-inf"`` (they
+round-trip through ``float(...)``; ``read_jsonl`` converts them back).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, IO, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+
+__all__ = [
+    "MetricWriter",
+    "ProgressBar",
+    "Throughput",
+    "MetricAccumulator",
+    "mfu",
+    "format_metrics",
+    "to_python_scalar",
+    "read_jsonl",
+    "is_ci",
+]
+
+_NONFINITE_STR = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _is_chief() -> bool:
+  return jax.process_index() == 0
+
+
+def is_ci() -> bool:
+  """Whether the ``CI`` environment variable asks for CI-friendly output."""
+  return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def to_python_scalar(value: Any, *, name: str = "value") -> int | float | bool:
+  """Converts a jax/numpy/Python scalar (or size-1 array) to a Python scalar.
+
+  Args:
+    value: A Python number, numpy scalar, or numpy/jax array with one element.
+    name: Metric name used in the error message.
+
+  Returns:
+    A Python ``bool``, ``int`` or ``float``.
+
+  Raises:
+    ValueError: If ``value`` has more than one element or is not numeric.
+  """
+  if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+    return value
+  arr = np.asarray(jax.device_get(value))
+  if arr.size != 1:
+    raise ValueError(
+        f"Metric {name!r} must be a scalar, got an array of shape {arr.shape}.")
+  item = arr.reshape(()).item()
+  if isinstance(item, (bool, int, float)):
+    return item
+  raise ValueError(f"Metric {name!r} is not numeric: {item!r}.")
+
+
+def _json_value(value: int | float | bool) -> int | float | bool | str:
+  if isinstance(value, float) and not math.isfinite(value):
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+  return value
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """Reads a ``metrics.jsonl`` file written by ``MetricWriter``.
+
+  Args:
+    path: Path of the JSON-lines file.
+
+  Returns:
+    One dict per line; the strings ``"nan"``, ``"inf"``, ``"-inf"`` are turned
+    back into floats.
+  """
+  rows = []
+  with open(path, "r", encoding="utf-8") as f:
+    for line in f:
+      line = line.strip()
+      if not line:
+        continue
+      row = json.loads(line)
+      rows.append({k: _NONFINITE_STR.get(v, v) if isinstance(v, str) else v
+                   for k, v in row.items()})
+  return rows
+
+
+class MetricWriter:
+  """Writes scalar metrics to TensorBoard, a JSON-lines file and the console.
+
+  Only process 0 (``jax.process_index() == 0``) writes; on other processes every
+  method is a no-op, so callers need no ``if`` around logging.
+
+  Usage::
+
+    with MetricWriter(workdir) as writer:
+      writer.write_scalars(step, {"loss": loss, "lr": lr})
+
+  Args:
+    workdir: Directory for ``metrics.jsonl`` and the ``tensorboard/`` event
+      files (created if missing).
+    tensorboard: Write TensorBoard event files with tensorboardX.
+    jsonl: Append JSON lines to ``<workdir>/metrics.jsonl``.
+    console: Print one compact line per ``write_scalars`` call.
+    stream: Stream for console lines (default ``sys.stdout``).
+    tensorboard_subdir: Subdirectory of ``workdir`` for the event files.
+    enabled: Override the process-0 check (``None``: write only on process 0).
+  """
+
+  def __init__(self, workdir: str, *, tensorboard: bool = True,
+               jsonl: bool = True, console: bool = True,
+               stream: Optional[IO[str]] = None,
+               tensorboard_subdir: str = "tensorboard",
+               enabled: Optional[bool] = None):
+    self.workdir = workdir
+    self.enabled = _is_chief() if enabled is None else bool(enabled)
+    self._console = console
+    self._stream = stream
+    self._tb = None
+    self._jsonl = None
+    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    self.tensorboard_dir = os.path.join(workdir, tensorboard_subdir)
+    self._closed = False
+    if not self.enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    if jsonl:
+      self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # Heavy import: only when used.
+      self._tb = SummaryWriter(logdir=self.tensorboard_dir)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    """Writes one step's scalar metrics.
+
+    Device values are fetched with a single ``jax.device_get`` for the whole
+    dict.
+
+    Args:
+      step: Global step the metrics belong to.
+      scalars: Mapping from metric name to a scalar (Python, numpy or jax).
+
+    Raises:
+      ValueError: If a value is not a scalar, or a name is ``step``/``time``.
+      RuntimeError: If the writer was closed.
+    """
+    if not self.enabled:
+      return
+    if self._closed:
+      raise RuntimeError("MetricWriter.write_scalars called after close().")
+    for reserved in ("step", "time"):
+      if reserved in scalars:
+        raise ValueError(f"Metric name {reserved!r} is reserved.")
+    host = jax.device_get(dict(scalars))
+    values = {name: to_python_scalar(v, name=name) for name, v in host.items()}
+    step = int(step)
+    now = time.time()
+    if self._tb is not None:
+      for name, v in values.items():
+        self._tb.add_scalar(name, float(v), global_step=step, walltime=now)
+    if self._jsonl is not None:
+      row = {"step": step, "time": now}
+      row.update({k: _json_value(v) for k, v in values.items()})
+      self._jsonl.write(json.dumps(row) + "\n")
+    if self._console:
+      stream = self._stream or sys.stdout
+      stream.write(f"step {step}: {format_metrics(values)}\n")
+      stream.flush()
+
+  def write_text(self, step: int, name: str, text: str) -> None:
+    """Writes a text summary to TensorBoard (e.g. a sampled completion)."""
+    if not self.enabled or self._tb is None:
+      return
+    self._tb.add_text(name, text, global_step=int(step))
+
+  def flush(self) -> None:
+    """Flushes all open outputs to disk."""
+    if self._jsonl is not None and not self._jsonl.closed:
+      self._jsonl.flush()
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    """Flushes and closes all outputs; further writes raise."""
+    if self._closed:
+      return
+    self.flush()
+    if self._jsonl is not None:
+      self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+    self._closed = True
+
+  def __enter__(self) -> "MetricWriter":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def format_metrics(values: Mapping[str, Any], *, keys: Optional[Sequence[str]] = None,
+                   precision: int = 4) -> str:
+  """Formats host scalars compactly: ``loss=0.1234 reward/mean=0.5``.
+
+  Args:
+    values: Mapping of metric names to host scalars.
+    keys: Names to show, in order (missing ones skipped); ``None``: all.
+    precision: Significant digits for floats.
+
+  Returns:
+    The formatted string.
+  """
+  names = list(values) if keys is None else [k for k in keys if k in values]
+  parts = []
+  for k in names:
+    v = values[k]
+    if isinstance(v, float):
+      parts.append(f"{k}={v:.{precision}g}")
+    else:
+      parts.append(f"{k}={v}")
+  return " ".join(parts)
+
+
+def _format_duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class ProgressBar:
+  """A console progress bar showing key metrics, quiet in CI logs.
+
+  On an interactive terminal (stream is a TTY and ``CI`` is not set) this is a
+  tqdm bar whose postfix shows ``keys``. Otherwise it prints one compact line
+  every ``log_every`` steps (and at the last step), e.g.::
+
+    train 50/500 (10%) 2.1 steps/s eta 03:34 | loss=0.6931 reward/mean=0.25
+
+  Metric values may be device arrays: they are read (``jax.device_get``) only
+  when they are displayed — at most every ``refresh_seconds`` on a terminal,
+  every ``log_every`` steps otherwise — so updating every step does not force a
+  host/device sync every step. Only process 0 displays anything.
+
+  Args:
+    total: Total number of steps (``None`` if unknown).
+    desc: Short label.
+    keys: Metric names to show, in order; missing names are skipped.
+    log_every: Steps between lines in non-interactive mode (default: a tenth of
+      ``total``, or 100 if ``total`` is unknown).
+    stream: Output stream (default ``sys.stderr``).
+    interactive: Force (``True``) or disable (``False``) the tqdm bar; ``None``
+      decides from ``stream.isatty()`` and ``CI``.
+    refresh_seconds: Minimum seconds between postfix updates on a terminal.
+    initial: Step the bar starts from (e.g. when resuming).
+    enabled: Override the process-0 check.
+  """
+
+  def __init__(self, total: Optional[int], desc: str = "", *,
+               keys: Sequence[str] = ("loss", "reward/mean"),
+               log_every: Optional[int] = None,
+               stream: Optional[IO[str]] = None,
+               interactive: Optional[bool] = None,
+               refresh_seconds: float = 0.5, initial: int = 0,
+               enabled: Optional[bool] = None,
+               clock: Callable[[], float] = time.monotonic):
+    self.total = None if total is None else int(total)
+    self.desc = desc
+    self.keys = tuple(keys)
+    self.enabled = _is_chief() if enabled is None else bool(enabled)
+    self._stream = stream or sys.stderr
+    if interactive is None:
+      isatty = getattr(self._stream, "isatty", lambda: False)
+      interactive = bool(isatty()) and not is_ci()
+    self.interactive = interactive
+    if log_every is None:
+      log_every = max(1, self.total // 10) if self.total else 100
+    if log_every < 1:
+      raise ValueError(f"log_every must be >= 1, got {log_every}.")
+    self.log_every = int(log_every)
+    self._refresh = refresh_seconds
+    self._clock = clock
+    self._start_time = clock()
+    self._start_step = int(initial)
+    self._step = int(initial)
+    self._last_line_step = int(initial)
+    self._last_postfix = -math.inf
+    self._bar = None
+    if self.enabled and self.interactive:
+      from tqdm.auto import tqdm
+      self._bar = tqdm(total=self.total, desc=desc or None, initial=initial,
+                       file=self._stream, dynamic_ncols=True)
+
+  def update(self, step: int, metrics: Optional[Mapping[str, Any]] = None) -> None:
+    """Moves the bar to ``step`` (steps completed so far) and shows metrics.
+
+    Args:
+      step: Number of completed steps (absolute, not an increment).
+      metrics: Optional metric dict; only ``keys`` are read, and only when
+        displayed.
+    """
+    step = int(step)
+    if not self.enabled:
+      self._step = step
+      return
+    if self._bar is not None:
+      self._bar.update(step - self._step)
+      self._step = step
+      now = self._clock()
+      if metrics and now - self._last_postfix >= self._refresh:
+        shown = self._host(metrics)
+        if shown:
+          self._bar.set_postfix_str(format_metrics(shown), refresh=True)
+        self._last_postfix = now
+      return
+    self._step = step
+    due = step - self._last_line_step >= self.log_every
+    last = self.total is not None and step >= self.total
+    if (due or last) and step != self._last_line_step:
+      self._print_line(metrics)
+      self._last_line_step = step
+
+  def _host(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    picked = {k: metrics[k] for k in self.keys if k in metrics}
+    host = jax.device_get(picked)
+    out = {}
+    for k, v in host.items():
+      try:
+        out[k] = to_python_scalar(v, name=k)
+      except ValueError:
+        continue  # Non-scalar: not shown.
+    return out
+
+  def _print_line(self, metrics: Optional[Mapping[str, Any]]) -> None:
+    elapsed = self._clock() - self._start_time
+    done = self._step - self._start_step
+    rate = done / elapsed if elapsed > 0 else math.nan
+    parts = [self.desc] if self.desc else []
+    if self.total:
+      pct = 100.0 * self._step / self.total
+      parts.append(f"{self._step}/{self.total} ({pct:.0f}%)")
+    else:
+      parts.append(f"step {self._step}")
+    parts.append(f"{rate:.3g} steps/s")
+    if self.total and rate > 0:
+      parts.append(f"eta {_format_duration((self.total - self._step) / rate)}")
+    line = " ".join(parts)
+    if metrics:
+      shown = self._host(metrics)
+      if shown:
+        line += " | " + format_metrics(shown)
+    self._stream.write(line + "\n")
+    self._stream.flush()
+
+  def close(self) -> None:
+    """Closes the bar (terminal mode) — safe to call twice."""
+    if self._bar is not None:
+      self._bar.close()
+      self._bar = None
+
+  def __enter__(self) -> "ProgressBar":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def mfu(*, flops_per_step: float, step_time: float, peak_flops: float) -> float:
+  """Model FLOPs utilisation: achieved FLOP/s over peak FLOP/s.
+
+  ``mfu = flops_per_step / step_time / peak_flops``. Both FLOP numbers must
+  cover the same devices: e.g. the FLOPs of one global step and the summed
+  peak of all devices running it.
+
+  Args:
+    flops_per_step: Model FLOPs of one step (e.g. from ``jaxsi.training.flops``).
+    step_time: Seconds per step.
+    peak_flops: Peak FLOP/s of the hardware running the step.
+
+  Returns:
+    The utilisation as a fraction (1.0 = peak).
+
+  Raises:
+    ValueError: If ``step_time`` or ``peak_flops`` is not positive.
+  """
+  if step_time <= 0 or peak_flops <= 0:
+    raise ValueError(
+        f"step_time and peak_flops must be > 0, got {step_time}, {peak_flops}.")
+  return float(flops_per_step) / float(step_time) / float(peak_flops)
+
+
+class Throughput:
+  """Measures step time, tokens/s and MFU over windows of steps.
+
+  JAX dispatches asynchronously, so wall-clock time between two Python lines
+  says little; an honest measurement blocks on the step outputs at the window
+  boundaries (``jax.block_until_ready(sync)``), never inside the inner loop::
+
+    meter = Throughput(flops_per_step=f, peak_flops=p, tokens_per_step=t)
+    state = train_step(state, batch)           # compile outside the window
+    meter.start(sync=state)
+    for i in range(n):
+      state, metrics = train_step(state, batch)
+      if (i + 1) % log_every == 0:
+        writer.write_scalars(i, meter.measure(steps=log_every, sync=state))
+
+  ``measure`` closes the current window and starts the next one at the same
+  instant, so windows tile the run without gaps.
+
+  Args:
+    flops_per_step: Model FLOPs of one step (``None``: no MFU reported).
+    peak_flops: Peak FLOP/s of the devices running a step (``None``: no MFU).
+    tokens_per_step: Tokens processed per step (``None``: no tokens/s unless
+      ``tokens=`` is passed to ``measure``).
+    prefix: Prefix of the returned metric names.
+    clock: Time source (seconds); injectable for tests.
+  """
+
+  def __init__(self, *, flops_per_step: Optional[float] = None,
+               peak_flops: Optional[float] = None,
+               tokens_per_step: Optional[float] = None, prefix: str = "perf/",
+               clock: Callable[[], float] = time.perf_counter):
+    self.flops_per_step = flops_per_step
+    self.peak_flops = peak_flops
+    self.tokens_per_step = tokens_per_step
+    self.prefix = prefix
+    self._clock = clock
+    self._t0: Optional[float] = None
+
+  def start(self, *, sync: Any = None) -> None:
+    """Starts a window, after waiting for ``sync`` (a pytree of arrays)."""
+    if sync is not None:
+      jax.block_until_ready(sync)
+    self._t0 = self._clock()
+
+  def measure(self, *, steps: int, sync: Any = None,
+              tokens: Optional[float] = None,
+              flops: Optional[float] = None) -> dict[str, float]:
+    """Ends the window (after waiting for ``sync``) and starts the next one.
+
+    Args:
+      steps: Number of steps run in the window.
+      sync: Pytree of step outputs to block on before reading the clock.
+      tokens: Tokens processed in the whole window (overrides
+        ``tokens_per_step * steps``).
+      flops: FLOPs of the whole window (overrides ``flops_per_step * steps``).
+
+    Returns:
+      ``{prefix+'step_time', prefix+'steps_per_sec'}`` plus
+      ``prefix+'tokens_per_sec'`` when tokens are known and ``prefix+'mfu'``
+      (and ``prefix+'tflops_per_sec'``) when FLOPs and the peak are known.
+
+    Raises:
+      RuntimeError: If ``start`` was not called.
+      ValueError: If ``steps < 1``.
+    """
+    if self._t0 is None:
+      raise RuntimeError("Throughput.measure called before start().")
+    if steps < 1:
+      raise ValueError(f"steps must be >= 1, got {steps}.")
+    if sync is not None:
+      jax.block_until_ready(sync)
+    now = self._clock()
+    elapsed = max(now - self._t0, 1e-12)
+    self._t0 = now
+    p = self.prefix
+    step_time = elapsed / steps
+    out = {p + "step_time": step_time, p + "steps_per_sec": steps / elapsed}
+    if tokens is None and self.tokens_per_step is not None:
+      tokens = self.tokens_per_step * steps
+    if tokens is not None:
+      out[p + "tokens_per_sec"] = float(tokens) / elapsed
+    if flops is None and self.flops_per_step is not None:
+      flops = self.flops_per_step * steps
+    if flops is not None:
+      out[p + "tflops_per_sec"] = float(flops) / elapsed / 1e12
+      if self.peak_flops:
+        out[p + "mfu"] = mfu(flops_per_step=float(flops) / steps,
+                             step_time=step_time, peak_flops=self.peak_flops)
+    return out
+
+
+_REDUCTIONS = ("mean", "sum", "min", "max", "last")
+
+
+class MetricAccumulator:
+  """Reduces metric dicts over the steps between two log steps, on the host.
+
+  ``add`` only stores references to the (device) arrays; ``result`` moves all
+  of them to the host with one ``jax.device_get`` and reduces per name over the
+  steps in which the name appeared. The default reduction is the mean;
+  ``reductions`` picks ``'sum'``, ``'min'``, ``'max'`` or ``'last'`` per name.
+  NaN values propagate (a NaN step makes the mean NaN), which is intended:
+  they signal a problem rather than being silently skipped.
+
+  Args:
+    reductions: Optional mapping from metric name to reduction.
+  """
+
+  def __init__(self, *, reductions: Optional[Mapping[str, str]] = None):
+    reductions = dict(reductions or {})
+    for name, red in reductions.items():
+      if red not in _REDUCTIONS:
+        raise ValueError(
+            f"Unknown reduction {red!r} for {name!r}; expected one of "
+            f"{_REDUCTIONS}.")
+    self._reductions = reductions
+    self._pending: list[Mapping[str, Any]] = []
+
+  def __len__(self) -> int:
+    return len(self._pending)
+
+  def add(self, metrics: Mapping[str, Any]) -> None:
+    """Stores one step's metrics (no device transfer)."""
+    self._pending.append(dict(metrics))
+
+  def result(self, *, reset: bool = True) -> dict[str, float]:
+    """Reduces the stored steps.
+
+    Args:
+      reset: Clear the stored steps afterwards.
+
+    Returns:
+      Mapping from name to a Python float (empty if nothing was added).
+
+    Raises:
+      ValueError: If a stored value is not a scalar.
+    """
+    host: list[Mapping[str, Any]] = jax.device_get(self._pending)
+    if reset:
+      self._pending = []
+    columns: dict[str, list[float]] = {}
+    for row in host:
+      for name, v in row.items():
+        columns.setdefault(name, []).append(float(to_python_scalar(v, name=name)))
+    out = {}
+    for name, vals in columns.items():
+      red = self._reductions.get(name, "mean")
+      arr = np.asarray(vals, np.float64)
+      if red == "mean":
+        out[name] = float(arr.mean())
+      elif red == "sum":
+        out[name] = float(arr.sum())
+      elif red == "min":
+        out[name] = float(arr.min())
+      elif red == "max":
+        out[name] = float(arr.max())
+      else:
+        out[name] = float(arr[-1])
+    return out
+
+  def reset(self) -> None:
+    """Drops all stored steps."""
+    self._pending = []

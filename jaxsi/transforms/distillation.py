@@ -1,0 +1,225 @@
+r"""Distillation objective terms: full-vocabulary divergences, top-k KD, sampled reverse KL.
+
+Alignment: ``outputs.logits[b, t]`` (student) and
+``traj.extras['teacher_logits'][b, t]`` (f32[B, T, V], teacher) are the logits
+of the distribution that PRODUCED token ``tokens[b, t]`` — aligned exactly like
+``logprobs`` (so position t's logits are the model output at position t − 1;
+row t = 0 is ignored by the mask). Top-k teachers give
+``traj.extras['teacher_topk_ids']`` int32[B, T, K] and
+``['teacher_topk_logprobs']`` f32[B, T, K] with the same alignment.
+Tokens count where ``traj.loss_mask & traj.valid``; ``traj.weights`` scale rows.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsi.trajectory import Trajectory
+from jaxsi.transforms import aggregation, kl
+from jaxsi.transforms.base import ModelOutputs
+
+Array = jax.Array
+sg = jax.lax.stop_gradient
+
+TEACHER_LOGITS_KEY = "teacher_logits"
+TOPK_IDS_KEY = "teacher_topk_ids"
+TOPK_LOGPROBS_KEY = "teacher_topk_logprobs"
+
+
+def _kl(log_p: Array, log_q: Array) -> Array:
+  """Σ_v p (log p − log q) over the last axis (0·log 0 = 0)."""
+  p = jnp.exp(log_p)
+  return jnp.sum(jnp.where(p > 0, p * (log_p - log_q), 0.0), axis=-1)
+
+
+def generalized_jsd(
+    student_logits: Array,
+    teacher_logits: Array,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+) -> Array:
+  r"""Per-position generalised JSD_β of TRL GKD (Agarwal et al. 2024, arXiv:2306.13649).
+
+  S = log_softmax(z_s/τ), Tt = log_softmax(z_t/τ);
+  β = 0: KL(teacher ‖ student) (forward KL); β = 1: KL(student ‖ teacher)
+  (reverse KL); else M = log((1−β)e^S + βe^Tt) and
+  JSD_β = β·KL(teacher ‖ M) + (1−β)·KL(student ‖ M).
+  Matches TRL 1.10 ``GKDTrainer.generalized_jsd_loss`` before reduction.
+
+  Args:
+    student_logits: f32[..., V].
+    teacher_logits: f32[..., V].
+    beta: β in [0, 1].
+    temperature: τ.
+
+  Returns:
+    f32[...] divergence per position.
+  """
+  if not 0.0 <= beta <= 1.0:
+    raise ValueError(f"beta must be in [0, 1], got {beta}")
+  s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
+  t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, axis=-1)
+  if beta == 0.0:
+    return _kl(t, s)
+  if beta == 1.0:
+    return _kl(s, t)
+  mix = jnp.logaddexp(s + np.log1p(-beta), t + np.log(beta))
+  return beta * _kl(t, mix) + (1.0 - beta) * _kl(s, mix)
+
+
+def token_divergence(
+    *,
+    kind: str = "jsd",
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    agg: str = "token-mean",
+    max_len: Optional[int] = None,
+    num_tokens=None,
+    num_sequences=None,
+):
+  r"""Full-vocabulary distillation term L = agg_t D(student_t, teacher_t).
+
+  kind: 'forward_kl' = KL(teacher ‖ student) (= JSD with β=0),
+  'reverse_kl' = KL(student ‖ teacher) (β=1), 'jsd' = generalised JSD_β.
+  With agg='token-mean' this is TRL GKD's "batchmean" reduction (Σ / #tokens;
+  pass ``num_tokens`` for TRL's num_items_in_batch normalisation). The teacher
+  logits are stop-gradient.
+
+  Args:
+    kind: 'forward_kl' | 'reverse_kl' | 'jsd'.
+    beta: β of the JSD.
+    temperature: τ applied to both logits.
+    agg, max_len, num_tokens, num_sequences: aggregation.
+
+  Returns:
+    An objective term; metric ``divergence`` (token mean).
+  """
+  b = {"forward_kl": 0.0, "reverse_kl": 1.0, "jsd": beta}.get(kind)
+  if b is None:
+    raise ValueError(f"kind must be forward_kl|reverse_kl|jsd, got {kind!r}")
+
+  def term(outputs: ModelOutputs, traj: Trajectory):
+    if outputs.logits is None or TEACHER_LOGITS_KEY not in traj.extras:
+      raise ValueError("token_divergence needs outputs.logits and"
+                       " traj.extras['teacher_logits']")
+    teacher = sg(jnp.asarray(traj.extras[TEACHER_LOGITS_KEY]))
+    d = generalized_jsd(outputs.logits, teacher, beta=b, temperature=temperature)
+    loss = aggregation.aggregate_trajectory(
+        d, traj, mode=agg, max_len=max_len, num_tokens=num_tokens,
+        num_sequences=num_sequences)
+    return loss, {"divergence": aggregation.masked_token_mean(sg(d), traj)}
+
+  return term
+
+
+def topk_distillation(
+    *,
+    temperature: float = 1.0,
+    renormalize: bool = True,
+    agg: str = "token-mean",
+    max_len: Optional[int] = None,
+    num_tokens=None,
+    num_sequences=None,
+):
+  r"""Top-k logit distillation (forward KL on the teacher's top-k support).
+
+  q_k = softmax_k(ℓ^T_k/τ) over the K stored teacher log-probs
+  (``renormalize=True``) or q_k = exp(ℓ^T_k) (``False``, needs τ = 1; the
+  missing tail mass is dropped); log p_k = log_softmax(z_s/τ)[id_k];
+  ℓ_t = Σ_k q_k (log q_k − log p_k). With K = V and renormalize this equals
+  forward KL(teacher ‖ student) (tested).
+
+  Args:
+    temperature: τ.
+    renormalize: renormalise teacher probabilities over the top-k.
+    agg, max_len, num_tokens, num_sequences: aggregation.
+
+  Returns:
+    An objective term; metric ``divergence``.
+  """
+  if not renormalize and temperature != 1.0:
+    raise ValueError("topk_distillation: temperature != 1 needs renormalize=True")
+
+  def term(outputs: ModelOutputs, traj: Trajectory):
+    if outputs.logits is None or TOPK_IDS_KEY not in traj.extras or \
+        TOPK_LOGPROBS_KEY not in traj.extras:
+      raise ValueError("topk_distillation needs outputs.logits and traj.extras"
+                       " ['teacher_topk_ids'], ['teacher_topk_logprobs']")
+    ids = jnp.asarray(traj.extras[TOPK_IDS_KEY], jnp.int32)
+    tlp = sg(jnp.asarray(traj.extras[TOPK_LOGPROBS_KEY], jnp.float32))
+    if renormalize:
+      log_q = jax.nn.log_softmax(tlp / temperature, axis=-1)
+    else:
+      log_q = tlp
+    log_s = jax.nn.log_softmax(outputs.logits.astype(jnp.float32) / temperature, axis=-1)
+    log_p = jnp.take_along_axis(log_s, ids, axis=-1)
+    d = _kl_pair(log_q, log_p)
+    loss = aggregation.aggregate_trajectory(
+        d, traj, mode=agg, max_len=max_len, num_tokens=num_tokens,
+        num_sequences=num_sequences)
+    return loss, {"divergence": aggregation.masked_token_mean(sg(d), traj)}
+
+  return term
+
+
+def _kl_pair(log_q: Array, log_p: Array) -> Array:
+  q = jnp.exp(log_q)
+  return jnp.sum(jnp.where(q > 0, q * (log_q - log_p), 0.0), axis=-1)
+
+
+def sampled_reverse_kl(
+    *,
+    estimator: str = "pg",
+    agg: str = "token-mean",
+    max_len: Optional[int] = None,
+    num_tokens=None,
+    num_sequences=None,
+):
+  r"""Reverse KL(π ‖ teacher) from the sampled tokens' log-probs only.
+
+  d_t = ℓp_t − ℓp^T_t with ℓp = ``outputs.logprobs`` (student, on its own
+  samples) and ℓp^T = ``traj.teacher_logprobs`` (stop-gradient). For on-policy
+  distillation (Agarwal et al. 2024; Thinking Machines "On-Policy
+  Distillation" 2025), KDRL (Xu et al. 2025, arXiv:2506.02208) and OPSD
+  self-distillation under privileged context.
+
+  * ``estimator='pg'`` (default): ℓ_t = sg[d_t] + sg[d_t]·(ℓp_t − sg[ℓp_t]);
+    value = d_t (the k1 estimate), gradient = d_t·∇ℓp_t — REINFORCE with the
+    per-token reward −d_t (discount 0), an unbiased per-token estimate of the
+    reverse-KL gradient.
+  * any :mod:`jaxsi.transforms.kl` estimator name ('k1', 'k2', 'k3', …, '+'):
+    ℓ_t = k(ℓp_t, ℓp^T_t) differentiated path-wise (k2's gradient equals the
+    'pg' gradient; k1's path-wise gradient is zero in expectation).
+
+  Args:
+    estimator: 'pg' or a KL estimator name.
+    agg, max_len, num_tokens, num_sequences: aggregation.
+
+  Returns:
+    An objective term; metric ``reverse_kl`` (token mean of d).
+  """
+  if estimator != "pg":
+    kl.kl_estimate(jnp.zeros(()), jnp.zeros(()), estimator=estimator)
+
+  def term(outputs: ModelOutputs, traj: Trajectory):
+    if traj.teacher_logprobs is None:
+      raise ValueError("sampled_reverse_kl needs traj.teacher_logprobs")
+    m = traj.loss_mask.astype(bool)
+    lp = jnp.where(m, outputs.logprobs, 0.0)
+    tlp = sg(jnp.where(m, traj.teacher_logprobs, 0.0))
+    d = lp - tlp
+    if estimator == "pg":
+      loss_bt = sg(d) + sg(d) * (lp - sg(lp))
+    else:
+      loss_bt = kl.kl_estimate(lp, tlp, estimator=estimator)
+    loss = aggregation.aggregate_trajectory(
+        loss_bt, traj, mode=agg, max_len=max_len, num_tokens=num_tokens,
+        num_sequences=num_sequences)
+    return loss, {"reverse_kl": aggregation.masked_token_mean(sg(d), traj)}
+
+  return term
