@@ -1,1 +1,40 @@
-"""jaxsi.methods."""
+"""jaxsi.methods: one small module per paper or family, each a factory.
+
+Every factory returns a :class:`~jaxsi.methods.base.RLMethod` (rollout spec +
+reward fns + transform chain + objective + epochs/minibatches + optional
+dynamic-sampling / guide options) that ``jaxsi.training.rl.RLTrainer`` runs.
+``get_method(name, **overrides)`` looks a factory up by name.
+"""
+
+from jaxsi.methods.base import (DynamicSampling, GuideSpec, RLMethod,
+                                guided_old_logprobs, policy_values)
+from jaxsi.methods.d3s import d3s
+from jaxsi.methods.grpo import dapo, dr_grpo, grpo
+from jaxsi.methods.guide import answer_hint, guide
+from jaxsi.methods.kdrl import kdrl
+from jaxsi.methods.nft import nft
+from jaxsi.methods.policy_variants import cispo, gspo
+from jaxsi.methods.ppo import ppo
+from jaxsi.methods.reinforce import reinforce_pp, rloo
+
+METHODS = {
+    "grpo": grpo,
+    "dr_grpo": dr_grpo,
+    "dapo": dapo,
+    "rloo": rloo,
+    "reinforce_pp": reinforce_pp,
+    "gspo": gspo,
+    "cispo": cispo,
+    "ppo": ppo,
+    "nft": nft,
+    "d3s": d3s,
+    "guide": guide,
+    "kdrl": kdrl,
+}
+
+
+def get_method(name: str, **overrides) -> RLMethod:
+  """Builds method ``name`` with keyword overrides of its factory defaults."""
+  if name not in METHODS:
+    raise ValueError(f"Unknown method {name!r}; available: {sorted(METHODS)}")
+  return METHODS[name](**overrides)

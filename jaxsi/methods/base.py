@@ -6,12 +6,15 @@ dataclass; ``jaxsi.training.rl`` runs any of them with the same loop. Each
 factory in ``jaxsi/methods/`` returns an ``RLMethod`` and names its paper and
 equation.
 
-This module also holds the small transforms that run another frozen forward
-pass through ``Context.score`` (reference / old / teacher log-probs, values).
-They are the loop's side of the contract: the loop puts the parameter sets
+The loop's side of the rescoring contract: it puts the parameter sets
 ``'policy'`` (current params, not a copy), ``'reference'`` (frozen warm start)
 and ``'teacher'`` in ``Context.params`` and the scorers ``'policy'``,
-``'policy_values'`` and ``'teacher'`` in ``Context.scorers``.
+``'policy_entropy'`` (with per-token entropy), ``'policy_values'`` (value
+head) and ``'teacher'`` in ``Context.scorers``; the library transforms
+``rescoring.ref_logprobs``/``teacher_logprobs`` and
+``importance.old_logprobs`` read them. This module adds the two transforms
+only the RL loop's data needs: :func:`policy_values` (PPO) and
+:func:`guided_old_logprobs` (Guide).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ POLICY = "policy"
 REFERENCE = "reference"
 TEACHER = "teacher"
 POLICY_VALUES = "policy_values"
+POLICY_ENTROPY = "policy_entropy"
 GUIDED_KEY = "guided"
 HINT_LOGPROBS_KEY = "hint_logprobs"
 
@@ -159,63 +163,6 @@ def as_reward_fns(reward_fns) -> Tuple[Callable, ...]:
 
 
 # ----------------------------------------------------------- rescoring
-def ref_logprobs(*, scorer: str = POLICY, params: str = REFERENCE
-                 ) -> TrajectoryTransform:
-  """Fills ``traj.ref_logprobs`` with a frozen forward pass of the reference.
-
-  KL(π ‖ π_ref) terms (GRPO, Shao et al. 2024, arXiv:2402.03300, Eq. 3) read
-  them; the parameters are ``ctx.params['reference']`` (stop-gradient).
-
-  Returns:
-    A stateless transform (no metrics).
-  """
-
-  def fn(traj: Trajectory, ctx: Context):
-    out = ctx.score(scorer, params, traj)
-    m = traj.loss_mask
-    return traj.replace(ref_logprobs=jnp.where(m, sg(out.logprobs), 0.0)), {}
-
-  return stateless(fn)
-
-
-def old_logprobs(*, scorer: str = POLICY, params: str = POLICY
-                 ) -> TrajectoryTransform:
-  """Fills ``traj.old_logprobs`` = log π_θold(tokens) before the updates.
-
-  PPO's ratio r_t = π_θ / π_θold (Schulman et al. 2017, arXiv:1707.06347,
-  Eq. 6) needs the pre-update policy's log-probs once several optimizer steps
-  are taken on one rollout batch; they are recomputed by the trainer (as TRL
-  and verl do) rather than taken from the sampler, so sampling truncations
-  (top-k/p) cannot bias the ratio. Metric ``rollout/behaviour_kl``: token mean
-  of behaviour − old log-probs (≈ 0 for plain temperature sampling).
-  """
-
-  def fn(traj: Trajectory, ctx: Context):
-    out = ctx.score(scorer, params, traj)
-    m = traj.loss_mask
-    old = jnp.where(m, sg(out.logprobs), 0.0)
-    metrics = {}
-    if traj.behaviour_logprobs is not None:
-      metrics["rollout/behaviour_kl"] = aggregation.masked_token_mean(
-          traj.behaviour_logprobs - old, traj)
-    return traj.replace(old_logprobs=old), metrics
-
-  return stateless(fn)
-
-
-def teacher_logprobs(*, scorer: str = TEACHER, params: str = TEACHER
-                     ) -> TrajectoryTransform:
-  """Fills ``traj.teacher_logprobs`` with the teacher's log-probs of the
-  student's own samples (KDRL, Xu et al. 2025, arXiv:2506.02208)."""
-
-  def fn(traj: Trajectory, ctx: Context):
-    out = ctx.score(scorer, params, traj)
-    m = traj.loss_mask
-    return traj.replace(teacher_logprobs=jnp.where(m, sg(out.logprobs), 0.0)), {}
-
-  return stateless(fn)
-
-
 def policy_values(*, scorer: str = POLICY_VALUES, params: str = POLICY
                   ) -> TrajectoryTransform:
   """Fills ``traj.values`` = V_old(tokens[:t]) from the value head (PPO).

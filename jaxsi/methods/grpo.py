@@ -21,7 +21,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from jaxsi.methods import base
 from jaxsi.rewards import reward_fn as reward_lib
-from jaxsi.transforms import advantages, filters, kl, policy_losses, rewards
+from jaxsi.transforms import (advantages, filters, importance, kl,
+                              policy_losses, rescoring, rewards)
 from jaxsi.transforms.base import chain, objective
 
 RewardFns = Union[Callable, Sequence[Callable]]
@@ -77,13 +78,13 @@ def _group_pg(*, name, n, max_new_tokens, temperature, reward_fns, kl_coef,
               kl_estimator, agg, epochs, minibatches, strategy, advantage,
               pg_term, drop_zero_variance, shaping=(), max_len=None,
               dynamic_sampling=None, guide=None, extra_terms=(),
-              teacher=False, pre=()) -> base.RLMethod:
+              teacher=False, pre=(), guide_importance=True) -> base.RLMethod:
   """Shared composition of the group-relative policy-gradient methods."""
   parts = list(pre)
   if kl_coef:
-    parts.append(base.ref_logprobs())
-  parts.append(base.old_logprobs())
-  if guide is not None:
+    parts.append(rescoring.ref_logprobs())
+  parts.append(importance.old_logprobs())
+  if guide is not None and guide_importance:
     parts.append(base.guided_old_logprobs())
   parts.extend(shaping)
   parts.append(advantage)

@@ -9,6 +9,10 @@ from jaxsi.models.config import PRESETS
 from jaxsi.models.config import describe
 from jaxsi.models.config import get_config
 from jaxsi.models.config import num_params
+from jaxsi.models.hf import config_from_hf
+from jaxsi.models.hf import load_pretrained
+from jaxsi.models.hf import params_from_hf
+from jaxsi.models.hf import params_to_hf
 from jaxsi.models.kv_cache import KVCache
 from jaxsi.models.kv_cache import cache_logical_axes
 from jaxsi.models.kv_cache import init_cache

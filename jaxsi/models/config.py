@@ -5,9 +5,10 @@
 (hashable), so it can live inside jitted closures and static arguments.
 
 Presets: ``tiny`` and ``small`` for tests and CPU experiments, and the published
-shapes of ``qwen2.5-0.5b``, ``qwen3-0.6b``, ``llama-3.2-1b``, ``gemma-2-2b`` and
-``gemma-3-1b`` (shape-compatible with their Hugging Face checkpoints, see the
-per-preset notes for the features this decoder does not model).
+architectures of ``qwen2.5-0.5b``, ``qwen3-0.6b``, ``llama-3.2-1b`` (with its
+"llama3" RoPE scaling), ``gemma-2-2b`` and ``gemma-3-1b`` (with their
+sliding-window layers), shape-compatible with the Hugging Face checkpoints
+(``jaxsi.models.hf`` converts them).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class ModelConfig:
     head_dim: per-head width Dh (need not equal D / H).
     d_ff: hidden width F of the gated MLP.
     rope_theta: RoPE base frequency.
+    rope_scaling: None, ``('linear', factor)`` (frequencies / factor) or
+      ``('llama3', factor, low_freq_factor, high_freq_factor,
+      original_max_position_embeddings)`` (Llama 3.1+ frequency scaling).
     norm_eps: RMSNorm epsilon.
     qkv_bias: biases on the q/k/v projections (Qwen2).
     qk_norm: per-head RMSNorm on queries and keys before RoPE (Qwen3, Gemma 3).
@@ -53,6 +57,13 @@ class ModelConfig:
       (GeGLU, Gemma).
     query_pre_attn_scalar: if set, queries are scaled by this**-0.5 instead of
       head_dim**-0.5 (Gemma).
+    sliding_window: if set, *local* layers attend only to the last
+      ``sliding_window`` tokens (query − key < window; Gemma 2/3).
+    global_every: with ``sliding_window``, layer i is global iff
+      (i + 1) % global_every == 0 (Gemma 2: 2, Gemma 3: 6); other layers are
+      local. 1 = every layer global.
+    rope_local_theta: RoPE base of local layers (Gemma 3: 10k); None = use
+      ``rope_theta`` (and ``rope_scaling``) everywhere.
   """
 
   vocab_size: int = 64
@@ -63,6 +74,7 @@ class ModelConfig:
   head_dim: int = 32
   d_ff: int = 384
   rope_theta: float = 10_000.0
+  rope_scaling: Optional[tuple] = None
   norm_eps: float = 1e-6
   qkv_bias: bool = False
   qk_norm: bool = False
@@ -79,6 +91,9 @@ class ModelConfig:
   final_logit_softcap: Optional[float] = None
   hidden_act: str = "silu"
   query_pre_attn_scalar: Optional[float] = None
+  sliding_window: Optional[int] = None
+  global_every: int = 1
+  rope_local_theta: Optional[float] = None
 
   def __post_init__(self):
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
@@ -107,6 +122,29 @@ class ModelConfig:
         raise ValueError(f"ModelConfig.{name} must be a float dtype, got {value!r}")
       # Store the canonical name so equal configs hash equally.
       object.__setattr__(self, name, dt.name)
+    if self.rope_scaling is not None:
+      rs = tuple(self.rope_scaling)
+      ok = ((len(rs) == 2 and rs[0] == "linear") or
+            (len(rs) == 5 and rs[0] == "llama3"))
+      if not ok or any(float(v) <= 0 for v in rs[1:]):
+        raise ValueError(
+            "ModelConfig.rope_scaling must be None, ('linear', factor) or "
+            "('llama3', factor, low_freq_factor, high_freq_factor, "
+            f"original_max_position_embeddings), got {self.rope_scaling!r}")
+      object.__setattr__(self, "rope_scaling", rs)
+    if self.sliding_window is not None and (
+        not isinstance(self.sliding_window, int) or self.sliding_window <= 0):
+      raise ValueError(
+          f"ModelConfig.sliding_window must be None or a positive int, got "
+          f"{self.sliding_window!r}")
+    if not isinstance(self.global_every, int) or self.global_every <= 0:
+      raise ValueError(
+          f"ModelConfig.global_every must be a positive int, got "
+          f"{self.global_every!r}")
+    if self.rope_local_theta is not None and self.rope_local_theta <= 0:
+      raise ValueError(
+          f"ModelConfig.rope_local_theta must be None or > 0, got "
+          f"{self.rope_local_theta!r}")
     for name in ("rope_theta", "norm_eps"):
       if getattr(self, name) <= 0:
         raise ValueError(f"ModelConfig.{name} must be > 0, got {getattr(self, name)!r}")
@@ -131,6 +169,11 @@ class ModelConfig:
     base = (self.head_dim if self.query_pre_attn_scalar is None
             else self.query_pre_attn_scalar)
     return float(base) ** -0.5
+
+  def is_local_layer(self, layer: int) -> bool:
+    """True if ``layer`` uses sliding-window attention."""
+    return (self.sliding_window is not None
+            and (layer + 1) % self.global_every != 0)
 
   def replace(self, **overrides) -> "ModelConfig":
     """Copy with fields replaced (unknown fields raise, listing valid ones)."""
@@ -157,16 +200,15 @@ _PRESETS: dict[str, dict[str, Any]] = {
                        rope_theta=1_000_000.0, norm_eps=1e-6, qk_norm=True,
                        tie_embeddings=True, max_seq_len=40_960,
                        dtype="bfloat16", param_dtype="bfloat16"),
-    # meta-llama/Llama-3.2-1B: 1,235,814,400 parameters. The checkpoint uses
-    # "llama3" RoPE frequency scaling (factor 32), which only changes very long
-    # context behaviour and is not modelled here.
+    # meta-llama/Llama-3.2-1B: 1,235,814,400 parameters.
     "llama-3.2-1b": dict(vocab_size=128_256, d_model=2048, n_layers=16,
                          n_heads=32, n_kv_heads=8, head_dim=64, d_ff=8192,
                          rope_theta=500_000.0, norm_eps=1e-5,
+                         rope_scaling=("llama3", 32.0, 1.0, 4.0, 8192),
                          tie_embeddings=True, max_seq_len=131_072,
                          dtype="bfloat16", param_dtype="bfloat16"),
-    # google/gemma-2-2b: 2,614,341,888 parameters. Alternating 4096-token
-    # sliding-window layers are not modelled (exact up to 4096 tokens).
+    # google/gemma-2-2b: 2,614,341,888 parameters; even layers use a
+    # 4096-token sliding window.
     "gemma-2-2b": dict(vocab_size=256_000, d_model=2304, n_layers=26,
                        n_heads=8, n_kv_heads=4, head_dim=256, d_ff=9216,
                        rope_theta=10_000.0, norm_eps=1e-6,
@@ -174,19 +216,19 @@ _PRESETS: dict[str, dict[str, Any]] = {
                        embed_scale=True, norm_offset=True, post_attn_norm=True,
                        post_ffw_norm=True, attn_logit_softcap=50.0,
                        final_logit_softcap=30.0, hidden_act="gelu_tanh",
-                       query_pre_attn_scalar=256.0,
+                       query_pre_attn_scalar=256.0, sliding_window=4096,
+                       global_every=2,
                        dtype="bfloat16", param_dtype="bfloat16"),
-    # google/gemma-3-1b-pt: 999,885,952 parameters. Its 5:1 local (512-token
-    # sliding window, RoPE base 10k) / global layer pattern is not modelled:
-    # every layer here is global with base 1M (exact up to 512 tokens except
-    # for the local layers' RoPE base).
+    # google/gemma-3-1b-pt: 999,885,952 parameters; 5 local layers (512-token
+    # window, RoPE base 10k) per global layer (RoPE base 1M).
     "gemma-3-1b": dict(vocab_size=262_144, d_model=1152, n_layers=26,
                        n_heads=4, n_kv_heads=1, head_dim=256, d_ff=6912,
                        rope_theta=1_000_000.0, norm_eps=1e-6, qk_norm=True,
                        tie_embeddings=True, max_seq_len=32_768,
                        embed_scale=True, norm_offset=True, post_attn_norm=True,
                        post_ffw_norm=True, hidden_act="gelu_tanh",
-                       query_pre_attn_scalar=256.0,
+                       query_pre_attn_scalar=256.0, sliding_window=512,
+                       global_every=6, rope_local_theta=10_000.0,
                        dtype="bfloat16", param_dtype="bfloat16"),
 }
 

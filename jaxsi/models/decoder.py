@@ -24,41 +24,54 @@ from jaxsi.models.kv_cache import KVCache
 Array = jax.Array
 
 
-def attention_mask(input_mask: Array, segment_ids: Optional[Array] = None) -> Array:
+def attention_mask(input_mask: Array, segment_ids: Optional[Array] = None,
+                   window: Optional[int] = None) -> Array:
   """bool[B, T, T] for an uncached pass: causal ∧ key is real ∧ same segment.
 
   Args:
     input_mask: bool[B, T] real tokens.
     segment_ids: int[B, T] packing segments, or None (one segment per row).
+    window: if set, also query − key < window (sliding-window layers; real
+      tokens of a row/segment are contiguous, so index distance = position
+      distance).
   """
   t = input_mask.shape[1]
   causal = jnp.tril(jnp.ones((t, t), bool))
+  if window is not None:
+    causal = causal & ~jnp.tril(jnp.ones((t, t), bool), -window)
   mask = causal[None] & input_mask[:, None, :]
   if segment_ids is not None:
     mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
   return mask
 
 
-def cached_attention_mask(slot_mask: Array, index: Array, length: int) -> Array:
+def cached_attention_mask(slot_mask: Array, index: Array, length: int,
+                          window: Optional[int] = None) -> Array:
   """bool[B, T, S] for T queries at slots index..index+T-1 over S cache slots.
 
-  Query at slot i may attend slot j iff j <= i and slot j holds a real token.
+  Query at slot i may attend slot j iff j <= i and slot j holds a real token
+  (and i − j < window for sliding-window layers).
   """
   s = slot_mask.shape[1]
   query_slots = index + jnp.arange(length, dtype=jnp.int32)
-  causal = jnp.arange(s, dtype=jnp.int32)[None, :] <= query_slots[:, None]
+  key_slots = jnp.arange(s, dtype=jnp.int32)[None, :]
+  causal = key_slots <= query_slots[:, None]
+  if window is not None:
+    causal = causal & (query_slots[:, None] - key_slots < window)
   return causal[None] & slot_mask[:, None, :]
 
 
 class Block(nnx.Module):
-  """One transformer block."""
+  """One transformer block (``local``: sliding-window layer)."""
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs,
+               local: bool = False):
     c = config
+    self.local = local
     norm = lambda: L.RMSNorm(c.d_model, eps=c.norm_eps, offset=c.norm_offset,
                              param_dtype=c.params_dtype)
     self.input_norm = norm()
-    self.attn = L.Attention(c, rngs=rngs)
+    self.attn = L.Attention(c, rngs=rngs, local=local)
     self.post_attn_norm = norm() if c.post_attn_norm else None
     self.pre_ffw_norm = norm()
     self.mlp = L.MLP(c, rngs=rngs)
@@ -108,7 +121,8 @@ class Decoder(nnx.Module):
     c = config
     self.config = c
     self.embedder = L.Embedder(c, rngs=rngs)
-    self.layers = nnx.List([Block(c, rngs=rngs) for _ in range(c.n_layers)])
+    self.layers = nnx.List([Block(c, rngs=rngs, local=c.is_local_layer(i))
+                            for i in range(c.n_layers)])
     self.final_norm = L.RMSNorm(c.d_model, eps=c.norm_eps,
                                 offset=c.norm_offset, param_dtype=c.params_dtype)
     if c.tie_embeddings:
@@ -174,18 +188,23 @@ class Decoder(nnx.Module):
 
     x = self.embedder.encode(tokens)
     if cache is None:
-      mask = attention_mask(input_mask, segment_ids)
+      masks = {False: attention_mask(input_mask, segment_ids)}
+      if any(block.local for block in self.layers):
+        masks[True] = attention_mask(input_mask, segment_ids, c.sliding_window)
       for block in self.layers:
-        x, _ = block(x, positions, mask)
+        x, _ = block(x, positions, masks[block.local])
       return self.final_norm(x), None
 
     index = jnp.asarray(cache.index, jnp.int32)
     slot_mask = jax.lax.dynamic_update_slice(
         cache.mask, input_mask, (jnp.zeros((), jnp.int32), index))
-    mask = cached_attention_mask(slot_mask, index, t)
+    masks = {False: cached_attention_mask(slot_mask, index, t)}
+    if any(block.local for block in self.layers):
+      masks[True] = cached_attention_mask(slot_mask, index, t, c.sliding_window)
     kv = (cache.k, cache.v)
     for i, block in enumerate(self.layers):
-      x, kv = block(x, positions, mask, cache_kv=kv, layer=i, index=index)
+      x, kv = block(x, positions, masks[block.local], cache_kv=kv, layer=i,
+                    index=index)
     new_cache = KVCache(k=kv[0], v=kv[1], mask=slot_mask, index=index + t)
     return self.final_norm(x), new_cache
 

@@ -14,11 +14,14 @@ Kernel layouts (so Hugging Face weights map by reshape/transpose only):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxsi.models.config import ModelConfig
@@ -29,6 +32,24 @@ Axes = tuple  # tuple of logical axis names (str or None)
 # Large finite negative for masked attention logits: keeps fully masked rows
 # (padding queries) finite instead of NaN.
 MASK_VALUE = -1e30
+
+
+_SHAPE_ONLY = contextvars.ContextVar("jaxsi_models_shape_only", default=False)
+
+
+@contextlib.contextmanager
+def shape_only():
+  """Within this context ``param`` skips random draws (zeros instead).
+
+  Used with ``nnx.eval_shape`` to get the structure, shapes and metadata of a
+  module quickly (drawing through ``nnx.Rngs`` costs ~50 ms per parameter
+  even when only traced).
+  """
+  token = _SHAPE_ONLY.set(True)
+  try:
+    yield
+  finally:
+    _SHAPE_ONLY.reset(token)
 
 
 def param(rngs: Optional[nnx.Rngs], shape: Sequence[int], axes: Axes, *,
@@ -52,7 +73,9 @@ def param(rngs: Optional[nnx.Rngs], shape: Sequence[int], axes: Axes, *,
   axes = tuple(axes)
   if len(axes) != len(shape):
     raise ValueError(f"param: axes {axes} do not match shape {shape}")
-  if init == "normal":
+  if init == "normal" and _SHAPE_ONLY.get():
+    value = jnp.zeros(shape, dtype)
+  elif init == "normal":
     value = (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
   elif init == "zeros":
     value = jnp.zeros(shape, dtype)
@@ -118,13 +141,41 @@ class RMSNorm(nnx.Module):
     return (y * scale).astype(x.dtype)
 
 
-def rope_frequencies(head_dim: int, theta: float) -> Array:
-  """f32[Dh/2]: inverse frequencies theta^(-2i/Dh)."""
-  exponents = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
-  return 1.0 / (theta ** exponents)
+def rope_frequencies(head_dim: int, theta: float,
+                     scaling: Optional[tuple] = None) -> np.ndarray:
+  """f32[Dh/2]: inverse frequencies theta^(-2i/Dh), optionally rescaled.
+
+  Computed on the host (a constant of the config).
+
+  Args:
+    head_dim: Dh.
+    theta: RoPE base.
+    scaling: None, ('linear', factor) or ('llama3', factor, low_freq_factor,
+      high_freq_factor, original_max_position_embeddings); the latter is
+      Hugging Face's ``_compute_llama3_parameters``: long wavelengths are
+      divided by ``factor``, short ones kept, the band between interpolated.
+  """
+  inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+  if scaling is not None:
+    kind, factor = scaling[0], float(scaling[1])
+    if kind == "linear":
+      inv = inv / factor
+    elif kind == "llama3":
+      low, high, old_len = (float(v) for v in scaling[2:])
+      wavelen = 2 * np.pi / inv
+      low_wavelen, high_wavelen = old_len / low, old_len / high
+      scaled = np.where(wavelen > low_wavelen, inv / factor, inv)
+      smooth = (old_len / wavelen - low) / (high - low)
+      smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+      medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+      inv = np.where(medium, smoothed, scaled)
+    else:
+      raise ValueError(f"rope_frequencies: unknown scaling {kind!r}")
+  return inv.astype(np.float32)
 
 
-def apply_rope(x: Array, positions: Array, *, theta: float) -> Array:
+def apply_rope(x: Array, positions: Array, *, theta: float,
+               scaling: Optional[tuple] = None) -> Array:
   """Rotary position embedding, "rotate half" layout (Llama/Qwen/Gemma HF).
 
   out[..., :Dh/2] = x1·cos − x2·sin,  out[..., Dh/2:] = x2·cos + x1·sin, with
@@ -134,12 +185,14 @@ def apply_rope(x: Array, positions: Array, *, theta: float) -> Array:
     x: [B, T, N, Dh] queries or keys.
     positions: int[B, T] explicit positions.
     theta: RoPE base.
+    scaling: optional frequency scaling (see ``rope_frequencies``).
 
   Returns:
     Rotated x, same shape and dtype.
   """
   dh = x.shape[-1]
-  angles = positions.astype(jnp.float32)[..., None] * rope_frequencies(dh, theta)
+  inv = jnp.asarray(rope_frequencies(dh, theta, scaling))
+  angles = positions.astype(jnp.float32)[..., None] * inv
   sin = jnp.sin(angles)[:, :, None, :]
   cos = jnp.cos(angles)[:, :, None, :]
   x32 = x.astype(jnp.float32)
@@ -181,9 +234,14 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, *,
 class Attention(nnx.Module):
   """Multi-head attention with GQA, optional qkv bias and per-head QK-norm."""
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs,
+               local: bool = False):
     c = config
     self.config = c
+    if local and c.rope_local_theta is not None:
+      self.rope_theta, self.rope_scaling = c.rope_local_theta, None
+    else:
+      self.rope_theta, self.rope_scaling = c.rope_theta, c.rope_scaling
     dt, pdt = c.compute_dtype, c.params_dtype
     d, h, kv, dh = c.d_model, c.n_heads, c.n_kv_heads, c.head_dim
     in_std = d ** -0.5
@@ -215,8 +273,8 @@ class Attention(nnx.Module):
     q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
-    q = apply_rope(q, positions, theta=c.rope_theta)
-    k = apply_rope(k, positions, theta=c.rope_theta)
+    q = apply_rope(q, positions, theta=self.rope_theta, scaling=self.rope_scaling)
+    k = apply_rope(k, positions, theta=self.rope_theta, scaling=self.rope_scaling)
     q = q * jnp.asarray(c.query_scale, q.dtype)
     return q, k, v
 

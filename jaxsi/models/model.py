@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxsi.models import config as mcfg
+from jaxsi.models import layers
 from jaxsi.models.config import ModelConfig
 from jaxsi.models.decoder import Decoder
 from jaxsi.models.kv_cache import KVCache, init_cache
@@ -48,7 +49,8 @@ def _abstract(config: ModelConfig):
 
   Each flat entry is ``(path, ShapeDtypeStruct, axes, init, init_std)``.
   """
-  module = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
+  with layers.shape_only():
+    module = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
   graphdef, state = _param_state(module)
   flat = []
   for path, var in nnx.to_flat_state(state):
@@ -91,6 +93,16 @@ def _init_flat(config: ModelConfig, rng: Array) -> Params:
 _init_flat_jit = jax.jit(_init_flat, static_argnums=0)
 
 
+def canonicalize_params(params: Params) -> Params:
+  """Accepts layer keys as strings ('0', '1', …, e.g. an Orbax restore without
+  a target) and returns the params with integer layer keys."""
+  layers_ = params.get("layers") if isinstance(params, dict) else None
+  if isinstance(layers_, dict) and any(isinstance(k, str) for k in layers_):
+    params = dict(params)
+    params["layers"] = {int(k): v for k, v in layers_.items()}
+  return params
+
+
 def _unflatten(items):
   out: dict = {}
   for path, leaf in items:
@@ -116,7 +128,7 @@ class Model:
   # ------------------------------------------------------------------ core
   def module(self, params: Params) -> Decoder:
     """The NNX Decoder with ``params`` merged in (call inside traced code)."""
-    return nnx.merge(self.graphdef, params)
+    return nnx.merge(self.graphdef, canonicalize_params(params))
 
   def apply(self, params: Params, tokens: Array, positions: Array,
             input_mask: Optional[Array] = None,

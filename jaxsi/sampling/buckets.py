@@ -40,7 +40,8 @@ def bucket_size(size: int, buckets: Optional[Sequence[int]]) -> int:
   buckets = tuple(int(b) for b in buckets)
   if any(b <= 0 for b in buckets) or any(
       b2 <= b1 for b1, b2 in zip(buckets, buckets[1:])):
-    raise ValueError(f"bucket_size: buckets must be positive and increasing, got {buckets}")
+    raise ValueError(
+        f"bucket_size: buckets must be positive and increasing, got {buckets}")
   for b in buckets:
     if b >= size:
       return b

@@ -435,6 +435,13 @@ def _check_prompts(prompts, what: str, *, allow_empty: bool):
   return rows
 
 
+def _check_strategy(strategy) -> None:
+  if not isinstance(strategy, strategies_lib.Strategy):
+    raise TypeError(
+        f"strategy must be a sampling strategy (e.g. Greedy(), TopP(p=0.9)), "
+        f"got {strategy!r}")
+
+
 def _gen_length(max_new_tokens: int, gen_buckets) -> int:
   if int(max_new_tokens) < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -475,6 +482,7 @@ def sample(model, params, prompts: Sequence[Sequence[int]], *, rng: Array,
   Raises:
     ValueError: empty prompts, bad sizes.
   """
+  _check_strategy(strategy)
   rows = _check_prompts(prompts, "sample", allow_empty=False)
   if n < 1:
     raise ValueError(f"sample: n must be >= 1, got {n}")
@@ -535,6 +543,7 @@ def continue_sampling(model, params, traj: Trajectory, cache,
   Returns:
     The extended Trajectory, or (Trajectory, KVCache) if ``return_cache``.
   """
+  _check_strategy(strategy)
   b = traj.batch_size
   if len(new_tokens) != b:
     raise ValueError(

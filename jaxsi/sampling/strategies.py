@@ -30,9 +30,10 @@ probability equals that of the last token of the nucleus; min-p's comparison
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
-from typing import Optional, Tuple
+from typing import Optional, Protocol, Tuple, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -120,28 +121,29 @@ def _take(log_probs: Array, tokens: Array) -> Array:
 
 
 # ---------------------------------------------------------------- strategies
-class Strategy:
-  """Common interface of the sampling strategies (see the module docstring).
+@runtime_checkable
+class Strategy(Protocol):
+  """What the sampler needs from a strategy (see the module docstring).
 
-  Subclasses are frozen dataclasses implementing ``logits_mask``,
-  ``log_probs``, ``tempered_log_probs`` and ``sample``.
+  Implementations are frozen (hashable) dataclasses: the sampler passes them
+  as static jit arguments.
   """
 
   def logits_mask(self, logits: Array) -> Array:
-    raise TypeError(f"{type(self).__name__} does not define logits_mask")
+    """bool[..., V]: tokens that may be drawn."""
 
   def log_probs(self, logits: Array) -> Array:
-    raise TypeError(f"{type(self).__name__} does not define log_probs")
+    """f32[..., V]: log of the distribution sampled from."""
 
   def tempered_log_probs(self, logits: Array) -> Array:
-    raise TypeError(f"{type(self).__name__} does not define tempered_log_probs")
+    """f32[..., V]: log-softmax of logits / temperature, no truncation."""
 
   def sample(self, logits: Array, rng: Array) -> Tuple[Array, Array]:
-    raise TypeError(f"{type(self).__name__} does not define sample")
+    """(int32[...] drawn tokens, f32[...] their log-probs under log_probs)."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Greedy(Strategy):
+class Greedy:
   """Argmax decoding (lowest index among tied maxima).
 
   The distribution actually sampled from is a point mass, whose log-prob (0)
@@ -168,7 +170,7 @@ class Greedy(Strategy):
 
 
 @dataclasses.dataclass(frozen=True)
-class Sampling(Strategy):
+class Sampling:
   """Ancestral sampling with temperature and optional top-k / top-p / min-p.
 
   All fields are static (part of the jit cache key). ``None`` disables a mask.
@@ -236,14 +238,15 @@ class Sampling(Strategy):
 
 # Named presets: each is a frozen dataclass that behaves exactly like the
 # corresponding Sampling(...) (see `as_sampling`).
-class _Preset(Strategy):
+class _Preset(abc.ABC):
   """A named preset delegating to an equivalent :class:`Sampling`."""
 
   def __post_init__(self):
     self.as_sampling()  # Validates the fields eagerly.
 
+  @abc.abstractmethod
   def as_sampling(self) -> Sampling:
-    raise TypeError(f"{type(self).__name__} does not define as_sampling")
+    """The general strategy this preset stands for."""
 
   def logits_mask(self, logits: Array) -> Array:
     return self.as_sampling().logits_mask(logits)

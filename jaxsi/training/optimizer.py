@@ -189,6 +189,17 @@ def make_optimizer(
   return tx
 
 
+def find_learning_rate(opt_state: Any) -> Optional[jax.Array]:
+  """The injected learning rate in ``opt_state``, or None if there is none."""
+  def is_inject(x):
+    return isinstance(getattr(x, "hyperparams", None), dict)
+
+  for s in jax.tree.leaves(opt_state, is_leaf=is_inject):
+    if is_inject(s) and "learning_rate" in s.hyperparams:
+      return jnp.asarray(s.hyperparams["learning_rate"], jnp.float32)
+  return None
+
+
 def learning_rate(opt_state: Any) -> jax.Array:
   """The learning rate used by the latest update recorded in ``opt_state``.
 
@@ -199,12 +210,9 @@ def learning_rate(opt_state: Any) -> jax.Array:
     ValueError: the state holds no injected learning rate (not built by
       :func:`make_optimizer`).
   """
-  def is_inject(x):
-    return isinstance(getattr(x, "hyperparams", None), dict)
-
-  for s in jax.tree.leaves(opt_state, is_leaf=is_inject):
-    if is_inject(s) and "learning_rate" in s.hyperparams:
-      return jnp.asarray(s.hyperparams["learning_rate"], jnp.float32)
-  raise ValueError(
-      "learning_rate: optimizer state has no injected 'learning_rate' "
-      "(build the optimizer with jaxsi.training.optimizer.make_optimizer)")
+  lr = find_learning_rate(opt_state)
+  if lr is None:
+    raise ValueError(
+        "learning_rate: optimizer state has no injected 'learning_rate' "
+        "(build the optimizer with jaxsi.training.optimizer.make_optimizer)")
+  return lr

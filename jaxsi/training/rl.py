@@ -30,7 +30,7 @@ replays what an uninterrupted run would have done.
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 import os
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -41,8 +41,8 @@ import numpy as np
 
 from jaxsi.data import batching
 from jaxsi.methods.base import (GUIDED_KEY, HINT_LOGPROBS_KEY, POLICY,
-                                POLICY_VALUES, REFERENCE, TEACHER, RLMethod,
-                                reward_names_of)
+                                POLICY_ENTROPY, POLICY_VALUES, REFERENCE,
+                                TEACHER, RLMethod, reward_names_of)
 from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import buckets as buckets_lib
@@ -112,6 +112,58 @@ class Batch:
   info: dict
 
 
+# ------------------------------------------------------ jitted pieces
+# Cached at module level, keyed by static (hashable) pieces, so several
+# trainers of the same method (e.g. a resumed run) share one compilation.
+@functools.lru_cache(maxsize=None)
+def _score_fn(model, temperature: float, with_values: bool = False,
+              with_entropy: bool = False):
+  return logprobs_lib.score_fn(model, temperature=temperature,
+                               with_values=with_values,
+                               with_entropy=with_entropy)
+
+
+def _prepare_fn(params, aux_params, traj, method_state, rng, step, *, transform,
+                scorers):
+  """The method's transform chain with the live policy params."""
+  ctx = Context(step=step, rng=rng, params={POLICY: params, **aux_params},
+                scorers=scorers)
+  return transform.update(traj, method_state, ctx)
+
+
+@functools.lru_cache(maxsize=None)
+def _prepare_jit(compiler_options: Optional[tuple] = None):
+  """jit(_prepare_fn) (one per compiler-options setting; static transform)."""
+  return jax.jit(_prepare_fn, static_argnames=("transform", "scorers"),
+                 compiler_options=dict(compiler_options or ()) or None)
+
+
+@functools.lru_cache(maxsize=None)
+def _train_fn(model, optimizer, method: RLMethod,
+              compiler_options: Optional[tuple] = None):
+  """jit(scan over epochs × minibatches of the update step), donating state."""
+  update = steps_lib.make_update_step(
+      model=model, optimizer=optimizer, objective=method.objective,
+      with_entropy=method.with_entropy, with_values=method.with_values,
+      temperature=method.temperature, donate=False)
+  step_fn = update.step_fn
+
+  def train(state, traj, perm):
+    def body(state, idx):
+      mb = jax.tree.map(lambda x: x[idx], traj)
+      return step_fn(state, mb)
+    return jax.lax.scan(body, state, perm)
+
+  return jax.jit(train, donate_argnums=0,
+                 compiler_options=dict(compiler_options or ()) or None)
+
+
+# Cheaper XLA compilation (≈2× faster to compile, slower to run): for tests
+# and tiny CPU experiments where compile time dominates.
+FAST_COMPILE = (("xla_backend_optimization_level", 0),
+                ("xla_llvm_disable_expensive_passes", True))
+
+
 # ---------------------------------------------------------------- trainer
 class RLTrainer:
   """Runs one :class:`~jaxsi.methods.base.RLMethod` on a list of tasks.
@@ -134,13 +186,16 @@ class RLTrainer:
       ``run`` when a workdir is given).
     reward_timeout_s: per-call timeout of the host reward fns.
     console: print one metrics line per logged iteration.
+    compiler_options: XLA options of the jitted transform and update steps,
+      as a tuple of (name, value) pairs (e.g. :data:`FAST_COMPILE`).
   """
 
   def __init__(self, *, model, params, method: RLMethod, tokenizer,
                tasks: Sequence[Any], optimizer, prompts_per_step: int,
                seed: int = 0, reference_params=None, teacher=None,
                workdir: Optional[str] = None, checkpoint_every: int = 0,
-               reward_timeout_s: float = 60.0, console: bool = False):
+               reward_timeout_s: float = 60.0, console: bool = False,
+               compiler_options: Optional[tuple] = None):
     if method.with_values and not model.config.value_head:
       raise ValueError(f"method {method.name} trains a value head: build the "
                        "model with ModelConfig.value_head=True")
@@ -179,26 +234,25 @@ class RLTrainer:
           lambda x: jnp.array(x, copy=True),
           params if reference_params is None else reference_params)
     t = method.temperature
-    scorers = [(POLICY, logprobs_lib.score_fn(model, temperature=t))]
+    scorers = [(POLICY, _score_fn(model, t)),
+               (POLICY_ENTROPY, _score_fn(model, t, with_entropy=True))]
     if model.config.value_head:
-      scorers.append((POLICY_VALUES, logprobs_lib.score_fn(
-          model, temperature=t, with_values=True)))
+      scorers.append((POLICY_VALUES, _score_fn(model, t, with_values=True)))
     if method.teacher:
       teacher_model, teacher_params = teacher
       self.aux_params[TEACHER] = teacher_params
-      scorers.append((TEACHER, logprobs_lib.score_fn(teacher_model, temperature=t)))
+      scorers.append((TEACHER, _score_fn(teacher_model, t)))
     self.scorers = tuple(scorers)
-
     self.optimizer = optimizer
-    update = steps_lib.make_update_step(
-        model=model, optimizer=optimizer, objective=method.objective,
-        with_entropy=method.with_entropy, with_values=method.with_values,
-        temperature=t, donate=False)
-    self._step_fn = update.step_fn
-    self._prepare = jax.jit(self._prepare_fn)
-    self._train = jax.jit(self._train_fn, donate_argnums=0)
+    self.compiler_options = (None if compiler_options is None
+                             else tuple(compiler_options))
+    self._train = _train_fn(model, optimizer, method, self.compiler_options)
+    self._prepare = _prepare_jit(self.compiler_options)
+    # The state owns its params (donated to every update); the caller's
+    # ``params`` stay valid.
+    own = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
     self.state = train_state_lib.create_train_state(
-        params, optimizer, jax.random.key(self.seed),
+        own, optimizer, jax.random.key(self.seed),
         method_state=method.transform.init())
     self.position = 0
     self.iteration = 0
@@ -215,18 +269,6 @@ class RLTrainer:
           save_every=max(1, checkpoint_every or 10 ** 9), async_save=False)
       if self.ckpt.latest_step() is not None:
         self.restore()
-
-  # ------------------------------------------------------------ jitted parts
-  def _prepare_fn(self, params, aux_params, traj, method_state, rng, step):
-    ctx = Context(step=step, rng=rng, params={POLICY: params, **aux_params},
-                  scorers=self.scorers)
-    return self.method.transform.update(traj, method_state, ctx)
-
-  def _train_fn(self, state, traj, perm):
-    def body(state, idx):
-      mb = jax.tree.map(lambda x: x[idx], traj)
-      return self._step_fn(state, mb)
-    return jax.lax.scan(body, state, perm)
 
   # -------------------------------------------------------------- rollout
   def _generate(self, params, task_index: np.ndarray, rng, *, hinted=False,
@@ -401,7 +443,9 @@ class RLTrainer:
     t0 = time.perf_counter()
     traj, method_state, tmetrics = self._prepare(
         self.state.params, self.aux_params, traj, self.state.method_state,
-        jax.random.fold_in(key, 2), jnp.asarray(self.iteration, jnp.int32))
+        jax.random.fold_in(key, 2), jnp.asarray(self.iteration, jnp.int32),
+        transform=m.transform, scorers=self.scorers)
+    self.last_batch, self.last_traj = batch, traj
     jax.block_until_ready(traj.tokens)
     t_prep = time.perf_counter() - t0
     perm = self._permutations(traj.batch_size)

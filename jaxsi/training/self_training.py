@@ -25,6 +25,7 @@ import time
 from typing import Any, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxsi.data import batching
@@ -94,6 +95,7 @@ def run(
     max_new_tokens: int = 8,
     rollout_batch: int = 512,
     seed: int = 0,
+    control: bool = False,
     plot: bool = True,
 ) -> dict:
   """Runs warm start + self-training rounds and reports held-out accuracy.
@@ -126,6 +128,9 @@ def run(
     max_new_tokens: completion budget.
     rollout_batch: sampler rows per call.
     seed: global seed.
+    control: also run the no-self-training control: the same number of
+      fine-tuning steps per round on the labeled set only (separates the
+      effect of the kept self-generated data from that of more steps).
     plot: write ``accuracy.png``.
 
   Returns:
@@ -164,6 +169,8 @@ def run(
   writer = metrics_lib.MetricWriter(workdir)
   history = {"round": [], "test_pass@1": [], "unlabeled_pass@1": [], "kept": [],
              "train_size": [], "seconds": []}
+  if control:
+    history["control_pass@1"] = []
   global_step = 0
 
   def fit(params, prompts, completions, ids, steps, tag, data_seed):
@@ -173,6 +180,9 @@ def run(
     opt = new_optimizer(steps)
     update = steps_lib.make_update_step(model=mdl, optimizer=opt,
                                         objective=objective)
+    # The update step donates its state: train on a copy so the caller's
+    # params (e.g. the warm-started base kept for ReST-EM) stay valid.
+    params = jax.tree.map(jnp.copy, params)
     state = train_state_lib.create_train_state(params, opt, jax.random.key(data_seed))
     it = batching.EpochIterator(len(prompts), min(batch_size, len(prompts)),
                                 seed=data_seed)
@@ -194,8 +204,10 @@ def run(
   # 0. Warm start.
   params, m = fit(params, [t.prompt for t in labeled], [t.target for t in labeled],
                   [t.id for t in labeled], warm_start_steps, "warm_start", seed)
-  base_params = params
+  base_params = control_params = params
   _, res = test_accuracy(params, 0)
+  if control:
+    history["control_pass@1"].append(res["overall"]["pass@1"])
   results_by_round = {"warm start": res}
   history["round"].append(0)
   history["test_pass@1"].append(res["overall"]["pass@1"])
@@ -223,6 +235,12 @@ def run(
     start_params = base_params if train_from == "base" else params
     params, m = fit(start_params, prompts, completions, ids, steps_per_round,
                     f"round{r}", seed + r)
+    if control:  # Same steps on the labeled set only.
+      control_params, _ = fit(control_params, [t.prompt for t in labeled],
+                              [t.target for t in labeled], [t.id for t in labeled],
+                              steps_per_round, f"control{r}", seed + r)
+      history["control_pass@1"].append(
+          test_accuracy(control_params, r)[1]["overall"]["pass@1"])
     # 4. Evaluate.
     _, res = test_accuracy(params, r)
     results_by_round[f"round {r}"] = res
@@ -252,8 +270,11 @@ def run(
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(table + "\n")
   if plot:
+    curves = {"round": history["round"], "held-out pass@1": history["test_pass@1"]}
+    if control:
+      curves["control: labeled only"] = history["control_pass@1"]
     evaluation.plot_curves(
-        {"round": history["round"], "held-out pass@1": history["test_pass@1"]},
+        curves,
         os.path.join(workdir, "accuracy.png"), x="round",
         title=f"self-training on {task} (tiny model)", ylabel="pass@1")
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=1)
@@ -265,12 +286,15 @@ def run(
 
 
 def _history_table(h: dict) -> str:
-  lines = ["| round | held-out pass@1 | sample acc (unlabeled) | kept | train size | time (s) |",
-           "|---|---|---|---|---|---|"]
+  ctl = "control_pass@1" in h
+  lines = ["| round | held-out pass@1 |" + (" control (labeled only) |" if ctl else "")
+           + " sample acc (unlabeled) | kept | train size | time (s) |",
+           "|---|---|" + ("---|" if ctl else "") + "---|---|---|---|"]
   for i, r in enumerate(h["round"]):
     sa = h["unlabeled_pass@1"][i]
     lines.append(
         f"| {'warm start' if r == 0 else r} | {h['test_pass@1'][i]:.3f} | "
-        f"{'-' if sa is None else f'{sa:.3f}'} | {h['kept'][i]} | "
+        + (f"{h['control_pass@1'][i]:.3f} | " if ctl else "")
+        + f"{'-' if sa is None else f'{sa:.3f}'} | {h['kept'][i]} | "
         f"{h['train_size'][i]} | {h['seconds'][i]} |")
   return "\n".join(lines)

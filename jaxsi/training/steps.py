@@ -39,6 +39,10 @@ from jaxsi.training.train_state import TrainState
 Array = jax.Array
 OutputsFn = Callable[[Any, Trajectory], ModelOutputs]
 ACCUM_NORMALIZATIONS = ("global", "mean")
+# XLA options that roughly halve CPU compile time (and slow the program):
+# for tests and tiny experiments where compilation dominates.
+FAST_COMPILE = {"xla_backend_optimization_level": 0,
+                "xla_llvm_disable_expensive_passes": True}
 
 
 def sft_objective(*, agg: str = "token-mean", mask: str = "loss") -> ObjectiveTerm:
@@ -220,6 +224,7 @@ def make_update_step(
     with_logits: bool = False,
     temperature: float = 1.0,
     outputs_fn: Optional[OutputsFn] = None,
+    compiler_options: Optional[dict] = None,
 ) -> Callable[[TrainState, Trajectory], Tuple[TrainState, dict]]:
   """Builds the jitted ``update(state, traj) -> (state, metrics)``.
 
@@ -228,7 +233,9 @@ def make_update_step(
       and, with a mesh, the logical axes of the params).
     optimizer: the optax transformation (``make_optimizer``).
     objective: an objective term ``(outputs, traj) -> (loss, metrics)``.
-    mesh: if given, the step is jitted with state/batch shardings.
+    mesh: if given, the step is jitted with state/batch shardings; pass a
+      state already on those shardings (``partitioning.init_train_state`` or
+      ``Checkpointer.restore`` into ``partitioning.with_shardings(...)``).
     rules: logical-axis rules table.
     state_shardings: TrainState of NamedSharding (default: derived on the
       first call from the state's shapes and ``model.logical_axes()``).
@@ -242,13 +249,18 @@ def make_update_step(
     temperature: logits temperature of the forward pass.
     outputs_fn: custom ``fn(params, traj) -> ModelOutputs`` replacing the
       default :func:`model_outputs_fn` (e.g. a LoRA-wrapped forward).
+    compiler_options: XLA compiler options for ``jax.jit`` (e.g.
+      :data:`FAST_COMPILE` for tests, where compile time dominates).
 
   Returns:
     ``update(state, traj) -> (new_state, metrics)``; metrics are f32 scalars:
     the objective's metrics plus ``loss``, ``grad_norm`` (before clipping),
-    ``learning_rate`` (of this update), ``tokens`` (Σ loss_mask over valid
+    ``learning_rate`` (of this update; only for optimizers from
+    ``make_optimizer``), ``tokens`` (Σ loss_mask over valid
     rows), ``input_tokens`` (Σ input_mask) and ``skipped_nonfinite`` (0/1).
-    ``update.trace_count()`` returns how many times the step was traced.
+    ``update.trace_count()`` returns how many times the step was traced;
+    ``update.lower(state, traj)`` lowers the jitted step (for
+    ``.compile().cost_analysis()``); ``update.step_fn`` is the unjitted step.
   """
   if outputs_fn is None:
     outputs_fn = model_outputs_fn(
@@ -272,10 +284,12 @@ def make_update_step(
     params = _tree_where(finite, new_params, state.params)
     opt_state = _tree_where(finite, new_opt_state, state.opt_state)
     out = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+    lr = optimizer_lib.find_learning_rate(new_opt_state)
+    if lr is not None:  # optimizers not built by make_optimizer have none
+      out["learning_rate"] = lr
     out.update(
         loss=jnp.asarray(loss, jnp.float32),
         grad_norm=grad_norm.astype(jnp.float32),
-        learning_rate=optimizer_lib.learning_rate(new_opt_state),
         tokens=jnp.sum(traj.loss_mask & traj.valid[:, None], dtype=jnp.float32),
         input_tokens=jnp.sum(traj.input_mask, dtype=jnp.float32),
         skipped_nonfinite=(~finite).astype(jnp.float32),
@@ -289,7 +303,8 @@ def make_update_step(
 
   def build(state):
     if mesh is None:
-      return jax.jit(step, donate_argnums=donate_argnums)
+      return jax.jit(step, donate_argnums=donate_argnums,
+                     compiler_options=compiler_options)
     shardings = state_shardings
     if shardings is None:
       shardings = partitioning.state_shardings(
@@ -300,14 +315,19 @@ def make_update_step(
         step,
         in_shardings=(shardings, batch),
         out_shardings=(shardings, partitioning.replicated(mesh)),
-        donate_argnums=donate_argnums)
+        donate_argnums=donate_argnums,
+        compiler_options=compiler_options)
 
-  def update(state: TrainState, traj: Trajectory):
+  def jitted(state: TrainState):
     if "fn" not in compiled:
       compiled["fn"] = build(state)
-    return compiled["fn"](state, traj)
+    return compiled["fn"]
+
+  def update(state: TrainState, traj: Trajectory):
+    return jitted(state)(state, traj)
 
   update.trace_count = lambda: traces[0]
+  update.lower = lambda state, traj: jitted(state).lower(state, traj)
   update.step_fn = step
   return update
 

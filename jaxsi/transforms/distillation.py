@@ -204,7 +204,7 @@ def sampled_reverse_kl(
     An objective term; metric ``reverse_kl`` (token mean of d).
   """
   if estimator != "pg":
-    kl.kl_estimate(jnp.zeros(()), jnp.zeros(()), estimator=estimator)
+    kl.validate_estimator(estimator)
 
   def term(outputs: ModelOutputs, traj: Trajectory):
     if traj.teacher_logprobs is None:

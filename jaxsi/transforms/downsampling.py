@@ -16,8 +16,8 @@ Our reading (GK — details not checked against the paper's equations):
   the m − j highest values for some j (an extreme-points property; the tests
   check it against brute-force enumeration), so all m + 1 candidates are
   evaluated exactly. Ties between candidates go to the most balanced one
-  (|2j − m| smallest), then to the smallest j; ties between equal scores go
-  to the lower batch index. Deterministic, fixed shapes.
+  (|2j − m| smallest), then to the smallest j; equal scores are ordered by
+  batch index (the lower index ranks lower). Deterministic, fixed shapes.
 * The score is the sequence advantage (mean of ``traj.advantages`` over the
   sample's loss tokens; chain after an advantage transform, advantages are
   NOT recomputed on the subset) or, with ``source='rewards'``, the weighted

@@ -64,7 +64,7 @@ def halves_pairing(num_pairs: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pair_index(traj: Trajectory) -> tuple[Array, Array]:
-  """(partner row j f32[B] clipped to [0, B), pair_mask bool[B]) per chosen row."""
+  """(partner row j int32[B] clipped to [0, B), pair_mask bool[B]) per chosen row."""
   if IS_CHOSEN_KEY not in traj.extras:
     raise ValueError(
         "pairwise preference terms need traj.extras['is_chosen'] (bool[B]) and"
@@ -183,7 +183,9 @@ def dpo(
     sft          token-mean NLL over all chosen completion tokens (broadcast)
     sigmoid_norm −logσ(β(s_c/L_c − s_r/L_r))
 
-  Sorting (aot*) is over the counted pairs of the batch. L = Σ_k w_k·mean_pairs ℓ_k
+  Sorting (aot*) is over the counted pairs of the batch (sorted positions are
+  no longer tied to rows, so sample weights do not apply to aot*).
+  L = Σ_k w_k·mean_pairs ℓ_k
   (``loss_weights``, MPO). WPO (Zhou et al. 2024): ℓ ×= w_c·w_r with
   w = exp(mean_t(ℓp_t − log Σ_v p_v²)) (stop-gradient; needs
   ``outputs.logits``). LD-DPO (Liu et al. 2024): logπ = Σ_{k ≤ min(L_c, L_r)}
@@ -220,7 +222,8 @@ def dpo(
     raise ValueError("exo_pair needs 0 < label_smoothing < 1 (e.g. 1e-3)")
   if "robust" in types and not 0.0 <= label_smoothing < 0.5:
     raise ValueError("robust needs 0 <= label_smoothing < 0.5")
-  f_divergence_score(jnp.zeros(()), f_divergence=f_divergence, alpha=f_alpha)
+  if f_divergence not in F_DIVERGENCES:
+    raise ValueError(f"f_divergence must be one of {F_DIVERGENCES}, got {f_divergence!r}")
   eps = label_smoothing
 
   def term(outputs: ModelOutputs, traj: Trajectory):

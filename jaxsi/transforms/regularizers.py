@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 
 from jaxsi.trajectory import Trajectory
 from jaxsi.transforms import aggregation

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsi.models import config as mcfg
+from jaxsi.models import layers
 from jaxsi.models import model as mmodel
 
 # A micro decoder: compiles fast, still exercises GQA (4 query / 2 kv heads).
@@ -21,10 +22,14 @@ GEMMA_OPTS = dict(embed_scale=True, norm_offset=True, post_attn_norm=True,
 # Each variant combines several options so few models (and compiles) cover all.
 VARIANTS = {
     "qwen2": dict(qkv_bias=True, tie_embeddings=False),  # GQA 4/2, bias, untied
-    "qwen3": dict(n_kv_heads=1, qk_norm=True),  # MQA, QK-norm
-    "gemma2": dict(GEMMA_OPTS, n_kv_heads=4),  # MHA, every Gemma option
+    "qwen3": dict(n_kv_heads=1, qk_norm=True,  # MQA, QK-norm, Llama-3 RoPE
+                  rope_scaling=("llama3", 8.0, 1.0, 4.0, 64)),
+    # MHA, every Gemma 2 option, layer 0 has a 3-token sliding window.
+    "gemma2": dict(GEMMA_OPTS, n_kv_heads=4, sliding_window=3, global_every=2),
+    # Gemma 3: QK-norm, no softcaps, local layer 0 with its own RoPE base.
     "gemma3": dict(GEMMA_OPTS, qk_norm=True, attn_logit_softcap=None,
-                   final_logit_softcap=None, head_dim=6),
+                   final_logit_softcap=None, head_dim=6, sliding_window=2,
+                   global_every=2, rope_local_theta=50.0),
 }
 
 # Tests compile many small programs on a shared CPU: skip XLA's backend
@@ -59,7 +64,7 @@ def random_params(model, seed=0, scale=0.3):
     else:
       n_in = 2 if "o_proj" in name else 1
       z = z / np.sqrt(np.prod(shape[:n_in]))
-    return jnp.asarray(z, sds.dtype)
+    return jnp.asarray(np.asarray(z, sds.dtype))
 
   return jax.tree_util.tree_map_with_path(draw, model.abstract_params())
 
@@ -97,10 +102,13 @@ def _rms(x, w, cfg):
   return y * ((1.0 + w) if cfg.norm_offset else w)
 
 
-def _rope(x, pos, theta):
+def _rope(x, pos, theta, scaling=None):
   dh = x.shape[-1]
   half = dh // 2
-  inv = theta ** (-np.arange(half, dtype=np.float64) * 2 / dh)
+  if scaling is None:
+    inv = theta ** (-np.arange(half, dtype=np.float64) * 2 / dh)
+  else:  # validated separately in test_layers
+    inv = np.asarray(layers.rope_frequencies(dh, theta, scaling), np.float64)
   ang = pos[:, :, None, None].astype(np.float64) * inv  # [B,T,1,half]
   x1, x2 = x[..., :half], x[..., half:]
   return np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang),
@@ -108,7 +116,10 @@ def _rope(x, pos, theta):
 
 
 def reference_forward(cfg, params, tokens, positions, mask):
-  """float64 NumPy decoder: logits [B, T, V] with an explicit bool[B,T,T] mask."""
+  """float64 NumPy decoder: logits [B, T, V] with an explicit bool[B,T,T] mask.
+
+  Sliding-window layers additionally require pos[query] − pos[key] < window.
+  """
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
   tokens, positions, mask = map(np.asarray, (tokens, positions, mask))
   emb = p["embedder"]["embedding"]
@@ -129,14 +140,21 @@ def reference_forward(cfg, params, tokens, positions, mask):
     if cfg.qk_norm:
       q = _rms(q, a["q_norm"]["scale"], cfg)
       k = _rms(k, a["k_norm"]["scale"], cfg)
-    q = _rope(q, positions, cfg.rope_theta)
-    k = _rope(k, positions, cfg.rope_theta)
+    local = cfg.sliding_window is not None and (i + 1) % cfg.global_every != 0
+    theta, scaling = cfg.rope_theta, cfg.rope_scaling
+    if local and cfg.rope_local_theta is not None:
+      theta, scaling = cfg.rope_local_theta, None
+    q = _rope(q, positions, theta, scaling)
+    k = _rope(k, positions, theta, scaling)
     k = np.repeat(k, g, axis=2)  # GQA: query head j uses kv head j // g
     v = np.repeat(v, g, axis=2)
     s = np.einsum("bthk,bshk->bhts", q, k) * cfg.query_scale
     if cfg.attn_logit_softcap:
       s = cfg.attn_logit_softcap * np.tanh(s / cfg.attn_logit_softcap)
     m = mask[:, None]
+    if local:
+      dist = positions[:, :, None] - positions[:, None, :]
+      m = m & (dist < cfg.sliding_window)[:, None]
     s = np.where(m, s, -np.inf)
     smax = np.max(np.where(m, s, -1e300), -1, keepdims=True)
     e = np.where(m, np.exp(s - smax), 0.0)

@@ -31,6 +31,21 @@ def test_attention_mask_hand_computed():
   np.testing.assert_array_equal(got, want)
 
 
+def test_sliding_window_masks_hand_computed():
+  input_mask = jnp.array([[False, True, True, True, True]])
+  got = np.asarray(decoder.attention_mask(input_mask, window=2))[0]
+  want = np.array([[0, 0, 0, 0, 0],
+                   [0, 1, 0, 0, 0],
+                   [0, 1, 1, 0, 0],
+                   [0, 0, 1, 1, 0],
+                   [0, 0, 0, 1, 1]], bool)
+  np.testing.assert_array_equal(got, want)
+  slot_mask = jnp.array([[True, True, True, True, False]])
+  got = np.asarray(decoder.cached_attention_mask(slot_mask, jnp.int32(2), 2,
+                                                 window=3))[0]
+  np.testing.assert_array_equal(got, [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0]])
+
+
 def test_cached_attention_mask_hand_computed():
   slot_mask = jnp.array([[False, True, True, True, False]])
   got = np.asarray(decoder.cached_attention_mask(slot_mask, jnp.int32(2), 2))[0]

@@ -205,6 +205,32 @@ def test_behaviour_logprobs_equal_full_forward(tiny, forward, temperature_run):
                              np.asarray(traj.behaviour_logprobs), atol=1e-6)
 
 
+def test_truncated_sampling_reports_logprobs_of_sampled_distribution(
+    tiny, forward):
+  model, params = tiny
+  strategy = st.Sampling(temperature=0.7, top_p=0.8, min_p=0.05)
+  traj = sampler.sample(model, params, PROMPTS, rng=jax.random.key(7),
+                        strategy=strategy, max_new_tokens=GEN, stop_ids=(),
+                        **BUCKETS)
+  logits = forward(params, traj.tokens, traj.positions, traj.input_mask)
+  tokens = np.asarray(traj.tokens)[:, 1:, None]
+  mask = np.asarray(traj.loss_mask)
+  # Token t is drawn from the logits at t - 1 (shifted).
+  sampled = np.take_along_axis(np.asarray(strategy.log_probs(logits[:, :-1])),
+                               tokens, -1)[..., 0]
+  tempered = np.take_along_axis(
+      np.asarray(jax.nn.log_softmax(logits[:, :-1] / 0.7)), tokens, -1)[..., 0]
+  sampled = np.pad(sampled, ((0, 0), (1, 0)))
+  tempered = np.pad(tempered, ((0, 0), (1, 0)))
+  assert np.isfinite(sampled[mask]).all()  # every drawn token survived the masks
+  np.testing.assert_allclose(np.asarray(traj.behaviour_logprobs)[mask],
+                             sampled[mask], atol=1e-5)
+  np.testing.assert_allclose(np.asarray(traj.extras["tempered_logprobs"])[mask],
+                             tempered[mask], atol=1e-5)
+  # Truncation renormalises: the sampled log-probs are strictly larger.
+  assert (sampled[mask] > tempered[mask] + 1e-6).all()
+
+
 def test_n_samples_per_prompt_groups(temperature_run):
   traj = temperature_run(1)
   assert traj.batch_size == 8  # 4 prompt rows (1 dummy) x n=2
@@ -302,3 +328,10 @@ def test_sample_rejects_empty_prompt(tiny):
   with pytest.raises(ValueError, match="empty"):
     sampler.sample(model, params, [[1], []], rng=jax.random.key(0),
                    strategy=st.Greedy(), max_new_tokens=2, stop_ids=())
+
+
+def test_sample_rejects_non_strategy(tiny):
+  model, params = tiny
+  with pytest.raises(TypeError, match="strategy"):
+    sampler.sample(model, params, [[1]], rng=jax.random.key(0),
+                   strategy="greedy", max_new_tokens=2, stop_ids=())

@@ -14,6 +14,15 @@ from jaxsi.transforms.base import Context
 CTX = Context()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  """These tiny programs compile faster without XLA's heavy optimisations."""
+  prev = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", prev)
+
+
 def make_traj(rewards, group_ids, *, t=6, loss_mask=None, valid=None, **kw):
   rewards = np.asarray(rewards, np.float32)
   if rewards.ndim == 1:
@@ -31,6 +40,13 @@ def run(transform, traj):
   """Runs the transform under jit (one compile; eager is checked separately)."""
   out, _, metrics = jax.jit(transform.update)(traj, transform.init(), CTX)
   return out, metrics
+
+
+def run_many(transforms, traj):
+  """Runs several transforms on one trajectory inside ONE jit (one compile)."""
+  def f(tr):
+    return [t.update(tr, t.init(), CTX)[::2] for t in transforms]
+  return jax.jit(f)(traj)
 
 
 def seq_adv(traj_out):
@@ -126,52 +142,58 @@ def test_group_advantages_hand_computed():
   np.testing.assert_allclose(metrics["reward/mean"], 5 / 8)
 
 
-@pytest.mark.parametrize("scale", ["group", "batch", "none"])
-def test_group_advantages_match_trl(scale):
+def test_group_advantages_match_trl():
   w = np.array([1.0, 0.5], np.float32)
-  traj = make_traj(R2, GIDS)
-  out, metrics = run(adv_lib.group_advantages(scale=scale, reward_weights=w),
-                     traj)
-  want = np_trl_grpo(R2, GIDS, w, scale)
-  np.testing.assert_allclose(seq_adv(out), want, rtol=1e-5, atol=1e-6)
-  assert seq_adv(out)[8] == 0.0  # unscorable → 0
-  np.testing.assert_allclose(metrics["reward/frac_unscorable"], 1 / 12)
+  scales = ["group", "batch", "none"]
+  outs = run_many([adv_lib.group_advantages(scale=s, reward_weights=w)
+                   for s in scales], make_traj(R2, GIDS))
+  for scale, (out, metrics) in zip(scales, outs):
+    want = np_trl_grpo(R2, GIDS, w, scale)
+    np.testing.assert_allclose(seq_adv(out), want, rtol=1e-5, atol=1e-6)
+    assert seq_adv(out)[8] == 0.0  # unscorable → 0
+    np.testing.assert_allclose(metrics["reward/frac_unscorable"], 1 / 12)
 
 
 def test_group_advantages_match_verl_presets():
   scores = RNG.rand(12).astype(np.float32)
   traj = make_traj(scores, GIDS)
-  out, _ = run(adv_lib.verl_group_advantages(), traj)
+  (out, _), (out2, _), (out_trl, _) = run_many(
+      [adv_lib.verl_group_advantages(),
+       adv_lib.verl_group_advantages(norm_adv_by_std_in_grpo=False),
+       adv_lib.trl_group_advantages()], traj)
   np.testing.assert_allclose(seq_adv(out), np_verl_grpo(scores, GIDS),
                              rtol=1e-5, atol=1e-6)
-  out, _ = run(adv_lib.verl_group_advantages(norm_adv_by_std_in_grpo=False),
-               traj)
+  out = out2
   np.testing.assert_allclose(seq_adv(out),
                              np_verl_grpo(scores, GIDS, norm=False), atol=1e-6)
   # singleton: verl gives the raw score / (1 + eps), TRL gives 0.
   assert seq_adv(out)[9] == pytest.approx(scores[9])
-  out_trl, _ = run(adv_lib.trl_group_advantages(), traj)
   assert seq_adv(out_trl)[9] == 0.0
 
 
 def test_biased_std_and_eps():
   traj = make_traj([2.0, 0.0], [0, 0])
-  out, _ = run(adv_lib.group_advantages(std="biased", eps=0.0), traj)
+  (out, _), (out2, _) = run_many(
+      [adv_lib.group_advantages(std="biased", eps=0.0),
+       adv_lib.group_advantages(eps=0.0)], traj)
   np.testing.assert_allclose(seq_adv(out), [1.0, -1.0], rtol=1e-6)
-  out, _ = run(adv_lib.group_advantages(eps=0.0), traj)  # unbiased σ = √2
+  out = out2  # unbiased σ = √2
   np.testing.assert_allclose(seq_adv(out), [1 / np.sqrt(2), -1 / np.sqrt(2)],
                              rtol=1e-6)
 
 
 def test_dr_grpo_is_grpo_without_std():
   traj = make_traj(R2, GIDS)
-  a_none = seq_adv(run(adv_lib.group_advantages(scale="none"), traj)[0])
-  a_grp = seq_adv(run(adv_lib.group_advantages(eps=0.0), traj)[0])
-  scores = np.asarray(adv_lib.sequence_rewards(traj))
+  (o1, _), (o2, _) = run_many([adv_lib.group_advantages(scale="none"),
+                               adv_lib.group_advantages(eps=0.0)], traj)
+  a_none, a_grp = seq_adv(o1), seq_adv(o2)
+  scores = np.nansum(R2, 1)
+  scores[np.all(np.isnan(R2), 1)] = np.nan
   ok = np.isfinite(scores)
-  _, sd, _ = adv_lib.group_moments(jnp.asarray(scores), traj.group_ids,
-                                   jnp.asarray(ok))
-  sd = np.asarray(sd)
+  sd = np.zeros(12)
+  for g in np.unique(GIDS):
+    idx = (GIDS == g) & ok
+    sd[idx] = np.std(scores[idx], ddof=1) if idx.sum() > 1 else 0.0
   sel = ok & (sd > 0)
   np.testing.assert_allclose(a_grp[sel] * sd[sel], a_none[sel], rtol=1e-5)
 
@@ -192,8 +214,10 @@ def test_normalize_then_sum_matches_trl_gdpo():
   eps = 1e-4
   r = RNG.rand(12, 2).astype(np.float32)
   gids = np.repeat(np.arange(3), 4)
-  out, _ = run(adv_lib.group_advantages(
-      aggregation="normalize_then_sum", reward_weights=w), make_traj(r, gids))
+  (out, _), (plain, _) = run_many(
+      [adv_lib.group_advantages(aggregation="normalize_then_sum",
+                                reward_weights=w),
+       adv_lib.group_advantages(reward_weights=w)], make_traj(r, gids))
   comp = np.zeros_like(r, np.float64)
   for g in range(3):
     blk = r[gids == g].astype(np.float64)
@@ -201,9 +225,7 @@ def test_normalize_then_sum_matches_trl_gdpo():
   summed = (comp * w).sum(1)
   want = (summed - summed.mean()) / (summed.std(ddof=1) + eps)
   np.testing.assert_allclose(seq_adv(out), want, rtol=1e-5, atol=1e-6)
-  assert not np.allclose(
-      seq_adv(out), seq_adv(run(adv_lib.group_advantages(reward_weights=w),
-                                make_traj(r, gids))[0]))
+  assert not np.allclose(seq_adv(out), seq_adv(plain))
 
 
 def test_group_advantages_jit_matches_eager():
@@ -230,7 +252,10 @@ def test_rloo_hand_and_loop():
   scores = RNG.rand(12).astype(np.float32)
   scores[4] = np.nan
   traj = make_traj(scores, GIDS)
-  got = seq_adv(run(adv_lib.rloo_advantages(), traj)[0])
+  (o1, _), (o2, _), (o3, _) = run_many(
+      [adv_lib.rloo_advantages(), adv_lib.rloo_advantages(singleton="raw"),
+       adv_lib.rloo_advantages(normalize=True)], traj)
+  got = seq_adv(o1)
   want = np.zeros(12)
   for i in range(12):
     if np.isnan(scores[i]):
@@ -240,10 +265,10 @@ def test_rloo_hand_and_loop():
     want[i] = scores[i] - np.mean(scores[others]) if others else 0.0
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   # singleton 'raw' (verl loop version): A = R
-  got_raw = seq_adv(run(adv_lib.rloo_advantages(singleton="raw"), traj)[0])
+  got_raw = seq_adv(o2)
   assert got_raw[9] == pytest.approx(scores[9])
   # normalize: TRL batch normalisation over scorable samples
-  got_n = seq_adv(run(adv_lib.rloo_advantages(normalize=True), traj)[0])
+  got_n = seq_adv(o3)
   ok = ~np.isnan(scores)
   want_n = (want[ok] - want[ok].mean()) / (want[ok].std(ddof=1) + 1e-4)
   np.testing.assert_allclose(got_n[ok], want_n, rtol=1e-5, atol=1e-6)
@@ -253,43 +278,45 @@ def test_rloo_hand_and_loop():
 def test_rloo_equals_scaled_dr_grpo():
   scores = RNG.rand(8).astype(np.float32)
   traj = make_traj(scores, np.repeat([0, 4], 4))
-  a = seq_adv(run(adv_lib.rloo_advantages(), traj)[0])
-  b = seq_adv(run(adv_lib.group_advantages(scale="none"), traj)[0])
+  (o1, _), (o2, _) = run_many([adv_lib.rloo_advantages(),
+                               adv_lib.group_advantages(scale="none")], traj)
+  a, b = seq_adv(o1), seq_adv(o2)
   np.testing.assert_allclose(a, b * 4 / 3, rtol=1e-5)
 
 
 # ------------------------------------------------ pass@k
 def test_verl_passk():
   traj = make_traj([0.2, 0.9, 0.5, 0.9, 0.1, 0.7], [0, 0, 0, 0, 4, 4])
-  out, _ = run(adv_lib.grpo_passk_advantages(), traj)
+  (out, _), (out2, _) = run_many(
+      [adv_lib.grpo_passk_advantages(),
+       adv_lib.grpo_passk_advantages(norm_adv_by_std=False)], traj)
   a = seq_adv(out)
   # group 0: tie at the top (0.9, 0.9) → all 0; group 4: (0.7 − 0.1)/(σ + eps)
   sd = np.std([0.1, 0.7], ddof=1)
   np.testing.assert_allclose(a, [0, 0, 0, 0, 0, 0.6 / (sd + 1e-6)], rtol=1e-5)
-  out, _ = run(adv_lib.grpo_passk_advantages(norm_adv_by_std=False),
-               make_traj([0.2, 0.9, 0.5, 0.1], [0, 0, 0, 0]))
-  np.testing.assert_allclose(seq_adv(out), [0, 0.4, 0, 0], rtol=1e-5)
+  np.testing.assert_allclose(seq_adv(out2), [0, 0, 0, 0, 0, 0.6], rtol=1e-5)
 
 
-@pytest.mark.parametrize("k", [1, 2, 3])
-def test_passk_analytic_matches_subset_enumeration(k):
-  r = np.array([1, 0, 0, 1, 0, 0, 1, 1, 1, 1, 0, 0], np.float32)
+def test_passk_analytic_matches_subset_enumeration():
+  r = np.array([1, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0], np.float32)
   gids = np.repeat([0, 6], 6)
-  r[6:] = [1, 0, 0, 0, 0, 0]
-  got = seq_adv(run(adv_lib.passk_analytic_advantages(k=k, eps=0.0),
-                    make_traj(r, gids))[0])
-  for g in (0, 6):
-    idx = np.where(gids == g)[0]
-    subsets = list(itertools.combinations(idx, k))
-    grp = np.array([max(r[list(s)]) for s in subsets])
-    mu, sd = grp.mean(), grp.std()
-    for i in idx:
-      vals = [(grp[j] - mu) / sd for j, s in enumerate(subsets) if i in s]
-      np.testing.assert_allclose(got[i], np.mean(vals), rtol=1e-4, atol=1e-5)
-  if k == 1:  # pass@1 = GRPO with the biased std
-    ref = seq_adv(run(adv_lib.group_advantages(std="biased", eps=0.0),
-                      make_traj(r, gids))[0])
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+  ks = (1, 2, 3)
+  outs = run_many([adv_lib.passk_analytic_advantages(k=k, eps=0.0) for k in ks]
+                  + [adv_lib.group_advantages(std="biased", eps=0.0)],
+                  make_traj(r, gids))
+  for k, (out, _) in zip(ks, outs):
+    got = seq_adv(out)
+    for g in (0, 6):
+      idx = np.where(gids == g)[0]
+      subsets = list(itertools.combinations(idx, k))
+      grp = np.array([max(r[list(s)]) for s in subsets])
+      mu, sd = grp.mean(), grp.std()
+      for i in idx:
+        vals = [(grp[j] - mu) / sd for j, s in enumerate(subsets) if i in s]
+        np.testing.assert_allclose(got[i], np.mean(vals), rtol=1e-4, atol=1e-5)
+  # pass@1 = GRPO with the biased std
+  np.testing.assert_allclose(seq_adv(outs[0][0]), seq_adv(outs[-1][0]),
+                             rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------ token-level estimators
@@ -305,12 +332,18 @@ def _token_case(seed=1, b=4, t=7):
   return m, r, v
 
 
-@pytest.mark.parametrize("gamma,lam", [(1.0, 1.0), (0.9, 0.7)])
-def test_gae_matches_verl_loop(gamma, lam):
+def test_gae_matches_verl_loop():
   m, r, v = _token_case()
   traj = Trajectory.create(np.ones(m.shape, np.int32), loss_mask=m,
                            token_rewards=jnp.asarray(r), values=jnp.asarray(v))
-  out, _ = run(adv_lib.gae_advantages(gamma=gamma, lam=lam), traj)
+  params = [(1.0, 1.0), (0.9, 0.7)]
+  outs = run_many([adv_lib.gae_advantages(gamma=g, lam=l) for g, l in params],
+                  traj)
+  for (gamma, lam), (out, _) in zip(params, outs):
+    _check_gae(out, m, r, v, gamma, lam)
+
+
+def _check_gae(out, m, r, v, gamma, lam):
   a_raw, ret = np_verl_gae(r.astype(np.float64), v.astype(np.float64),
                            m.astype(np.float64), gamma, lam)
   a = np_masked_whiten(a_raw, m)
@@ -360,10 +393,11 @@ def test_gae_jit_and_score_at_eos():
 def test_masked_whiten_matches_verl():
   x = RNG.randn(3, 5).astype(np.float32)
   m = RNG.rand(3, 5) < 0.6
-  got = adv_lib.masked_whiten(jnp.asarray(x), jnp.asarray(m))
+  whiten = jax.jit(adv_lib.masked_whiten, static_argnames="shift_mean")
+  got = whiten(jnp.asarray(x), jnp.asarray(m))
   np.testing.assert_allclose(np.asarray(got)[m], np_masked_whiten(x, m)[m],
                              rtol=1e-5)
-  got = adv_lib.masked_whiten(jnp.asarray(x), jnp.asarray(m), shift_mean=False)
+  got = whiten(jnp.asarray(x), jnp.asarray(m), shift_mean=False)
   mean = x[m].mean()
   np.testing.assert_allclose(np.asarray(got)[m],
                              np_masked_whiten(x, m)[m] + mean, rtol=1e-5)

@@ -80,7 +80,7 @@ def trl_loss(loss, mask, loss_type, max_completion_length=None):
   raise ValueError(loss_type)
 
 
-def _random(seed, b=6, t=5):
+def _random(seed, b=8, t=6):
   rng = np.random.default_rng(seed)
   loss = rng.normal(size=(b, t)).astype(np.float32)
   lengths = rng.integers(1, t + 1, size=b)

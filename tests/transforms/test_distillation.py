@@ -51,6 +51,21 @@ def test_generalized_jsd_matches_trl(beta, temperature):
                              rtol=1e-4, atol=1e-6)
 
 
+def test_generalized_jsd_hand_numbers():
+  # V = 2, student uniform, teacher (0.75, 0.25):
+  # KL(t‖s) = 0.75·log 1.5 + 0.25·log 0.5; KL(s‖t) = 0.5·log(0.5/0.75) + 0.5·log 2.
+  s = jnp.zeros((1, 2))
+  t = jnp.log(jnp.array([[0.75, 0.25]]))
+  fwd = 0.75 * np.log(1.5) + 0.25 * np.log(0.5)
+  rev = 0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(2.0)
+  np.testing.assert_allclose(dist.generalized_jsd(s, t, beta=0.0), [fwd], rtol=1e-5)
+  np.testing.assert_allclose(dist.generalized_jsd(s, t, beta=1.0), [rev], rtol=1e-5)
+  m = np.array([0.625, 0.375])  # ½(student + teacher)
+  jsd = 0.5 * (0.75 * np.log(0.75 / m[0]) + 0.25 * np.log(0.25 / m[1])) + 0.5 * (
+      0.5 * np.log(0.5 / m[0]) + 0.5 * np.log(0.5 / m[1]))
+  np.testing.assert_allclose(dist.generalized_jsd(s, t, beta=0.5), [jsd], rtol=1e-5)
+
+
 def test_generalized_jsd_special_cases():
   s, t = jnp.asarray(STUDENT), jnp.asarray(TEACHER)
   ls, lt = _log_softmax(STUDENT.astype(np.float64)), _log_softmax(TEACHER.astype(np.float64))

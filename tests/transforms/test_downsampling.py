@@ -11,6 +11,15 @@ from jaxsi.trajectory import Trajectory
 from jaxsi.transforms import downsampling as ds
 from jaxsi.transforms.base import Context
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  """These tiny programs compile faster without XLA's heavy optimisations."""
+  prev = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", prev)
+
 CTX = Context()
 
 
@@ -54,9 +63,11 @@ def test_sample_selection_matches_brute_force():
   r = np.round(rng.rand(len(g)) * 4) / 4  # coarse values: many ties
   cont = rng.rand(len(g)) < 0.4
   r[cont] = rng.randn(cont.sum())
-  for keep in (2, 3, 4):
-    out, _ = run(ds.d3s_sample_selection(keep=keep, source="rewards"),
-                 make_traj(r, g))
+  keeps = (2, 3, 4)
+  ts = [ds.d3s_sample_selection(keep=k, source="rewards") for k in keeps]
+  outs = jax.jit(lambda tr: [t.update(tr, (), CTX)[0] for t in ts])(
+      make_traj(r, g))
+  for keep, out in zip(keeps, outs):
     sel = np.asarray(out.valid)
     for gid in np.unique(g):
       idx = np.where(g == gid)[0]
@@ -118,3 +129,19 @@ def test_token_selection_and_chain():
   np.testing.assert_array_equal(out.valid, [True, False])
   np.testing.assert_array_equal(np.asarray(out.loss_mask)[0],
                                 [0, 0, 1, 1, 0])
+
+
+def test_d3s_jit_matches_eager():
+  rng = np.random.RandomState(4)
+  r = rng.rand(8).astype(np.float32)
+  lm = np.ones((8, 5), bool)
+  lm[:, 0] = False
+  adv = (r - 0.5)[:, None] * lm
+  traj = make_traj(r, np.repeat([0, 4], 4), advantages=jnp.asarray(adv),
+                   extras={"entropy": jnp.asarray(rng.rand(8, 5), jnp.float32)})
+  t = ds.d3s_sample_selection(keep=0.5)
+  ctx = Context(step=jnp.int32(3))
+  e_out, _, _ = t.update(traj, t.init(), ctx)
+  j_out, _, _ = jax.jit(t.update)(traj, t.init(), ctx)
+  np.testing.assert_array_equal(e_out.valid, j_out.valid)
+  assert int(np.sum(np.asarray(j_out.valid))) == 4

@@ -9,6 +9,15 @@ from jaxsi.trajectory import Trajectory
 from jaxsi.transforms import importance as imp
 from jaxsi.transforms.base import Context, ModelOutputs
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  """These tiny programs compile faster without XLA's heavy optimisations."""
+  prev = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", prev)
+
 RNG = np.random.RandomState(0)
 LM = np.zeros((4, 7), bool)
 LM[:, 2:] = True
@@ -53,23 +62,27 @@ def np_weights(level, mode, upper, lower, normalize, log_clamp):
   return (rho if level == "token" else rho[:, None]) * m
 
 
-@pytest.mark.parametrize("level,mode,upper,lower,normalize,log_clamp", [
+CASES = [
     ("token", "truncate", 2.0, None, False, 20.0),      # verl TIS default
     ("token", "mask", 1.5, 0.5, False, None),           # TRL token_mask
     ("sequence", "mask", 3.0, None, False, None),       # TRL default
     ("sequence", "truncate", 2.0, 0.8, True, 20.0),     # verl + batch norm
     ("token", "none", None, None, True, 20.0),
-])
-def test_importance_weights_match_reference(level, mode, upper, lower,
-                                            normalize, log_clamp):
-  t = imp.importance_weights(level=level, mode=mode, upper=upper, lower=lower,
-                             normalize=normalize, log_clamp=log_clamp)
-  out, metrics = run(t, make_traj())
-  want = np_weights(level, mode, upper, lower, normalize, log_clamp)
-  np.testing.assert_allclose(out.extras["is_weights"], want, rtol=1e-5,
-                             atol=1e-6)
-  if normalize:
-    np.testing.assert_allclose(metrics["is/mean"], 1.0, rtol=1e-5)
+]
+
+
+def test_importance_weights_match_reference():
+  ts = [imp.importance_weights(level=lv, mode=md, upper=up, lower=lo,
+                               normalize=nm, log_clamp=lc)
+        for lv, md, up, lo, nm, lc in CASES]
+  outs = jax.jit(lambda tr: [t.update(tr, (), Context())[::2] for t in ts])(
+      make_traj())
+  for case, (out, metrics) in zip(CASES, outs):
+    want = np_weights(*case)
+    np.testing.assert_allclose(out.extras["is_weights"], want, rtol=1e-5,
+                               atol=1e-6, err_msg=str(case))
+    if case[4]:
+      np.testing.assert_allclose(metrics["is/mean"], 1.0, rtol=1e-5)
 
 
 def test_importance_weights_hand_computed_and_special_cases():
@@ -127,3 +140,13 @@ def test_old_logprobs_scoring_and_on_policy():
   np.testing.assert_array_equal(out.old_logprobs, BEH)
   with pytest.raises(ValueError):
     imp.old_logprobs(on_policy=True, entropy_key="entropy")
+
+
+def test_importance_jit_matches_eager():
+  t = imp.importance_weights(level="sequence", mode="truncate", upper=2.0,
+                             normalize=True)
+  e_out, _, e_m = t.update(make_traj(), (), Context())
+  j_out, _, j_m = jax.jit(t.update)(make_traj(), (), Context())
+  np.testing.assert_allclose(e_out.extras["is_weights"],
+                             j_out.extras["is_weights"], rtol=1e-6)
+  np.testing.assert_allclose(e_m["is/frac_clipped"], j_m["is/frac_clipped"])

@@ -186,7 +186,9 @@ def test_gspo_one_token_equals_token_ppo():
   for level in ("sequence", "sequence_token"):
     f = lambda x, level=level: loss_of(pl.pg_clip(ratio=level, agg="token-mean"), x, traj)[0]
     np.testing.assert_allclose(f(lp), ref_f(lp), rtol=1e-6)
-    np.testing.assert_allclose(jax.grad(f)(lp), jax.grad(ref_f)(lp), rtol=1e-5, atol=1e-7)
+  # Gradients (sequence_token's gradient is checked against verl gspo below).
+  f_seq = lambda x: loss_of(pl.pg_clip(ratio="sequence", agg="token-mean"), x, traj)[0]
+  np.testing.assert_allclose(jax.grad(f_seq)(lp), jax.grad(ref_f)(lp), rtol=1e-5, atol=1e-7)
 
 
 def test_sequence_ratio_equals_token_ratio_when_tokens_equal():
@@ -214,6 +216,36 @@ def test_gspo_token_equals_gspo_when_advantage_sequence_constant():
   np.testing.assert_allclose(f(lp, "sequence_token"), f(lp, "sequence"), rtol=1e-5)
   np.testing.assert_allclose(jax.grad(lambda x: f(x, "sequence_token"))(lp),
                              jax.grad(lambda x: f(x, "sequence"))(lp), rtol=1e-4, atol=1e-6)
+
+
+def np_verl_gspo(lp, old, adv, mask, eps_low, eps_high):
+  """verl gspo policy loss (formulas §3.2): value and d loss / d ℓp, seq-mean-token-mean."""
+  m = mask.astype(np.float64)
+  lengths = np.maximum(m.sum(-1, keepdims=True), 1)
+  log_s = np.minimum(((lp - old) * m).sum(-1, keepdims=True) / lengths, 10.0)
+  s = np.exp(log_s) * np.ones_like(lp, dtype=np.float64)
+  l1 = -adv * s
+  l2 = -adv * np.clip(s, 1 - eps_low, 1 + eps_high)
+  per = np.maximum(l1, l2)
+  n = lp.shape[0]
+  loss = ((per * m).sum(-1) / lengths[:, 0]).sum() / n
+  # ∂ log s_t / ∂ ℓp_t = 1 (token form); the max takes the unclipped branch when
+  # s is inside the clip range or L1 > L2.
+  active = ((s >= 1 - eps_low) & (s <= 1 + eps_high)) | (l1 > l2)
+  grad = np.where(active, -adv * s, 0.0) * m / lengths / n
+  return loss, grad
+
+
+def test_gspo_token_matches_verl_gspo():
+  lp, old, adv, mask = random_case(12, scale=0.3)
+  term = pl.pg_clip(eps_low=0.1, eps_high=0.1, ratio="sequence_token",
+                    agg="seq-mean-token-mean")
+  traj = make_traj(old, adv, mask)
+  loss, _ = loss_of(term, lp, traj)
+  ref_loss, ref_grad = np_verl_gspo(lp.astype(np.float64), old, adv, mask, 0.1, 0.1)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  g = jax.grad(lambda x: loss_of(term, x, traj)[0])(lp)
+  np.testing.assert_allclose(g, ref_grad, rtol=1e-4, atol=1e-7)
 
 
 def test_log_importance_weights_levels():
@@ -296,6 +328,17 @@ def np_trl_gmpo(lp, old, adv_seq, mask, eps_low, eps_high):
   return np.mean(-w * adv_seq)
 
 
+def test_gmpo_hand_numbers():
+  # δ = (0.5, −0.1), ε = 0.4: A > 0 → min(δ, clip δ) = (0.4, −0.1), w = e^{0.15}, ℓ = −w;
+  # A < 0 → max(δ, clip δ) = (0.5, −0.1), w = e^{0.2}, ℓ = +w. Mean over the 2 rows.
+  old = np.zeros((2, 2), np.float32)
+  lp = np.array([[0.5, -0.1], [0.5, -0.1]], np.float32)
+  adv = np.array([[1.0, 1.0], [-1.0, -1.0]], np.float32)
+  loss, _ = loss_of(pl.gmpo(eps_low=0.4, eps_high=0.4), lp,
+                    make_traj(old, adv, np.ones((2, 2), bool)))
+  np.testing.assert_allclose(loss, (-np.exp(0.15) + np.exp(0.2)) / 2, rtol=1e-6)
+
+
 def test_gmpo_matches_trl():
   lp, old, adv, mask = random_case(7, scale=0.6, seq_const_adv=True)
   loss, m = loss_of(pl.gmpo(eps_low=0.4, eps_high=0.4), lp, make_traj(old, adv, mask))
@@ -351,7 +394,7 @@ def test_jit_matches_eager_and_entropy_metric():
   traj = make_traj(old, adv, mask)
   ent = np.full(lp.shape, 0.7, np.float32)
   for term in (pl.pg_clip(dual_clip=3.0, ratio="sequence_token"), pl.cispo(form="verl"),
-               pl.sapo(), pl.gmpo(), pl.reinforce()):
+               pl.gmpo()):
     out = ModelOutputs(logprobs=jnp.asarray(pad(lp)), entropy=jnp.asarray(pad(ent)))
     eager = term(out, traj)
     jitted = jax.jit(term)(out, traj)

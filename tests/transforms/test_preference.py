@@ -181,7 +181,6 @@ def test_sigmoid_and_ipo_limits():
   loss, _ = pref.dpo(beta=0.5, loss_type="sigmoid")(out(lp), traj)
   assert float(loss) < 1e-8
   lp = np.zeros((B, T), np.float32)
-  lp[:P] = np.where(MASK[:P], 1.0 / MASK[:P].sum(-1, keepdims=True), 0.0)  # s_c/L_c = 1/L_c²… 
   lp[:P] = np.where(MASK[:P], 1.0, 0.0)  # s_c/L_c = 1 = 1/(2β) with β = 0.5
   loss, _ = pref.dpo(beta=0.5, loss_type="ipo")(out(lp), traj)
   np.testing.assert_allclose(loss, 0.0, atol=1e-10)
@@ -225,6 +224,8 @@ def test_multi_loss_weights_cdpo_reference_free_and_validation():
     pref.dpo()(out(), halves_traj(ref=None))
   with pytest.raises(ValueError, match="exo_pair"):
     pref.dpo(loss_type="exo_pair")
+  with pytest.raises(ValueError, match="f_divergence"):
+    pref.dpo(f_divergence="tv")
   with pytest.raises(ValueError, match="Unknown DPO"):
     pref.dpo(loss_type="dpo")
   with pytest.raises(ValueError, match="loss_weights"):
@@ -239,8 +240,7 @@ def test_pairing_layout_invariance_weights_and_invalid_pairs():
   # Interleaved layout (c0, r0, c1, r1, …) gives the same loss as the halves layout.
   perm = np.array([0, 3, 1, 4, 2, 5, 6, 7])
   inv = np.argsort(perm)
-  pair_ids = np.array([inv[3], -1, inv[4], -1, inv[5], -1, -1, -1], np.int32)
-  # pair_ids[k] for chosen rows must point to the new position of their rejected row.
+  # pair_ids of a chosen row point to the new position of its rejected row.
   pair_ids = np.full(B, -1, np.int32)
   for new_pos, old_row in enumerate(perm):
     if old_row < P:
@@ -328,9 +328,9 @@ def test_kto_matches_trl():
 
 # ------------------------------------------------------------------------ ORPO
 def test_log1mexp():
-  x = jnp.array([-1e-6, -0.1, -0.6931, -0.7, -5.0, -50.0])
+  x = jnp.array([-1e-6, -0.1, -0.6931, -0.7, -5.0, -50.0, -1.0, -3.0])  # [B]: shared shape
   np.testing.assert_allclose(pref.log1mexp(x), np.log(-np.expm1(np.asarray(x, np.float64))),
-                             rtol=1e-5)
+                             rtol=1e-5, atol=1e-12)
   g = jax.grad(lambda v: jnp.sum(pref.log1mexp(v)))(x)
   np.testing.assert_allclose(g, -np.exp(x) / -np.expm1(np.asarray(x, np.float64)), rtol=1e-3)
   assert np.all(np.isfinite(g))
@@ -385,3 +385,34 @@ def test_cpo_simpo_alphapo_match_trl(loss_type, alpha):
   loss0, _ = pref.cpo(beta=beta, loss_type=loss_type, label_smoothing=eps, simpo_gamma=gamma,
                       cpo_alpha=0.0, alpha=alpha)(out(), traj)
   np.testing.assert_allclose(loss0, ell.mean(), rtol=1e-5)
+
+
+def test_kto_orpo_cpo_hand_numbers_and_jit():
+  # One pair: chosen row 0 has ā_c = log 0.5 (2 tokens), rejected row 3 ā_r = log 0.25.
+  lp = np.zeros((B, T), np.float32)
+  mask = np.zeros((B, T), bool)
+  mask[0, 1:3] = True
+  mask[3, 1:3] = True
+  lp[0, 1:3] = np.log(0.5)
+  lp[3, 1:3] = np.log(0.25)
+  valid = np.zeros(B, bool)
+  valid[[0, 3]] = True
+  traj = halves_traj(mask=mask, ref=np.zeros((B, T), np.float32), valid=valid)
+  # ORPO: odds_c = 0.5/0.5 = 1, odds_r = 0.25/0.75 = 1/3 → log-odds ratio = log 3;
+  # loss = NLL_c(completion) − β·logσ(log 3) = −log 0.5 − β·log(3/4).
+  orpo = pref.orpo(beta=0.1, nll_mask="loss")
+  np.testing.assert_allclose(orpo(out(lp), traj)[0], np.log(2.0) - 0.1 * np.log(0.75), rtol=1e-5)
+  # SimPO (cpo_alpha = 0): z = log 0.5 − log 0.25 − γ/β = log 2 − 0.25, β = 2.
+  simpo = pref.cpo(beta=2.0, loss_type="simpo", simpo_gamma=0.5, cpo_alpha=0.0)
+  np.testing.assert_allclose(simpo(out(lp), traj)[0],
+                             np.log1p(np.exp(-2.0 * (np.log(2.0) - 0.25))), rtol=1e-5)
+  # KTO with ρ = 0 for both rows and z_ref = 0: every row loses 1 − σ(0) = ½.
+  kto_traj = Trajectory.create(
+      np.zeros((B, T), np.int32), loss_mask=mask, valid=valid,
+      ref_logprobs=jnp.asarray(lp), extras={
+          "is_desirable": np.arange(B) == 0, "kl_logps": np.zeros(B, np.float32),
+          "kl_ref_logps": np.zeros(B, np.float32)})
+  kto = pref.kto(beta=0.1)
+  np.testing.assert_allclose(kto(out(lp), kto_traj)[0], 0.5, rtol=1e-6)
+  for term, tr in ((orpo, traj), (kto, kto_traj)):
+    np.testing.assert_allclose(jax.jit(term)(out(lp), tr)[0], term(out(lp), tr)[0], rtol=1e-6)

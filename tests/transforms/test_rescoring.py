@@ -10,6 +10,15 @@ from jaxsi.transforms import rescoring as rs
 from jaxsi.transforms.base import Context, ModelOutputs
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  """These tiny programs compile faster without XLA's heavy optimisations."""
+  prev = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", prev)
+
+
 def fake_scorer(params, traj):
   """lp[t] = −s·(0.1·tok_t + 0.01·Σ_{u<t} real tok_u): depends on the prefix."""
   tok = traj.tokens.astype(jnp.float32) * traj.input_mask
@@ -131,3 +140,17 @@ def test_rescore_contract_violation_is_reported_and_identity_case():
   assert float(m["rescore/token_mismatch"]) > 0.5
   with pytest.raises(KeyError):
     rs.rescore(context="nope").update(traj, (), ctx_for(policy=1.0))
+
+
+def test_rescore_jit_matches_eager():
+  tokens, imask, lmask = layout(PROMPTS, COMPLETIONS, 3, 4)
+  alt_tok, alt_im, _ = layout([[1, 2, 3, 4], [6]], COMPLETIONS, 4, 4)
+  traj = Trajectory.create(tokens, input_mask=imask, loss_mask=lmask,
+                           extras={"rescore_tokens": jnp.asarray(alt_tok),
+                                   "rescore_input_mask": jnp.asarray(alt_im)})
+  t = rs.rescore()
+  ctx = ctx_for(policy=1.5)
+  e_out, _, _ = t.update(traj, (), ctx)
+  j_out, _, _ = jax.jit(t.update)(traj, (), ctx)
+  np.testing.assert_allclose(e_out.teacher_logprobs, j_out.teacher_logprobs,
+                             rtol=1e-6)

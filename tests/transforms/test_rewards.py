@@ -12,6 +12,15 @@ from jaxsi.transforms.base import Context, chain
 CTX = Context()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  """These tiny programs compile faster without XLA's heavy optimisations."""
+  prev = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", prev)
+
+
 def make_traj(rewards=None, *, lengths=(3, 4, 6), t=8, **kw):
   b = len(lengths)
   m = np.zeros((b, t), bool)
@@ -175,3 +184,16 @@ def test_adaptive_kl_controller():
   np.testing.assert_allclose(got, 1.1, rtol=1e-6)
   with pytest.raises(ValueError):
     rw.kl_in_reward(estimator="k4")
+
+
+def test_kl_in_reward_jit_matches_eager():
+  traj, _, _ = _kl_traj([1.0, 0.0, 2.0])
+  t = chain(rw.overlong_penalty(max_length=5, buffer_length=2),
+            rw.kl_in_reward(beta=0.3, adaptive=True, estimator="k2"))
+  e_out, e_state, e_m = t.update(traj, t.init(), CTX)
+  j_out, j_state, j_m = jax.jit(t.update)(traj, t.init(), CTX)
+  np.testing.assert_allclose(e_out.token_rewards, j_out.token_rewards,
+                             rtol=1e-6)
+  np.testing.assert_allclose(e_out.rewards, j_out.rewards, rtol=1e-6)
+  np.testing.assert_allclose(e_state[1].beta, j_state[1].beta, rtol=1e-6)
+  np.testing.assert_allclose(e_m["kl/mean"], j_m["kl/mean"], rtol=1e-6)

@@ -1,0 +1,50 @@
+"""RFT: rejection-sampling fine-tuning (Yuan et al. 2023).
+
+"Scaling Relationship on Learning Mathematical Reasoning with Large Language
+Models" (arXiv:2308.01825), §3.3: sample k reasoning paths per training
+question from the SFT model (temperature 0.7), keep the correct ones with
+distinct reasoning paths (the paper dedupes by the list of equations; here by
+the completion text), and fine-tune the *base* model on SFT data ∪ RFT data
+(§3.3: "D_RFT = D ∪ {distinct correct paths}"). One round in the paper;
+iterated rounds regenerate with the latest model and retrain from the base.
+
+As a composition: ``sample(k, T) → verifier → keep_correct(distinct) →
+SFT(labeled ∪ kept) from the base``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from jaxsi.methods import self_training_common as common
+from jaxsi.training import rounds
+
+
+def rft(*, samples_per_prompt: int = 8, temperature: float = 0.7,
+        max_per_prompt: Optional[int] = None, distinct: bool = True,
+        name: str = "rft") -> rounds.RoundsMethod:
+  """RFT (Yuan et al. 2023, §3.3) as a :class:`~jaxsi.training.rounds.RoundsMethod`.
+
+  Args:
+    samples_per_prompt: k sampled paths per question (paper: k = 100).
+    temperature: sampling temperature (paper: 0.7).
+    max_per_prompt: cap on kept distinct correct paths per question (None:
+      all distinct ones, as the paper).
+    distinct: dedupe identical completions of a question.
+    name: method name.
+
+  Returns:
+    The method: base-restart, no accumulation, labeled data included.
+  """
+  if samples_per_prompt < 1:
+    raise ValueError(f"rft: samples_per_prompt must be >= 1, got {samples_per_prompt}")
+
+  def sample_chunk(ctx, tasks, plan):
+    del plan
+    return common.sample_records(ctx, tasks, n=samples_per_prompt,
+                                 temperature=temperature)
+
+  return rounds.RoundsMethod(
+      name=name, sample_chunk=sample_chunk,
+      select=common.verified_select(max_per_prompt=max_per_prompt, distinct=distinct),
+      train_from="base", accumulate=False, include_labeled=True)

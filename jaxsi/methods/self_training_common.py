@@ -1,0 +1,217 @@
+"""Filters, pair builders and samplers shared by the self-training methods.
+
+Everything here is host-side (JSON records of sampled candidates, see
+``jaxsi.training.rounds.rollout_records``) and pure: the same records give the
+same examples, whatever the order chunks were generated in. Each filter names
+the paper it comes from.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from jaxsi.sampling import strategies
+from jaxsi.training import rounds
+
+Record = rounds.Record
+Example = rounds.Example
+
+
+def strategy_for(temperature: float) -> Any:
+  """``Greedy()`` for temperature 0, else temperature sampling."""
+  if temperature < 0:
+    raise ValueError(f"temperature must be >= 0, got {temperature}")
+  if temperature == 0:
+    return strategies.Greedy()
+  return strategies.Sampling(temperature=float(temperature))
+
+
+def sample_records(ctx: rounds.RoundContext, tasks: Sequence[Any], *, n: int,
+                   temperature: float, with_logprob: bool = False,
+                   params: Any = None, **extra) -> list[Record]:
+  """``n`` verified samples per task as records (optionally with log π(y|x)).
+
+  ``logprob`` is the sequence log-likelihood under the sampling model at
+  temperature 1, ``logprob_mean`` its per-token mean.
+  """
+  if not tasks:
+    return []
+  ro = ctx.rollout(tasks, strategy=strategy_for(temperature), n=n, params=params)
+  fields = dict(extra)
+  if with_logprob:
+    total = ctx.sequence_logprobs(ro.traj, params=params)
+    mean = ctx.sequence_logprobs(ro.traj, params=params, normalize=True)
+    fields.update(logprob=[float(x) for x in total],
+                  logprob_mean=[float(x) for x in mean])
+  return rounds.rollout_records(tasks, ro, **fields)
+
+
+# ---------------------------------------------------------------- filters
+def keep_correct(records: Sequence[Record], *, max_per_prompt: Optional[int] = None,
+                 distinct: bool = True, key: str = "correct") -> list[Example]:
+  """Rejection sampling: keep verified samples, distinct per problem, capped.
+
+  The filter of STaR (Zelikman et al. 2022, Alg. 1 line 6: keep ŷ = y), RFT
+  (Yuan et al. 2023, §3.3: distinct reasoning paths per question) and
+  ReST-EM (Singh et al. 2023, §3: binary reward, at most K solutions per
+  problem). Samples are taken in record order.
+
+  Args:
+    records: candidate records (``task_id``, ``prompt``, ``completion``, and
+      the boolean field ``key``).
+    max_per_prompt: at most this many kept per problem (None: all).
+    distinct: drop repeated completion texts of one problem.
+    key: the acceptance field.
+
+  Returns:
+    Training examples ``{'prompt', 'completion', 'task_id'}``.
+  """
+  out, seen, count = [], set(), collections.Counter()
+  for r in records:
+    if not r[key]:
+      continue
+    tid = r["task_id"]
+    if max_per_prompt is not None and count[tid] >= max_per_prompt:
+      continue
+    if distinct:
+      k = (tid, r["completion"])
+      if k in seen:
+        continue
+      seen.add(k)
+    count[tid] += 1
+    out.append(dict(prompt=r["prompt"], completion=r["completion"], task_id=tid))
+  return out
+
+
+def build_pairs(records: Sequence[Record], *, max_pairs_per_problem: int = 4,
+                key: str = "correct") -> list[dict]:
+  """Preference pairs correct ≻ incorrect within each problem (V-STaR).
+
+  V-STaR (Hosseini et al. 2024, §3, Eq. 2): the verifier's DPO data are all
+  pairs (y⁺, y⁻) of correct and incorrect solutions of the same problem. We
+  take distinct completions, pair the i-th correct with the i-th incorrect
+  (cycling the shorter list) up to ``max(#correct, #incorrect)`` pairs,
+  capped at ``max_pairs_per_problem`` — every solution appears, the count
+  stays linear.
+
+  Returns:
+    ``{'prompt', 'chosen', 'rejected', 'task_id'}`` dicts.
+  """
+  out = []
+  for tid, recs in rounds.group_by_task(records).items():
+    pos, neg = [], []
+    for r in recs:
+      lst = pos if r[key] else neg
+      if r["completion"] not in lst:
+        lst.append(r["completion"])
+    if not pos or not neg:
+      continue
+    num = min(max(len(pos), len(neg)), max_pairs_per_problem)
+    for i in range(num):
+      out.append(dict(prompt=recs[0]["prompt"], chosen=pos[i % len(pos)],
+                      rejected=neg[i % len(neg)], task_id=tid))
+  return out
+
+
+def best_of_n(records: Sequence[Record], *, score: str) -> list[Record]:
+  """The highest-``score`` record of every problem (first on ties)."""
+  out = []
+  for recs in rounds.group_by_task(records).values():
+    out.append(max(recs, key=lambda r: (r[score], -r["sample"])))
+  return out
+
+
+def answer_agreement(records: Sequence[Record]) -> list[float]:
+  """Per record: fraction of its problem's samples with the same answer.
+
+  The self-consistency score (Wang et al. 2022); a label-free reward. An
+  unparseable answer (None) scores 0.
+  """
+  groups = rounds.group_by_task(records)
+  counts = {tid: collections.Counter(r["answer"] for r in recs if r["answer"] is not None)
+            for tid, recs in groups.items()}
+  sizes = {tid: len(recs) for tid, recs in groups.items()}
+  return [0.0 if r["answer"] is None else counts[r["task_id"]][r["answer"]] / sizes[r["task_id"]]
+          for r in records]
+
+
+def majority_filter(records: Sequence[Record], *, min_agreement: float = 0.5,
+                    length_filter: bool = True, length_tolerance: int = 0
+                    ) -> tuple[list[Record], dict]:
+  """Self-labelling by majority vote, then a length filter (Lee et al. 2025).
+
+  "Self-Improving Transformers Overcome Easy-to-Hard and Length
+  Generalization Challenges" (Lee et al. 2025, §3.2): the model's own
+  answers on problems one level harder become training labels, kept only
+  when (i) a majority of the samples agree (self-consistency voting) and
+  (ii) the output length is what the round's outputs usually have (length
+  filtering drops truncated/overlong answers, the dominant error mode of
+  length generalisation).
+
+  Per problem the majority answer ``a*`` (ties: earliest) is kept iff its
+  vote share ≥ ``min_agreement``; the label is the first completion giving
+  ``a*``. With ``length_filter`` the completion length must be within
+  ``length_tolerance`` characters of the modal length of the problem's
+  difficulty level among the majority-kept labels.
+
+  Returns:
+    (kept records, metrics: problems, voted, kept, label_accuracy of kept
+    against gold, and of the unfiltered majority labels).
+  """
+  groups = rounds.group_by_task(records)
+  voted = []
+  for recs in groups.values():
+    answers = [r["answer"] for r in recs if r["answer"] is not None]
+    if not answers:
+      continue
+    counts = collections.Counter(answers)
+    top = max(counts.values())
+    winner = next(a for a in answers if counts[a] == top)
+    label = next(r for r in recs if r["answer"] == winner)
+    voted.append((label, top / len(recs)))
+  all_majority = [lab for lab, _ in voted]
+  kept = [lab for lab, share in voted if share >= min_agreement]
+  if length_filter and kept:
+    modal = {}
+    for d in sorted({r["difficulty"] for r in kept}):
+      lens = collections.Counter(len(r["completion"]) for r in kept if r["difficulty"] == d)
+      modal[d] = max(lens.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+    kept = [r for r in kept
+            if abs(len(r["completion"]) - modal[r["difficulty"]]) <= length_tolerance]
+  metrics = dict(problems=len(groups), voted=len(all_majority), kept=len(kept),
+                 label_accuracy=float(np.mean([r["correct"] for r in kept])) if kept else 0.0,
+                 unfiltered_label_accuracy=(float(np.mean([r["correct"] for r in all_majority]))
+                                            if all_majority else 0.0))
+  return kept, metrics
+
+
+def to_examples(records: Sequence[Record]) -> list[Example]:
+  return [dict(prompt=r["prompt"], completion=r["completion"], task_id=r["task_id"])
+          for r in records]
+
+
+def sample_stats(records: Sequence[Record]) -> dict:
+  """Sample accuracy, pass@n (any correct per problem), distinct correct/problem."""
+  if not records:
+    return dict(sample_accuracy=0.0, pass_at_n=0.0, distinct_correct=0.0)
+  groups = rounds.group_by_task(records)
+  return dict(
+      sample_accuracy=float(np.mean([r["correct"] for r in records])),
+      pass_at_n=float(np.mean([any(r["correct"] for r in g) for g in groups.values()])),
+      distinct_correct=float(np.mean([len({r["completion"] for r in g if r["correct"]})
+                                      for g in groups.values()])))
+
+
+def verified_select(*, max_per_prompt: Optional[int], distinct: bool = True
+                    ) -> Callable[..., tuple]:
+  """``select`` of RFT/ReST-EM/STaR: :func:`keep_correct` + :func:`sample_stats`."""
+
+  def select(records, plan, ctx):
+    del plan, ctx
+    examples = keep_correct(records, max_per_prompt=max_per_prompt, distinct=distinct)
+    return examples, [], dict(sample_stats(records), kept=len(examples))
+
+  return select

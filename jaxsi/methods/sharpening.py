@@ -1,0 +1,62 @@
+"""SFT-Sharpening: best-of-N by the model's own likelihood, then SFT (Huang et al. 2024).
+
+"Self-Improvement in Language Models: The Sharpening Mechanism"
+(arXiv:2412.01951), §3.1. With the model's own sequence log-likelihood as
+the self-reward, r_self(x, y) = log π(y | x) (Eq. 3; optionally divided by
+|y|), SFT-Sharpening draws N responses y_1..y_N ~ π(· | x), keeps
+ŷ = argmax_i log π(y_i | x) (best-of-N) and fine-tunes π on (x, ŷ) —
+amortising the expensive inference-time maximum-likelihood search into the
+weights ("sharpening" π towards its own mode). No verifier is used; the
+verifier only *monitors* the selected responses' accuracy.
+
+As a composition: ``sample(N, T) → score log π(y|x) → best-of-N → SFT``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxsi.methods import self_training_common as common
+from jaxsi.training import rounds
+
+
+def sharpening(*, samples_per_prompt: int = 8, temperature: float = 1.0,
+               length_normalize: bool = False, include_labeled: bool = False,
+               train_from: str = "current", name: str = "sharpening"
+               ) -> rounds.RoundsMethod:
+  """SFT-Sharpening (Huang et al. 2024, §3.1, Eq. 3) as a ``RoundsMethod``.
+
+  Args:
+    samples_per_prompt: N responses per prompt.
+    temperature: sampling temperature of the N responses (scoring is always
+      at temperature 1: the model's own likelihood).
+    length_normalize: select by the per-token mean log-likelihood.
+    include_labeled: also train on the labeled warm-start set.
+    train_from: 'current' (iterated sharpening) or 'base'.
+    name: method name.
+
+  Returns:
+    The method (latest round's data only).
+  """
+  if samples_per_prompt < 1:
+    raise ValueError("sharpening: samples_per_prompt must be >= 1")
+  score = "logprob_mean" if length_normalize else "logprob"
+
+  def sample_chunk(ctx, tasks, plan):
+    del plan
+    return common.sample_records(ctx, tasks, n=samples_per_prompt,
+                                 temperature=temperature, with_logprob=True)
+
+  def select(records, plan, ctx):
+    del plan, ctx
+    best = common.best_of_n(records, score=score)
+    stats = common.sample_stats(records)
+    return common.to_examples(best), [], dict(
+        stats, kept=len(best),
+        selected_accuracy=float(np.mean([r["correct"] for r in best])) if best else 0.0,
+        selected_logprob=float(np.mean([r[score] for r in best])) if best else 0.0,
+        mean_logprob=float(np.mean([r[score] for r in records])) if records else 0.0)
+
+  return rounds.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
+                             train_from=train_from, accumulate=False,
+                             include_labeled=include_labeled)

@@ -1,0 +1,557 @@
+"""Hugging Face checkpoints <-> jaxsi params (Llama, Qwen2/2.5/3, Gemma 1/2/3 text).
+
+Pure layout conversion (transpose/reshape), no downloads: point
+``load_pretrained`` at a local directory holding ``config.json`` and
+``*.safetensors`` files.
+
+Name map (``model.layers.{i}.`` prefix; W = Hugging Face [out, in] weight)::
+
+    embed_tokens.weight [V, D]            -> embedder.embedding [V, D]
+    self_attn.q_proj.weight [H·Dh, D]     -> attn.q_proj.kernel = Wᵀ as [D, H, Dh]
+    self_attn.{k,v}_proj.weight           -> attn.{k,v}_proj.kernel [D, Hkv, Dh]
+    self_attn.{q,k,v}_proj.bias           -> attn.*.bias [H|Hkv, Dh]   (Qwen2)
+    self_attn.o_proj.weight [D, H·Dh]     -> attn.o_proj.kernel = Wᵀ as [H, Dh, D]
+    self_attn.{q,k}_norm.weight [Dh]      -> attn.{q,k}_norm.scale      (Qwen3, Gemma3)
+    mlp.{gate,up,down}_proj.weight        -> mlp.*.kernel = Wᵀ
+    input_layernorm.weight                -> input_norm.scale
+    post_attention_layernorm.weight       -> pre_ffw_norm.scale  (Llama/Qwen/Gemma 1)
+                                          -> post_attn_norm.scale (Gemma 2/3)
+    pre_feedforward_layernorm.weight      -> pre_ffw_norm.scale  (Gemma 2/3)
+    post_feedforward_layernorm.weight     -> post_ffw_norm.scale (Gemma 2/3)
+    model.norm.weight                     -> final_norm.scale
+    lm_head.weight [V, D]                 -> lm_head.kernel [D, V]  (untied only)
+
+Gemma stores RMSNorm weights as ``w`` with scale ``1 + w``: that is
+``norm_offset=True`` here, so the values copy unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Optional, Tuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsi.models import loading
+from jaxsi.models.config import ModelConfig
+from jaxsi.models.model import Model, Params, build
+
+_SUPPORTED = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
+              "gemma3")
+
+
+def config_from_hf(hf: Mapping[str, Any], **overrides) -> ModelConfig:
+  """ModelConfig from a Hugging Face ``config.json`` dict.
+
+  Args:
+    hf: the parsed config.json (a Gemma 3 multimodal config's
+      ``text_config`` is used automatically).
+    **overrides: ModelConfig fields to set (e.g. ``dtype='float32'``).
+
+  Raises:
+    ValueError: unsupported ``model_type`` (lists the supported ones).
+  """
+  model_type = hf.get("model_type")
+  if model_type == "gemma3" and "text_config" in hf:
+    hf = {"model_type": "gemma3_text", **hf["text_config"]}
+    model_type = "gemma3_text"
+  if model_type not in _SUPPORTED:
+    raise ValueError(
+        f"config_from_hf: unsupported model_type {model_type!r}; supported: "
+        f"{list(_SUPPORTED)}")
+  gemma = model_type.startswith("gemma")
+  d = hf["hidden_size"]
+  h = hf["num_attention_heads"]
+  theta, scaling, local_theta = _rope_from_hf(hf)
+  fields = dict(
+      vocab_size=hf["vocab_size"], d_model=d,
+      n_layers=hf["num_hidden_layers"], n_heads=h,
+      n_kv_heads=hf.get("num_key_value_heads") or h,
+      head_dim=hf.get("head_dim") or d // h,
+      d_ff=hf["intermediate_size"],
+      rope_theta=theta, rope_scaling=scaling,
+      norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+      tie_embeddings=bool(hf.get("tie_word_embeddings", gemma)),
+      max_seq_len=int(hf.get("max_position_embeddings", 2048)),
+      qkv_bias=(True if model_type == "qwen2"
+                else bool(hf.get("attention_bias", False))),
+      qk_norm=model_type in ("qwen3", "gemma3_text"),
+  )
+  if hf.get("mlp_bias"):
+    raise ValueError("config_from_hf: mlp_bias=True is not supported")
+  dtype = hf.get("torch_dtype") or hf.get("dtype")
+  if dtype in ("float32", "bfloat16", "float16"):
+    fields.update(dtype=dtype, param_dtype=dtype)
+  if gemma:
+    act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
+    if act not in ("gelu_pytorch_tanh", "gelu"):
+      raise ValueError(f"config_from_hf: unsupported Gemma activation {act!r}")
+    fields.update(embed_scale=True, norm_offset=True, hidden_act="gelu_tanh")
+    if model_type != "gemma":
+      fields.update(
+          post_attn_norm=True, post_ffw_norm=True,
+          attn_logit_softcap=hf.get("attn_logit_softcapping"),
+          final_logit_softcap=hf.get("final_logit_softcapping"),
+          query_pre_attn_scalar=hf.get("query_pre_attn_scalar"))
+    if model_type != "gemma" and hf.get("sliding_window"):
+      fields.update(sliding_window=int(hf["sliding_window"]),
+                    global_every=_global_every(hf, model_type))
+      if model_type == "gemma3_text" and local_theta is not None:
+        fields["rope_local_theta"] = local_theta
+    if hf.get("use_bidirectional_attention"):
+      raise ValueError(
+          "config_from_hf: use_bidirectional_attention=True is not supported")
+  else:
+    if hf.get("use_sliding_window") or "sliding_attention" in (
+        hf.get("layer_types") or ()):
+      raise ValueError("config_from_hf: use_sliding_window=True is not supported")
+    act = hf.get("hidden_act", "silu")
+    if act != "silu":
+      raise ValueError(f"config_from_hf: unsupported activation {act!r}")
+  fields.update(overrides)
+  return ModelConfig(**fields)
+
+
+def _rope_scaling(rs: Mapping[str, Any]) -> Optional[tuple]:
+  """ModelConfig.rope_scaling from an HF rope dict (v4 or v5 keys)."""
+  kind = rs.get("rope_type", rs.get("type", "default"))
+  if kind == "default":
+    return None
+  if kind == "llama3":
+    return ("llama3", float(rs["factor"]), float(rs["low_freq_factor"]),
+            float(rs["high_freq_factor"]),
+            int(rs["original_max_position_embeddings"]))
+  if kind == "linear":
+    return ("linear", float(rs["factor"]))
+  raise ValueError(f"config_from_hf: unsupported rope scaling {dict(rs)!r} "
+                   "(supported rope_type: default, linear, llama3)")
+
+
+def _rope_from_hf(hf: Mapping[str, Any]) -> tuple:
+  """(rope_theta, rope_scaling, local theta or None) from an HF config.
+
+  Reads transformers v4 keys (``rope_theta``, ``rope_scaling``,
+  ``rope_local_base_freq``) and v5 ``rope_parameters`` (flat, or one dict per
+  layer type ``full_attention``/``sliding_attention``, Gemma 3).
+  """
+  rp = hf.get("rope_parameters")
+  local_theta = None
+  if rp and ("full_attention" in rp or "sliding_attention" in rp):
+    glob = dict(rp.get("full_attention") or {})
+    loc = rp.get("sliding_attention")
+    if loc:
+      if _rope_scaling(loc) is not None:
+        raise ValueError("config_from_hf: scaled RoPE on sliding-window layers "
+                         f"is not supported: {dict(loc)!r}")
+      local_theta = float(loc["rope_theta"])
+  elif rp:
+    glob = dict(rp)
+  else:
+    glob = dict(hf.get("rope_scaling") or {})
+    if hf.get("rope_local_base_freq"):
+      local_theta = float(hf["rope_local_base_freq"])
+  theta = glob.get("rope_theta", hf.get("rope_theta", 10_000.0))
+  return float(theta), _rope_scaling(glob), local_theta
+
+
+def _global_every(hf: Mapping[str, Any], model_type: str) -> int:
+  """Period P of the local/global pattern (layer i global iff (i+1) % P == 0).
+
+  Only local layers (fewer layers than one period) give ``P = n_layers + 1``.
+  """
+  n = hf["num_hidden_layers"]
+  if hf.get("layer_types"):
+    is_global = [t == "full_attention" for t in hf["layer_types"]]
+    period = next((i + 1 for i, g in enumerate(is_global) if g), None)
+    if period is None and len(is_global) == n:
+      return n + 1
+    if period is None or is_global != [(i + 1) % period == 0 for i in range(n)]:
+      raise ValueError(
+          f"config_from_hf: layer_types {hf['layer_types']} is not a periodic "
+          "local…local/global pattern")
+    return period
+  if model_type == "gemma2":
+    return 2
+  return int(hf.get("sliding_window_pattern", 6))
+
+
+def _layer_names(config: ModelConfig) -> dict:
+  """jaxsi (module, leaf) path inside a layer -> HF suffix."""
+  names = {
+      ("input_norm", "scale"): "input_layernorm.weight",
+      ("attn", "q_proj", "kernel"): "self_attn.q_proj.weight",
+      ("attn", "k_proj", "kernel"): "self_attn.k_proj.weight",
+      ("attn", "v_proj", "kernel"): "self_attn.v_proj.weight",
+      ("attn", "o_proj", "kernel"): "self_attn.o_proj.weight",
+      ("mlp", "gate_proj", "kernel"): "mlp.gate_proj.weight",
+      ("mlp", "up_proj", "kernel"): "mlp.up_proj.weight",
+      ("mlp", "down_proj", "kernel"): "mlp.down_proj.weight",
+  }
+  if config.qkv_bias:
+    for n in "qkv":
+      names[("attn", f"{n}_proj", "bias")] = f"self_attn.{n}_proj.bias"
+  if config.qk_norm:
+    names[("attn", "q_norm", "scale")] = "self_attn.q_norm.weight"
+    names[("attn", "k_norm", "scale")] = "self_attn.k_norm.weight"
+  if config.post_attn_norm or config.post_ffw_norm:  # Gemma 2/3 sandwich
+    names[("pre_ffw_norm", "scale")] = "pre_feedforward_layernorm.weight"
+    if config.post_attn_norm:
+      names[("post_attn_norm", "scale")] = "post_attention_layernorm.weight"
+    if config.post_ffw_norm:
+      names[("post_ffw_norm", "scale")] = "post_feedforward_layernorm.weight"
+  else:
+    names[("pre_ffw_norm", "scale")] = "post_attention_layernorm.weight"
+  return names
+
+
+def _to_jaxsi(path: tuple, w: np.ndarray, c: ModelConfig) -> np.ndarray:
+  leaf = path[-2:]
+  if leaf in (("q_proj", "kernel"), ("k_proj", "kernel"), ("v_proj", "kernel")):
+    heads = c.n_heads if leaf[0] == "q_proj" else c.n_kv_heads
+    return w.T.reshape(c.d_model, heads, c.head_dim)
+  if leaf[-1] == "bias":
+    heads = c.n_heads if leaf[0] == "q_proj" else c.n_kv_heads
+    return w.reshape(heads, c.head_dim)
+  if leaf == ("o_proj", "kernel"):
+    return w.T.reshape(c.n_heads, c.head_dim, c.d_model)
+  if leaf[-1] == "kernel":
+    return w.T
+  return w
+
+
+def _to_hf(path: tuple, w: np.ndarray, c: ModelConfig) -> np.ndarray:
+  leaf = path[-2:]
+  if leaf in (("q_proj", "kernel"), ("k_proj", "kernel"), ("v_proj", "kernel")):
+    return w.reshape(c.d_model, -1).T
+  if leaf[-1] == "bias":
+    return w.reshape(-1)
+  if leaf == ("o_proj", "kernel"):
+    return w.reshape(-1, c.d_model).T
+  if leaf[-1] == "kernel":
+    return w.T
+  return w
+
+
+def _name_map(config: ModelConfig) -> dict:
+  """Full jaxsi path tuple -> HF tensor name."""
+  out = {("embedder", "embedding"): "model.embed_tokens.weight",
+         ("final_norm", "scale"): "model.norm.weight"}
+  if not config.tie_embeddings:
+    out[("lm_head", "kernel")] = "lm_head.weight"
+  for i in range(config.n_layers):
+    for path, suffix in _layer_names(config).items():
+      out[("layers", i) + path] = f"model.layers.{i}.{suffix}"
+  return out
+
+
+def params_from_hf(config: ModelConfig, tensors: Mapping[str, Any], *,
+                   value_head: Optional[Params] = None) -> Params:
+  """jaxsi params from HF tensors (name -> array), cast to config.param_dtype.
+
+  Args:
+    config: the matching ModelConfig (see ``config_from_hf``).
+    tensors: HF state dict (numpy / jax arrays). Extra tensors are ignored
+      (e.g. rotary buffers); a missing or mis-shaped one raises.
+    value_head: params for the value head if ``config.value_head`` (HF
+      checkpoints have none), e.g. ``model.init_params(rng)['value_head']``.
+
+  Returns:
+    The nested params dict.
+  """
+  model = build(config)
+  abstract = model.abstract_params()
+  dtype = config.params_dtype
+  params: dict = {}
+  for path, name in _name_map(config).items():
+    if name not in tensors:
+      raise KeyError(f"params_from_hf: missing tensor {name!r} (for {path})")
+    w = np.asarray(tensors[name])
+    w = _to_jaxsi(path, w, config) if w.ndim else w
+    want = _get(abstract, path).shape
+    if tuple(w.shape) != tuple(want):
+      raise ValueError(
+          f"params_from_hf: tensor {name!r} has shape {np.shape(tensors[name])},"
+          f" converted {w.shape}, expected {want} for {path}")
+    _set(params, path, jnp.asarray(w, dtype))
+  if config.value_head:
+    if value_head is None:
+      raise ValueError(
+          "params_from_hf: config.value_head=True but no value_head params given")
+    params["value_head"] = value_head
+  return params
+
+
+def params_to_hf(config: ModelConfig, params: Params) -> dict:
+  """HF-named numpy tensors from jaxsi params (value head dropped)."""
+  out = {}
+  for path, name in _name_map(config).items():
+    out[name] = np.asarray(_to_hf(path, np.asarray(_get(params, path)), config))
+  return out
+
+
+def load_safetensors(directory: str) -> dict:
+  """All tensors of a local checkpoint as a name -> (memory-mapped) array dict.
+
+  Reads ``model.safetensors.index.json`` shards or ``*.safetensors`` files;
+  the arrays are read-only views, nothing is copied until used.
+  """
+  ckpt = loading.SafetensorsCheckpoint(directory)
+  return {name: ckpt.get(name) for name in ckpt.names}
+
+
+def read_hf_config(directory: str) -> dict:
+  """The parsed ``config.json`` of a local checkpoint directory.
+
+  Raises:
+    FileNotFoundError: with what to put where.
+  """
+  path = os.path.join(os.fspath(directory), "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"No config.json in {os.fspath(directory)!r}: put the Hugging Face "
+        "checkpoint there (config.json and model.safetensors, or "
+        "model.safetensors.index.json with its shards); nothing is downloaded "
+        "at run time.")
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_params(config: ModelConfig, directory: str, *,
+                shardings: Optional[Params] = None) -> Params:
+  """jaxsi params read tensor by tensor from a local safetensors checkpoint.
+
+  Each tensor is memory-mapped, converted to the jaxsi layout as a view
+  (transpose/reshape) and placed with ``loading.place``: with ``shardings``
+  every device receives only its slice, so the full model is never copied
+  into host memory.
+
+  Args:
+    config: the ModelConfig (``config_from_hf`` of the checkpoint's config).
+    directory: local directory (single file or sharded index).
+    shardings: pytree like params of ``jax.sharding.Sharding`` (e.g.
+      ``partitioning.param_shardings(model, mesh=mesh)``), or None for the
+      default device.
+
+  Returns:
+    The params dict, cast to ``config.param_dtype``.
+
+  Raises:
+    KeyError / ValueError: a missing or mis-shaped tensor (named).
+  """
+  if config.value_head:
+    raise ValueError("load_params: HF checkpoints have no value head; load with "
+                     "value_head=False and add params['value_head'] after")
+  ckpt = loading.SafetensorsCheckpoint(directory)
+  abstract = build(config).abstract_params()
+  params: dict = {}
+  for path, name in _name_map(config).items():
+    if name not in ckpt:
+      raise KeyError(f"load_params: missing tensor {name!r} (for {path}) in "
+                     f"{directory!r}")
+    w = ckpt.get(name)
+    w = _to_jaxsi(path, w, config) if w.ndim else w
+    want = _get(abstract, path).shape
+    if tuple(w.shape) != tuple(want):
+      raise ValueError(
+          f"load_params: tensor {name!r} has shape {ckpt.shape(name)}, "
+          f"converted {w.shape}, expected {want} for {path}")
+    sharding = None if shardings is None else _get(shardings, path)
+    _set(params, path, loading.place(w, config.params_dtype, sharding))
+  return params
+
+
+def load_pretrained(directory: str, *, mesh: Optional[Any] = None,
+                    rules: Optional[Any] = None,
+                    shardings: Optional[Params] = None,
+                    **overrides) -> Tuple[Model, Params]:
+  """(Model, params) from a local HF directory (config.json + safetensors).
+
+  Args:
+    directory: local path; nothing is downloaded.
+    mesh: optional ``jax.sharding.Mesh``: params are placed directly on their
+      shardings from the logical-axis rules (``jaxsi.training.partitioning``).
+    rules: the rules table for ``mesh`` (default: the partitioning default).
+    shardings: explicit pytree of shardings (instead of ``mesh``).
+    **overrides: ModelConfig fields (e.g. ``dtype='float32'``,
+      ``max_seq_len=4096``); ``value_head`` is not supported here.
+  """
+  config = config_from_hf(read_hf_config(directory), **overrides)
+  if config.value_head:
+    raise ValueError("load_pretrained: add a value head after loading "
+                     "(params['value_head'] = ...) with value_head=True config")
+  model = build(config)
+  if mesh is not None and shardings is None:
+    from jaxsi.training import partitioning  # pylint: disable=g-import-not-at-top
+    kwargs = {} if rules is None else {"rules": rules}
+    shardings = partitioning.param_shardings(model, mesh=mesh, **kwargs)
+  return model, load_params(config, directory, shardings=shardings)
+
+
+def infer_model_type(config: ModelConfig) -> str:
+  """The HF ``model_type`` whose architecture ``config`` describes."""
+  gemma = config.norm_offset or config.embed_scale
+  if gemma:
+    if config.post_attn_norm or config.post_ffw_norm:
+      return "gemma3_text" if config.qk_norm else "gemma2"
+    return "gemma"
+  if config.qkv_bias and not config.qk_norm:
+    return "qwen2"
+  if config.qk_norm:
+    return "qwen3"
+  return "llama"
+
+
+def hf_config_from_config(config: ModelConfig, *,
+                          model_type: Optional[str] = None,
+                          **extra) -> dict:
+  """A Hugging Face ``config.json`` dict for ``config`` (inverse of
+  ``config_from_hf``; transformers v4 key names, which v5 also reads).
+
+  Args:
+    config: the ModelConfig.
+    model_type: HF model type (default: ``infer_model_type(config)``).
+    **extra: more keys (e.g. ``bos_token_id``, ``eos_token_id``).
+
+  Raises:
+    ValueError: a config the model type cannot express.
+  """
+  c = config
+  model_type = model_type or infer_model_type(c)
+  if model_type not in _SUPPORTED:
+    raise ValueError(f"hf_config_from_config: unsupported model_type "
+                     f"{model_type!r}; supported: {list(_SUPPORTED)}")
+  archs = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+           "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM",
+           "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
+           "gemma3": "Gemma3ForCausalLM"}
+  out = {
+      "architectures": [archs[model_type]], "model_type": model_type,
+      "vocab_size": c.vocab_size, "hidden_size": c.d_model,
+      "intermediate_size": c.d_ff, "num_hidden_layers": c.n_layers,
+      "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads,
+      "head_dim": c.head_dim, "rms_norm_eps": c.norm_eps,
+      "rope_theta": c.rope_theta, "max_position_embeddings": c.max_seq_len,
+      "tie_word_embeddings": c.tie_embeddings, "torch_dtype": c.param_dtype,
+  }
+  if c.rope_scaling is not None:
+    if c.rope_scaling[0] == "linear":
+      out["rope_scaling"] = {"rope_type": "linear",
+                             "factor": c.rope_scaling[1]}
+    else:
+      _, factor, low, high, old = c.rope_scaling
+      out["rope_scaling"] = {
+          "rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+          "high_freq_factor": high, "original_max_position_embeddings": old}
+  if model_type.startswith("gemma"):
+    out["hidden_activation"] = "gelu_pytorch_tanh"
+    if model_type != "gemma":
+      out.update(attn_logit_softcapping=c.attn_logit_softcap,
+                 final_logit_softcapping=c.final_logit_softcap,
+                 query_pre_attn_scalar=(c.query_pre_attn_scalar
+                                        or c.head_dim))
+    if c.sliding_window is not None:
+      out["sliding_window"] = c.sliding_window
+      out["layer_types"] = ["sliding_attention" if c.is_local_layer(i)
+                            else "full_attention" for i in range(c.n_layers)]
+      if model_type.startswith("gemma3"):
+        out["sliding_window_pattern"] = c.global_every
+        out["rope_local_base_freq"] = (c.rope_local_theta or c.rope_theta)
+    elif model_type != "gemma":
+      raise ValueError(f"hf_config_from_config: {model_type} needs "
+                       "sliding_window (set one >= max_seq_len for none)")
+  else:
+    out["hidden_act"] = "silu"
+    out["attention_bias"] = c.qkv_bias
+    if c.sliding_window is not None:
+      raise ValueError("hf_config_from_config: sliding_window is only "
+                       "supported for Gemma 2/3")
+  expected = _comparable(c.replace(value_head=False))
+  got = _comparable(config_from_hf(out, dtype=c.dtype,
+                                   param_dtype=c.param_dtype))
+  if got != expected:
+    diff = {k: (expected[k], got[k]) for k in expected if expected[k] != got[k]}
+    raise ValueError(f"hf_config_from_config: model_type {model_type!r} cannot "
+                     f"express this config; (wanted, got): {diff}")
+  out.update(extra)
+  return out
+
+
+def _comparable(c: ModelConfig) -> dict:
+  """Config fields with equivalent spellings unified (for round-trip checks)."""
+  out = dict(c.__dict__)
+  out["query_pre_attn_scalar"] = c.query_scale
+  if c.rope_local_theta is None and c.rope_scaling is None:
+    out["rope_local_theta"] = c.rope_theta
+  if c.sliding_window is None:
+    out["global_every"] = 1
+  return out
+
+
+def _hf_shape(path: tuple, shape: tuple, c: ModelConfig) -> tuple:
+  """Shape of the HF tensor for the jaxsi param at ``path`` of ``shape``."""
+  leaf = path[-2:]
+  if leaf in (("q_proj", "kernel"), ("k_proj", "kernel"), ("v_proj", "kernel")):
+    return (int(np.prod(shape[1:])), shape[0])
+  if leaf[-1] == "bias":
+    return (int(np.prod(shape)),)
+  if leaf == ("o_proj", "kernel"):
+    return (shape[-1], int(np.prod(shape[:-1])))
+  if leaf[-1] == "kernel":
+    return tuple(reversed(shape))
+  return tuple(shape)
+
+
+def save_pretrained(directory: str, config: ModelConfig, params: Params,
+                    hf_config: Optional[Mapping[str, Any]] = None, *,
+                    dtype: Optional[Any] = None,
+                    max_shard_bytes: int = 5 * 2**30) -> list:
+  """Writes ``config.json`` and safetensors shards (+ index when > 1).
+
+  Tensors are converted and written one at a time (a sharded param is
+  gathered to the host only while it is written); the value head is dropped.
+
+  Args:
+    directory: output directory (created).
+    config: the ModelConfig of ``params``.
+    params: jaxsi params (host or sharded arrays).
+    hf_config: the config.json dict to write (default:
+      ``hf_config_from_config(config)``).
+    dtype: tensor dtype in the files (default: the params' dtypes), e.g.
+      ``'bfloat16'``.
+    max_shard_bytes: largest shard file (HF default 5 GiB).
+
+  Returns:
+    The written safetensors file names.
+  """
+  if hf_config is None:
+    hf_config = hf_config_from_config(config)
+  items = []
+  for path, name in _name_map(config).items():
+    leaf = _get(params, path)
+    out_dtype = jnp.dtype(dtype if dtype is not None else leaf.dtype)
+    shape = _hf_shape(path, tuple(leaf.shape), config)
+    items.append((name, shape, out_dtype,
+                  lambda path=path, leaf=leaf: _to_hf(
+                      path, loading.host_value(leaf), config)))
+  files = loading.write_checkpoint(directory, items,
+                                   max_shard_bytes=max_shard_bytes)
+  hf_config = dict(hf_config)
+  if dtype is not None:
+    hf_config["torch_dtype"] = jnp.dtype(dtype).name
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    json.dump(hf_config, f, indent=2)
+  return files
+
+
+def _get(tree, path):
+  for k in path:
+    tree = tree[k]
+  return tree
+
+
+def _set(tree, path, value):
+  for k in path[:-1]:
+    tree = tree.setdefault(k, {})
+  tree[path[-1]] = value

@@ -1,0 +1,132 @@
+"""The rounds loop: disk-backed resumable data, exact resume, accumulation."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxsi.data import char_tokenizer
+from jaxsi.data import tasks as tasks_lib
+from jaxsi.methods import rest_em
+from jaxsi.models import config as mcfg
+from jaxsi.models import model as mmodel
+from jaxsi.training import checkpoint_pool
+from jaxsi.training import rounds
+
+CONFIG = rounds.RoundsConfig(
+    rounds=2, warm_start_steps=4, steps_per_round=4, batch_size=8, max_len=16,
+    max_new_tokens=3, rollout_batch=16, chunk_size=4, save_every=2, seed=0)
+
+
+class Interrupt(Exception):
+  pass
+
+
+@pytest.fixture(scope="module")
+def setup():
+  tok = char_tokenizer.CharTokenizer()
+  pool, test = tasks_lib.make_train_test("addition", n_train=28, n_test=8,
+                                         difficulty=1, seed=0)
+  cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=32, n_layers=2,
+                        n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64, max_seq_len=64)
+  model, params = mmodel.init(cfg, jax.random.key(0))
+  return dict(tokenizer=tok, labeled=pool[:16], unlabeled=pool[16:], test=test,
+              model=model, init_params=params)
+
+
+def _run(setup, workdir, callback=None, method=None):
+  return rounds.run_rounds(
+      method=method or rest_em.rest_em(samples_per_prompt=2, temperature=1.0,
+                                       max_per_prompt=2),
+      callback=callback, workdir=str(workdir), config=CONFIG, verbose=False,
+      **setup)
+
+
+def _files(workdir, r):
+  d = os.path.join(workdir, f"round_{r:03d}")
+  chunks = sorted(os.listdir(os.path.join(d, "chunks")))
+  return ([json.load(open(os.path.join(d, "chunks", c))) for c in chunks],
+          json.load(open(os.path.join(d, "selected.json"))))
+
+
+def _strip(recs):
+  return [{k: v for k, v in r.items() if k != "seconds"} for r in recs]
+
+
+def test_resume_mid_round_loses_and_duplicates_nothing(setup, tmp_path):
+  ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+  ref = _run(setup, ref_dir)
+  assert [r["round"] for r in ref] == [0, 1, 2]
+
+  def stop_in_generation(event, **info):
+    if event == "chunk" and info["round"] == 1 and info["chunk"] == 1:
+      raise Interrupt()
+
+  def stop_in_training(event, **info):
+    if event == "train_step" and info["tag"] == "round2" and info["position"] == 3:
+      raise Interrupt()
+
+  with pytest.raises(Interrupt):
+    _run(setup, run_dir, stop_in_generation)
+  # Two of three chunks of round 1 are on disk, nothing more.
+  assert sorted(os.listdir(run_dir / "round_001" / "chunks")) == [
+      "chunk_00000.json", "chunk_00001.json"]
+  with pytest.raises(Interrupt):
+    _run(setup, run_dir, stop_in_training)
+  got = _run(setup, run_dir)
+  assert _strip(got) == _strip(ref)
+  for r in (1, 2):
+    chunks, selected = _files(str(run_dir), r)
+    ref_chunks, ref_selected = _files(str(ref_dir), r)
+    assert chunks == ref_chunks and selected == ref_selected
+    recs = [x for c in chunks for x in c["records"]]
+    keys = [(x["task_id"], x["sample"]) for x in recs]
+    assert len(keys) == len(set(keys)) == 12 * 2   # every problem × n, once
+  like = setup["init_params"]
+  p_ref = checkpoint_pool.CheckpointPool(str(ref_dir / "pool"))
+  p_run = checkpoint_pool.CheckpointPool(str(run_dir / "pool"))
+  assert p_run.rounds() == [0, 1, 2]
+  for r in (0, 1, 2):
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 p_ref.params(r, like=like), p_run.params(r, like=like))
+  # Rounds really changed the model.
+  a, b = p_run.params(0, like=like), p_run.params(2, like=like)
+  assert any(not np.array_equal(np.asarray(x), np.asarray(y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  # A finished run is not rerun.
+  assert _strip(_run(setup, run_dir, stop_in_generation)) == _strip(ref)
+  p_ref.close(); p_run.close()
+
+
+def test_accumulation_and_train_from(setup, tmp_path):
+  seen = []
+
+  def select(records, plan, ctx):
+    del plan, ctx
+    # One fixed example per round, tagged by the round of the generating model.
+    return [dict(prompt=records[0]["prompt"], completion="1", task_id=f"x{len(seen)}")], [], {}
+
+  def sample_chunk(ctx, tasks, plan):
+    seen.append(ctx.round)
+    return [dict(task_id=t.id, prompt=t.prompt, sample=0, completion="", answer=None,
+                 correct=False, difficulty=1) for t in tasks]
+
+  method = rounds.RoundsMethod(name="acc", sample_chunk=sample_chunk, select=select,
+                               accumulate=True, include_labeled=False,
+                               problems=lambda r, un: un[:4])
+  recs = _run(setup, tmp_path / "acc", method=method)
+  assert [r["train_size"] for r in recs] == [16, 1, 2]   # data accumulates
+  assert [r["candidates"] for r in recs[1:]] == [4, 4]
+  with pytest.raises(ValueError, match="train_from"):
+    rounds.RoundsMethod(name="bad", sample_chunk=sample_chunk, select=select,
+                        train_from="best")
+
+
+def test_store_records_are_unique(tmp_path):
+  store = rounds.RoundStore(str(tmp_path))
+  store.add_record({"round": 0})
+  with pytest.raises(ValueError, match="already recorded"):
+    store.add_record({"round": 0})
+  np.testing.assert_array_equal(rounds.tile_to(3, 7), [0, 1, 2, 0, 1, 2, 0])
