@@ -44,8 +44,10 @@ from jaxsi.training import rl
 from jaxsi.training import steps as steps_lib
 from jaxsi.training import train_state as train_state_lib
 
-_METHODS = flags.DEFINE_list("methods", ["grpo", "ppo", "dapo", "guide"],
-                             "Methods (names in jaxsi.methods.METHODS).")
+_METHODS = flags.DEFINE_list(
+    "methods", ["grpo", "ppo", "dapo", "guide", "guide_plain"],
+    "Methods (names in jaxsi.methods.METHODS, or 'guide_plain' = Guide with "
+    "importance='plain').")
 _TASKS = flags.DEFINE_list("tasks", ["addition"], "Synthetic task names.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds.")
 _DIFFS = flags.DEFINE_list("difficulties", ["1", "2", "3"],
@@ -54,11 +56,15 @@ _STEPS = flags.DEFINE_integer("steps", 40, "RL iterations per method.")
 _PROMPTS = flags.DEFINE_integer("prompts", 8, "Prompts per RL iteration.")
 _N = flags.DEFINE_integer("n", 8, "Samples per prompt.")
 _LR = flags.DEFINE_float("lr", 3e-3, "RL learning rate.")
-_SFT_STEPS = flags.DEFINE_integer("sft_steps", 400, "Warm-start SFT steps.")
+_SFT_STEPS = flags.DEFINE_integer("sft_steps", 1500, "Warm-start SFT steps.")
 _SFT_LR = flags.DEFINE_float("sft_lr", 3e-3, "Warm-start learning rate.")
 _SFT_FRACTION = flags.DEFINE_float(
     "sft_fraction", 0.5, "Fraction of the training prompts with SFT labels.")
-_N_TRAIN = flags.DEFINE_integer("n_train", 192, "Training prompts per difficulty.")
+_N_TRAIN = flags.DEFINE_integer("n_train", 1500,
+                                "Training prompts per difficulty.")
+_REVERSE = flags.DEFINE_bool(
+    "reverse", True, "Answers least-significant digit first (learnable by "
+    "tiny models; see jaxsi.data.synthetic.addition).")
 _N_TEST = flags.DEFINE_integer("n_test", 64, "Held-out prompts per difficulty.")
 _PASS_K = flags.DEFINE_integer("pass_k", 8, "k of the zero-solve statistic.")
 _D_MODEL = flags.DEFINE_integer("d_model", 64, "Model width.")
@@ -71,8 +77,8 @@ HINT_OPEN, HINT_CLOSE = "(", ")"
 
 
 def hint_answer(task) -> str:
-  """Guide's hint for the bench: the answer in parentheses after the prompt."""
-  return f"{HINT_OPEN}{task.answer}{HINT_CLOSE}"
+  """Guide's hint for the bench: the target completion in parentheses."""
+  return f"{HINT_OPEN}{task.target}{HINT_CLOSE}"
 
 
 def max_new_tokens(difficulties: Sequence[int]) -> int:
@@ -127,8 +133,10 @@ def accuracy_by_difficulty(*, model, params, tok, tasks, n: int, strategy,
 def make_method(name: str, *, n: int, max_new: int):
   kw = dict(n=n, max_new_tokens=max_new,
             reward_fns=(reward_lib.correctness_reward,))
-  if name == "guide":
+  if name in ("guide", "guide_plain"):
     kw["hint_fn"] = hint_answer
+  if name == "guide_plain":  # ExPO / STaR-rationalisation style ratio
+    return methods_lib.guide(importance="plain", name=name, **kw)
   if name == "dapo":
     kw["overlong_buffer"] = None  # completions are short; no length shaping
   if name == "ppo":
@@ -162,18 +170,21 @@ def run_task(task: str, seed: int, method_names: Sequence[str]) -> list[Row]:
     n_train, n_test = _N_TRAIN.value, _N_TEST.value
     if d == 1:
       n_train, n_test = min(n_train, 60), min(n_test, 30)
+    fmt = {"reverse": True} if _REVERSE.value else {}
     tr, te = tasks_lib.make_train_test(task, n_train=n_train, n_test=n_test,
-                                       difficulty=d, seed=seed)
+                                       difficulty=d, seed=seed, **fmt)
     train += tr
     test += te
   rng = np.random.default_rng(seed)
   labeled = [train[i] for i in rng.permutation(len(train))[
       :int(_SFT_FRACTION.value * len(train))]]
-  # The warm start only sees easy labelled problems of the hardest level
-  # rarely: keep the hardest difficulty out of SFT so RL has room to improve.
+  # The warm start never sees a solved problem of the hardest difficulty, so
+  # RL has room to improve there; it does learn to *use a hint* (copy the
+  # target given in parentheses) on half of the labelled problems of every
+  # difficulty, which is what Guide's hint-conditioned resampling needs.
   hard = max(diffs)
   sft_tasks = [t for t in labeled if t.difficulty < hard]
-  hint_tasks = sft_tasks[: len(sft_tasks) // 2]
+  hint_tasks = labeled[::2]
   model, init_params = build_model(tok, d_model=_D_MODEL.value,
                                    layers=_LAYERS.value, seed=seed)
   t0 = time.perf_counter()

@@ -10,3 +10,6 @@ from jaxsi.data.tasks import (Task, dedupe, get_generator, make_tasks,
                               split_tasks, task_names)
 from jaxsi.data.tokenizer import (ASSISTANT, END, SYSTEM, TURN_MARKERS, USER,
                                   Tokenizer, TokenizerProtocol)
+from jaxsi.data import chat_templates
+from jaxsi.data import math_datasets
+from jaxsi.data.hf_tokenizer import HFTokenizer, load_tokenizer

@@ -1,9 +1,12 @@
 """jaxsi.methods: one small module per paper or family, each a factory.
 
-Every factory returns a :class:`~jaxsi.methods.base.RLMethod` (rollout spec +
-reward fns + transform chain + objective + epochs/minibatches + optional
-dynamic-sampling / guide options) that ``jaxsi.training.rl.RLTrainer`` runs.
-``get_method(name, **overrides)`` looks a factory up by name.
+The on-policy RL family (METHODS.md §2) is exported here: each factory returns
+a :class:`~jaxsi.methods.base.RLMethod` (rollout spec + reward fns + transform
+chain + objective + epochs/minibatches + optional dynamic-sampling / guide
+options) that ``jaxsi.training.rl.RLTrainer`` runs; ``METHODS`` maps their
+names to the factories and ``get_method(name, **overrides)`` builds one.
+Rejection-sampling self-training methods (STaR, ReST-EM, ...) live in their
+own modules of this package and are imported from there.
 """
 
 from jaxsi.methods.base import (DynamicSampling, GuideSpec, RLMethod,

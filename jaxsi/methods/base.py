@@ -45,7 +45,7 @@ HINT_LOGPROBS_KEY = "hint_logprobs"
 
 @dataclasses.dataclass(frozen=True)
 class DynamicSampling:
-  """DAPO dynamic sampling (Yu et al. 2025, arXiv:2503.14476, Eq. 11 / Alg. 1).
+  """DAPO dynamic sampling (Yu et al. 2025, arXiv:2503.14476, §3.2 / Alg. 1).
 
   The loop keeps generating batches of ``prompts_per_step`` prompts, keeps the
   groups whose sequence rewards are not all equal (0 < #correct < G), and stops
@@ -189,7 +189,7 @@ def guided_old_logprobs(*, key: str = HINT_LOGPROBS_KEY,
                         guided_key: str = GUIDED_KEY) -> TrajectoryTransform:
   """For guided samples, π_old := the behaviour policy under the hinted prompt.
 
-  Guide-GRPO (Nath et al. 2025, arXiv:2506.13923, Eq. 4): a completion o drawn
+  Guide-GRPO (Nath et al. 2025, arXiv:2506.13923): a completion o drawn
   from π_old(· | q, h) with hint h is trained under the plain prompt q with the
   importance ratio π_θ(o_t | q, o_<t) / π_old(o_t | q, h, o_<t). Rows with
   ``extras[guided_key]`` False keep their ``old_logprobs`` (chain

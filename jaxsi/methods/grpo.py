@@ -113,7 +113,7 @@ def dr_grpo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
             minibatches: int = 1, strategy: Any = None,
             name: str = "dr_grpo") -> base.RLMethod:
   r"""Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training: A
-  Critical Perspective", arXiv:2503.20783, Eq. 3).
+  Critical Perspective", arXiv:2503.20783, §3.2, the Dr. GRPO objective).
 
   GRPO without its two biases: no per-group std division
   (Â_i = R_i − mean(R_g)) and no per-sequence 1/|o_i| length normalisation —
@@ -146,18 +146,18 @@ def dapo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
          dynamic_sampling: bool = True, max_gen_batches: int = 4,
          epochs: int = 1, minibatches: int = 1, strategy: Any = None,
          name: str = "dapo") -> base.RLMethod:
-  r"""DAPO (Yu et al. 2025, arXiv:2503.14476, Eq. 8–13).
+  r"""DAPO (Yu et al. 2025, arXiv:2503.14476, §3, the DAPO objective).
 
   J(θ) = E[ 1/Σ_i|o_i| Σ_i Σ_t min(r_{i,t} Â_{i,t},
                                   clip(r_{i,t}, 1−ε_low, 1+ε_high) Â_{i,t}) ]
-  s.t. 0 < |{o_i : correct}| < G (Eq. 8 / 11). Four changes to GRPO:
+  s.t. 0 < |{o_i : correct}| < G. Four changes to GRPO:
 
   * clip-higher: ε_low = 0.2, ε_high = 0.28 (§3.1);
   * dynamic sampling: over-sample and keep only groups with
     0 < accuracy < 1, so every step has a full batch of informative groups
     (§3.2) — the loop refills filtered groups (``base.DynamicSampling``);
-  * token-level policy-gradient loss: ``agg='token-mean'`` (§3.3, Eq. 10);
-  * overlong reward shaping (§3.4, Eq. 13): a linear penalty in the last
+  * token-level policy-gradient loss: ``agg='token-mean'`` (§3.3);
+  * overlong reward shaping (§3.4, soft overlong punishment): a linear penalty in the last
     ``overlong_buffer`` tokens before ``max_new_tokens``
     (``rewards.overlong_penalty``, lengths in tokens);
   and no KL term. The reward must have one column (compose several first).

@@ -11,7 +11,7 @@ supervised (likelihood) objective. Incorrect answers are modelled through an
   L(θ) = − Σ ω(q) Σ_t [ r · log R_t
                         + (1 − r) · log max((1 − r̂_q R_t) / (1 − r̂_q), ε) ]
 
-(the paper's Eq. 7–9; the clip max(·, ε) keeps the negative likelihood
+(the NFT objective; the clip max(·, ε) keeps the negative likelihood
 finite). Composition::
 
   NFT  chain(old_logprobs, group_accuracy)   objective = nft_loss(ε, agg='token-mean')

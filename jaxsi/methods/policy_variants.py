@@ -25,7 +25,7 @@ def gspo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
          epochs: int = 1, minibatches: int = 1, strategy: Any = None,
          name: str = "gspo") -> base.RLMethod:
   r"""GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization",
-  arXiv:2507.18071, Eq. 5–7).
+  arXiv:2507.18071, the GSPO objective and its sequence ratio s_i).
 
   J(θ) = E[ 1/G Σ_i min(s_i(θ) Â_i, clip(s_i(θ), 1−ε_l, 1+ε_h) Â_i) ] with the
   length-normalised sequence ratio
@@ -53,7 +53,7 @@ def cispo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
           eps_high: float = 5.0, form: str = "trl", kl_coef: float = 0.0,
           epochs: int = 1, minibatches: int = 1, strategy: Any = None,
           name: str = "cispo") -> base.RLMethod:
-  r"""CISPO (MiniMax 2025, "MiniMax-M1", arXiv:2506.13585, Eq. 4–5).
+  r"""CISPO (MiniMax 2025, "MiniMax-M1", arXiv:2506.13585, the CISPO objective).
 
   J(θ) = E[ 1/Σ_i|o_i| Σ_i Σ_t sg[r̂_{i,t}(θ)] Â_{i,t} log π_θ(o_{i,t}|·) ]
   with the clipped importance-sampling weight r̂ = clip(r, 1−ε_low, 1+ε_high):

@@ -29,7 +29,7 @@ def rloo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
          name: str = "rloo") -> base.RLMethod:
   r"""RLOO (Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style
   Optimization for Learning from Human Feedback in LLMs", arXiv:2402.14740,
-  Eq. 8; Kool et al. 2019).
+  the RLOO estimator; Kool et al. 2019).
 
   A_i = R_i − 1/(k−1) Σ_{j≠i} R_j with the sequence reward
   R_i = r_i − β Σ_t (log π_old − log π_ref) (KL folded into the reward, k1,
@@ -72,7 +72,8 @@ def reinforce_pp(*, n: int = 8, max_new_tokens: int = 16,
                  baseline: bool = False, epochs: int = 1, minibatches: int = 1,
                  strategy: Any = None, name: str = "reinforce_pp"
                  ) -> base.RLMethod:
-  r"""REINFORCE++ (Hu 2025, arXiv:2501.03262, Eq. 4–7).
+  r"""REINFORCE++ (Hu 2025, arXiv:2501.03262, the token-level KL reward and
+  global advantage normalisation).
 
   Token rewards r_t = 1[t = EOS]·R − β·KL_t with KL_t = log π_old − log π_ref
   (k1, per token, verl ``apply_kl_penalty``); returns G_t = Σ_{s≥t} γ^{s−t} r_s;

@@ -25,3 +25,8 @@ from jaxsi.models.model import Model
 from jaxsi.models.model import build
 from jaxsi.models.model import count_params
 from jaxsi.models.model import init
+from jaxsi.models import loading
+from jaxsi.models import lora
+from jaxsi.models.hf import hf_config_from_config
+from jaxsi.models.hf import save_pretrained
+from jaxsi.models.lora import LoraConfig

@@ -1,8 +1,19 @@
 """Hugging Face checkpoints <-> jaxsi params (Llama, Qwen2/2.5/3, Gemma 1/2/3 text).
 
 Pure layout conversion (transpose/reshape), no downloads: point
-``load_pretrained`` at a local directory holding ``config.json`` and
-``*.safetensors`` files.
+``load_pretrained`` at a local directory holding ``config.json`` and either
+``model.safetensors`` or ``model.safetensors.index.json`` with its shards.
+Tensors are memory-mapped and converted one at a time; with ``mesh=`` (or
+``shardings=``) every device receives only its slice
+(``jaxsi.models.loading``), so a large model is never copied whole into host
+memory. ``save_pretrained`` writes the same format (sharded above
+``max_shard_bytes``, with the index) plus a ``config.json`` from
+``hf_config_from_config``; transformers loads it with ``from_pretrained``.
+
+``config_from_hf`` reads transformers v4 keys (``rope_theta``,
+``rope_scaling``, ``rope_local_base_freq``) and v5 ``rope_parameters`` (flat,
+or per layer type for Gemma 3). Logit parity with transformers (torch, CPU)
+is tested per architecture in ``tests/models/test_hf_parity.py``.
 
 Name map (``model.layers.{i}.`` prefix; W = Hugging Face [out, in] weight)::
 
@@ -318,6 +329,20 @@ def read_hf_config(directory: str) -> dict:
     return json.load(f)
 
 
+# Where multimodal checkpoints keep the text decoder (Gemma 3 4B+):
+# transformers v4 "language_model.model.*", v5 "model.language_model.*".
+_TEXT_PREFIXES = ("model.", "language_model.model.", "model.language_model.")
+
+
+def text_model_prefix(names) -> str:
+  """Prefix of the decoder's tensors (``'model.'`` for text-only models)."""
+  names = set(names)
+  for prefix in _TEXT_PREFIXES:
+    if prefix + "embed_tokens.weight" in names:
+      return prefix
+  return "model."
+
+
 def load_params(config: ModelConfig, directory: str, *,
                 shardings: Optional[Params] = None) -> Params:
   """jaxsi params read tensor by tensor from a local safetensors checkpoint.
@@ -345,8 +370,11 @@ def load_params(config: ModelConfig, directory: str, *,
                      "value_head=False and add params['value_head'] after")
   ckpt = loading.SafetensorsCheckpoint(directory)
   abstract = build(config).abstract_params()
+  prefix = text_model_prefix(ckpt.names)
   params: dict = {}
   for path, name in _name_map(config).items():
+    if name.startswith("model."):
+      name = prefix + name[len("model."):]
     if name not in ckpt:
       raise KeyError(f"load_params: missing tensor {name!r} (for {path}) in "
                      f"{directory!r}")

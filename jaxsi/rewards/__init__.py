@@ -17,3 +17,4 @@ from jaxsi.rewards.verifiers import (canonical_answer, check_countdown,
                                      exact_match, get_verifier, numeric_match,
                                      register_verifier, step_correctness,
                                      verify_task)
+from jaxsi.rewards import math_verify_reward

@@ -458,6 +458,7 @@ def run_rounds(
     config: RoundsConfig = RoundsConfig(),
     callback: Optional[Callable[..., None]] = None,
     verbose: bool = True,
+    warm_params: Any = None,
 ) -> list[dict]:
   """Runs (or resumes) warm start + ``config.rounds`` rounds of ``method``.
 
@@ -476,6 +477,8 @@ def run_rounds(
       (``'chunk'``, round, chunk) and every M-step step (``'train_step'``,
       tag, position); raising from it interrupts the run (tests use this).
     verbose: print one line per round.
+    warm_params: use these as round 0 instead of training the warm start
+      (e.g. one warm start shared by several methods being compared).
 
   Returns:
     The round records (round 0 = warm start): held-out pass@1 (overall and
@@ -512,6 +515,8 @@ def run_rounds(
                         workdir=store.workdir)
 
   # Round 0: warm start.
+  if warm_params is not None and 0 not in pool:
+    pool.save(0, warm_params)
   base = finish_params(0, init_params, labeled_examples, config.warm_start_steps,
                        "warm_start")
   if 0 not in done:

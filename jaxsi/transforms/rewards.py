@@ -28,6 +28,7 @@ from jaxsi.trajectory import Trajectory
 from jaxsi.transforms.advantages import (place_at_last_token, sequence_rewards,
                                          _mean)
 from jaxsi.transforms.base import Context, TrajectoryTransform, stateless
+from jaxsi.transforms import kl as kl_lib
 
 Array = jax.Array
 KLEstimator = Literal["k1", "kl", "abs", "k2", "mse", "k3", "low_var_kl"]
@@ -195,22 +196,16 @@ def kl_estimate(logp: Array, ref_logp: Array, estimator: KLEstimator = "k1", *,
   k1 / 'kl': ℓp − ref;  'abs': |ℓp − ref|;  k2 / 'mse': ½(ℓp − ref)²;
   k3 / 'low_var_kl' (Schulman 2020): x = ref − ℓp, e^x − x − 1, with verl's
   clamps x ∈ [−20, 20] and output ∈ [−10, 10] when ``clamp`` (TRL: none).
+  A thin wrapper of :func:`jaxsi.transforms.kl.kl_estimate` with verl's naming
+  (where 'k3' means the clamped estimator unless ``clamp=False``).
   """
-  d = logp - ref_logp
-  if estimator in ("k1", "kl"):
-    return d
-  if estimator == "abs":
-    return jnp.abs(d)
-  if estimator in ("k2", "mse"):
-    return 0.5 * d * d
-  if estimator in ("k3", "low_var_kl"):
-    x = -d
-    if clamp:
-      x = jnp.clip(x, -20.0, 20.0)
-    out = jnp.exp(x) - x - 1.0
-    return jnp.clip(out, -10.0, 10.0) if clamp else out
-  raise ValueError(f"unknown KL estimator {estimator!r}; expected k1, abs, k2,"
-                   " k3 (or verl names kl, mse, low_var_kl)")
+  names = {"kl": "k1", "k1": "k1", "abs": "abs", "mse": "k2", "k2": "k2",
+           "k3": "low_var_kl" if clamp else "k3",
+           "low_var_kl": "low_var_kl" if clamp else "k3"}
+  if estimator not in names:
+    raise ValueError(f"unknown KL estimator {estimator!r}; expected k1, abs, k2,"
+                     " k3 (or verl names kl, mse, low_var_kl)")
+  return kl_lib.kl_estimate(logp, ref_logp, estimator=names[estimator])
 
 
 class KLControllerState(NamedTuple):

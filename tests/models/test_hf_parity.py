@@ -211,3 +211,26 @@ def test_missing_shard_is_named(tmp_path):
   os.remove(tmp_path / victim)
   with pytest.raises(FileNotFoundError, match=victim):
     hf.load_pretrained(str(tmp_path))
+
+
+def test_multimodal_gemma3_prefix_loads_the_text_decoder(tmp_path):
+  """Gemma 3 4B+ checkpoints keep the decoder under language_model.model.*
+  (transformers v4) or model.language_model.* (v5), with a text_config."""
+  ref_model = _hf_model("gemma3")
+  ref_model.save_pretrained(tmp_path / "text")
+  src = loading.SafetensorsCheckpoint(str(tmp_path / "text"))
+  text_config = json.loads((tmp_path / "text" / "config.json").read_text())
+  for prefix in ("language_model.model.", "model.language_model."):
+    dst = tmp_path / prefix.replace(".", "_")
+    loading.write_checkpoint(str(dst), [
+        (prefix + n[len("model."):], src.shape(n), src.dtype(n),
+         lambda n=n: src.get(n)) for n in src.names],
+        max_shard_bytes=40_000)
+    (dst / "config.json").write_text(json.dumps(
+        {"model_type": "gemma3", "text_config": text_config}))
+    model, params = hf.load_pretrained(str(dst))
+    assert model.config == hf.config_from_hf(text_config)
+    tokens, mask, pos = _batch()
+    np.testing.assert_allclose(
+        _jaxsi_logits(model, params, tokens, mask, pos)[mask],
+        _hf_logits(ref_model, tokens, mask, pos)[mask], atol=ATOL, rtol=RTOL)

@@ -35,7 +35,8 @@ def sft():
   tx = opt_lib.make_optimizer(learning_rate=3e-3, schedule="cosine", warmup_steps=2,
                               total_steps=8, weight_decay=0.1)
   update = steps_lib.make_update_step(model=model, optimizer=tx,
-                                      objective=steps_lib.sft_objective())
+                                      objective=steps_lib.sft_objective(),
+                                      compiler_options=steps_lib.FAST_COMPILE)
 
   def init(key):
     k_params, k_state = jax.random.split(key)

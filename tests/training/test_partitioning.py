@@ -144,9 +144,11 @@ def test_sharded_step_equals_single_device_and_compiles_once(env):
   # Independent host copies: donation must not delete the fixture's buffers.
   single = jax.device_put(_host_copy(state), dev0)
   sharded = jax.device_put(_host_copy(state), shardings)
+  fast = steps_lib.FAST_COMPILE
   up_mesh = steps_lib.make_update_step(model=model, optimizer=tx, objective=objective,
-                                       mesh=mesh)
-  up_one = steps_lib.make_update_step(model=model, optimizer=tx, objective=objective)
+                                       mesh=mesh, compiler_options=fast)
+  up_one = steps_lib.make_update_step(model=model, optimizer=tx, objective=objective,
+                                      compiler_options=fast)
   for i in range(3):
     traj = _batch(i)
     sharded, m_sh = up_mesh(sharded, part.shard_trajectory(traj, mesh))

@@ -46,7 +46,8 @@ def setup():
   # eps=1 makes the Adam step sensitive to the gradient scale (not sign-like).
   tx = opt_lib.make_optimizer(learning_rate=1e-2, schedule="constant", eps=1.0)
   update = steps_lib.make_update_step(model=model, optimizer=tx,
-                                      objective=steps_lib.sft_objective(agg="token-mean"))
+                                      objective=steps_lib.sft_objective(agg="token-mean"),
+                                      compiler_options=steps_lib.FAST_COMPILE)
   return model, params, tx, update
 
 
@@ -111,7 +112,8 @@ def test_accumulating_update_step_matches_full_batch_step(setup):
   s1, m1 = update(_state(params, tx), traj)
   acc = steps_lib.make_update_step(model=model, optimizer=tx,
                                    objective=steps_lib.sft_objective(agg="token-mean"),
-                                   grad_accum_steps=2)
+                                   grad_accum_steps=2,
+                                   compiler_options=steps_lib.FAST_COMPILE)
   s2, m2 = acc(_state(params, tx), traj)
   for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

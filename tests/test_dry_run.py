@@ -1,0 +1,114 @@
+"""Dry run: sharding plan, memory per device, compiled steps; experiment gins."""
+
+import glob
+import os
+
+import gin
+import jax
+import pytest
+
+from jaxsi import dry_run as dr
+from jaxsi import methods
+from jaxsi.models import config as mcfg
+from jaxsi.models import lora
+from jaxsi.training import optimizer as opt_lib
+from jaxsi.training import rl
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MICRO = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+             head_dim=8, d_ff=48)
+
+
+def test_plan_memory_and_compiled_steps_on_a_2x2x2_mesh():
+  cfg = mcfg.get_config("tiny", **MICRO)
+  method = methods.grpo(n=2, max_new_tokens=4, minibatches=2)
+  lines = []
+  report = dr.dry_run(model_config=cfg, method=method,
+                      optimizer=opt_lib.make_optimizer(learning_rate=1e-3),
+                      prompts_per_step=4, prompt_len=8, data=2, fsdp=2,
+                      tensor=2, compiler_options=rl.FAST_COMPILE,
+                      log=lines.append)
+  assert report["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
+  assert report["batch"] == 8
+  rows = {r.path: r for r in report["plan"]}
+  emb = rows["embedder.embedding"]
+  assert emb.spec == "('tensor', 'fsdp')"
+  assert emb.per_device_bytes == 64 * 32 * 4 // 4  # vocab/2, embed/2
+  q = rows["layers.1.attn.q_proj.kernel"]
+  assert q.per_device_bytes == 32 * 4 * 8 * 4 // 4
+  mem = report["memory"]
+  assert mem["params"] == sum(r.per_device_bytes for r in report["plan"])
+  assert mem["opt_state"] >= 2 * mem["params"]  # Adam mu and nu
+  assert mem["reference"] == mem["params"]  # GRPO β > 0: a full copy
+  # k and v: [L=2, B=8 over data×fsdp, P+G=12, Hkv=2 over tensor, Dh=8] f32.
+  assert mem["kv_cache"] == 2 * (2 * 2 * 12 * 1 * 8 * 4)
+  assert set(report["compiled"]) == {"rollout", "prepare", "update"}
+  assert mem["xla_temp"] is not None and mem["xla_temp"] > 0
+  assert mem["total"] == (mem["params"] + mem["opt_state"] + mem["reference"]
+                          + mem["xla_temp"])
+  text = "\n".join(lines)
+  assert "layers.[0..1].attn.q_proj.kernel" in text
+  assert "layers.1." not in text  # layer 0 stands for all
+  assert "compiled update" in text and "total" in text
+
+
+def test_lora_plan_shares_the_reference():
+  cfg = mcfg.get_config("tiny", **MICRO)
+  report = dr.dry_run(
+      model_config=cfg, method=methods.grpo(n=2, max_new_tokens=4),
+      optimizer=opt_lib.make_optimizer(learning_rate=1e-3),
+      prompts_per_step=4, prompt_len=8, fsdp=8, compile_steps=False,
+      lora_config=lora.LoraConfig(rank=2), log=lambda _: None)
+  mem = report["memory"]
+  adapters = [r for r in report["plan"] if "lora_" in r.path]
+  assert len(adapters) == 2 * 4 * 2
+  assert mem["reference"] == sum(r.per_device_bytes for r in adapters
+                                 if r.path.endswith("lora_b"))
+  assert mem["opt_state"] <= 2 * sum(r.per_device_bytes for r in adapters) + 64
+  assert report["compiled"] == {} and mem["xla_temp"] is None
+
+
+EXPERIMENTS = sorted(glob.glob(os.path.join(REPO, "gin_configs", "experiments",
+                                            "grpo_gsm8k_*.gin")))
+
+
+def test_the_four_experiments_exist():
+  names = {os.path.basename(p) for p in EXPERIMENTS}
+  assert names == {f"grpo_gsm8k_{m}_{hw}.gin" for m in ("qwen2_5_0_5b",
+                                                         "qwen3_0_6b")
+                   for hw in ("gpu", "tpu")}
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
+def test_experiment_gin_dry_run_plans_the_real_model(path):
+  """The real Qwen presets on the configs' 8-device meshes (fake CPU devices
+  here), without weights: abstract state, plan and memory (no compile)."""
+  assert jax.device_count() == 8
+  gin.clear_config()
+  gin.add_config_file_search_path(REPO)
+  try:
+    gin.parse_config_files_and_bindings(
+        [path], ["dry_run.run_experiment.compile_steps = False",
+                 "dry_run.run_experiment.hf_checkpoint = '/nonexistent'"])
+    fn = gin.get_configurable(dr.run_experiment)
+    lines = []
+    report = fn(dry_run=True, log=lines.append)
+    method = gin.query_parameter("dry_run.run_experiment.method").scoped_configurable_fn()
+    assert method.reward_fns[0].names == ("math_verify",)
+  finally:
+    gin.clear_config()
+  preset = "qwen3-0.6b" if "qwen3" in path else "qwen2.5-0.5b"
+  cfg = mcfg.get_config(preset)
+  assert report["batch"] == 64 * 8
+  assert sum(r.per_device_bytes for r in report["plan"]) * 8 >= (
+      mcfg.num_params(cfg) * 2)  # bf16, every parameter placed somewhere
+  assert report["memory"]["params"] < mcfg.num_params(cfg) * 2 / 3  # sharded
+  assert lines[0].startswith(f"== dry run: {mcfg.describe(cfg)}")
+  assert "estimated memory per device:" in lines
+
+
+def test_real_run_without_files_says_what_to_put_where(tmp_path):
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    dr.run_experiment(method=methods.grpo(n=2), optimizer=None,
+                      mesh={"data": 8}, prompts_per_step=8, prompt_len=8,
+                      hf_checkpoint=str(tmp_path), data_path=str(tmp_path))
