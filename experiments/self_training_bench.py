@@ -171,7 +171,9 @@ def demo_e2h(args, out):
   config = _config(args, warm_start_steps=args.e2h_warm_steps,
                    steps_per_round=args.e2h_round_steps,
                    max_new_tokens=args.e2h_start + args.rounds + 3,
-                   max_len=2 * (args.e2h_start + args.rounds + 2) + 10)
+                   # BOS + prompt (2 operands + '+=') + any completion + EOS.
+                   max_len=2 * (args.e2h_start + args.rounds + 1) + 2
+                   + (args.e2h_start + args.rounds + 3) + 2)
   warm, _ = rounds.fit_sft(model=model, params=init, tokenizer=tok,
                            examples=rounds.task_examples(labeled),
                            steps=config.warm_start_steps, config=config,

@@ -382,6 +382,7 @@ def run_experiment(*, method: RLMethod, optimizer, mesh: Mapping[str, int],
                    workdir: Optional[str] = None, checkpoint_every: int = 0,
                    limit: Optional[int] = None, dry_run: bool = False,
                    compile_steps: bool = True,
+                   compiler_options: Optional[tuple] = None,
                    log: Callable[[str], None] = print) -> Any:
   """An RL experiment on a local HF checkpoint and GSM8K/MATH files.
 
@@ -411,6 +412,7 @@ def run_experiment(*, method: RLMethod, optimizer, mesh: Mapping[str, int],
     dry_run: plan/compile without weights (see ``dry_run``) and return its
       report instead of training.
     compile_steps: with ``dry_run``, also compile the steps.
+    compiler_options: XLA options, (name, value) pairs (dry run and trainer).
     log: printer.
 
   Returns:
@@ -432,8 +434,8 @@ def run_experiment(*, method: RLMethod, optimizer, mesh: Mapping[str, int],
     return plan_and_compile(
         model_config=config, method=method, optimizer=optimizer,
         prompts_per_step=prompts_per_step, prompt_len=prompt_len,
-        lora_config=lora_config, compile_steps=compile_steps, log=log,
-        **mesh_sizes)
+        lora_config=lora_config, compile_steps=compile_steps,
+        compiler_options=compiler_options, log=log, **mesh_sizes)
 
   from jaxsi.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
   from jaxsi.data import math_datasets  # pylint: disable=g-import-not-at-top
@@ -465,7 +467,8 @@ def run_experiment(*, method: RLMethod, optimizer, mesh: Mapping[str, int],
       model=model, params=params, method=method, tokenizer=tokenizer,
       tasks=tasks, optimizer=optimizer, prompts_per_step=prompts_per_step,
       seed=seed, reference_params=reference, workdir=workdir,
-      checkpoint_every=checkpoint_every, console=True)
+      checkpoint_every=checkpoint_every, console=True,
+      compiler_options=compiler_options)
   trainer.run(num_steps)
   return trainer
 

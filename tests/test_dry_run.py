@@ -11,6 +11,7 @@ from jaxsi import dry_run as dr
 from jaxsi import methods
 from jaxsi.models import config as mcfg
 from jaxsi.models import lora
+from jaxsi.models import model as model_lib
 from jaxsi.training import optimizer as opt_lib
 from jaxsi.training import rl
 
@@ -112,3 +113,75 @@ def test_real_run_without_files_says_what_to_put_where(tmp_path):
     dr.run_experiment(method=methods.grpo(n=2), optimizer=None,
                       mesh={"data": 8}, prompts_per_step=8, prompt_len=8,
                       hf_checkpoint=str(tmp_path), data_path=str(tmp_path))
+
+
+def test_lora_binding_in_an_experiment_gin():
+  path = [p for p in EXPERIMENTS if p.endswith("qwen3_0_6b_gpu.gin")][0]
+  gin.clear_config()
+  gin.add_config_file_search_path(REPO)
+  try:
+    gin.parse_config_files_and_bindings([path], [
+        "dry_run.run_experiment.compile_steps = False",
+        "LORA = @lora.LoraConfig()",
+        "lora.LoraConfig.targets = ('q_proj', 'v_proj')"])
+    report = gin.get_configurable(dr.run_experiment)(dry_run=True,
+                                                     log=lambda _: None)
+  finally:
+    gin.clear_config()
+  rows = {r.path: r for r in report["plan"]}
+  assert rows["layers.0.attn.q_proj.lora_a"].shape == (1024, 16)
+  assert "layers.0.attn.k_proj.lora_a" not in rows
+  assert report["memory"]["reference"] < report["memory"]["params"] / 20
+
+
+def test_real_run_one_grpo_step_on_tiny_local_files(tmp_path):
+  """--nodry_run end to end on local files written here: an HF checkpoint
+  (saved by jaxsi), a tokenizer.json with the Qwen specials, GSM8K JSONL;
+  params placed on a 2x2x2 mesh, one GRPO iteration."""
+  tokenizers = pytest.importorskip("tokenizers")
+  pytest.importorskip("math_verify")
+  import json  # pylint: disable=g-import-not-at-top
+  from tokenizers import decoders, models, pre_tokenizers, trainers  # pylint: disable=g-import-not-at-top
+  from jaxsi.data import math_datasets  # pylint: disable=g-import-not-at-top
+  from jaxsi.models import hf  # pylint: disable=g-import-not-at-top
+  from jaxsi.rewards import math_verify_reward  # pylint: disable=g-import-not-at-top
+
+  ckpt = tmp_path / "ckpt"
+  tk = tokenizers.Tokenizer(models.BPE())
+  tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tk.decoder = decoders.ByteLevel()
+  corpus = ["You are Qwen, created by Alibaba Cloud. You are a helpful "
+            "assistant. Please reason step by step, and put your final answer "
+            "within \\boxed{}. How many apples? 12 + 30 = 42"] * 4
+  tk.train_from_iterator(corpus, trainers.BpeTrainer(
+      vocab_size=300, show_progress=False,
+      special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  ckpt.mkdir()
+  tk.save(str(ckpt / "tokenizer.json"))
+  (ckpt / "tokenizer_config.json").write_text(json.dumps(
+      {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
+  cfg = mcfg.get_config("tiny", **dict(MICRO, vocab_size=320), qkv_bias=True)
+  _, params = model_lib.init(cfg, jax.random.key(0))
+  hf.save_pretrained(str(ckpt), cfg, params)
+  math_datasets.write_jsonl(
+      [{"question": f"How many apples? {a} + 30", "answer": f"#### {a + 30}"}
+       for a in range(4)], tmp_path / "gsm8k" / "train.jsonl")
+
+  trainer = dr.run_experiment(
+      method=methods.grpo(n=2, max_new_tokens=4,
+                          reward_fns=(math_verify_reward.math_verify_reward,)),
+      optimizer=opt_lib.make_optimizer(learning_rate=1e-3),
+      mesh={"data": 2, "fsdp": 2, "tensor": 2}, prompts_per_step=2,
+      prompt_len=256, hf_checkpoint=str(ckpt),
+      data_path=str(tmp_path / "gsm8k"), num_steps=1,
+      compiler_options=rl.FAST_COMPILE, log=lambda _: None)
+  try:
+    assert trainer.iteration == 1 and len(trainer.history) == 1
+    assert trainer.tokenizer.eos_id == trainer.tokenizer.token_to_id(
+        "<|im_end|>")
+    assert trainer.tasks[0].prompt.endswith("<|im_start|>assistant\n")
+    emb = trainer.state.params["embedder"]["embedding"]
+    assert emb.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
+  finally:
+    trainer.close()

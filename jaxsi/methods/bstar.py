@@ -112,16 +112,16 @@ def bstar(*, samples_per_prompt: int = 8,
 
   def plan(ctx, tasks):
     probe = list(tasks[:probe_size])
-    grid = []
+    grid, rng = [], ctx.rng
     for i, temp in enumerate(temperatures):
       recs = _scored(common.sample_records(
-          ctx, probe, n=samples_per_prompt, temperature=temp))
+          ctx, probe, n=samples_per_prompt, temperature=temp, rng=rng))
       for tau in thresholds:
         grid.append(dict(temperature=float(temp), threshold=float(tau),
                          balance=balance_score(recs, threshold=tau, n_star=n_star,
                                                require_correct=require_correct),
                          **exploration_exploitation(recs, threshold=tau)))
-      ctx.rng = jax.random.fold_in(ctx.rng, i + 1)
+      rng = jax.random.fold_in(rng, i + 1)
     best = max(grid, key=lambda g: (g["balance"], -g["temperature"], -g["threshold"]))
     return dict(temperature=best["temperature"], threshold=best["threshold"],
                 probe_balance=best["balance"], grid=grid)

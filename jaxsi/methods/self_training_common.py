@@ -31,15 +31,17 @@ def strategy_for(temperature: float) -> Any:
 
 def sample_records(ctx: rounds.RoundContext, tasks: Sequence[Any], *, n: int,
                    temperature: float, with_logprob: bool = False,
-                   params: Any = None, **extra) -> list[Record]:
+                   params: Any = None, rng: Any = None, **extra) -> list[Record]:
   """``n`` verified samples per task as records (optionally with log π(y|x)).
 
   ``logprob`` is the sequence log-likelihood under the sampling model at
-  temperature 1, ``logprob_mean`` its per-token mean.
+  temperature 1, ``logprob_mean`` its per-token mean. ``rng`` defaults to
+  ``ctx.rng``; ``extra`` fields are added to every record.
   """
   if not tasks:
     return []
-  ro = ctx.rollout(tasks, strategy=strategy_for(temperature), n=n, params=params)
+  ro = ctx.rollout(tasks, strategy=strategy_for(temperature), n=n, params=params,
+                   rng=rng)
   fields = dict(extra)
   if with_logprob:
     total = ctx.sequence_logprobs(ro.traj, params=params)

@@ -376,6 +376,12 @@ def tile_to(n_rows: int, size: int) -> np.ndarray:
   return np.tile(np.arange(n_rows), reps)[:max(size, n_rows)]
 
 
+def example_length(tokenizer: Any, example: Example) -> int:
+  """Tokens of an example as ``batching.sft_arrays`` lays it out (BOS, EOS)."""
+  return len(tokenizer.encode(example["prompt"])) + len(
+      tokenizer.encode(example["completion"])) + 2
+
+
 def fit_sft(*, model: Any, params: Any, tokenizer: Any,
             examples: Sequence[Example], steps: int, config: RoundsConfig,
             ckpt_dir: str, seed: int, writer: Optional[metrics_lib.MetricWriter] = None,
@@ -393,6 +399,15 @@ def fit_sft(*, model: Any, params: Any, tokenizer: Any,
   """
   if not examples:
     raise ValueError(f"fit_sft({desc}): no training examples")
+  # Self-generated completions can exceed the padded length (a model that does
+  # not stop); they are dropped and counted rather than crashing the round.
+  fits = [e for e in examples if example_length(tokenizer, e) <= config.max_len]
+  if len(fits) < len(examples):
+    print(f"[jaxsi.rounds] {desc}: dropped {len(examples) - len(fits)} examples longer"
+          f" than max_len={config.max_len}", flush=True)
+    if not fits:
+      raise ValueError(f"fit_sft({desc}): every example is longer than max_len")
+  examples = fits
   arrays = batching.sft_arrays(tokenizer, [e["prompt"] for e in examples],
                                [e["completion"] for e in examples],
                                max_len=config.max_len,
@@ -416,7 +431,8 @@ def fit_sft(*, model: Any, params: Any, tokenizer: Any,
   it = batching.EpochIterator(n, config.batch_size, seed=seed)
 
   def save(st, pos):
-    ckpt.save(pos, st, extra={"data_position": pos})
+    if pos < steps:   # the final state goes to the caller (e.g. the pool)
+      ckpt.save(pos, st, extra={"data_position": pos})
     if callback is not None:
       callback("train_step", tag=desc, position=pos)
 

@@ -35,7 +35,7 @@ def test_pool_returns_each_rounds_params(tmp_path):
     got = reopened.params(r, like=like)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                  got, per_round[r])
-    want, _ = model.apply(per_round[r], tokens, positions)
+    want = jax.jit(lambda p: model.apply(p, tokens, positions)[0])(per_round[r])
     fn = reopened.apply_fn(r, model=model, like=like)
     np.testing.assert_allclose(np.asarray(fn(tokens, positions)), np.asarray(want),
                                rtol=1e-5, atol=1e-5)
@@ -58,8 +58,8 @@ def test_pool_score_fn_matches_token_logprobs(tmp_path):
   traj = Trajectory.create(jnp.asarray([[1, 4, 6, 2], [1, 3, 3, 2]], jnp.int32),
                            loss_mask=jnp.asarray([[0, 1, 1, 1]] * 2, bool))
   out = pool.score_fn(4, model=model, like=params)(traj)
-  want, _ = logprobs.token_logprobs(model, params, traj.tokens, traj.positions,
-                                    input_mask=traj.input_mask)
+  want, _ = jax.jit(lambda p, t: logprobs.token_logprobs(
+      model, p, t.tokens, t.positions, input_mask=t.input_mask))(params, traj)
   np.testing.assert_allclose(np.asarray(out.logprobs), np.asarray(want), rtol=1e-5,
                              atol=1e-6)
   pool.close()

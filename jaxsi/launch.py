@@ -1,0 +1,163 @@
+r"""The jaxsi entry point: absl flags + gin at the edge (T5X style).
+
+Usage::
+
+  python -m jaxsi.launch --gin_file=quickstart.gin --workdir=/tmp/run \
+      [--gin_file=more.gin] [--gin.self_training.run.rounds=2] \
+      [--gin_bindings='self_training.run.seed = 1'] [--gin_search_path=DIR]
+
+Convention. A ``.gin`` file imports the library modules it configures with
+``from __gin__ import dynamic_registration`` (so library code needs no gin
+decorators), binds their keyword arguments, and names the function to run in the
+macro ``MAIN``::
+
+  from __gin__ import dynamic_registration
+  from jaxsi.training import self_training
+  MAIN = @self_training.run
+  self_training.run:
+    rounds = 3
+
+The launcher calls ``MAIN(workdir=FLAGS.workdir)`` (plus ``dry_run=True`` with
+``--dry_run`` when the function accepts it). ``--gin.NAME=VALUE`` is sugar for
+``--gin_bindings='NAME = VALUE'``.
+
+Before any work starts the config is parsed and finalized, so an unknown
+configurable, a misspelled parameter or a malformed value fails at once with gin's
+message naming the binding and its file and line. The parsed config is written to
+``<workdir>/config.gin`` before the run and gin's operative config (every value
+actually used) to ``<workdir>/operative_config.gin`` after it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import os
+import sys
+from typing import Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import gin
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_multi_string("gin_file", [], "Gin config files (searched in --gin_search_path).")
+flags.DEFINE_multi_string("gin_bindings", [], "Individual gin bindings 'NAME = VALUE'.")
+flags.DEFINE_multi_string("gin_search_path", [], "Extra directories to search for gin files.")
+flags.DEFINE_string("workdir", None, "Output directory (default ./workdir/<timestamp>).")
+flags.DEFINE_bool("dry_run", False, "Ask MAIN to build and compile without running "
+                  "(passed as dry_run=True when MAIN accepts it).")
+
+# The repository's gin_configs/ (next to the jaxsi package in a source checkout).
+DEFAULT_SEARCH_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin_configs")
+
+
+class LaunchError(ValueError):
+  """A configuration error found before any work started."""
+
+
+def rewrite_gin_args(args: Sequence[str]) -> list[str]:
+  """Rewrites ``--gin.NAME=VALUE`` to ``--gin_bindings=NAME = VALUE``."""
+  out = []
+  for arg in args:
+    if arg.startswith("--gin.") and arg != "--gin.":
+      body = arg[len("--gin."):]
+      if "=" not in body:
+        raise LaunchError(f"malformed flag {arg!r}: expected --gin.NAME=VALUE")
+      name, value = body.split("=", 1)
+      out.append(f"--gin_bindings={name} = {value}")
+    else:
+      out.append(arg)
+  return out
+
+
+def parse_config(gin_files: Sequence[str], bindings: Sequence[str],
+                 search_paths: Sequence[str] = ()) -> None:
+  """Parses and finalizes the gin config; raises LaunchError on any problem."""
+  paths = [p for p in [os.getcwd()] + list(search_paths) + [DEFAULT_SEARCH_PATH]
+           if os.path.isdir(p)]
+  for path in paths:
+    gin.add_config_file_search_path(path)  # for `include` inside gin files
+  if not gin_files:
+    raise LaunchError("no --gin_file given (e.g. --gin_file=quickstart.gin)")
+  gin_files = [resolve_gin_file(f, paths) for f in gin_files]
+  try:
+    gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=True)
+  except (ValueError, TypeError, KeyError, SyntaxError, ImportError, IOError) as e:
+    listed = "".join(f"\n  bindings line {i}: {b}" for i, b in enumerate(bindings, 1))
+    raise LaunchError(f"invalid gin configuration: {e}"
+                      + (f"\n(command-line bindings:{listed})" if bindings else "")) from e
+
+
+def resolve_gin_file(name: str, search_paths: Sequence[str]) -> str:
+  """Absolute path of ``name``: as given, else under each search path in order."""
+  if os.path.isfile(name):
+    return os.path.abspath(name)
+  for path in search_paths:
+    candidate = os.path.join(path, name)
+    if os.path.isfile(candidate):
+      return candidate
+  raise LaunchError(f"gin file {name!r} not found (searched: ., {', '.join(search_paths)})")
+
+
+def main_function():
+  """The function bound to the ``MAIN`` macro (gin-configured)."""
+  try:
+    ref = gin.query_parameter("%MAIN")
+  except ValueError as e:
+    raise LaunchError(
+        "the gin config does not bind MAIN; add e.g. 'MAIN = @self_training.run'"
+    ) from e
+  fn = getattr(ref, "scoped_configurable_fn", None)
+  if fn is None:
+    raise LaunchError(f"MAIN must reference a function (MAIN = @module.fn), got {ref!r}")
+  return fn
+
+
+def launch(argv_flags, *, workdir: Optional[str] = None):
+  """Parses the config named by the flags, saves it, runs MAIN, saves the operative config."""
+  parse_config(argv_flags.gin_file, argv_flags.gin_bindings, argv_flags.gin_search_path)
+  fn = main_function()
+  workdir = workdir or argv_flags.workdir or os.path.join(
+      "workdir", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.gin"), "w") as f:
+    f.write(gin.config_str())
+  kwargs = {"workdir": workdir}
+  if argv_flags.dry_run:
+    params = inspect.signature(inspect.unwrap(fn)).parameters
+    if "dry_run" not in params:
+      raise LaunchError(f"--dry_run: {getattr(fn, '__name__', fn)} has no dry_run argument")
+    kwargs["dry_run"] = True
+  logging.info("jaxsi.launch: running %s in %s", getattr(fn, "__name__", fn), workdir)
+  result = fn(**kwargs)
+  with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
+    f.write(gin.operative_config_str())
+  return result
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    launch(FLAGS)
+  except LaunchError as e:
+    print(f"jaxsi.launch: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run():
+  """Console entry point (rewrites --gin.X=Y before absl parses flags)."""
+  try:
+    args = rewrite_gin_args(sys.argv)
+  except LaunchError as e:
+    print(f"jaxsi.launch: {e}", file=sys.stderr)
+    sys.exit(2)
+  app.run(_main, argv=args)
+
+
+if __name__ == "__main__":
+  run()
