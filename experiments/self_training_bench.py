@@ -183,7 +183,8 @@ def demo_e2h(args, out):
   for name, filtering in (("filtered", True), ("unfiltered", False)):
     method = e2h_lib.easy_to_hard(start_difficulty=args.e2h_start,
                                   samples_per_prompt=args.k, temperature=0.7,
-                                  filtering=filtering, min_agreement=0.6,
+                                  filtering=filtering,
+                                  min_agreement=args.e2h_min_agreement,
                                   name=f"e2h_{name}")
     results[name] = rounds.run_rounds(
         method=method, model=model, init_params=init, tokenizer=tok, labeled=labeled,
@@ -251,7 +252,8 @@ def demo_vstar(args, out):
   model, init = make_model(args, tok)
   method = vstar_lib.vstar(samples_per_prompt=args.k, temperature=1.0,
                            verifier_steps=args.verifier_steps, pairs_per_batch=32,
-                           beta=0.1, eval_temperature=1.0)
+                           beta=args.verifier_beta, eval_temperature=1.0,
+                           verifier_learning_rate=args.verifier_lr)
   recs = rounds.run_rounds(method=method, model=model, init_params=init, tokenizer=tok,
                            labeled=pool[:args.n_labeled],
                            unlabeled=pool[args.n_labeled:], test=test,
@@ -293,8 +295,11 @@ def main():
   p.add_argument("--k", type=int, default=4)
   p.add_argument("--verifier_steps", type=int, default=150)
   p.add_argument("--vstar_rounds", type=int, default=2)
+  p.add_argument("--verifier_lr", type=float, default=None)
+  p.add_argument("--verifier_beta", type=float, default=0.1)
   p.add_argument("--e2h_format", default="fixed", choices=("fixed", "level"))
   p.add_argument("--e2h_start", type=int, default=3)
+  p.add_argument("--e2h_min_agreement", type=float, default=0.6)
   p.add_argument("--e2h_labeled", type=int, default=1500)
   p.add_argument("--e2h_unlabeled", type=int, default=512)
   p.add_argument("--e2h_test", type=int, default=64)

@@ -38,7 +38,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import NamedSharding
 
 from jaxsi.methods.base import (POLICY, POLICY_ENTROPY, POLICY_VALUES,

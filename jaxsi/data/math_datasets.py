@@ -297,5 +297,4 @@ def write_jsonl(records: Iterable[Mapping[str, Any]], path: PathLike) -> None:
 
 
 __all__ = ["load_gsm8k", "load_math", "read_records", "find_split_files",
-           "grain_dataset", "gsm8k_answer", "math_answer", "write_jsonl",
-           "math_verify_reward"]
+           "grain_dataset", "gsm8k_answer", "math_answer", "write_jsonl"]

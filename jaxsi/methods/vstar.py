@@ -21,8 +21,9 @@ report best-of-N; its parameters are stored in ``workdir/verifier_pool``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -139,6 +140,7 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
           max_per_prompt: int = 4, max_pairs_per_problem: int = 4,
           verifier_steps: int = 200, pairs_per_batch: int = 32, beta: float = 0.1,
           eval_temperature: float = 1.0, include_labeled: bool = True,
+          verifier_learning_rate: Optional[float] = None,
           name: str = "vstar") -> rounds.RoundsMethod:
   """V-STaR (Hosseini et al. 2024, Alg. 1, Eq. 2–3) as a ``RoundsMethod``.
 
@@ -153,6 +155,8 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
     eval_temperature: temperature of the N test samples ranked by the
       verifier (N = ``RoundsConfig.eval_n``).
     include_labeled: add the labeled set to D_GEN.
+    verifier_learning_rate: learning rate of the DPO verifier (default: the
+      run's ``RoundsConfig.learning_rate``).
     name: method name.
 
   Returns:
@@ -173,6 +177,11 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
     return examples, pairs, dict(common.sample_stats(records), kept=len(examples),
                                  pairs=len(pairs))
 
+  def verifier_config(config):
+    if verifier_learning_rate is None:
+      return config
+    return dataclasses.replace(config, learning_rate=float(verifier_learning_rate))
+
   def verifier_pool(ctx):
     return pool_lib.CheckpointPool(os.path.join(ctx.workdir, "verifier_pool"))
 
@@ -189,7 +198,7 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
       params, m = train_verifier(model=ctx.model, base_params=ctx.base_params,
                                  tokenizer=ctx.tokenizer, pairs=pairs,
                                  steps=verifier_steps, pairs_per_batch=pairs_per_batch,
-                                 beta=beta, config=ctx.config,
+                                 beta=beta, config=verifier_config(ctx.config),
                                  seed=ctx.config.seed * 31 + ctx.round)
       vpool.save(ctx.round, params)
       return {"verifier_pairs": len(pairs),

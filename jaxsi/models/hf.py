@@ -386,7 +386,8 @@ def load_params(config: ModelConfig, directory: str, *,
           f"load_params: tensor {name!r} has shape {ckpt.shape(name)}, "
           f"converted {w.shape}, expected {want} for {path}")
     sharding = None if shardings is None else _get(shardings, path)
-    _set(params, path, loading.place(w, config.params_dtype, sharding))
+    _set(params, path, loading.place(w, dtype=config.params_dtype,
+                                              sharding=sharding))
   return params
 
 

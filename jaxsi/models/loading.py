@@ -157,8 +157,8 @@ class SafetensorsCheckpoint:
     return sum(e[4] - e[3] for e in self._entries.values())
 
 
-def place(value: np.ndarray, dtype: Any, sharding: Optional[jax.sharding.Sharding]
-          ) -> jax.Array:
+def place(value: np.ndarray, *, dtype: Any,
+          sharding: Optional[jax.sharding.Sharding] = None) -> jax.Array:
   """A jax.Array of ``value`` cast to ``dtype``, placed on ``sharding``.
 
   With a sharding, each addressable device's slice is read from ``value``
