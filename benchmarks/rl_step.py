@@ -42,8 +42,10 @@ def bench_model(preset: str) -> dict:
   cfg = mcfg.get_config(preset, vocab_size=tok.vocab_size)
   model, params = mmodel.init(cfg, jax.random.key(0))
   tasks = tasks_lib.make_tasks("addition", 256, difficulty=[1, 2], seed=0)
+  # Keep zero-variance groups in the loss: at random init every reward is 0,
+  # and the timed update should process the whole batch.
   method = methods.grpo(n=_N.value, max_new_tokens=_MAX_NEW.value,
-                        kl_coef=_KL.value)
+                        kl_coef=_KL.value, drop_zero_variance=False)
   opt = opt_lib.make_optimizer(learning_rate=1e-4, schedule="constant")
   trainer = rl.RLTrainer(model=model, params=params, method=method,
                          tokenizer=tok, tasks=tasks, optimizer=opt,

@@ -25,7 +25,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 from absl import app
 from absl import flags

@@ -86,7 +86,7 @@ def parse_config(gin_files: Sequence[str], bindings: Sequence[str],
   gin_files = [resolve_gin_file(f, paths) for f in gin_files]
   try:
     gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=True)
-  except (ValueError, TypeError, KeyError, SyntaxError, ImportError, IOError) as e:
+  except Exception as e:  # gin raises many types (incl. tokenize.TokenError)
     listed = "".join(f"\n  bindings line {i}: {b}" for i, b in enumerate(bindings, 1))
     raise LaunchError(f"invalid gin configuration: {e}"
                       + (f"\n(command-line bindings:{listed})" if bindings else "")) from e

@@ -157,8 +157,8 @@ def dapo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
     0 < accuracy < 1, so every step has a full batch of informative groups
     (§3.2) — the loop refills filtered groups (``base.DynamicSampling``);
   * token-level policy-gradient loss: ``agg='token-mean'`` (§3.3);
-  * overlong reward shaping (§3.4, soft overlong punishment): a linear penalty in the last
-    ``overlong_buffer`` tokens before ``max_new_tokens``
+  * overlong reward shaping (§3.4, soft overlong punishment): a linear
+    penalty in the last ``overlong_buffer`` tokens before ``max_new_tokens``
     (``rewards.overlong_penalty``, lengths in tokens);
   and no KL term. The reward must have one column (compose several first).
 

@@ -22,7 +22,7 @@ treated as if sampled under the plain prompt.)
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 from jaxsi.methods import base
 from jaxsi.methods.grpo import _group_pg

@@ -9,7 +9,7 @@ r"""GRPO-style methods that change only the policy-gradient term: GSPO and CISPO
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 from jaxsi.methods import base
 from jaxsi.methods.grpo import _group_pg

@@ -33,7 +33,7 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +51,7 @@ from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import metrics as metrics_lib
 from jaxsi.training import steps as steps_lib
 from jaxsi.training import train_state as train_state_lib
-from jaxsi.trajectory import Trajectory, positions_from_mask
+from jaxsi.trajectory import positions_from_mask
 from jaxsi.transforms.base import Context
 
 Array = jax.Array

@@ -20,7 +20,6 @@ from jaxsi.methods import base as base_lib
 from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.training import rl
 from jaxsi.trajectory import select
-from jaxsi.transforms.base import Context
 from tests.methods import rl_fixtures as fx
 
 COMMON = dict(n=fx.N, max_new_tokens=fx.MAX_NEW,
