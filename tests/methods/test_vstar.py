@@ -9,8 +9,6 @@ from jaxsi.methods import self_training_common as common
 from jaxsi.methods import vstar
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
-from jaxsi.sampling import sampler
-from jaxsi.sampling import strategies
 from jaxsi.training import rounds
 from jaxsi.transforms import preference
 

@@ -130,3 +130,17 @@ def test_store_records_are_unique(tmp_path):
   with pytest.raises(ValueError, match="already recorded"):
     store.add_record({"round": 0})
   np.testing.assert_array_equal(rounds.tile_to(3, 7), [0, 1, 2, 0, 1, 2, 0])
+
+
+def test_gin_files_launch_rounds_methods(tmp_path):
+  gin = pytest.importorskip("gin")
+  import pathlib
+  root = pathlib.Path(__file__).resolve().parents[2] / "gin_configs" / "methods"
+  for name in ("star", "rft", "rest_em", "bstar", "vstar", "sharpening", "easy_to_hard"):
+    gin.clear_config()
+    gin.parse_config_file(str(root / f"{name}.gin"))
+    main = gin.query_parameter("%MAIN").scoped_configurable_fn   # as jaxsi.launch
+    config = main(workdir=str(tmp_path / name), dry_run=True)
+    assert isinstance(config, rounds.RoundsConfig)
+    assert gin.query_parameter("%METHOD").scoped_configurable_fn().name == name
+  gin.clear_config()
