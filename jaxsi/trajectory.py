@@ -127,6 +127,9 @@ class Trajectory:
     no pairs (-1).
     """
     tokens = jnp.asarray(tokens, jnp.int32)
+    if tokens.ndim != 2:
+      raise TrajectoryError(
+          f"Trajectory.tokens must be [B, T], got shape {tuple(tokens.shape)}")
     b, t = tokens.shape
     input_mask = (jnp.ones((b, t), bool) if input_mask is None
                   else jnp.asarray(input_mask, bool))
