@@ -19,6 +19,15 @@ from jaxsi.methods.nft import nft
 from jaxsi.methods.policy_variants import cispo, gspo
 from jaxsi.methods.ppo import ppo
 from jaxsi.methods.reinforce import reinforce_pp, rloo
+# Rejection-sampling self-training (METHODS.md §1): factories return a
+# jaxsi.training.rounds.RoundsMethod run by rounds.run_rounds.
+from jaxsi.methods.bstar import bstar
+from jaxsi.methods.easy_to_hard import easy_to_hard
+from jaxsi.methods.rest_em import rest_em
+from jaxsi.methods.rft import rft
+from jaxsi.methods.sharpening import sharpening
+from jaxsi.methods.star import star
+from jaxsi.methods.vstar import vstar
 
 METHODS = {
     "grpo": grpo,
@@ -33,6 +42,16 @@ METHODS = {
     "d3s": d3s,
     "guide": guide,
     "kdrl": kdrl,
+}
+
+SELF_TRAINING_METHODS = {
+    "star": star,
+    "rft": rft,
+    "rest_em": rest_em,
+    "bstar": bstar,
+    "vstar": vstar,
+    "sharpening": sharpening,
+    "easy_to_hard": easy_to_hard,
 }
 
 
