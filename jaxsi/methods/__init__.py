@@ -20,14 +20,15 @@ from jaxsi.methods.policy_variants import cispo, gspo
 from jaxsi.methods.ppo import ppo
 from jaxsi.methods.reinforce import reinforce_pp, rloo
 # Rejection-sampling self-training (METHODS.md §1): factories return a
-# jaxsi.training.rounds.RoundsMethod run by rounds.run_rounds.
-from jaxsi.methods.bstar import bstar
-from jaxsi.methods.easy_to_hard import easy_to_hard
-from jaxsi.methods.rest_em import rest_em
-from jaxsi.methods.rft import rft
-from jaxsi.methods.sharpening import sharpening
-from jaxsi.methods.star import star
-from jaxsi.methods.vstar import vstar
+# jaxsi.training.rounds.RoundsMethod run by rounds.run_rounds. Imported as
+# modules (``methods.star.star``) so the package attribute stays the module.
+from jaxsi.methods import bstar as _bstar
+from jaxsi.methods import easy_to_hard as _easy_to_hard
+from jaxsi.methods import rest_em as _rest_em
+from jaxsi.methods import rft as _rft
+from jaxsi.methods import sharpening as _sharpening
+from jaxsi.methods import star as _star
+from jaxsi.methods import vstar as _vstar
 
 METHODS = {
     "grpo": grpo,
@@ -45,13 +46,13 @@ METHODS = {
 }
 
 SELF_TRAINING_METHODS = {
-    "star": star,
-    "rft": rft,
-    "rest_em": rest_em,
-    "bstar": bstar,
-    "vstar": vstar,
-    "sharpening": sharpening,
-    "easy_to_hard": easy_to_hard,
+    "star": _star.star,
+    "rft": _rft.rft,
+    "rest_em": _rest_em.rest_em,
+    "bstar": _bstar.bstar,
+    "vstar": _vstar.vstar,
+    "sharpening": _sharpening.sharpening,
+    "easy_to_hard": _easy_to_hard.easy_to_hard,
 }
 
 

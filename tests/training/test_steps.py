@@ -174,7 +174,8 @@ def test_eval_logprobs_step(setup):
                                   with_entropy=True)
   np.testing.assert_allclose(outputs.logprobs, lp, rtol=1e-6)
   np.testing.assert_allclose(outputs.entropy, ent, rtol=1e-6)
-  want = -np.sum(np.asarray(lp) * np.asarray(traj.loss_mask)) / np.sum(traj.loss_mask)
+  want = float(-np.sum(np.asarray(lp) * np.asarray(traj.loss_mask))
+               / np.sum(np.asarray(traj.loss_mask)))
   assert float(m["nll"]) == pytest.approx(want, rel=1e-5)
   assert float(m["loss"]) == pytest.approx(want, rel=1e-5)
 
