@@ -307,13 +307,17 @@ def dry_run(*, model_config: mcfg.ModelConfig, method: RLMethod, optimizer,
                (POLICY_ENTROPY, rl_lib._score_fn(model, t, with_entropy=True))]  # pylint: disable=protected-access
     if c.value_head:
       scorers.append((POLICY_VALUES, rl_lib._score_fn(model, t, with_values=True)))  # pylint: disable=protected-access
-    aux = {REFERENCE: params_abs} if method.reference else {}
+    # LoRA: the reference is derived from the live params inside the step
+    # (frozen base, zero adapters), as in RLTrainer; no second copy.
+    lora_ref = lora_config is not None and method.reference
+    aux = {REFERENCE: params_abs} if method.reference and not lora_ref else {}
     method_state = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep),
         state_abs.method_state)
     step_abs = jax.ShapeDtypeStruct((), i32, sharding=rep)
     prep_args = (params_abs, aux, traj_abs, method_state, key_sh, step_abs)
-    prep_kwargs = dict(transform=method.transform, scorers=tuple(scorers))
+    prep_kwargs = dict(transform=method.transform, scorers=tuple(scorers),
+                       lora_reference=lora_ref)
     opts = None if compiler_options is None else tuple(compiler_options)
     prepare = rl_lib._prepare_jit(opts)  # pylint: disable=protected-access
     t0 = time.perf_counter()
@@ -327,7 +331,7 @@ def dry_run(*, model_config: mcfg.ModelConfig, method: RLMethod, optimizer,
     perm = jax.ShapeDtypeStruct(
         (method.epochs * method.minibatches, b // method.minibatches), i32,
         sharding=rep)
-    train = rl_lib._train_fn(model, optimizer, method, opts)  # pylint: disable=protected-access
+    train = rl_lib._sharded_train_fn(model, optimizer, method, ssh, mesh, opts)  # pylint: disable=protected-access
     t0 = time.perf_counter()
     train_c = train.lower(state_abs, prepared, perm).compile()
     compiled["update"] = dict(seconds=time.perf_counter() - t0,
@@ -451,7 +455,6 @@ def run_experiment(*, method: RLMethod, optimizer, mesh: Mapping[str, int],
   device_mesh = partitioning.make_mesh(**mesh_sizes)
   model, params = hf.load_pretrained(hf_checkpoint, mesh=device_mesh,
                                      **overrides)
-  reference = None
   if lora_config is not None:
     model = lora_lib.build(model.config, lora_config)
     adapters = model.init_adapters(jax.random.key(seed))
@@ -459,15 +462,14 @@ def run_experiment(*, method: RLMethod, optimizer, mesh: Mapping[str, int],
         partitioning.param_shardings(model, mesh=device_mesh)))
     params = lora_lib.add_adapters(params, adapters)
     optimizer = lora_lib.freeze_base(optimizer)
-    reference = lora_lib.reference_params(params)
   log(f"{len(tasks)} {dataset} tasks; {mcfg.describe(model.config)}; "
       f"tokenizer {tokenizer}")
   trainer = rl_lib.RLTrainer(
       model=model, params=params, method=method, tokenizer=tokenizer,
       tasks=tasks, optimizer=optimizer, prompts_per_step=prompts_per_step,
-      seed=seed, reference_params=reference, workdir=workdir,
-      checkpoint_every=checkpoint_every, console=True,
-      compiler_options=compiler_options)
+      seed=seed, workdir=workdir, checkpoint_every=checkpoint_every,
+      console=True, compiler_options=compiler_options, mesh=device_mesh,
+      copy_params=False)
   trainer.run(num_steps)
   return trainer
 
@@ -483,8 +485,9 @@ def main(argv: Sequence[str]) -> None:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_force_host_platform_device_count="
                                f"{flags_.cpu_devices}").strip()
-  gin.add_config_file_search_path(
-      os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  gin.add_config_file_search_path(repo)
+  gin.add_config_file_search_path(os.path.join(repo, "gin_configs"))
   gin.parse_config_files_and_bindings(flags_.gin_file, flags_.gin_bindings)
   from jaxsi import dry_run as lib  # pylint: disable=g-import-not-at-top
   # As ``python -m``, this file is ``__main__``; gin registered the module.

@@ -18,7 +18,8 @@ macro ``MAIN``::
     rounds = 3
 
 The launcher calls ``MAIN(workdir=FLAGS.workdir)`` (plus ``dry_run=True`` with
-``--dry_run`` when the function accepts it). ``--gin.NAME=VALUE`` is sugar for
+``--dry_run`` when the function accepts it; ``--cpu_devices=N`` first makes JAX
+start on N fake CPU devices, to rehearse a GPU/TPU mesh on a workstation). ``--gin.NAME=VALUE`` is sugar for
 ``--gin_bindings='NAME = VALUE'``.
 
 Before any work starts the config is parsed and finalized, so an unknown
@@ -49,6 +50,8 @@ flags.DEFINE_multi_string("gin_search_path", [], "Extra directories to search fo
 flags.DEFINE_string("workdir", None, "Output directory (default ./workdir/<timestamp>).")
 flags.DEFINE_bool("dry_run", False, "Ask MAIN to build and compile without running "
                   "(passed as dry_run=True when MAIN accepts it).")
+flags.DEFINE_integer("cpu_devices", 0, "If > 0, run on this many fake CPU devices "
+                     "(rehearse a GPU/TPU mesh, e.g. with --dry_run, on a workstation).")
 
 # The repository's gin_configs/ (next to the jaxsi package in a source checkout).
 DEFAULT_SEARCH_PATH = os.path.join(
@@ -139,9 +142,20 @@ def launch(argv_flags, *, workdir: Optional[str] = None):
   return result
 
 
+def use_fake_cpu_devices(n: int) -> None:
+  """Makes JAX start on ``n`` fake CPU devices (before its backend starts)."""
+  flag = f"--xla_force_host_platform_device_count={n}"
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+  os.environ["JAX_PLATFORMS"] = "cpu"
+  if "jax" in sys.modules:  # imported, but no backend yet: the config still counts
+    sys.modules["jax"].config.update("jax_platforms", "cpu")
+
+
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.cpu_devices:
+    use_fake_cpu_devices(FLAGS.cpu_devices)
   try:
     launch(FLAGS)
   except LaunchError as e:

@@ -2,6 +2,8 @@
 
 import glob
 import os
+import subprocess
+import sys
 
 import gin
 import jax
@@ -87,6 +89,7 @@ def test_experiment_gin_dry_run_plans_the_real_model(path):
   assert jax.device_count() == 8
   gin.clear_config()
   gin.add_config_file_search_path(REPO)
+  gin.add_config_file_search_path(os.path.join(REPO, "gin_configs"))
   try:
     gin.parse_config_files_and_bindings(
         [path], ["dry_run.run_experiment.compile_steps = False",
@@ -119,6 +122,7 @@ def test_lora_binding_in_an_experiment_gin():
   path = [p for p in EXPERIMENTS if p.endswith("qwen3_0_6b_gpu.gin")][0]
   gin.clear_config()
   gin.add_config_file_search_path(REPO)
+  gin.add_config_file_search_path(os.path.join(REPO, "gin_configs"))
   try:
     gin.parse_config_files_and_bindings([path], [
         "dry_run.run_experiment.compile_steps = False",
@@ -185,3 +189,22 @@ def test_real_run_one_grpo_step_on_tiny_local_files(tmp_path):
     assert emb.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
   finally:
     trainer.close()
+
+
+def test_launcher_dry_run_on_fake_devices(tmp_path):
+  """``python -m jaxsi.launch --gin_file=experiments/... --dry_run
+  --cpu_devices=8``: the launcher's MAIN is the experiment; the plan and the
+  memory per device print, nothing trains."""
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # the flag itself must set up the 8 devices
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxsi.launch",
+       "--gin_file=experiments/grpo_gsm8k_qwen2_5_0_5b_gpu.gin", "--dry_run",
+       "--cpu_devices=8", f"--workdir={tmp_path}",
+       "--gin.dry_run.run_experiment.compile_steps=False"],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "mesh {'data': 1, 'fsdp': 8, 'tensor': 1} (8 devices: cpu)" in proc.stdout
+  assert "estimated memory per device:" in proc.stdout
+  assert os.path.isfile(tmp_path / "operative_config.gin")
+  assert not os.path.exists(tmp_path / "ckpt")

@@ -253,6 +253,29 @@ def freeze_base(optimizer: optax.GradientTransformation
           lambda p, _: "lora" if is_lora_path(p) else "frozen", params))
 
 
+def is_base_frozen(optimizer: optax.GradientTransformation,
+                   params: Params) -> bool:
+  """True when ``optimizer`` is ``freeze_base(...)`` for these params.
+
+  Checked on the abstract optimizer state (``jax.eval_shape``, nothing is
+  allocated): its outermost transform must be the ``multi_transform`` that
+  ``freeze_base`` builds, labelling every adapter leaf ``'lora'`` and every
+  other leaf ``'frozen'`` (``set_to_zero``: updates exactly 0).
+  """
+  try:
+    state = jax.eval_shape(optimizer.init, params)
+  except Exception:  # pylint: disable=broad-except
+    return False
+  if not isinstance(state, optax.MultiTransformState):
+    return False
+  inner = state.inner_states
+  if set(inner) != {"lora", "frozen"}:
+    return False
+  frozen = inner["frozen"]
+  # set_to_zero keeps no state; the base leaves are masked out of 'lora'.
+  return not jax.tree.leaves(getattr(frozen, "inner_state", frozen))
+
+
 @dataclasses.dataclass(frozen=True)
 class LoraModel(mmodel.Model):
   """A Model whose chosen projections carry LoRA adapters.

@@ -44,11 +44,13 @@ from jaxsi.methods.base import (GUIDED_KEY, HINT_LOGPROBS_KEY, POLICY,
                                 POLICY_ENTROPY, POLICY_VALUES, REFERENCE,
                                 TEACHER, RLMethod, reward_names_of)
 from jaxsi.models import logprobs as logprobs_lib
+from jaxsi.models import lora as lora_lib
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import buckets as buckets_lib
 from jaxsi.sampling import sampler as sampler_lib
 from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import metrics as metrics_lib
+from jaxsi.training import partitioning
 from jaxsi.training import steps as steps_lib
 from jaxsi.training import train_state as train_state_lib
 from jaxsi.trajectory import positions_from_mask
@@ -124,24 +126,53 @@ def _score_fn(model, temperature: float, with_values: bool = False,
 
 
 def _prepare_fn(params, aux_params, traj, method_state, rng, step, *, transform,
-                scorers):
-  """The method's transform chain with the live policy params."""
-  ctx = Context(step=step, rng=rng, params={POLICY: params, **aux_params},
-                scorers=scorers)
+                scorers, lora_reference: bool = False):
+  """The method's transform chain with the live policy params.
+
+  With ``lora_reference`` the reference policy is derived from the live
+  params inside the step: the frozen base arrays themselves with zero
+  adapters (``lora.reference_params``), so no copy of the base exists.
+  """
+  all_params = {POLICY: params, **aux_params}
+  if lora_reference:
+    all_params[REFERENCE] = lora_lib.reference_params(params)
+  ctx = Context(step=step, rng=rng, params=all_params, scorers=scorers)
   return transform.update(traj, method_state, ctx)
 
 
 @functools.lru_cache(maxsize=None)
 def _prepare_jit(compiler_options: Optional[tuple] = None):
   """jit(_prepare_fn) (one per compiler-options setting; static transform)."""
-  return jax.jit(_prepare_fn, static_argnames=("transform", "scorers"),
+  return jax.jit(_prepare_fn,
+                 static_argnames=("transform", "scorers", "lora_reference"),
                  compiler_options=dict(compiler_options or ()) or None)
+
+
+def _copy(tree, shardings=None):
+  """A copy of ``tree`` on ``shardings`` (fresh, donatable buffers)."""
+  return jax.jit(lambda t: jax.tree.map(jnp.copy, t),
+                 out_shardings=shardings)(tree)
 
 
 @functools.lru_cache(maxsize=None)
 def _train_fn(model, optimizer, method: RLMethod,
               compiler_options: Optional[tuple] = None):
   """jit(scan over epochs × minibatches of the update step), donating state."""
+  return jax.jit(_train_body(model, optimizer, method), donate_argnums=0,
+                 compiler_options=dict(compiler_options or ()) or None)
+
+
+def _sharded_train_fn(model, optimizer, method: RLMethod, state_shardings,
+                      mesh, compiler_options: Optional[tuple] = None):
+  """``_train_fn`` whose new state keeps ``state_shardings`` (a mesh run)."""
+  return jax.jit(_train_body(model, optimizer, method), donate_argnums=0,
+                 out_shardings=(state_shardings, partitioning.replicated(mesh)),
+                 compiler_options=dict(compiler_options or ()) or None)
+
+
+@functools.lru_cache(maxsize=None)
+def _train_body(model, optimizer, method: RLMethod):
+  """scan over epochs × minibatches of the update step (not jitted)."""
   update = steps_lib.make_update_step(
       model=model, optimizer=optimizer, objective=method.objective,
       with_entropy=method.with_entropy, with_values=method.with_values,
@@ -154,8 +185,7 @@ def _train_fn(model, optimizer, method: RLMethod,
       return step_fn(state, mb)
     return jax.lax.scan(body, state, perm)
 
-  return jax.jit(train, donate_argnums=0,
-                 compiler_options=dict(compiler_options or ()) or None)
+  return train
 
 
 # Cheaper XLA compilation (≈2× faster to compile, slower to run): for tests
@@ -188,6 +218,21 @@ class RLTrainer:
     console: print one metrics line per logged iteration.
     compiler_options: XLA options of the jitted transform and update steps,
       as a tuple of (name, value) pairs (e.g. :data:`FAST_COMPILE`).
+    mesh: a device mesh (``partitioning.make_mesh``). Params and optimizer
+      state are placed on the shardings the logical-axis ``rules`` give;
+      prompts and trajectories are sharded over the batch axes (B = R·n
+      must be a multiple of the number of batch shards). Single process.
+      ``None``: default device placement.
+    rules: logical-axis rules (default ``partitioning.DEFAULT_RULES``).
+    copy_params: keep the caller's ``params`` valid by training a copy
+      (default). ``False`` hands the arrays to the trainer (they are donated
+      to the first update): no extra copy of a large model.
+
+  LoRA: with a :class:`~jaxsi.models.lora.LoraModel` and no
+  ``reference_params``, the reference policy is the frozen base itself (zero
+  adapters over the same arrays, derived inside the jitted step), so the
+  base exists once. This needs ``optimizer = lora.freeze_base(...)`` (checked):
+  any other optimizer would move the base (e.g. through weight decay).
   """
 
   def __init__(self, *, model, params, method: RLMethod, tokenizer,
@@ -195,7 +240,8 @@ class RLTrainer:
                seed: int = 0, reference_params=None, teacher=None,
                workdir: Optional[str] = None, checkpoint_every: int = 0,
                reward_timeout_s: float = 60.0, console: bool = False,
-               compiler_options: Optional[tuple] = None):
+               compiler_options: Optional[tuple] = None, mesh=None,
+               rules: Optional[Sequence] = None, copy_params: bool = True):
     if method.with_values and not model.config.value_head:
       raise ValueError(f"method {method.name} trains a value head: build the "
                        "model with ModelConfig.value_head=True")
@@ -227,12 +273,32 @@ class RLTrainer:
     self.iterator = batching.EpochIterator(
         size=len(self.tasks), batch_size=self.prompts_per_step, seed=self.seed)
 
+    self.mesh = mesh
+    self.rules = tuple(partitioning.DEFAULT_RULES if rules is None else rules)
+    self.param_shardings = None
+    if mesh is not None:
+      div = partitioning.batch_divisor(mesh, self.rules)
+      if b % div:
+        raise ValueError(
+            f"batch {b} (= {prompts_per_step} prompts × n={method.n}) is not a "
+            f"multiple of the {div} batch shards of mesh {dict(mesh.shape)}")
+      self.param_shardings = partitioning.param_shardings(
+          model, mesh=mesh, rules=self.rules)
+
     self.aux_params = {}
-    if method.reference:
+    self.lora_reference = bool(
+        method.reference and reference_params is None
+        and isinstance(model, lora_lib.LoraModel))
+    if self.lora_reference and not lora_lib.is_base_frozen(optimizer, params):
+      raise ValueError(
+          f"method {method.name} uses the LoRA base as its reference policy: "
+          "wrap the optimizer with lora.freeze_base(...) so the base stays "
+          "exactly frozen (or pass reference_params)")
+    if method.reference and not self.lora_reference:
       # A real copy: the policy params are donated to the update step.
-      self.aux_params[REFERENCE] = jax.tree.map(
-          lambda x: jnp.array(x, copy=True),
-          params if reference_params is None else reference_params)
+      self.aux_params[REFERENCE] = _copy(
+          params if reference_params is None else reference_params,
+          self.param_shardings)
     t = method.temperature
     scorers = [(POLICY, _score_fn(model, t)),
                (POLICY_ENTROPY, _score_fn(model, t, with_entropy=True))]
@@ -240,20 +306,37 @@ class RLTrainer:
       scorers.append((POLICY_VALUES, _score_fn(model, t, with_values=True)))
     if method.teacher:
       teacher_model, teacher_params = teacher
+      if mesh is not None:
+        teacher_params = jax.device_put(teacher_params, partitioning.param_shardings(
+            teacher_model, mesh=mesh, rules=self.rules))
       self.aux_params[TEACHER] = teacher_params
       scorers.append((TEACHER, _score_fn(teacher_model, t)))
     self.scorers = tuple(scorers)
     self.optimizer = optimizer
     self.compiler_options = (None if compiler_options is None
                              else tuple(compiler_options))
-    self._train = _train_fn(model, optimizer, method, self.compiler_options)
     self._prepare = _prepare_jit(self.compiler_options)
-    # The state owns its params (donated to every update); the caller's
-    # ``params`` stay valid.
-    own = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
-    self.state = train_state_lib.create_train_state(
+    # The state owns its params (donated to every update); with copy_params
+    # the caller's ``params`` stay valid.
+    if copy_params:
+      own = _copy(params, self.param_shardings)
+    elif mesh is not None:
+      own = jax.device_put(params, self.param_shardings)
+    else:
+      own = params
+    state = train_state_lib.create_train_state(
         own, optimizer, jax.random.key(self.seed),
         method_state=method.transform.init())
+    if mesh is None:
+      self._train = _train_fn(model, optimizer, method, self.compiler_options)
+    else:
+      shardings = partitioning.state_shardings(
+          state, optimizer=optimizer, logical_axes=model.logical_axes(),
+          mesh=mesh, rules=self.rules)
+      state = jax.device_put(state, shardings)
+      self._train = _sharded_train_fn(model, optimizer, method, shardings,
+                                      mesh, self.compiler_options)
+    self.state = state
     self.position = 0
     self.iteration = 0
     self.history: list[dict] = []
@@ -277,15 +360,29 @@ class RLTrainer:
     rows = [source[i] for i in task_index]
     tokens, mask = left_pad(rows, self.prompt_len, self.pad_id)
     n = self.method.n if n is None else n
+    valid = (np.ones((len(rows),), bool) if valid is None
+             else np.asarray(valid, bool))
+    prompt_ids = np.asarray(task_index, np.int32)
+    if self.mesh is not None:
+      tokens, mask, valid, prompt_ids = self._place_rows(
+          (tokens, mask, valid, prompt_ids))
     traj, _ = sampler_lib.generate(
         self.model, params, tokens, mask, rng=rng,
         max_new_tokens=np.int32(self.method.max_new_tokens),
         strategy=self.method.strategy, n=int(n),
         gen_length=int(self.method.max_new_tokens), stop_ids=self.stop_ids,
-        pad_id=self.pad_id,
-        valid=None if valid is None else np.asarray(valid, bool),
-        prompt_ids=np.asarray(task_index, np.int32))
+        pad_id=self.pad_id, valid=valid, prompt_ids=prompt_ids)
     return traj
+
+  def _place_rows(self, arrays):
+    """Prompt rows sharded over the batch axes (replicated if R does not
+    divide the batch shards)."""
+    r = arrays[0].shape[0]
+    if r % partitioning.batch_divisor(self.mesh, self.rules) == 0:
+      sharding = partitioning.data_sharding(self.mesh, self.rules)
+    else:
+      sharding = partitioning.replicated(self.mesh)
+    return jax.device_put(arrays, sharding)
 
   def _rewards(self, traj_host, task_index: np.ndarray):
     """f32[B, K] rewards of the valid rows (NaN for failed/invalid rows)."""
@@ -439,12 +536,16 @@ class RLTrainer:
     t_start = time.perf_counter()
     batch = self.collect(self.state.params, jax.random.fold_in(key, 1))
     traj = batch.traj.replace(rewards=batch.rewards.astype(np.float32))
-    traj = _to_device(traj)
+    if self.mesh is not None:
+      traj = partitioning.shard_trajectory(traj, self.mesh, self.rules)
+    else:
+      traj = _to_device(traj)
     t0 = time.perf_counter()
     traj, method_state, tmetrics = self._prepare(
         self.state.params, self.aux_params, traj, self.state.method_state,
         jax.random.fold_in(key, 2), jnp.asarray(self.iteration, jnp.int32),
-        transform=m.transform, scorers=self.scorers)
+        transform=m.transform, scorers=self.scorers,
+        lora_reference=self.lora_reference)
     self.last_batch, self.last_traj = batch, traj
     jax.block_until_ready(traj.tokens)
     t_prep = time.perf_counter() - t0
@@ -574,13 +675,14 @@ def _total(rewards: np.ndarray) -> np.ndarray:
 def train_rl(*, model, params, method: RLMethod, tokenizer, tasks, optimizer,
              prompts_per_step: int, num_steps: int, seed: int = 0,
              workdir: Optional[str] = None, checkpoint_every: int = 0,
-             reference_params=None, teacher=None, console: bool = False):
+             reference_params=None, teacher=None, console: bool = False,
+             mesh=None):
   """Builds an :class:`RLTrainer`, runs ``num_steps`` iterations, returns it."""
   trainer = RLTrainer(model=model, params=params, method=method,
                       tokenizer=tokenizer, tasks=tasks, optimizer=optimizer,
                       prompts_per_step=prompts_per_step, seed=seed,
                       workdir=workdir, checkpoint_every=checkpoint_every,
                       reference_params=reference_params, teacher=teacher,
-                      console=console)
+                      console=console, mesh=mesh)
   trainer.run(num_steps)
   return trainer
