@@ -36,6 +36,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -89,7 +90,46 @@ def group_zero_variance(scores: np.ndarray, valid: np.ndarray, n: int,
 
 
 def _to_host(tree):
+  """numpy copy of ``tree``; with several processes, the whole global value
+  on every process (``process_allgather``)."""
+  if jax.process_count() > 1:
+    return jax.tree.map(np.asarray,
+                        multihost_utils.process_allgather(tree, tiled=True))
   return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _host_key(key) -> np.ndarray:
+  """The raw uint32 data of a PRNG key, on the host.
+
+  Keys are derived eagerly from (seed, iteration); passing their data as
+  numpy makes them a jit argument that every process agrees on (a key
+  computed eagerly lives on one local device). The jitted functions use it
+  as a raw key: the same random bits as the typed key.
+  """
+  return np.asarray(jax.random.key_data(key))
+
+
+def _global(tree, sharding):
+  """Global arrays on ``sharding`` from host values every process holds in
+  full (single process: like ``device_put``)."""
+  def one(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+  return jax.tree.map(one, tree)
+
+
+def _as_global(tree, shardings):
+  """``tree`` as global arrays on ``shardings`` (multi-process only: leaves
+  that are not yet global are built from their host values; a model loaded
+  with ``hf.load_pretrained(mesh=...)`` is already global)."""
+  if jax.process_count() == 1:
+    return tree
+  def one(x, sh):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return x
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sh, lambda idx: host[idx])
+  return jax.tree.map(one, tree, shardings)
 
 
 def _to_device(tree):
@@ -294,11 +334,14 @@ class RLTrainer:
           f"method {method.name} uses the LoRA base as its reference policy: "
           "wrap the optimizer with lora.freeze_base(...) so the base stays "
           "exactly frozen (or pass reference_params)")
+    if mesh is not None:
+      params = _as_global(params, self.param_shardings)
     if method.reference and not self.lora_reference:
       # A real copy: the policy params are donated to the update step.
-      self.aux_params[REFERENCE] = _copy(
-          params if reference_params is None else reference_params,
-          self.param_shardings)
+      ref = params if reference_params is None else reference_params
+      if mesh is not None:
+        ref = _as_global(ref, self.param_shardings)
+      self.aux_params[REFERENCE] = _copy(ref, self.param_shardings)
     t = method.temperature
     scorers = [(POLICY, _score_fn(model, t)),
                (POLICY_ENTROPY, _score_fn(model, t, with_entropy=True))]
@@ -307,8 +350,9 @@ class RLTrainer:
     if method.teacher:
       teacher_model, teacher_params = teacher
       if mesh is not None:
-        teacher_params = jax.device_put(teacher_params, partitioning.param_shardings(
-            teacher_model, mesh=mesh, rules=self.rules))
+        tsh = partitioning.param_shardings(teacher_model, mesh=mesh,
+                                           rules=self.rules)
+        teacher_params = jax.device_put(_as_global(teacher_params, tsh), tsh)
       self.aux_params[TEACHER] = teacher_params
       scorers.append((TEACHER, _score_fn(teacher_model, t)))
     self.scorers = tuple(scorers)
@@ -316,27 +360,28 @@ class RLTrainer:
     self.compiler_options = (None if compiler_options is None
                              else tuple(compiler_options))
     self._prepare = _prepare_jit(self.compiler_options)
-    # The state owns its params (donated to every update); with copy_params
-    # the caller's ``params`` stay valid.
-    if copy_params:
-      own = _copy(params, self.param_shardings)
-    elif mesh is not None:
-      own = jax.device_put(params, self.param_shardings)
-    else:
-      own = params
-    state = train_state_lib.create_train_state(
-        own, optimizer, jax.random.key(self.seed),
-        method_state=method.transform.init())
+    # The state owns its params (donated to every update). With copy_params
+    # the jitted constructor writes them to new buffers (the caller's stay
+    # valid); without, it takes the caller's buffers (donated).
+    seed = self.seed
+
+    def create(p):
+      return train_state_lib.create_train_state(
+          p, optimizer, jax.random.key(seed),
+          method_state=method.transform.init())
+
+    donate = () if copy_params else (0,)
     if mesh is None:
+      self.state = jax.jit(create, donate_argnums=donate)(params)
       self._train = _train_fn(model, optimizer, method, self.compiler_options)
     else:
       shardings = partitioning.state_shardings(
-          state, optimizer=optimizer, logical_axes=model.logical_axes(),
-          mesh=mesh, rules=self.rules)
-      state = jax.device_put(state, shardings)
+          jax.eval_shape(create, params), optimizer=optimizer,
+          logical_axes=model.logical_axes(), mesh=mesh, rules=self.rules)
+      self.state = jax.jit(create, out_shardings=shardings,
+                           donate_argnums=donate)(params)
       self._train = _sharded_train_fn(model, optimizer, method, shardings,
                                       mesh, self.compiler_options)
-    self.state = state
     self.position = 0
     self.iteration = 0
     self.history: list[dict] = []
@@ -367,7 +412,7 @@ class RLTrainer:
       tokens, mask, valid, prompt_ids = self._place_rows(
           (tokens, mask, valid, prompt_ids))
     traj, _ = sampler_lib.generate(
-        self.model, params, tokens, mask, rng=rng,
+        self.model, params, tokens, mask, rng=_host_key(rng),
         max_new_tokens=np.int32(self.method.max_new_tokens),
         strategy=self.method.strategy, n=int(n),
         gen_length=int(self.method.max_new_tokens), stop_ids=self.stop_ids,
@@ -382,7 +427,7 @@ class RLTrainer:
       sharding = partitioning.data_sharding(self.mesh, self.rules)
     else:
       sharding = partitioning.replicated(self.mesh)
-    return jax.device_put(arrays, sharding)
+    return _global(arrays, sharding)
 
   def _rewards(self, traj_host, task_index: np.ndarray):
     """f32[B, K] rewards of the valid rows (NaN for failed/invalid rows)."""
@@ -537,13 +582,13 @@ class RLTrainer:
     batch = self.collect(self.state.params, jax.random.fold_in(key, 1))
     traj = batch.traj.replace(rewards=batch.rewards.astype(np.float32))
     if self.mesh is not None:
-      traj = partitioning.shard_trajectory(traj, self.mesh, self.rules)
+      traj = _global(traj, partitioning.data_sharding(self.mesh, self.rules))
     else:
       traj = _to_device(traj)
     t0 = time.perf_counter()
     traj, method_state, tmetrics = self._prepare(
         self.state.params, self.aux_params, traj, self.state.method_state,
-        jax.random.fold_in(key, 2), jnp.asarray(self.iteration, jnp.int32),
+        _host_key(jax.random.fold_in(key, 2)), np.int32(self.iteration),
         transform=m.transform, scorers=self.scorers,
         lora_reference=self.lora_reference)
     self.last_batch, self.last_traj = batch, traj
@@ -553,11 +598,11 @@ class RLTrainer:
     state = self.state.replace(method_state=method_state)
     t0 = time.perf_counter()
     state, umetrics = self._train(state, traj, perm)
-    umetrics = jax.device_get(umetrics)
+    umetrics = _to_host(umetrics)
     t_upd = time.perf_counter() - t0
     self.state = state
     self.iteration += 1
-    metrics = self._metrics(batch, jax.device_get(tmetrics), umetrics,
+    metrics = self._metrics(batch, _to_host(tmetrics), umetrics,
                             t_prep=t_prep, t_upd=t_upd,
                             t_total=time.perf_counter() - t_start)
     self.history.append(metrics)
