@@ -331,7 +331,8 @@ def dry_run(*, model_config: mcfg.ModelConfig, method: RLMethod, optimizer,
     perm = jax.ShapeDtypeStruct(
         (method.epochs * method.minibatches, b // method.minibatches), i32,
         sharding=rep)
-    train = rl_lib._sharded_train_fn(model, optimizer, method, ssh, mesh, opts)  # pylint: disable=protected-access
+    train = rl_lib._sharded_train_fn(model, optimizer, method, ssh, mesh, opts,  # pylint: disable=protected-access
+                                     rules=rules, batch_size=b)
     t0 = time.perf_counter()
     train_c = train.lower(state_abs, prepared, perm).compile()
     compiled["update"] = dict(seconds=time.perf_counter() - t0,

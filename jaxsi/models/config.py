@@ -64,6 +64,10 @@ class ModelConfig:
       local. 1 = every layer global.
     rope_local_theta: RoPE base of local layers (Gemma 3: 10k); None = use
       ``rope_theta`` (and ``rope_scaling``) everywhere.
+    remat: rematerialise each block in the backward pass of a full
+      (uncached) forward (``jax.checkpoint``, only block inputs are saved):
+      activation memory of one block instead of all, for about one extra
+      forward. Same values and gradients; no effect on cached decoding.
   """
 
   vocab_size: int = 64
@@ -94,6 +98,7 @@ class ModelConfig:
   sliding_window: Optional[int] = None
   global_every: int = 1
   rope_local_theta: Optional[float] = None
+  remat: bool = False
 
   def __post_init__(self):
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",

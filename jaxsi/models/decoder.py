@@ -114,6 +114,19 @@ class Block(nnx.Module):
     return x, cache_kv
 
 
+def _remat_block(block: "Block", x: Array, positions: Array, mask: Array):
+  """``block(x, positions, mask)`` under ``jax.checkpoint``: the backward pass
+  recomputes the block's activations from its inputs (nothing else saved)."""
+  graphdef, state = nnx.split(block)
+
+  def apply(state, x, positions, mask):
+    return nnx.merge(graphdef, state)(x, positions, mask)[0]
+
+  return jax.checkpoint(
+      apply, policy=jax.checkpoint_policies.nothing_saveable)(
+          state, x, positions, mask)
+
+
 class Decoder(nnx.Module):
   """Embedding → blocks → final RMSNorm; unembedding and value head."""
 
@@ -192,7 +205,10 @@ class Decoder(nnx.Module):
       if any(block.local for block in self.layers):
         masks[True] = attention_mask(input_mask, segment_ids, c.sliding_window)
       for block in self.layers:
-        x, _ = block(x, positions, masks[block.local])
+        if c.remat:
+          x = _remat_block(block, x, positions, masks[block.local])
+        else:
+          x, _ = block(x, positions, masks[block.local])
       return self.final_norm(x), None
 
     index = jnp.asarray(cache.index, jnp.int32)

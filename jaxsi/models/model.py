@@ -23,6 +23,7 @@ from typing import Any, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxsi.models import config as mcfg
@@ -228,4 +229,4 @@ def init(config: ModelConfig, rng: Array) -> Tuple[Model, Params]:
 
 def count_params(params: Params) -> int:
   """Number of scalars in a params pytree."""
-  return int(sum(int(jnp.size(x)) for x in jax.tree.leaves(params)))
+  return int(sum(math.prod(np.shape(x)) for x in jax.tree.leaves(params)))

@@ -203,15 +203,29 @@ def _train_fn(model, optimizer, method: RLMethod,
 
 
 def _sharded_train_fn(model, optimizer, method: RLMethod, state_shardings,
-                      mesh, compiler_options: Optional[tuple] = None):
-  """``_train_fn`` whose new state keeps ``state_shardings`` (a mesh run)."""
-  return jax.jit(_train_body(model, optimizer, method), donate_argnums=0,
+                      mesh, compiler_options: Optional[tuple] = None,
+                      rules: Sequence = partitioning.DEFAULT_RULES,
+                      batch_size: Optional[int] = None):
+  """``_train_fn`` whose new state keeps ``state_shardings`` (a mesh run).
+
+  Minibatches (rows gathered by a permutation) are constrained back to the
+  batch sharding when their size divides the batch shards; otherwise XLA
+  would be free to replicate them and every device would compute the whole
+  minibatch.
+  """
+  mb_sharding = None
+  if batch_size is not None:
+    size = batch_size // method.minibatches
+    if size % partitioning.batch_divisor(mesh, tuple(rules)) == 0:
+      mb_sharding = partitioning.data_sharding(mesh, tuple(rules))
+  return jax.jit(_train_body(model, optimizer, method, mb_sharding),
+                 donate_argnums=0,
                  out_shardings=(state_shardings, partitioning.replicated(mesh)),
                  compiler_options=dict(compiler_options or ()) or None)
 
 
 @functools.lru_cache(maxsize=None)
-def _train_body(model, optimizer, method: RLMethod):
+def _train_body(model, optimizer, method: RLMethod, minibatch_sharding=None):
   """scan over epochs × minibatches of the update step (not jitted)."""
   update = steps_lib.make_update_step(
       model=model, optimizer=optimizer, objective=method.objective,
@@ -222,6 +236,8 @@ def _train_body(model, optimizer, method: RLMethod):
   def train(state, traj, perm):
     def body(state, idx):
       mb = jax.tree.map(lambda x: x[idx], traj)
+      if minibatch_sharding is not None:
+        mb = jax.lax.with_sharding_constraint(mb, minibatch_sharding)
       return step_fn(state, mb)
     return jax.lax.scan(body, state, perm)
 
@@ -381,7 +397,8 @@ class RLTrainer:
       self.state = jax.jit(create, out_shardings=shardings,
                            donate_argnums=donate)(params)
       self._train = _sharded_train_fn(model, optimizer, method, shardings,
-                                      mesh, self.compiler_options)
+                                      mesh, self.compiler_options,
+                                      rules=self.rules, batch_size=b)
     self.position = 0
     self.iteration = 0
     self.history: list[dict] = []

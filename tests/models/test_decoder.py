@@ -1,11 +1,15 @@
 """Decoder forward pass: reference numerics, padding, packing, KV cache."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxsi.models import config as mcfg
 from jaxsi.models import decoder
+from jaxsi.models import model as mmodel
 from tests.models import _util
 
 ATOL = 2e-4
@@ -202,3 +206,29 @@ def test_bad_inputs_name_the_field():
   with pytest.raises(ValueError, match="cache"):
     model.apply(params, tokens, jnp.zeros((2, 4), jnp.int32),
                 cache=model.init_cache(3, 8))
+
+
+def test_remat_same_values_and_gradients_less_saved_memory():
+  """ModelConfig.remat: identical loss and gradients; the backward pass
+  keeps only block inputs, so the jitted gradient needs less temp memory."""
+  base = mcfg.get_config("tiny", vocab_size=32, d_model=32, n_layers=3,
+                         n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64)
+  cfg_r = dataclasses.replace(base, remat=True)
+  model, params = mmodel.init(base, jax.random.key(0))
+  model_r = mmodel.build(cfg_r)
+  tokens = jax.random.randint(jax.random.key(1), (4, 64), 0, 32)
+  positions = jnp.broadcast_to(jnp.arange(64), (4, 64))
+
+  def loss(m):
+    def f(p):
+      return jnp.mean(m.apply(p, tokens, positions)[0] ** 2)
+    return jax.jit(jax.value_and_grad(f))
+
+  (v, g), (v_r, g_r) = loss(model)(params), loss(model_r)(params)
+  np.testing.assert_allclose(float(v), float(v_r), rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_r)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
+                               atol=1e-7)
+  temp = [loss(m).lower(params).compile().memory_analysis().temp_size_in_bytes
+          for m in (model, model_r)]
+  assert temp[1] < temp[0], temp
