@@ -29,6 +29,10 @@ from jaxsi.transforms.base import ModelOutputs, ScoreFn
 Array = jax.Array
 
 DEFAULT_CHUNK_SIZE = 128
+# Upper bound on one chunk's f32 logits [B, chunk, V] (global shape): large
+# batches × vocabularies (B = 512, V = 152k) get shorter chunks, so scoring a
+# rollout never holds more than this many logit bytes per chunk.
+LOGITS_CHUNK_BYTES = 2 ** 31
 
 
 def prediction_mask(input_mask: Array, segment_ids: Optional[Array] = None
@@ -117,7 +121,8 @@ def logprobs_from_hidden(model: Model, params: Params, hidden: Array,
     segment_ids: int[B, T] packing segments, or None.
     temperature: divides the logits.
     with_entropy: also return the aligned entropies.
-    chunk_size: time steps per unembedding chunk.
+    chunk_size: time steps per unembedding chunk (fewer when the chunk's
+      logits would exceed ``LOGITS_CHUNK_BYTES``).
 
   Returns:
     (f32[B, T] logprobs, f32[B, T] entropy or None), 0 where undefined.
@@ -137,7 +142,8 @@ def logprobs_from_hidden(model: Model, params: Params, hidden: Array,
   if n == 0:
     zeros = jnp.zeros((b, t), jnp.float32)
     return zeros, (zeros if with_entropy else None)
-  c = min(chunk_size, n)
+  vocab = model.config.vocab_size
+  c = max(1, min(chunk_size, n, LOGITS_CHUNK_BYTES // (4 * b * vocab)))
   n_chunks = -(-n // c)
   pad = n_chunks * c - n
   h = jnp.pad(hidden[:, :-1], ((0, 0), (0, pad), (0, 0)))
@@ -179,7 +185,8 @@ def token_logprobs(model: Model, params: Params, tokens: Array,
     segment_ids: int[B, T] packing segments, or None.
     temperature: divides the logits (match the sampler's temperature).
     with_entropy: also return the aligned entropies.
-    chunk_size: time steps per unembedding chunk.
+    chunk_size: time steps per unembedding chunk (fewer when the chunk's
+      logits would exceed ``LOGITS_CHUNK_BYTES``).
 
   Returns:
     (f32[B, T] logprobs, f32[B, T] entropy or None), 0 where undefined.

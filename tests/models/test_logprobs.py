@@ -194,3 +194,20 @@ def test_score_fn_outputs_are_aligned():
                                    rtol=1e-5, atol=1e-5)
       else:
         assert out.values[b, t] == 0 and not np.any(out.logits[b, t])
+
+
+def test_logits_byte_budget_shortens_chunks(monkeypatch):
+  """A chunk never holds more than LOGITS_CHUNK_BYTES of logits: with a
+  budget of two time steps the scan has ceil((T-1)/2) chunks, same values."""
+  model, params = _model()
+  b, t = TOKENS.shape
+  want_lp, want_ent = _reference(model, params)
+  monkeypatch.setattr(mlp, "LOGITS_CHUNK_BYTES",
+                      2 * 4 * b * model.config.vocab_size)
+  fn = functools.partial(mlp.token_logprobs, model, temperature=TEMP,
+                         with_entropy=True, chunk_size=128)
+  jaxpr = str(jax.make_jaxpr(fn)(params, TOKENS, POS, input_mask=MASK))
+  assert f"length={-(-(t - 1) // 2)}" in jaxpr
+  lp, ent = jax.jit(fn)(params, TOKENS, POS, input_mask=MASK)
+  np.testing.assert_allclose(np.asarray(lp), want_lp, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(ent), want_ent, atol=1e-5, rtol=1e-5)
