@@ -6,20 +6,23 @@ Demos (``--demo``; each writes ``<workdir>/<demo>/results.md`` and plots):
   rationalisation) and RFT, against a control that keeps training on the
   labeled set only for the same number of steps. Reversed-digit addition.
 * ``e2h``: easy-to-hard self-improvement (Lee et al. 2025): supervised on
-  1..d₀ digits, the model labels d₀+1, d₀+2, … itself; with majority-vote +
-  length filtering vs without filtering. Format: ``--e2h_format``
-  ``fixed`` (operands and answer zero-padded to one fixed width, all digits
-  reversed: every problem has the same length, difficulty = non-zero digits)
-  or ``level`` (padding to the problem's own width, so length grows with
-  difficulty).
+  levels ≤ d₀, the model labels d₀+1, d₀+2, … itself; with majority-vote +
+  length filtering (``--e2h_vote_models`` independently trained models vote)
+  vs without filtering. Difficulty axis ``--e2h_axis``: ``digits`` (format
+  ``--e2h_format fixed``: operands and answer zero-padded to one fixed width,
+  all digits reversed; or ``level``: padded to the problem's own width),
+  ``carries`` (6-digit fixed-width reversed addition, difficulty = number of
+  carries) or ``ops`` (3-digit reversed multi-operand addition, difficulty =
+  number of '+').
 * ``bstar``: B-STaR's exploration (Pass@K, distinct correct) and exploitation
   (Reward@K-S precision) per round, the balance score and the chosen (T, τ).
-* ``vstar``: V-STaR's verifier best-of-N against random choice and majority.
+* ``vstar``: V-STaR's verifier best-of-N against random choice, maj@N,
+  best-of-N by the generator's likelihood and the oracle pass@N, on the
+  current generator's and on the warm start's samples.
+* ``sharpening``: SFT-Sharpening: sampling pass@1 before/after against its
+  target, best-of-N by the model's own likelihood.
 
-Example (the bench table in docs/self_training.md)::
-
-  python experiments/self_training_bench.py --demo rounds,e2h,bstar,vstar \
-      --workdir /tmp/jaxsi_self_training
+The exact commands of the bench tables are in docs/self_training.md.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 import time
 
 import jax
+import numpy as np
 
 from jaxsi.data import char_tokenizer
 from jaxsi.data import synthetic
@@ -37,11 +41,14 @@ from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import bstar as bstar_lib
 from jaxsi.methods import easy_to_hard as e2h_lib
 from jaxsi.methods import rest_em as rest_em_lib
+from jaxsi.methods import self_training_common as common
 from jaxsi.methods import rft as rft_lib
+from jaxsi.methods import sharpening as sharpening_lib
 from jaxsi.methods import star as star_lib
 from jaxsi.methods import vstar as vstar_lib
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
+from jaxsi.training import checkpoint_pool
 from jaxsi.training import evaluation
 from jaxsi.training import rounds
 
@@ -143,21 +150,85 @@ def fixed_width_addition(n, *, difficulty, width, seed):
   return out
 
 
+def _rev_fixed(x, width):
+  return str(x).zfill(width)[::-1]
+
+
+def _carries(a, b, width):
+  carry, count = 0, 0
+  for k in range(width):
+    carry = int((a // 10 ** k % 10) + (b // 10 ** k % 10) + carry >= 10)
+    count += carry
+  return count
+
+
+def carries_addition(n, *, carries, width, seed):
+  """Fixed-width reversed addition whose difficulty is the number of carries.
+
+  Operands are uniform ``width``-digit numbers (leading zeros allowed), written
+  zero-padded and reversed like the sum (``width + 1`` digits); problems are
+  drawn by rejection until ``n`` have exactly ``carries`` carries.
+  """
+  rng = np.random.default_rng([seed, carries, width, 17])
+  out, seen = [], set()
+  while len(out) < n:
+    a, b = (int(x) for x in rng.integers(0, 10 ** width, size=2))
+    if _carries(a, b, width) != carries or (a, b) in seen:
+      continue
+    seen.add((a, b))
+    out.append(tasks_lib.Task(
+        id=f"carries/c{carries}/w{width}/s{seed}/{len(out)}",
+        prompt=f"{_rev_fixed(a, width)}+{_rev_fixed(b, width)}=", answer=str(a + b),
+        category="addition", difficulty=carries, target=_rev_fixed(a + b, width + 1),
+        meta={"operands": [a, b], "reverse": True, "pad": True,
+              "reverse_operands": True}))
+  return out
+
+
+def ops_addition(n, *, ops, width, seed):
+  """Multi-operand reversed addition; difficulty = number of '+' operations.
+
+  ``ops + 1`` operands of ``width`` digits (leading zeros allowed), every
+  number zero-padded (the sum to ``width + 1`` digits) and reversed.
+  """
+  rng = np.random.default_rng([seed, ops, width, 23])
+  out = []
+  for i in range(n):
+    xs = [int(x) for x in rng.integers(0, 10 ** width, size=ops + 1)]
+    out.append(tasks_lib.Task(
+        id=f"ops/o{ops}/w{width}/s{seed}/{i}",
+        prompt="+".join(_rev_fixed(x, width) for x in xs) + "=", answer=str(sum(xs)),
+        category="addition", difficulty=ops, target=_rev_fixed(sum(xs), width + 1),
+        meta={"operands": xs, "reverse": True, "pad": True, "reverse_operands": True}))
+  return out
+
+
 def e2h_tasks(args):
+  """(labeled, unlabeled, test) of the easy-to-hard demo on ``args.e2h_axis``.
+
+  digits: fixed (or level) width reversed addition, difficulty = digits;
+  carries: 6-digit fixed-width reversed addition, difficulty = carries (0..6);
+  ops: 3-digit reversed multi-operand addition, difficulty = '+' count.
+  """
   d0, top = args.e2h_start, args.e2h_start + args.rounds + 1
+  lo = 0 if args.e2h_axis == "carries" else 1
   width = top
 
   def make(n, d, seed):
+    if args.e2h_axis == "carries":
+      return carries_addition(n, carries=d, width=args.e2h_width, seed=seed)
+    if args.e2h_axis == "ops":
+      return ops_addition(n, ops=d, width=args.e2h_width, seed=seed)
     if args.e2h_format == "fixed":
       return fixed_width_addition(n, difficulty=d, width=width, seed=seed)
     return synthetic.addition(n, difficulty=d, seed=seed, reverse=True, pad=True,
                               reverse_operands=True)
 
-  labeled = [t for d in range(1, d0 + 1)
-             for t in make(args.e2h_labeled // d0, d, args.seed + d)]
+  labeled = [t for d in range(lo, d0 + 1)
+             for t in make(args.e2h_labeled // (d0 + 1 - lo), d, args.seed + d)]
   unlabeled = [t for d in range(d0 + 1, top) for t in make(args.e2h_unlabeled, d,
                                                            args.seed + 100 + d)]
-  test = [t for d in range(1, top + 1) for t in make(args.e2h_test, d, args.seed + 200 + d)]
+  test = [t for d in range(lo, top + 1) for t in make(args.e2h_test, d, args.seed + 200 + d)]
   test_keys = {t.key for t in test}
   labeled = [t for t in labeled if t.key not in test_keys]
   unlabeled = [t for t in unlabeled if t.key not in test_keys]
@@ -168,31 +239,50 @@ def demo_e2h(args, out):
   tok = char_tokenizer.CharTokenizer()
   labeled, unlabeled, test = e2h_tasks(args)
   model, init = make_model(args, tok)
+  if args.e2h_axis == "digits":
+    top = args.e2h_start + args.rounds
+    max_new, max_len = top + 3, 2 * (top + 1) + 2 + (top + 3) + 2
+  else:
+    longest_prompt = max(len(t.prompt) for t in labeled + unlabeled + test)
+    longest_target = max(len(t.target) for t in labeled + unlabeled + test)
+    max_new = longest_target + 2
+    # BOS + prompt + any completion the sampler can emit + EOS.
+    max_len = longest_prompt + max_new + 2
   config = _config(args, warm_start_steps=args.e2h_warm_steps,
-                   steps_per_round=args.e2h_round_steps,
-                   max_new_tokens=args.e2h_start + args.rounds + 3,
-                   # BOS + prompt (2 operands + '+=') + any completion + EOS.
-                   max_len=2 * (args.e2h_start + args.rounds + 1) + 2
-                   + (args.e2h_start + args.rounds + 3) + 2)
-  warm, _ = rounds.fit_sft(model=model, params=init, tokenizer=tok,
-                           examples=rounds.task_examples(labeled),
-                           steps=config.warm_start_steps, config=config,
-                           ckpt_dir=os.path.join(out, "shared_warm_start"),
-                           seed=args.seed * 1009)
+                   steps_per_round=args.e2h_round_steps, max_new_tokens=max_new,
+                   max_len=max_len)
+  if args.e2h_warm_from:
+    # Round 0 of an earlier run with the same settings (its pool directory):
+    # skips recomputing the shared warm start.
+    src = checkpoint_pool.CheckpointPool(args.e2h_warm_from)
+    warm = src.params(0, like=init)
+    src.close()
+  else:
+    warm, _ = rounds.fit_sft(model=model, params=init, tokenizer=tok,
+                             examples=rounds.task_examples(labeled),
+                             steps=config.warm_start_steps, config=config,
+                             ckpt_dir=os.path.join(out, "shared_warm_start"),
+                             seed=args.seed * 1009)
   results = {}
-  for name, filtering in (("filtered", True), ("unfiltered", False)):
+  for name in args.e2h_runs.split(","):
+    filtering = name == "filtered"
     method = e2h_lib.easy_to_hard(start_difficulty=args.e2h_start,
-                                  samples_per_prompt=args.k, temperature=0.7,
+                                  samples_per_prompt=args.e2h_samples, temperature=0.7,
                                   filtering=filtering,
                                   min_agreement=args.e2h_min_agreement,
+                                  vote_models=args.e2h_vote_models if filtering else 1,
                                   name=f"e2h_{name}")
     results[name] = rounds.run_rounds(
         method=method, model=model, init_params=init, tokenizer=tok, labeled=labeled,
         unlabeled=unlabeled, test=test, workdir=os.path.join(out, name), config=config,
         warm_params=warm)
   levels = sorted({t.difficulty for t in test})
-  lines = [f"Format: {args.e2h_format}; supervised digits 1..{args.e2h_start}; round r"
-           f" self-labels {args.e2h_start}+r digits.\n",
+  lo = min(levels)
+  lines = [f"Axis: {args.e2h_axis} (format {args.e2h_format}); supervised levels"
+           f" {lo}..{args.e2h_start}; round r self-labels level {args.e2h_start}+r;"
+           f" filtered = {args.e2h_vote_models} voting model(s) (greedy each) +"
+           f" {args.e2h_samples} samples at T=0.7 of the main model, agreement >="
+           f" {args.e2h_min_agreement}, length filter.\n",
            "| run | round | " + " | ".join(f"d{d}" for d in levels)
            + " | kept / problems | label acc. of kept |",
            "|---|---|" + "---|" * (len(levels) + 2)]
@@ -246,31 +336,136 @@ def demo_bstar(args, out):
 def demo_vstar(args, out):
   tok = char_tokenizer.CharTokenizer()
   levels = [int(x) for x in args.difficulty.split(",")]
-  pool, test = tasks_lib.make_train_test(
-      "addition", n_train=args.n_labeled + args.n_unlabeled, n_test=args.n_test,
-      difficulty=levels, seed=args.seed, reverse=True)
-  model, init = make_model(args, tok)
-  method = vstar_lib.vstar(samples_per_prompt=args.k, temperature=1.0,
-                           verifier_steps=args.verifier_steps, pairs_per_batch=32,
-                           beta=args.verifier_beta, eval_temperature=1.0,
-                           verifier_learning_rate=args.verifier_lr)
-  recs = rounds.run_rounds(method=method, model=model, init_params=init, tokenizer=tok,
-                           labeled=pool[:args.n_labeled],
-                           unlabeled=pool[args.n_labeled:], test=test,
-                           workdir=os.path.join(out, "run"),
-                           config=_config(args, rounds=args.vstar_rounds))
-  lines = ["| round | pairs | random choice (pass@1 of samples) | maj@N |"
-           " verifier best-of-N | pass@N (oracle) | greedy |",
-           "|---|---|---|---|---|---|---|"]
-  for r in recs:
-    e = r.get("eval", {})
-    vb = e.get("verifier_best_of_n")
-    lines.append(f"| {r['round']} | {r.get('after_round', {}).get('verifier_pairs', '-')} |"
-                 f" {e.get('random_choice', 0):.3f} | {e.get('majority', 0):.3f} |"
-                 f" {'-' if vb is None else f'{vb:.3f}'} | {e.get('pass_at_n', 0):.3f} |"
-                 f" {r['test_pass1']:.3f} |")
-  _write(os.path.join(out, "results.md"), f"N = {recs[0]['eval']['n']}\n\n" + "\n".join(lines))
-  return recs
+  lines = [f"N = 8 held-out samples per problem at T = 1 (same samples for every selector);"
+           f" verifier = DPO from the warm start (reference = warm start) on the"
+           f" correct ≻ incorrect pairs of rounds 1..r, {args.verifier_steps} steps,"
+           f" β = {args.verifier_beta}, lr = {args.verifier_lr or args.lr}.\n",
+           "| seed | round | samples of | pairs | verifier train pair acc. |"
+           " random choice | maj@8 | likelihood best-of-8 | verifier best-of-8 |"
+           " pass@8 (oracle) | held-out pair acc. (verifier / likelihood) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+  def f(x):
+    return "-" if x is None else f"{x:.3f}"
+
+  results = {}
+  for seed in [int(x) for x in args.seeds.split(",")]:
+    pool, test = tasks_lib.make_train_test(
+        "addition", n_train=args.n_labeled + args.n_unlabeled, n_test=args.n_test,
+        difficulty=levels, seed=seed, reverse=True)
+    a = argparse.Namespace(**dict(vars(args), seed=seed))
+    model, init = make_model(a, tok)
+    method = vstar_lib.vstar(samples_per_prompt=args.k, temperature=1.0,
+                             verifier_steps=args.verifier_steps, pairs_per_batch=32,
+                             beta=args.verifier_beta, eval_temperature=1.0,
+                             verifier_learning_rate=args.verifier_lr,
+                             eval_on_base=True)
+    recs = rounds.run_rounds(method=method, model=model, init_params=init, tokenizer=tok,
+                             labeled=pool[:args.n_labeled],
+                             unlabeled=pool[args.n_labeled:], test=test,
+                             workdir=os.path.join(out, f"seed{seed}"),
+                             config=_config(a, rounds=args.vstar_rounds))
+    results[seed] = recs
+    for r in recs:
+      e, ar = r.get("eval", {}), r.get("after_round", {})
+      for pre, who in (("", f"round {r['round']} generator"), ("base_", "warm start")):
+        if pre + "random_choice" not in e:
+          continue
+        lines.append(
+            f"| {seed} | {r['round']} | {who} | {ar.get('verifier_pairs', '-')} |"
+            f" {f(ar.get('verifier_pair_accuracy'))} | {f(e[pre + 'random_choice'])} |"
+            f" {f(e[pre + 'majority'])} | {f(e[pre + 'likelihood_best_of_n'])} |"
+            f" {f(e.get(pre + 'verifier_best_of_n'))} | {f(e[pre + 'pass_at_n'])} |"
+            f" {f(e.get(pre + 'verifier_pair_accuracy'))} /"
+            f" {f(e[pre + 'likelihood_pair_accuracy'])} |")
+  _write(os.path.join(out, "results.md"), "\n".join(lines))
+  return results
+
+
+def demo_vstar_diag(args, out):
+  """Which score ranks which generator's samples? (run after ``--demo vstar``).
+
+  Loads the stored generators and verifiers of ``<workdir>/vstar/seed<s>`` and
+  ranks the same N = 8 held-out samples (the key of ``vstar.evaluate``) by the
+  DPO reward, by its negation (sign check), by log π_V alone, by log π_ref and
+  by the generator's own log-likelihood.
+  """
+  tok = char_tokenizer.CharTokenizer()
+  levels = [int(x) for x in args.difficulty.split(",")]
+  lines = ["best-of-8 accuracy / held-out pair ranking accuracy\n",
+           "| seed | verifier of round | samples of | random | maj@8 | DPO reward"
+           " log π_V − log π_ref | sign flipped | log π_V | log π_ref | log π_generator |"
+           " pass@8 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for seed in [int(x) for x in args.seeds.split(",")]:
+    _, test = tasks_lib.make_train_test(
+        "addition", n_train=args.n_labeled + args.n_unlabeled, n_test=args.n_test,
+        difficulty=levels, seed=seed, reverse=True)
+    a = argparse.Namespace(**dict(vars(args), seed=seed))
+    model, init = make_model(a, tok)
+    run = os.path.join(args.workdir, "vstar", f"seed{seed}")
+    gpool = checkpoint_pool.CheckpointPool(os.path.join(run, "pool"))
+    vpool = checkpoint_pool.CheckpointPool(os.path.join(run, "verifier_pool"))
+    base = gpool.params(0, like=init)
+    config = _config(a)
+    for vr in vpool.rounds():
+      vparams = vpool.params(vr, like=init)
+      for gr in sorted({0, vr}):
+        gen = gpool.params(gr, like=init)
+        ctx = rounds.RoundContext(round=gr, model=model, params=gen, base_params=base,
+                                  tokenizer=tok, rng=jax.random.key(0), pool=gpool,
+                                  config=config, workdir=run)
+        m, ro, lgen = common.sampled_eval(ctx, test, n=config.eval_n, temperature=1.0)
+        c = np.asarray(ro.correct, bool)
+        lv = rounds.sequence_logprobs(model, vparams, ro.traj)
+        lb = rounds.sequence_logprobs(model, base, ro.traj)
+        cells = [f"{common.best_of_n_accuracy(sc, c, m['n']):.3f} /"
+                 f" {common.pair_ranking_accuracy(sc, c, m['n']):.3f}"
+                 for sc in (lv - lb, lb - lv, lv, lb, lgen)]
+        lines.append(f"| {seed} | {vr} | {'warm start' if gr == 0 else f'round {gr}'} |"
+                     f" {m['random_choice']:.3f} | {m['majority']:.3f} | "
+                     + " | ".join(cells) + f" | {m['pass_at_n']:.3f} |")
+    gpool.close()
+    vpool.close()
+  _write(os.path.join(out, "results.md"), "\n".join(lines))
+
+
+def demo_sharpening(args, out):
+  """SFT-Sharpening: sampling pass@1 before/after vs best-of-N by likelihood."""
+  tok = char_tokenizer.CharTokenizer()
+  levels = [int(x) for x in args.sharpen_difficulty.split(",")]
+  lines = [f"N = 8 held-out samples per problem at T = 1 (fixed key); round r trains"
+           f" {args.sharpen_round_steps} steps from round r-1 on the best-of-{args.k_sharpen}"
+           f" (by log π(y|x)) of every unlabeled problem.\n",
+           "| seed | round | greedy pass@1 | sampling pass@1 (random choice) | maj@8 |"
+           " likelihood best-of-8 (target) | pass@8 | held-out pair acc. of log π |"
+           " selected label acc. |", "|---|---|---|---|---|---|---|---|---|"]
+  results = {}
+  for seed in [int(x) for x in args.seeds.split(",")]:
+    pool, test = tasks_lib.make_train_test(
+        "addition", n_train=args.n_labeled + args.n_unlabeled, n_test=args.n_test,
+        difficulty=levels, seed=seed, reverse=True)
+    a = argparse.Namespace(**dict(vars(args), seed=seed))
+    model, init = make_model(a, tok)
+    method = sharpening_lib.sharpening(samples_per_prompt=args.k_sharpen,
+                                       temperature=1.0, include_labeled=False,
+                                       train_from="current", eval_temperature=1.0)
+    recs = rounds.run_rounds(
+        method=method, model=model, init_params=init, tokenizer=tok,
+        labeled=pool[:args.n_labeled], unlabeled=pool[args.n_labeled:], test=test,
+        workdir=os.path.join(out, f"seed{seed}"),
+        config=_config(a, rounds=args.sharpen_rounds,
+                       warm_start_steps=args.sharpen_warm_steps,
+                       steps_per_round=args.sharpen_round_steps))
+    results[seed] = recs
+    for r in recs:
+      e, sel = r["eval"], r.get("select", {})
+      lines.append(f"| {seed} | {r['round']} | {r['test_pass1']:.3f} |"
+                   f" {e['random_choice']:.3f} | {e['majority']:.3f} |"
+                   f" {e['likelihood_best_of_n']:.3f} | {e['pass_at_n']:.3f} |"
+                   f" {e['likelihood_pair_accuracy']:.3f} |"
+                   + (f" {sel['selected_accuracy']:.3f} |" if sel else " - |"))
+  _write(os.path.join(out, "results.md"), "\n".join(lines))
+  return results
 
 
 def main():
@@ -298,6 +493,14 @@ def main():
   p.add_argument("--verifier_lr", type=float, default=None)
   p.add_argument("--verifier_beta", type=float, default=0.1)
   p.add_argument("--e2h_format", default="fixed", choices=("fixed", "level"))
+  p.add_argument("--e2h_axis", default="digits", choices=("digits", "carries", "ops"))
+  p.add_argument("--e2h_width", type=int, default=6,
+                 help="operand width of the carries (6) / ops (3) axes")
+  p.add_argument("--e2h_runs", default="filtered,unfiltered")
+  p.add_argument("--e2h_vote_models", type=int, default=1)
+  p.add_argument("--e2h_samples", type=int, default=4)
+  p.add_argument("--e2h_warm_from", default="",
+                 help="pool directory whose round 0 is the warm start (optional)")
   p.add_argument("--e2h_start", type=int, default=3)
   p.add_argument("--e2h_min_agreement", type=float, default=0.6)
   p.add_argument("--e2h_labeled", type=int, default=1500)
@@ -306,9 +509,16 @@ def main():
   p.add_argument("--e2h_warm_steps", type=int, default=400)
   p.add_argument("--e2h_round_steps", type=int, default=150)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seeds", default="0", help="seeds of the demos that loop over seeds")
+  p.add_argument("--sharpen_difficulty", default="3")
+  p.add_argument("--sharpen_warm_steps", type=int, default=300)
+  p.add_argument("--sharpen_round_steps", type=int, default=150)
+  p.add_argument("--sharpen_rounds", type=int, default=2)
+  p.add_argument("--k_sharpen", type=int, default=8)
   args = p.parse_args()
   demos = {"rounds": demo_rounds, "e2h": demo_e2h, "bstar": demo_bstar,
-           "vstar": demo_vstar}
+           "vstar": demo_vstar, "vstar_diag": demo_vstar_diag,
+           "sharpening": demo_sharpening}
   for d in args.demo.split(","):
     out = os.path.join(args.workdir, d)
     os.makedirs(out, exist_ok=True)

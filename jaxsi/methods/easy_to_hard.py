@@ -10,20 +10,34 @@ typical length), added to the training set (data accumulates: labeled ∪
 self-labels of rounds 1..r), and training continues from the current model.
 No verifier: correctness of the self-labels is only monitored.
 
-The paper votes across independently trained models; here the vote is over
-``samples_per_prompt`` temperature samples of one model (plus the greedy
-one). ``filtering=False`` keeps every problem's greedy self-label
+The paper votes across independently trained models (different seeds):
+``vote_models = m`` trains m - 1 *peer* models from their own random
+initialisations alongside the main one — each with its own warm start on the
+labeled set and, every round, its own M-step (from its previous round) on
+exactly the main model's training set — and every model's greedy answer
+(plus ``samples_per_prompt`` temperature samples of the main model) votes.
+Peers live in ``workdir/peers/model_{i}/pool`` (one checkpoint per round,
+resumable like the main pool). With ``vote_models = 1`` the vote is over
+temperature samples of one model, whose errors are strongly correlated (a
+systematic mistake at the new level is repeated by most samples).
+``filtering=False`` keeps every problem's greedy self-label of the main model
 unfiltered (the paper's ablation that degrades as errors compound).
 
-As a composition: ``problems(level d₀+r) → sample(greedy + n, T) →
-majority vote → length filter → SFT(labeled ∪ accumulated) from current``.
+As a composition: ``problems(level d₀+r) → sample(greedy of each model +
+n at T) → majority vote → length filter → SFT(labeled ∪ accumulated) from
+current``.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Any, Sequence
 
+import jax
+
 from jaxsi.methods import self_training_common as common
+from jaxsi.training import checkpoint_pool as pool_lib
 from jaxsi.training import rounds
 
 
@@ -31,7 +45,8 @@ def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
                  temperature: float = 0.7, filtering: bool = True,
                  min_agreement: float = 0.6, length_filter: bool = True,
                  length_tolerance: int = 0, max_problems_per_round: int = 0,
-                 name: str = "easy_to_hard") -> rounds.RoundsMethod:
+                 vote_models: int = 1, name: str = "easy_to_hard"
+                 ) -> rounds.RoundsMethod:
   """Easy-to-hard self-improvement (Lee et al. 2025, §3) as a ``RoundsMethod``.
 
   Args:
@@ -46,11 +61,47 @@ def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
     length_tolerance: allowed deviation (characters) from the modal length.
     max_problems_per_round: use at most this many problems of the level
       (0: all).
+    vote_models: models whose greedy answers vote (1 = the main model only;
+      m > 1 adds m - 1 independently initialised peers, see module doc).
     name: method name.
 
   Returns:
     The method: continue from current, accumulate, labeled data included.
   """
+  if vote_models < 1:
+    raise ValueError("easy_to_hard: vote_models must be >= 1")
+
+  def peer_dir(ctx, i):
+    return os.path.join(ctx.workdir, "peers", f"model_{i}")
+
+  def peer_params(ctx, i: int, r: int):
+    """Peer ``i`` after round ``r`` (trained now if not in its pool)."""
+    pool = pool_lib.CheckpointPool(os.path.join(peer_dir(ctx, i), "pool"))
+    try:
+      if r in pool:
+        return pool.params(r, like=ctx.base_params)
+    finally:
+      pool.close()
+    if r == 0:
+      start = ctx.model.init_params(jax.random.key(ctx.config.seed * 7919 + i))
+      examples, steps = list(ctx.labeled_examples), ctx.config.warm_start_steps
+    else:
+      start = peer_params(ctx, i, r - 1)
+      examples = rounds.round_train_set(method, ctx.labeled_examples,
+                                        rounds.RoundStore(ctx.workdir), r)
+      steps = rounds.round_steps(method, ctx.config, r)
+    ckpt = os.path.join(peer_dir(ctx, i), f"train_{r:03d}")
+    params, _ = rounds.fit_sft(model=ctx.model, params=start, tokenizer=ctx.tokenizer,
+                               examples=examples, steps=steps, config=ctx.config,
+                               ckpt_dir=ckpt, seed=(ctx.config.seed * 1009 + r) * 31 + i,
+                               desc=f"peer{i}_round{r}")
+    pool = pool_lib.CheckpointPool(os.path.join(peer_dir(ctx, i), "pool"))
+    try:
+      pool.save(r, params)
+    finally:
+      pool.close()
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return params
 
   def problems(r: int, unlabeled: Sequence[Any]):
     level = start_difficulty + r
@@ -62,14 +113,24 @@ def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
 
   def sample_chunk(ctx, tasks, plan):
     del plan
-    greedy = common.sample_records(ctx, tasks, n=1, temperature=0.0)
-    if not filtering or samples_per_prompt < 1:
+    greedy = common.sample_records(ctx, tasks, n=1, temperature=0.0, voter=0)
+    if not filtering:
       return greedy
-    sampled = common.sample_records(ctx, tasks, n=samples_per_prompt,
-                                    temperature=temperature)
-    for r in sampled:
-      r["sample"] += 1
-    by_task = rounds.group_by_task(greedy + sampled)   # greedy first per task
+    votes = [greedy]
+    if samples_per_prompt >= 1:
+      votes.append(common.sample_records(ctx, tasks, n=samples_per_prompt,
+                                         temperature=temperature, voter=0))
+    for i in range(1, vote_models):
+      votes.append(common.sample_records(ctx, tasks, n=1, temperature=0.0,
+                                         params=peer_params(ctx, i, ctx.round - 1),
+                                         voter=i))
+    offset = 0
+    for group in votes:   # unique sample index per task across voters
+      width = max((r["sample"] for r in group), default=-1) + 1
+      for r in group:
+        r["sample"] += offset
+      offset += width
+    by_task = rounds.group_by_task([r for g in votes for r in g])  # main greedy first
     return [r for recs in by_task.values() for r in recs]
 
   def select(records, plan, ctx):
@@ -85,6 +146,7 @@ def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
                      label_accuracy=acc, unfiltered_label_accuracy=acc)
     return common.to_examples(kept), [], metrics
 
-  return rounds.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
-                             problems=problems, train_from="current",
-                             accumulate=True, include_labeled=True)
+  method = rounds.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
+                               problems=problems, train_from="current",
+                               accumulate=True, include_labeled=True)
+  return method

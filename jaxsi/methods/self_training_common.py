@@ -11,9 +11,11 @@ from __future__ import annotations
 import collections
 from typing import Any, Callable, Optional, Sequence
 
+import jax
 import numpy as np
 
 from jaxsi.sampling import strategies
+from jaxsi.training import evaluation
 from jaxsi.training import rounds
 
 Record = rounds.Record
@@ -217,3 +219,66 @@ def verified_select(*, max_per_prompt: Optional[int], distinct: bool = True
     return examples, [], dict(sample_stats(records), kept=len(examples))
 
   return select
+
+
+# ------------------------------------------------------- best-of-N evaluation
+def best_of_n_accuracy(scores: np.ndarray, correct: np.ndarray, n: int) -> float:
+  """Accuracy of picking the top-scored of each group of ``n`` (first on ties)."""
+  s, c = np.asarray(scores).reshape(-1, n), np.asarray(correct).reshape(-1, n)
+  return float(np.mean(c[np.arange(len(c)), np.argmax(s, axis=1)]))
+
+
+def majority_accuracy(answers: Sequence[Any], correct: np.ndarray, n: int) -> float:
+  """maj@n: accuracy of the majority answer of each group of ``n``."""
+  votes = []
+  for i in range(len(correct) // n):
+    _, idx = evaluation.majority_vote(answers[i * n:(i + 1) * n])
+    votes.append(bool(correct[i * n + idx]) if idx is not None else False)
+  return float(np.mean(votes)) if votes else 0.0
+
+
+def pair_ranking_accuracy(scores: np.ndarray, correct: np.ndarray, n: int) -> float:
+  """Over all (correct, incorrect) pairs within a group of ``n``: fraction the
+  score ranks correct above incorrect (ties count 1/2). NaN without pairs.
+
+  The held-out analogue of DPO's training pair accuracy: does the score
+  separate right from wrong samples of the *same* problem?
+  """
+  s, c = np.asarray(scores).reshape(-1, n), np.asarray(correct).reshape(-1, n)
+  wins, total = 0.0, 0
+  for si, ci in zip(s, c):
+    pos, neg = si[ci], si[~ci]
+    if len(pos) and len(neg):
+      diff = pos[:, None] - neg[None, :]
+      wins += float(np.sum(diff > 0) + 0.5 * np.sum(diff == 0))
+      total += diff.size
+  return wins / total if total else float("nan")
+
+
+def sampled_eval(ctx: rounds.RoundContext, tasks: Sequence[Any], *, n: int,
+                 temperature: float, seed_offset: int = 777, params: Any = None
+                 ) -> tuple[dict, Any, np.ndarray]:
+  """``n`` samples per held-out task at ``temperature`` and the selectors on them.
+
+  Metrics: ``random_choice`` (mean sample accuracy = expected accuracy of a
+  random pick = sampling pass@1), ``majority`` (maj@n), ``pass_at_n`` (the
+  oracle: any sample correct), ``likelihood_best_of_n`` (pick the sample
+  with the highest log π(y|x) under the sampling model: the target of
+  SFT-Sharpening, Huang et al. 2024), ``likelihood_pair_accuracy``.
+  The sampling key is fixed per run (``config.seed + seed_offset``), so every
+  round is evaluated on equally drawn samples. ``params`` (default: the
+  round's model) samples and scores.
+
+  Returns:
+    (metrics, the rollout, f32[len(tasks)·n] log π(y|x)).
+  """
+  ro = ctx.rollout(tasks, strategy=strategy_for(temperature), n=n, params=params,
+                   rng=jax.random.key(ctx.config.seed + seed_offset))
+  correct = np.asarray(ro.correct, bool)
+  logp = ctx.sequence_logprobs(ro.traj, params=params)
+  out = dict(n=n, temperature=float(temperature), random_choice=float(correct.mean()),
+             pass_at_n=float(correct.reshape(-1, n).any(axis=1).mean()),
+             majority=majority_accuracy(ro.answers, correct, n),
+             likelihood_best_of_n=best_of_n_accuracy(logp, correct, n),
+             likelihood_pair_accuracy=pair_ranking_accuracy(logp, correct, n))
+  return out, ro, logp

@@ -22,7 +22,8 @@ from jaxsi.training import rounds
 
 def sharpening(*, samples_per_prompt: int = 8, temperature: float = 1.0,
                length_normalize: bool = False, include_labeled: bool = False,
-               train_from: str = "current", name: str = "sharpening"
+               train_from: str = "current", eval_temperature: float = 1.0,
+               evaluate_best_of_n: bool = True, name: str = "sharpening"
                ) -> rounds.RoundsMethod:
   """SFT-Sharpening (Huang et al. 2024, §3.1, Eq. 3) as a ``RoundsMethod``.
 
@@ -33,6 +34,12 @@ def sharpening(*, samples_per_prompt: int = 8, temperature: float = 1.0,
     length_normalize: select by the per-token mean log-likelihood.
     include_labeled: also train on the labeled warm-start set.
     train_from: 'current' (iterated sharpening) or 'base'.
+    eval_temperature: temperature of the ``RoundsConfig.eval_n`` held-out
+      samples of the extra evaluation.
+    evaluate_best_of_n: every round, also report on held-out samples the
+      sampling pass@1 (``random_choice``) and the accuracy of best-of-N by the
+      model's own likelihood (``likelihood_best_of_n``) — the quantity
+      sharpening amortises: after sharpening, pass@1 should approach it.
     name: method name.
 
   Returns:
@@ -57,6 +64,13 @@ def sharpening(*, samples_per_prompt: int = 8, temperature: float = 1.0,
         selected_logprob=float(np.mean([r[score] for r in best])) if best else 0.0,
         mean_logprob=float(np.mean([r[score] for r in records])) if records else 0.0)
 
+  def evaluate(ctx, test):
+    out, _, logp = common.sampled_eval(ctx, test, n=ctx.config.eval_n,
+                                       temperature=eval_temperature)
+    out["mean_logprob"] = float(np.mean(logp))
+    return out
+
   return rounds.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
                              train_from=train_from, accumulate=False,
-                             include_labeled=include_labeled)
+                             include_labeled=include_labeled,
+                             evaluate=evaluate if evaluate_best_of_n else None)

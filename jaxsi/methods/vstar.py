@@ -34,7 +34,6 @@ from jaxsi.methods import self_training_common as common
 from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.trajectory import Trajectory, positions_from_mask
 from jaxsi.training import checkpoint_pool as pool_lib
-from jaxsi.training import evaluation
 from jaxsi.training import rounds
 from jaxsi.training import train_state as train_state_lib
 from jaxsi.transforms import preference
@@ -121,19 +120,8 @@ def verifier_scores(model: Any, verifier_params: Any, base_params: Any,
           - rounds.sequence_logprobs(model, base_params, traj))
 
 
-def best_of_n_accuracy(scores: np.ndarray, correct: np.ndarray, n: int) -> float:
-  """Accuracy of picking the top-scored of each group of ``n`` (first on ties)."""
-  s, c = np.asarray(scores).reshape(-1, n), np.asarray(correct).reshape(-1, n)
-  return float(np.mean(c[np.arange(len(c)), np.argmax(s, axis=1)]))
-
-
-def majority_accuracy(answers: Sequence[Any], correct: np.ndarray, n: int) -> float:
-  """maj@n: accuracy of the majority answer of each group of ``n``."""
-  votes = []
-  for i in range(len(correct) // n):
-    _, idx = evaluation.majority_vote(answers[i * n:(i + 1) * n])
-    votes.append(bool(correct[i * n + idx]) if idx is not None else False)
-  return float(np.mean(votes)) if votes else 0.0
+best_of_n_accuracy = common.best_of_n_accuracy     # kept for callers of vstar.*
+majority_accuracy = common.majority_accuracy
 
 
 def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
@@ -141,7 +129,7 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
           verifier_steps: int = 200, pairs_per_batch: int = 32, beta: float = 0.1,
           eval_temperature: float = 1.0, include_labeled: bool = True,
           verifier_learning_rate: Optional[float] = None,
-          name: str = "vstar") -> rounds.RoundsMethod:
+          eval_on_base: bool = False, name: str = "vstar") -> rounds.RoundsMethod:
   """V-STaR (Hosseini et al. 2024, Alg. 1, Eq. 2–3) as a ``RoundsMethod``.
 
   Args:
@@ -157,6 +145,8 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
     include_labeled: add the labeled set to D_GEN.
     verifier_learning_rate: learning rate of the DPO verifier (default: the
       run's ``RoundsConfig.learning_rate``).
+    eval_on_base: from round 1 on, also rank N samples of the warm-started
+      base generator with the round's verifier (``base_*`` metrics).
     name: method name.
 
   Returns:
@@ -207,22 +197,31 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
     finally:
       vpool.close()
 
+  def rank(ctx, vparams, params, test, prefix):
+    out, ro, _ = common.sampled_eval(ctx, test, n=ctx.config.eval_n,
+                                     temperature=eval_temperature, params=params)
+    if vparams is not None:
+      correct = np.asarray(ro.correct, bool)
+      scores = verifier_scores(ctx.model, vparams, ctx.base_params, ro.traj)
+      out["verifier_best_of_n"] = common.best_of_n_accuracy(scores, correct, out["n"])
+      out["verifier_pair_accuracy"] = common.pair_ranking_accuracy(scores, correct,
+                                                                   out["n"])
+    return {prefix + k: v for k, v in out.items()}
+
   def evaluate(ctx, test):
-    n = ctx.config.eval_n
-    ro = ctx.rollout(test, strategy=common.strategy_for(eval_temperature), n=n,
-                     rng=jax.random.key(ctx.config.seed + 777))
-    correct = np.asarray(ro.correct)
-    out = dict(n=n, random_choice=float(correct.mean()),
-               pass_at_n=float(correct.reshape(-1, n).any(axis=1).mean()),
-               majority=majority_accuracy(ro.answers, correct, n))
+    # The same N samples per problem for every selector: random choice, maj@N,
+    # the generator's own likelihood, the verifier, the oracle pass@N.
     vpool = verifier_pool(ctx)
     try:
-      if ctx.round in vpool:
-        vparams = vpool.params(ctx.round, like=ctx.base_params)
-        scores = verifier_scores(ctx.model, vparams, ctx.base_params, ro.traj)
-        out["verifier_best_of_n"] = best_of_n_accuracy(scores, correct, n)
+      vparams = (vpool.params(ctx.round, like=ctx.base_params)
+                 if ctx.round in vpool else None)
     finally:
       vpool.close()
+    out = rank(ctx, vparams, ctx.params, test, "")
+    if eval_on_base and ctx.round > 0:
+      # The verifier on the warm start's samples (where random choice has the
+      # most headroom): ``base_*`` keys.
+      out.update(rank(ctx, vparams, ctx.base_params, test, "base_"))
     return out
 
   return rounds.RoundsMethod(

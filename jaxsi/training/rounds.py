@@ -198,6 +198,20 @@ class RoundsMethod:
       raise ValueError(f"RoundsMethod {self.name}: steps_growth must be > 0")
 
 
+def round_train_set(method: "RoundsMethod", labeled_examples: Sequence[Example],
+                    store: "RoundStore", r: int) -> list[Example]:
+  """The M-step data of round ``r``: [labeled] + selected of 1..r (accumulate) or r."""
+  train = list(labeled_examples) if method.include_labeled else []
+  for q in (range(1, r + 1) if method.accumulate else [r]):
+    train.extend(store.load(q, "selected.json")["examples"])
+  return train
+
+
+def round_steps(method: "RoundsMethod", config: "RoundsConfig", r: int) -> int:
+  """M-step steps of round ``r`` (``steps_per_round · steps_growth^(r-1)``)."""
+  return int(round(config.steps_per_round * method.steps_growth ** (r - 1)))
+
+
 def task_examples(tasks: Sequence[Any]) -> list[Example]:
   """Supervised examples (prompt → target) of labeled tasks."""
   return [dict(prompt=t.prompt, completion=t.target, task_id=t.id) for t in tasks]
@@ -242,6 +256,8 @@ class RoundContext:
     pool: the :class:`CheckpointPool` (any past round's model).
     config: the run's :class:`RoundsConfig`.
     workdir: the run directory (methods may keep their own artefacts there).
+    labeled_examples: the warm-start examples (``method.warm_start`` of the
+      labeled tasks), e.g. for methods that train extra models.
   """
 
   round: int
@@ -253,6 +269,7 @@ class RoundContext:
   pool: pool_lib.CheckpointPool
   config: "RoundsConfig"
   workdir: str
+  labeled_examples: Sequence[Example] = ()
 
   def rollout(self, tasks: Sequence[Any], *, strategy: Any, n: int,
               rng: Optional[jax.Array] = None, params: Any = None
@@ -528,7 +545,7 @@ def run_rounds(
   def ctx_for(r, params, base, rng):
     return RoundContext(round=r, model=model, params=params, base_params=base,
                         tokenizer=tokenizer, rng=rng, pool=pool, config=config,
-                        workdir=store.workdir)
+                        workdir=store.workdir, labeled_examples=labeled_examples)
 
   # Round 0: warm start.
   if warm_params is not None and 0 not in pool:
@@ -580,11 +597,8 @@ def run_rounds(
                       metrics=dict(sel_metrics), num_records=len(records))
       store.save(r, "selected.json", selected)
     # 4. M-step.
-    train = list(labeled_examples) if method.include_labeled else []
-    rounds_used = range(1, r + 1) if method.accumulate else [r]
-    for q in rounds_used:
-      train.extend(store.load(q, "selected.json")["examples"])
-    steps = int(round(config.steps_per_round * method.steps_growth ** (r - 1)))
+    train = round_train_set(method, labeled_examples, store, r)
+    steps = round_steps(method, config, r)
     start = base if method.train_from == "base" else current
     if train:
       params = finish_params(r, start, train, steps, f"round{r}")

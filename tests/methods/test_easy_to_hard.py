@@ -73,3 +73,52 @@ def test_gin():
   gin.parse_config_file(str(path))
   assert gin.query_parameter("%METHOD").scoped_configurable_fn().name == "easy_to_hard"
   gin.clear_config()
+
+
+def test_voting_across_independently_initialised_models(tmp_path):
+  """vote_models=3: two peers get their own warm start and M-steps (stored per
+  round), and every peer's greedy answer is a vote in the round's records."""
+  import jax
+  import numpy as np
+  from jaxsi.data import char_tokenizer
+  from jaxsi.models import config as mcfg
+  from jaxsi.models import model as mmodel
+  from jaxsi.training import checkpoint_pool
+  from jaxsi.training import rounds
+
+  tok = char_tokenizer.CharTokenizer()
+  tasks = tasks_lib.make_tasks("addition", 24, difficulty=[1, 2, 3], seed=0)
+  labeled = [t for t in tasks if t.difficulty == 1]
+  unlabeled = [t for t in tasks if t.difficulty > 1]
+  cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=32, n_layers=1,
+                        n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64, max_seq_len=32)
+  model, params = mmodel.init(cfg, jax.random.key(0))
+  config = rounds.RoundsConfig(rounds=2, warm_start_steps=3, steps_per_round=2,
+                               batch_size=8, max_len=16, max_new_tokens=4,
+                               rollout_batch=16, chunk_size=64, save_every=10)
+  method = easy_to_hard.easy_to_hard(start_difficulty=1, samples_per_prompt=2,
+                                     vote_models=3, min_agreement=0.0)
+  recs = rounds.run_rounds(method=method, model=model, init_params=params, tokenizer=tok,
+                           labeled=labeled, unlabeled=unlabeled, test=unlabeled[:4],
+                           workdir=str(tmp_path), config=config, verbose=False)
+  assert [r["round"] for r in recs] == [0, 1, 2]
+  chunk = rounds.read_json(str(tmp_path / "round_001/chunks/chunk_00000.json"))["records"]
+  per_task = rounds.group_by_task(chunk)
+  for group in per_task.values():
+    # main greedy first, 2 main samples, then one greedy vote per peer
+    assert [r["voter"] for r in group] == [0, 0, 0, 1, 2]
+    assert [r["sample"] for r in group] == [0, 1, 2, 3, 4]
+  for i in (1, 2):
+    pool = checkpoint_pool.CheckpointPool(str(tmp_path / f"peers/model_{i}/pool"))
+    # round 2 sampled with the peers of round 1: both rounds are stored
+    assert pool.rounds() == [0, 1]
+    p1 = pool.params(1, like=params)
+    pool.close()
+  main0 = checkpoint_pool.CheckpointPool(str(tmp_path / "pool"))
+  m0 = main0.params(0, like=params)
+  main0.close()
+  # independent initialisation: the peer differs from the main model
+  leaf = lambda p: np.asarray(jax.tree.leaves(p)[0])
+  assert not np.allclose(leaf(p1), leaf(m0))
+  with pytest.raises(ValueError, match="vote_models"):
+    easy_to_hard.easy_to_hard(start_difficulty=1, vote_models=0)

@@ -67,3 +67,38 @@ def test_gin():
   gin.parse_config_file(str(path))
   assert gin.query_parameter("%METHOD").scoped_configurable_fn().name == "sharpening"
   gin.clear_config()
+
+
+def test_sampled_eval_and_evaluate(tmp_path):
+  """The held-out selectors: random choice, maj@N, likelihood best-of-N, pass@N."""
+  tok = char_tokenizer.CharTokenizer()
+  cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=32, n_layers=1,
+                        n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64, max_seq_len=32)
+  model, params = mmodel.init(cfg, jax.random.key(3))
+  from jaxsi.data import tasks as tasks_lib
+  tasks = tasks_lib.make_tasks("addition", 6, difficulty=1, seed=0)
+  config = rounds.RoundsConfig(max_new_tokens=3, rollout_batch=16, eval_n=4, seed=0)
+  ctx = rounds.RoundContext(round=0, model=model, params=params, base_params=params,
+                            tokenizer=tok, rng=jax.random.key(0), pool=None,
+                            config=config, workdir=str(tmp_path))
+  out, ro, logp = common.sampled_eval(ctx, tasks, n=4, temperature=1.0)
+  correct = np.asarray(ro.correct, bool)
+  assert len(ro.texts) == 24 and logp.shape == (24,)
+  assert out["random_choice"] == pytest.approx(correct.mean())
+  assert out["pass_at_n"] == pytest.approx(correct.reshape(6, 4).any(1).mean())
+  assert out["likelihood_best_of_n"] == pytest.approx(
+      common.best_of_n_accuracy(logp, correct, 4))
+  np.testing.assert_allclose(logp, rounds.sequence_logprobs(model, params, ro.traj))
+  # the same key: equal samples every call (every round sees equally drawn samples)
+  def same(a, b):   # NaN-aware (pair accuracy is NaN without correct/incorrect pairs)
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_equal(a[k], b[k])
+
+  again, _, _ = common.sampled_eval(ctx, tasks, n=4, temperature=1.0)
+  same(again, out)
+  m = sharpening.sharpening(samples_per_prompt=2)
+  ev = m.evaluate(ctx, tasks)
+  same({k: v for k, v in ev.items() if k != "mean_logprob"}, out)
+  assert ev["mean_logprob"] == pytest.approx(float(np.mean(logp)))
+  assert sharpening.sharpening(evaluate_best_of_n=False).evaluate is None

@@ -105,3 +105,14 @@ def test_select_and_gin():
   gin.parse_config_file(str(path))
   assert gin.query_parameter("%METHOD").scoped_configurable_fn().name == "vstar"
   gin.clear_config()
+
+
+def test_pair_ranking_accuracy():
+  scores = np.asarray([3.0, 1.0, 2.0, 5.0, 5.0, 0.0, 1.0, 2.0, 3.0])
+  correct = np.asarray([True, False, False, True, False, False, True, True, True])
+  # group 1: correct 3 > 1, 3 > 2 → 2/2; group 2: 5 vs 5 tie (½), 5 > 0 → 1.5/2;
+  # group 3: no incorrect → no pairs.
+  assert common.pair_ranking_accuracy(scores, correct, 3) == pytest.approx(3.5 / 4)
+  assert np.isnan(common.pair_ranking_accuracy(scores[6:], correct[6:], 3))
+  # reversing the score reverses the ranking
+  assert common.pair_ranking_accuracy(-scores, correct, 3) == pytest.approx(0.5 / 4)
