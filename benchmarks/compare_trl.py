@@ -4,7 +4,9 @@ Runs only when ``torch``, ``transformers``, ``datasets`` and ``trl`` are
 installed (they are not jaxsi dependencies and this is not part of the tests);
 otherwise it exits with a message saying what to install::
 
-  pip install torch transformers datasets trl
+  pip install torch transformers   # if missing; keep an installed torch
+  pip install --no-deps trl accelerate datasets
+  pip install dill multiprocess pandas xxhash && pip check
   python benchmarks/compare_trl.py --preset=tiny --prompts=8 --n=8 \
       --max_new_tokens=32 --steps=5
 
@@ -13,7 +15,12 @@ from the jaxsi preset: vocabulary, width, layers, heads, KV heads, head dim,
 MLP width, RoPE θ, tied embeddings), random weights, the same character
 vocabulary and prompts (1–2 digit addition), the same batch (prompts × n
 samples), group size n, completion length, β = 0.04, one optimizer step per
-rollout batch, and a correctness reward. TRL generates with
+rollout batch, and a correctness reward. Both do one reference forward
+pass and one policy forward + backward pass per step: jaxsi copies π_old
+from the sampler (``--jaxsi_old_logprobs=on_policy``), as TRL does with
+``num_iterations=1``. TRL (1.x) builds its reference model from the
+policy's ``config._name_or_path``, so the random model is saved to a
+temporary directory and loaded from there (nothing is downloaded). TRL generates with
 ``transformers.generate`` (no vLLM) and computes its loss with
 ``loss_type='grpo'``. The script times ``--steps`` steps after
 ``--warmup`` steps on each side and prints seconds per step and the ratio
@@ -27,6 +34,7 @@ import dataclasses
 import importlib.util
 import inspect
 import sys
+import tempfile
 import time
 
 from absl import app
@@ -38,6 +46,11 @@ _N = flags.DEFINE_integer("n", 8, "Samples per prompt (group size).")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 32, "Completion length.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps (compilation).")
+_OLD = flags.DEFINE_enum(
+    "jaxsi_old_logprobs", "on_policy", ["on_policy", "rescore"],
+    "jaxsi's π_old: 'on_policy' copies the sampler's log-probs (what TRL does "
+    "with num_iterations=1: no extra forward pass), 'rescore' runs the "
+    "default extra frozen forward pass of methods.grpo.")
 
 REQUIRED = ("torch", "transformers", "datasets", "trl")
 
@@ -61,8 +74,16 @@ def time_jaxsi(cfg, tok, tasks) -> tuple[float, float]:
   from jaxsi.training import optimizer as opt_lib  # pylint: disable=g-import-not-at-top
   from jaxsi.training import rl  # pylint: disable=g-import-not-at-top
   model, params = mmodel.init(cfg, jax.random.key(0))
+  from jaxsi.transforms import advantages, importance, rescoring  # pylint: disable=g-import-not-at-top
+  from jaxsi.transforms.base import chain  # pylint: disable=g-import-not-at-top
   method = methods.grpo(n=_N.value, max_new_tokens=_MAX_NEW.value,
                         kl_coef=0.04, drop_zero_variance=False)
+  if _OLD.value == "on_policy":
+    # Same chain as methods.grpo(kl_coef>0, drop_zero_variance=False) with
+    # π_old copied from the sampler instead of rescored.
+    method = dataclasses.replace(method, transform=chain(
+        rescoring.ref_logprobs(), importance.old_logprobs(on_policy=True),
+        advantages.group_advantages(scale="group")))
   opt = opt_lib.make_optimizer(learning_rate=1e-6, schedule="constant")
   trainer = rl.RLTrainer(model=model, params=params, method=method,
                          tokenizer=tok, tasks=tasks, optimizer=opt,
@@ -73,6 +94,10 @@ def time_jaxsi(cfg, tok, tasks) -> tuple[float, float]:
   hist = [trainer.step() for _ in range(_STEPS.value)]
   per_step = (time.perf_counter() - t0) / _STEPS.value
   length = sum(h["completion_length/mean"] for h in hist) / len(hist)
+  split = {k: sum(h[f"time/{k}_s"] for h in hist) / len(hist)
+           for k in ("rollout", "reward", "prepare", "update")}
+  print("jaxsi split (s/step): " + ", ".join(f"{k} {v:.3f}"
+                                             for k, v in split.items()))
   return per_step, length
 
 
@@ -116,6 +141,13 @@ def time_trl(cfg, tok, tasks) -> tuple[float, float]:
       max_position_embeddings=cfg.max_seq_len, bos_token_id=tok.bos_id,
       eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
   model = transformers.Qwen2ForCausalLM(qcfg)
+  # TRL (>= 1.x) builds its β > 0 reference model from the policy's
+  # ``config._name_or_path``: save the random model locally and load it back
+  # from there (nothing is downloaded).
+  local = tempfile.mkdtemp(prefix="jaxsi_compare_trl_model_")
+  model.save_pretrained(local)
+  model = transformers.Qwen2ForCausalLM.from_pretrained(local,
+                                                        dtype=torch.float32)
   hf_tok = _hf_tokenizer(tok)
   # jaxsi prepends BOS to its prompts; the HF tokenizer here adds none (one
   # token shorter prompts on the TRL side).
@@ -153,11 +185,10 @@ def time_trl(cfg, tok, tasks) -> tuple[float, float]:
   trainer.train()
   timed = times[_WARMUP.value:]
   per_step = sum(timed) / max(len(timed), 1)
-  try:
-    lengths = trainer._metrics["train"]["completions/mean_length"]  # pylint: disable=protected-access
-    length = float(sum(lengths) / len(lengths))
-  except (AttributeError, KeyError, TypeError, ZeroDivisionError):
-    length = float("nan")
+  # The metrics buffer is flushed into the log history by the final log.
+  logged = [h["completions/mean_length"] for h in trainer.state.log_history
+            if "completions/mean_length" in h]
+  length = float(logged[-1]) if logged else float("nan")
   return per_step, length
 
 

@@ -338,12 +338,16 @@ def demo_vstar(args, out):
   levels = [int(x) for x in args.difficulty.split(",")]
   lines = [f"N = 8 held-out samples per problem at T = 1 (same samples for every selector);"
            f" verifier = DPO from the warm start (reference = warm start) on the"
-           f" correct ≻ incorrect pairs of rounds 1..r, {args.verifier_steps} steps,"
+           f" correct ≻ incorrect pairs of rounds 1..r"
+           f"{' + the round-r generator' if args.vstar_own_samples else ''}"
+           f" ({'all' if args.vstar_all_pairs else 'linear'} pairing, ≤"
+           f" {args.vstar_max_pairs}/problem/set), {args.verifier_steps} steps,"
            f" β = {args.verifier_beta}, lr = {args.verifier_lr or args.lr}.\n",
            "| seed | round | samples of | pairs | verifier train pair acc. |"
            " random choice | maj@8 | likelihood best-of-8 | verifier best-of-8 |"
-           " pass@8 (oracle) | held-out pair acc. (verifier / likelihood) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           " pass@8 (oracle) | held-out pair acc. (verifier / likelihood) |"
+           " log π_V best-of-8 (diag.) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
   def f(x):
     return "-" if x is None else f"{x:.3f}"
@@ -353,13 +357,23 @@ def demo_vstar(args, out):
     pool, test = tasks_lib.make_train_test(
         "addition", n_train=args.n_labeled + args.n_unlabeled, n_test=args.n_test,
         difficulty=levels, seed=seed, reverse=True)
+    if args.vstar_test_difficulty:
+      _, test = tasks_lib.make_train_test(
+          "addition", n_train=args.n_labeled + args.n_unlabeled, n_test=args.n_test,
+          difficulty=[int(x) for x in args.vstar_test_difficulty.split(",")],
+          seed=seed, reverse=True)
+      train_prompts = {t.prompt for t in pool}
+      test = [t for t in test if t.prompt not in train_prompts]
     a = argparse.Namespace(**dict(vars(args), seed=seed))
     model, init = make_model(a, tok)
     method = vstar_lib.vstar(samples_per_prompt=args.k, temperature=1.0,
                              verifier_steps=args.verifier_steps, pairs_per_batch=32,
                              beta=args.verifier_beta, eval_temperature=1.0,
                              verifier_learning_rate=args.verifier_lr,
-                             eval_on_base=True)
+                             eval_on_base=True, all_pairs=bool(args.vstar_all_pairs),
+                             max_pairs_per_problem=args.vstar_max_pairs,
+                             verifier_tasks=(pool[args.n_labeled:]
+                                             if args.vstar_own_samples else None))
     recs = rounds.run_rounds(method=method, model=model, init_params=init, tokenizer=tok,
                              labeled=pool[:args.n_labeled],
                              unlabeled=pool[args.n_labeled:], test=test,
@@ -377,7 +391,8 @@ def demo_vstar(args, out):
             f" {f(e[pre + 'majority'])} | {f(e[pre + 'likelihood_best_of_n'])} |"
             f" {f(e.get(pre + 'verifier_best_of_n'))} | {f(e[pre + 'pass_at_n'])} |"
             f" {f(e.get(pre + 'verifier_pair_accuracy'))} /"
-            f" {f(e[pre + 'likelihood_pair_accuracy'])} |")
+            f" {f(e[pre + 'likelihood_pair_accuracy'])} |"
+            f" {f(e.get(pre + 'verifier_logpi_best_of_n'))} |")
   _write(os.path.join(out, "results.md"), "\n".join(lines))
   return results
 
@@ -492,6 +507,15 @@ def main():
   p.add_argument("--vstar_rounds", type=int, default=2)
   p.add_argument("--verifier_lr", type=float, default=None)
   p.add_argument("--verifier_beta", type=float, default=0.1)
+  p.add_argument("--vstar_own_samples", type=int, default=0,
+                 help="1: round r's verifier also trains on pairs of G_r's own samples on"
+                      " the unlabeled problems (the paper's D_VER, vstar(verifier_tasks=))")
+  p.add_argument("--vstar_all_pairs", type=int, default=0,
+                 help="1: all correct x incorrect pairs per problem (up to the cap)")
+  p.add_argument("--vstar_max_pairs", type=int, default=4,
+                 help="DPO pairs per problem and sample set")
+  p.add_argument("--vstar_test_difficulty", default="",
+                 help="held-out difficulty levels of the vstar demo (default: --difficulty)")
   p.add_argument("--e2h_format", default="fixed", choices=("fixed", "level"))
   p.add_argument("--e2h_axis", default="digits", choices=("digits", "carries", "ops"))
   p.add_argument("--e2h_width", type=int, default=6,

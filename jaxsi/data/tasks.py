@@ -280,3 +280,125 @@ def make_train_test(name: str, *, n_train: int, n_test: int,
         train.append(t if r == 0 else dataclasses.replace(t, id=f"{t.id}/r{r}"))
     r += 1
   return train, test
+
+
+# ---------------------------------------- in-sequence self-verification
+SELF_VERIFY_VERIFIER = "self_verify"
+
+
+def _verdict_format(task: Task):
+  from jaxsi.data import spans  # pylint: disable=import-outside-toplevel
+  fmt = dict((task.meta or {}).get("verdict_format", {}))
+  return spans.VerdictFormat(**fmt)
+
+
+def attempt_correct(task: Task, attempt_text: str) -> float:
+  """1.0 if one attempt's text answers ``task`` (numeric, reversed per meta)."""
+  meta = task.meta or {}
+  text = attempt_text.strip()
+  if not text:
+    return 0.0
+  ok = verifiers.numeric_match(text, task.answer,
+                               reverse=bool(meta.get("reverse", False)))
+  return 1.0 if ok else 0.0
+
+
+def verify_self_verification(task: Task, completion: str) -> float:
+  """Verifier of the verdict format: the *final* attempt's answer is correct.
+
+  The completion ``attempt [verdict] (revision [verdict])*`` is parsed with
+  ``jaxsi.data.spans.parse_self_verification`` (markers and M from
+  ``task.meta['verdict_format']``); the last non-empty attempt is the answer.
+  """
+  from jaxsi.data import spans  # pylint: disable=import-outside-toplevel
+  final = spans.parse_self_verification(completion,
+                                        _verdict_format(task)).final_answer
+  return 0.0 if final is None else attempt_correct(task, final)
+
+
+verifiers.register_verifier(SELF_VERIFY_VERIFIER, verify_self_verification,
+                            overwrite=True)
+
+
+def wrong_answer(correct: int, rng: np.random.Generator) -> int:
+  """A plausible wrong sum: a dropped carry, one changed digit, or ±1..9."""
+  s = str(correct)
+  for _ in range(20):
+    kind = rng.integers(0, 3)
+    if kind == 0 and len(s) > 1:        # change one digit
+      i = int(rng.integers(0, len(s)))
+      d = int(rng.integers(0, 10))
+      cand = int(s[:i] + str(d) + s[i + 1:])
+    elif kind == 1:                      # off by a few
+      cand = correct + int(rng.choice([-1, 1])) * int(rng.integers(1, 10))
+    else:                                # drop the leading carry / a digit
+      cand = int(s[1:]) if len(s) > 1 else correct + 1
+    if cand >= 0 and cand != correct:
+      return cand
+  return correct + 1
+
+
+def addition_self_verify(n: int, *, difficulty: int, seed: int = 0,
+                         max_attempts: int = 3, p_wrong: float = 0.3,
+                         correct: str = "[correct]", wrong: str = "[wrong]",
+                         pad: bool = False, reverse_operands: bool = False
+                         ) -> list[Task]:
+  """Reversed-digit addition whose target is ``attempt [verdict] (revision [verdict])*``.
+
+  The SPOC / self-rewarding-correction warm-start format (Zhao et al. 2025,
+  arXiv:2506.06923; Xiong et al. 2025, arXiv:2502.19613): most targets are
+  ``'64[correct]'`` (``46`` reversed, verified); with probability ``p_wrong``
+  per attempt (at most M − 1 times) a wrong attempt (``wrong_answer``) is
+  injected first, followed by ``'[wrong]'`` and a new attempt, e.g.
+  ``'74[wrong]64[correct]'``. ``meta['injected_wrong']`` counts them (an SFT
+  set-up can mask their tokens so the model does not learn to make the
+  mistake, only to catch and fix it). ``Task.verify`` scores the final
+  attempt (``verify_self_verification``).
+
+  Args:
+    n: number of tasks.
+    difficulty: digits per operand.
+    seed: random seed (the problems equal ``addition(…, reverse=True)``'s).
+    max_attempts: M.
+    p_wrong: probability of each injected wrong attempt.
+    correct: positive verdict marker.
+    wrong: negative verdict marker.
+    pad: zero-pad operands and answers (``addition(pad=True)``).
+    reverse_operands: operands least-significant digit first too
+      (``addition(reverse_operands=True)``; easier for tiny models).
+
+  Returns:
+    ``n`` tasks of category ``'addition'`` with ``meta['verifier'] =
+    'self_verify'`` and ``meta['verdict_format']``.
+  """
+  from jaxsi.data import spans, synthetic  # pylint: disable=import-outside-toplevel
+  fmt = spans.VerdictFormat(correct=correct, wrong=wrong,
+                            max_attempts=max_attempts)
+  if not 0.0 <= p_wrong <= 1.0:
+    raise ValueError(f"addition_self_verify: p_wrong={p_wrong} not in [0, 1]")
+  base = synthetic.addition(n, difficulty=difficulty, seed=seed, reverse=True,
+                            pad=pad, reverse_operands=reverse_operands)
+  rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(difficulty), 0x5F0C])
+  width = difficulty + 1
+  out = []
+  for t in base:
+    value = int(t.answer)
+    show = lambda v: (str(v).zfill(width) if pad else str(v))[::-1]
+    attempts, verdicts = [], []
+    while len(attempts) < max_attempts - 1 and rng.random() < p_wrong:
+      attempts.append(show(wrong_answer(value, rng)))
+      verdicts.append(False)
+    attempts.append(show(value))
+    verdicts.append(True)
+    meta = dict(t.meta)
+    meta.update(verifier=SELF_VERIFY_VERIFIER, format="self_verify",
+                verdict_format=dict(correct=correct, wrong=wrong,
+                                    max_attempts=max_attempts),
+                injected_wrong=len(attempts) - 1)
+    out.append(t.replace(id=t.id.replace("addition/", "addition_sv/", 1),
+                         target=fmt.render(attempts, verdicts), meta=meta))
+  return out
+
+
+register_task("addition_self_verify", addition_self_verify,
+              aliases=("add_sv",))

@@ -19,6 +19,14 @@ from jaxsi.methods.nft import nft
 from jaxsi.methods.policy_variants import cispo, gspo
 from jaxsi.methods.ppo import ppo
 from jaxsi.methods.reinforce import reinforce_pp, rloo
+from jaxsi.methods.spoc import spoc
+# Multi-turn self-correction (METHODS.md §3): factories return a
+# jaxsi.methods.score.MultiTurnMethod run by
+# jaxsi.training.multiturn_rl.MultiTurnRLTrainer (registry: MULTI_TURN_METHODS).
+from jaxsi.methods.critique_grpo import critique_grpo
+from jaxsi.methods.reflect_retry import reflect_retry
+from jaxsi.methods.score import MultiTurnMethod, score, two_turn_grpo
+from jaxsi.methods.ufo import ufo
 # Rejection-sampling self-training (METHODS.md §1): factories return a
 # jaxsi.training.rounds.RoundsMethod run by rounds.run_rounds. Imported as
 # modules (``methods.star.star``) so the package attribute stays the module.
@@ -43,6 +51,15 @@ METHODS = {
     "d3s": d3s,
     "guide": guide,
     "kdrl": kdrl,
+    "spoc": spoc,
+}
+
+MULTI_TURN_METHODS = {
+    "score": score,
+    "ufo": ufo,
+    "reflect_retry": reflect_retry,
+    "critique_grpo": critique_grpo,
+    "two_turn_grpo": two_turn_grpo,
 }
 
 SELF_TRAINING_METHODS = {
@@ -58,6 +75,9 @@ SELF_TRAINING_METHODS = {
 
 def get_method(name: str, **overrides) -> RLMethod:
   """Builds method ``name`` with keyword overrides of its factory defaults."""
+  if name in MULTI_TURN_METHODS:
+    return MULTI_TURN_METHODS[name](**overrides)
   if name not in METHODS:
-    raise ValueError(f"Unknown method {name!r}; available: {sorted(METHODS)}")
+    raise ValueError(f"Unknown method {name!r}; available: "
+                     f"{sorted(METHODS) + sorted(MULTI_TURN_METHODS)}")
   return METHODS[name](**overrides)

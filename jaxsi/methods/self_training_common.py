@@ -91,7 +91,7 @@ def keep_correct(records: Sequence[Record], *, max_per_prompt: Optional[int] = N
 
 
 def build_pairs(records: Sequence[Record], *, max_pairs_per_problem: int = 4,
-                key: str = "correct") -> list[dict]:
+                key: str = "correct", all_pairs: bool = False) -> list[dict]:
   """Preference pairs correct ≻ incorrect within each problem (V-STaR).
 
   V-STaR (Hosseini et al. 2024, §3, Eq. 2): the verifier's DPO data are all
@@ -99,7 +99,9 @@ def build_pairs(records: Sequence[Record], *, max_pairs_per_problem: int = 4,
   take distinct completions, pair the i-th correct with the i-th incorrect
   (cycling the shorter list) up to ``max(#correct, #incorrect)`` pairs,
   capped at ``max_pairs_per_problem`` — every solution appears, the count
-  stays linear.
+  stays linear. With ``all_pairs`` every distinct (correct, incorrect)
+  combination is taken instead (correct-major order), up to the same cap —
+  the paper's "all correct × incorrect pairs of a problem".
 
   Returns:
     ``{'prompt', 'chosen', 'rejected', 'task_id'}`` dicts.
@@ -113,10 +115,13 @@ def build_pairs(records: Sequence[Record], *, max_pairs_per_problem: int = 4,
         lst.append(r["completion"])
     if not pos or not neg:
       continue
-    num = min(max(len(pos), len(neg)), max_pairs_per_problem)
-    for i in range(num):
-      out.append(dict(prompt=recs[0]["prompt"], chosen=pos[i % len(pos)],
-                      rejected=neg[i % len(neg)], task_id=tid))
+    if all_pairs:
+      combos = [(c, w) for c in pos for w in neg][:max_pairs_per_problem]
+    else:
+      num = min(max(len(pos), len(neg)), max_pairs_per_problem)
+      combos = [(pos[i % len(pos)], neg[i % len(neg)]) for i in range(num)]
+    for c, w in combos:
+      out.append(dict(prompt=recs[0]["prompt"], chosen=c, rejected=w, task_id=tid))
   return out
 
 

@@ -17,6 +17,16 @@ implicit reward, score(x, y) = log π_V(y|x) − log π_ref(y|x) (Eq. 3).
 Here the verifier is retrained after every round on the pairs of rounds
 1..t (from the warm-started base, reference = base) so every round can
 report best-of-N; its parameters are stored in ``workdir/verifier_pool``.
+
+Mapping to Alg. 1: round r's E-step samples G_{r-1}, so the pairs of rounds
+1..r come from G_0..G_{r-1} — *not* from G_r, the generator ranked after
+round r. In the paper the generator used at test time is the last
+iteration's, whose samples are in D_VER. ``verifier_tasks`` (the training
+problems) restores that: after training G_r, k solutions per problem are
+sampled from G_r and their pairs are added to round r's verifier data
+(``round_r/verifier_samples.json``), so D_VER holds exactly one sample set of
+every generator G_0..G_r (G_r's set of round r is superseded by round r+1's
+E-step, which samples the same G_r).
 """
 
 from __future__ import annotations
@@ -129,7 +139,9 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
           verifier_steps: int = 200, pairs_per_batch: int = 32, beta: float = 0.1,
           eval_temperature: float = 1.0, include_labeled: bool = True,
           verifier_learning_rate: Optional[float] = None,
-          eval_on_base: bool = False, name: str = "vstar") -> rounds.RoundsMethod:
+          eval_on_base: bool = False, all_pairs: bool = False,
+          verifier_tasks: Optional[Sequence[Any]] = None,
+          name: str = "vstar") -> rounds.RoundsMethod:
   """V-STaR (Hosseini et al. 2024, Alg. 1, Eq. 2–3) as a ``RoundsMethod``.
 
   Args:
@@ -147,6 +159,12 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
       run's ``RoundsConfig.learning_rate``).
     eval_on_base: from round 1 on, also rank N samples of the warm-started
       base generator with the round's verifier (``base_*`` metrics).
+    all_pairs: DPO pairs = every distinct correct × incorrect combination of
+      a problem (up to ``max_pairs_per_problem``) instead of a linear pairing
+      (``common.build_pairs``).
+    verifier_tasks: training problems (normally the unlabeled set); if given,
+      round r's verifier is also trained on pairs of k samples per problem of
+      the round-r generator itself (the paper's D_VER, see module doc).
     name: method name.
 
   Returns:
@@ -163,7 +181,8 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
   def select(records, plan, ctx):
     del plan, ctx
     examples = common.keep_correct(records, max_per_prompt=max_per_prompt)
-    pairs = common.build_pairs(records, max_pairs_per_problem=max_pairs_per_problem)
+    pairs = common.build_pairs(records, max_pairs_per_problem=max_pairs_per_problem,
+                               all_pairs=all_pairs)
     return examples, pairs, dict(common.sample_stats(records), kept=len(examples),
                                  pairs=len(pairs))
 
@@ -180,9 +199,23 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
     try:
       if ctx.round in vpool:
         return {"verifier": "restored"}
-      pairs = []
+      pairs, extra = [], {}
       for q in range(1, ctx.round + 1):
         pairs.extend(store.load(q, "selected.json")["pairs"])
+      if verifier_tasks is not None:
+        own = store.load(ctx.round, "verifier_samples.json")
+        if own is None:
+          # ctx.params is G_r (after the M-step): samples of the generator
+          # this round's verifier will rank.
+          recs = common.sample_records(ctx, list(verifier_tasks), n=samples_per_prompt,
+                                       temperature=temperature)
+          own = dict(pairs=common.build_pairs(recs, all_pairs=all_pairs,
+                                              max_pairs_per_problem=max_pairs_per_problem),
+                     stats=common.sample_stats(recs))
+          store.save(ctx.round, "verifier_samples.json", own)
+        pairs.extend(own["pairs"])
+        extra = {"own_generator_pairs": len(own["pairs"]),
+                 "own_generator_sample_accuracy": own["stats"]["sample_accuracy"]}
       if not pairs:
         return {"verifier_pairs": 0}
       params, m = train_verifier(model=ctx.model, base_params=ctx.base_params,
@@ -191,7 +224,7 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
                                  beta=beta, config=verifier_config(ctx.config),
                                  seed=ctx.config.seed * 31 + ctx.round)
       vpool.save(ctx.round, params)
-      return {"verifier_pairs": len(pairs),
+      return {"verifier_pairs": len(pairs), **extra,
               "verifier_loss": m.get("loss", float("nan")),
               "verifier_pair_accuracy": m.get("rewards/accuracies", float("nan"))}
     finally:
@@ -206,6 +239,9 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
       out["verifier_best_of_n"] = common.best_of_n_accuracy(scores, correct, out["n"])
       out["verifier_pair_accuracy"] = common.pair_ranking_accuracy(scores, correct,
                                                                    out["n"])
+      # Diagnostic (not the paper's score): log π_V(y|x) alone.
+      lv = rounds.sequence_logprobs(ctx.model, vparams, ro.traj)
+      out["verifier_logpi_best_of_n"] = common.best_of_n_accuracy(lv, correct, out["n"])
     return {prefix + k: v for k, v in out.items()}
 
   def evaluate(ctx, test):

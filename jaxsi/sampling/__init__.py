@@ -5,6 +5,7 @@
 are their jitted array-level cores. Strategies are frozen dataclasses.
 """
 
+from jaxsi.sampling import multiturn
 from jaxsi.sampling.buckets import DEFAULT_INJECT_BUCKETS
 from jaxsi.sampling.buckets import DEFAULT_PROMPT_BUCKETS
 from jaxsi.sampling.buckets import POW2_BATCH_BUCKETS
@@ -31,6 +32,6 @@ __all__ = [
     "DEFAULT_INJECT_BUCKETS", "DEFAULT_PROMPT_BUCKETS", "POW2_BATCH_BUCKETS",
     "DecodeState", "Greedy", "MinP", "Sampling", "Strategy", "Temperature",
     "TopK", "TopP", "bucket_size", "continue_generate", "continue_sampling",
-    "generate", "left_pad", "min_p_mask", "sample", "top_k_mask", "top_p_mask",
+    "generate", "left_pad", "multiturn", "min_p_mask", "sample", "top_k_mask", "top_p_mask",
     "trace_counts",
 ]

@@ -18,7 +18,9 @@ from jaxsi.transforms import preference
 from jaxsi.transforms import regularizers
 from jaxsi.transforms import rescoring
 from jaxsi.transforms import rewards
+from jaxsi.transforms import spans
 from jaxsi.transforms import sft
+from jaxsi.transforms import turns
 from jaxsi.transforms import value
 
 # API.
@@ -47,6 +49,8 @@ from jaxsi.transforms.filters import (drop_zero_variance_groups,
 from jaxsi.transforms.importance import importance_weights, old_logprobs
 from jaxsi.transforms.rescoring import (ref_logprobs, rescore,
                                         score_logprobs, teacher_logprobs)
+from jaxsi.transforms.spans import (drop_zero_advantage_groups,
+                                    span_advantages, verdict_span_ids)
 from jaxsi.transforms.downsampling import (d3s, d3s_sample_selection,
                                            d3s_token_selection)
 # Objective terms.
@@ -59,3 +63,8 @@ from jaxsi.transforms.preference import cpo, dpo, halves_pairing, kto, orpo
 from jaxsi.transforms.distillation import (generalized_jsd, sampled_reverse_kl,
                                            token_divergence, topk_distillation)
 from jaxsi.transforms.value import value_loss
+# Multi-turn (per-turn rewards, advantages, KL).
+from jaxsi.transforms.turns import (pooled_turn_advantages, repeat_penalty,
+                                    require_reward, restrict_loss_to_turns,
+                                    score_bonus, turn_advantages,
+                                    turn_discount, turn_kl_penalty)

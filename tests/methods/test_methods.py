@@ -269,7 +269,7 @@ def test_guide_places_hinted_samples_under_plain_prompt():
 def test_every_factory_builds():
   assert set(methods.METHODS) == {
       "grpo", "dr_grpo", "dapo", "rloo", "reinforce_pp", "gspo", "cispo",
-      "ppo", "nft", "d3s", "guide", "kdrl"}
+      "ppo", "nft", "d3s", "guide", "kdrl", "spoc"}
   for name in methods.METHODS:
     m = methods.get_method(name, n=2, max_new_tokens=4)
     assert isinstance(m, base_lib.RLMethod) and m.n == 2

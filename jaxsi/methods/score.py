@@ -1,0 +1,186 @@
+r"""SCoRe (multi-turn self-correction by RL) and the plain two-turn GRPO baseline.
+
+Kumar et al. 2024, "Training Language Models to Self-Correct via Reinforcement
+Learning" (arXiv:2409.12917). Two attempts per problem: the model answers,
+a fixed instruction asks it to check and revise, the model answers again::
+
+  rollout   episode(turns=2, feedback=FixedFeedback(revise prompt),
+                    stop_on_correct=False)        rewards per turn (r1, r2)
+  stage I   chain(ref_logprobs, old_logprobs,
+                  shape_turn_rewards(λ r1, r2: (0, r2)), turn_advantages)
+            objective = pg + turn_kl_penalty(weights=(β2, β1))   β2 ≫ β1
+            (§5.1, Eq. 3: maximise r(y2) while a strong KL keeps the first
+            attempt at the base model, so the two turns decouple)
+  stage II  chain(ref_logprobs, old_logprobs, score_bonus(α),
+                  turn_advantages)
+            objective = pg + turn_kl_penalty(weights=(β1, β1))
+            (§5.2, Eq. 4: r1 + r̂2 with r̂2 = r2 + α(r2 − r1))
+
+The paper runs stage I, then stage II from the stage-I policy (the KL
+reference stays the base model); ``stage`` picks one and the caller chains
+them (``experiments/self_correction_bench.py`` does). Policy gradient: the
+clipped surrogate with on-policy old log-probs, whose first-step gradient is
+REINFORCE's (the paper uses REINFORCE with a KL penalty).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional, Sequence, Union
+
+import jax.numpy as jnp
+
+from jaxsi.methods import base
+from jaxsi.rewards import reward_fn as reward_lib
+from jaxsi.sampling import multiturn
+from jaxsi.transforms import (advantages, importance, kl, policy_losses,
+                              rescoring, rewards, turns)
+from jaxsi.transforms.base import chain, objective
+
+RewardFns = Union[Callable, Sequence[Callable]]
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiTurnMethod(base.RLMethod):
+  """An :class:`RLMethod` whose rollout is a multi-turn episode.
+
+  Shared by every multi-turn factory (SCoRe, UFO, Reflect-Retry-Reward,
+  Critique-GRPO); run by ``jaxsi.training.multiturn_rl.MultiTurnRLTrainer``.
+
+  Attributes:
+    episode: the :class:`~jaxsi.sampling.multiturn.EpisodeSpec` (turns,
+      feedback, stop rules). ``reward_fns`` grade each model turn; their
+      components are summed into the turn's reward.
+    eval_turns: (first, second) 1-based turns compared by the self-correction
+      metrics (default (1, 2)).
+  """
+
+  episode: Optional[multiturn.EpisodeSpec] = None
+  eval_turns: tuple = (1, 2)
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.episode is None:
+      raise ValueError(f"MultiTurnMethod {self.name}: give an EpisodeSpec")
+    if self.dynamic_sampling is not None or self.guide is not None:
+      raise ValueError(f"MultiTurnMethod {self.name}: dynamic sampling and "
+                       "Guide are single-turn loop options")
+
+
+REVISE_PROMPT = "Check and revise:"
+
+
+def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
+          temperature: float = 1.0,
+          reward_fns: RewardFns = (reward_lib.correctness_reward,),
+          feedback_text: str = REVISE_PROMPT, inject_length: int = 24,
+          alpha: float = 10.0, kl_first: float = 0.0, kl_base: float = 0.01,
+          kl_estimator: str = "k3", agg: str = "token-mean",
+          eps_low: float = 0.2, eps_high: float = 0.2,
+          baseline: str = "group", scale: str = "none", epochs: int = 1,
+          minibatches: int = 1, strategy: Any = None,
+          name: str = "score") -> MultiTurnMethod:
+  r"""SCoRe stage I or II (Kumar et al. 2024, arXiv:2409.12917, Eq. 3 / Eq. 4).
+
+  Args:
+    stage: 1 (maximise r2, strong KL on turn 1) or 2 (r1 + r2 + α(r2 − r1)).
+    n: episodes per prompt (the group of the per-turn baseline).
+    max_new_tokens: budget of each attempt.
+    temperature: sampling and scoring temperature.
+    reward_fns: per-turn graders.
+    feedback_text: the instruction injected between the attempts.
+    inject_length: columns of the injected turn.
+    alpha: α of the stage-II progress bonus (the paper uses α = 10; GK).
+    kl_first: β2, the extra KL weight on first-attempt tokens in stage I
+      (0 → 10·kl_base; ignored in stage II).
+    kl_base: β1, the KL weight on every turn.
+    kl_estimator: KL estimator (``jaxsi.transforms.kl``).
+    agg: aggregation of the policy and KL terms.
+    eps_low, eps_high: clip range of the surrogate.
+    baseline: 'group' (per-turn group-mean baseline) or 'none' (REINFORCE).
+    scale: 'none' (the paper's raw returns) or 'group' (divide each turn's
+      advantages by the group std, GRPO-style; keeps the update size
+      independent of α).
+    epochs, minibatches: optimisation passes / minibatches per batch.
+    strategy: sampling strategy (default temperature sampling).
+    name: method name.
+
+  Returns:
+    The MultiTurnMethod.
+  """
+  if stage not in (1, 2):
+    raise ValueError(f"score: stage must be 1 or 2, got {stage}")
+  beta2 = kl_first or 10.0 * kl_base
+  if stage == 1:
+    shaping = rewards.shape_turn_rewards(lambda r1, r2: (jnp.zeros_like(r1), r2))
+    kl_weights = (kl_base + beta2, kl_base)
+  else:
+    shaping = turns.score_bonus(alpha=alpha)
+    kl_weights = (kl_base, kl_base)
+  parts = []
+  use_kl = any(w > 0 for w in kl_weights)
+  if use_kl:
+    parts.append(rescoring.ref_logprobs())
+  parts += [importance.old_logprobs(), shaping,
+            turns.turn_advantages(gamma=1.0, baseline=baseline,
+                                          scale=scale)]
+  terms = [(1.0, policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high,
+                                       agg=agg), "pg")]
+  if use_kl:
+    terms.append((1.0, turns.turn_kl_penalty(weights=kl_weights,
+                                             estimator=kl_estimator, agg=agg),
+                  "kl"))
+  return MultiTurnMethod(
+      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
+      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
+      transform=chain(*parts), objective=objective(*terms), epochs=epochs,
+      minibatches=minibatches, reference=use_kl,
+      episode=multiturn.EpisodeSpec(
+          max_turns=2, feedback=multiturn.FixedFeedback(feedback_text),
+          stop_on_correct=False, inject_length=inject_length))
+
+
+def two_turn_grpo(*, reward: str = "r2", n: int = 4, max_new_tokens: int = 8,
+                  temperature: float = 1.0,
+                  reward_fns: RewardFns = (reward_lib.correctness_reward,),
+                  feedback_text: str = REVISE_PROMPT, inject_length: int = 24,
+                  kl_coef: float = 0.0, kl_estimator: str = "k3",
+                  agg: str = "token-mean", eps_low: float = 0.2,
+                  eps_high: float = 0.2, epochs: int = 1, minibatches: int = 1,
+                  strategy: Any = None, name: str = "two_turn_grpo"
+                  ) -> MultiTurnMethod:
+  r"""Plain GRPO on two-attempt episodes: SCoRe without its structure.
+
+  The baseline of SCoRe's ablations (Kumar et al. 2024, §6, "multi-turn RL
+  without stage I / reward shaping"): the episode reward R = r2
+  (``reward='r2'``) or R = r1 + r2 (``'sum'``) is group-normalised (GRPO,
+  Shao et al. 2024, arXiv:2402.03300, Eq. 3) and every model token of both
+  attempts gets the same advantage; no progress bonus, no per-turn KL.
+
+  Args: as :func:`score`; ``reward`` 'r2' | 'sum'; ``kl_coef`` an optional
+  uniform KL weight.
+
+  Returns:
+    The MultiTurnMethod.
+  """
+  if reward == "r2":
+    shaping = rewards.shape_turn_rewards(lambda r1, r2: r2)
+  elif reward == "sum":
+    shaping = rewards.shape_turn_rewards(lambda r1, r2: r1 + r2)
+  else:
+    raise ValueError(f"two_turn_grpo: reward={reward!r}; expected 'r2' or 'sum'")
+  parts = [rescoring.ref_logprobs()] if kl_coef else []
+  parts += [importance.old_logprobs(), shaping,
+            advantages.group_advantages(scale="group")]
+  terms = [(1.0, policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high,
+                                       agg=agg), "pg")]
+  if kl_coef:
+    terms.append((kl_coef, kl.kl_penalty(estimator=kl_estimator, agg=agg), "kl"))
+  return MultiTurnMethod(
+      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
+      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
+      transform=chain(*parts), objective=objective(*terms), epochs=epochs,
+      minibatches=minibatches, reference=bool(kl_coef),
+      episode=multiturn.EpisodeSpec(
+          max_turns=2, feedback=multiturn.FixedFeedback(feedback_text),
+          stop_on_correct=False, inject_length=inject_length))

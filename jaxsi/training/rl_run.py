@@ -1,0 +1,325 @@
+r"""A launcher entry point for the on-policy RL methods (``MAIN = @rl_run.run``).
+
+Builds a synthetic task split (labelled problems for a supervised warm start,
+an *unlabelled* pool for RL, held-out problems for evaluation), a model preset
+(with a value head when the method trains one), warm-starts it with SFT, runs
+:class:`jaxsi.training.rl.RLTrainer` with the method bound in gin
+(``rl_run.run.method = %METHOD``) and evaluates held-out pass@1 before, during
+and after RL. Every ``gin_configs/methods/NAME.gin`` of the RL family defines
+``METHOD``, so the method is one flag::
+
+  python -m jaxsi.launch --gin_file=experiments/rl_addition.gin \
+      --gin_file=methods/dapo.gin --workdir=/tmp/dapo_addition
+
+Outputs in ``workdir``: ``warm_start/`` (the SFT params, Orbax), ``teacher/``
+(KDRL only), ``ckpt/`` and ``metrics.jsonl`` (the RL loop), ``eval.jsonl``
+(one line per evaluation: iteration, greedy and sampled pass@1 per difficulty
+on the held-out set) and ``results.json`` (before / after summary). Rerunning
+with the same ``workdir`` resumes: the warm start is restored, the RL loop
+continues from its latest checkpoint and evaluations already written are not
+repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsi.data import batching
+from jaxsi.data import char_tokenizer
+from jaxsi.data import tasks as tasks_lib
+from jaxsi.methods.base import RLMethod
+from jaxsi.models import config as model_config
+from jaxsi.models import model as model_lib
+from jaxsi.sampling import strategies
+from jaxsi.training import checkpoint as checkpoint_lib
+from jaxsi.training import loops
+from jaxsi.training import optimizer as optimizer_lib
+from jaxsi.training import rl
+from jaxsi.training import steps as steps_lib
+from jaxsi.training import train_state as train_state_lib
+
+
+# ------------------------------------------------------------------ pieces
+def split_tasks(*, task: str, difficulty: Sequence[int], n_train: int,
+                n_test: int, labeled_fraction: float, seed: int,
+                task_format: Optional[dict] = None,
+                test_difficulty: Optional[Sequence[int]] = None):
+  """(labelled, unlabelled, test) task lists; disjoint, deterministic in seed.
+
+  ``n_train`` problems of the mixed ``difficulty`` levels are split at random
+  into ``labeled_fraction`` labelled (warm start) and the rest unlabelled (the
+  RL pool: only the verifier sees their answers).
+  """
+  fmt = dict(task_format or {})
+  train, test = tasks_lib.make_train_test(
+      task, n_train=n_train, n_test=n_test, difficulty=list(difficulty),
+      test_difficulty=None if test_difficulty is None else list(test_difficulty),
+      seed=seed, **fmt)
+  perm = np.random.default_rng(seed).permutation(len(train))
+  k = int(round(labeled_fraction * len(train)))
+  labeled = [train[i] for i in perm[:k]]
+  unlabeled = [train[i] for i in perm[k:]]
+  return labeled, unlabeled, test
+
+
+def supervised(*, model, params, tokenizer, prompts: Sequence[str],
+               targets: Sequence[str], steps: int, learning_rate: float,
+               batch_size: int = 64, seed: int = 0, desc: str = "warm-start"):
+  """SFT of ``params`` on (prompt, target) pairs; cosine schedule; new params.
+
+  The caller's ``params`` stay valid (the update donates a copy).
+  """
+  if not prompts:
+    raise ValueError(f"{desc}: no supervised examples")
+  max_len = max(len(p) + len(t) for p, t in zip(prompts, targets)) + 2
+  arrays = batching.sft_arrays(tokenizer, list(prompts), list(targets),
+                               max_len=max_len)
+  opt = optimizer_lib.make_optimizer(
+      learning_rate=learning_rate, schedule="cosine",
+      warmup_steps=min(20, steps // 4), total_steps=max(steps, 1))
+  update = steps_lib.make_update_step(model=model, optimizer=opt,
+                                      objective=steps_lib.sft_objective())
+  own = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+  state = train_state_lib.create_train_state(own, opt, jax.random.key(seed))
+  it = batching.EpochIterator(size=len(prompts),
+                              batch_size=min(batch_size, len(prompts)), seed=seed)
+  res = loops.train_sft(state=state, update_step=update, arrays=arrays,
+                        iterator=it, num_steps=steps,
+                        log_every=max(1, steps // 4), desc=desc)
+  return res.state.params
+
+
+def cached_params(directory: str, abstract, build: Callable[[], Any]):
+  """Restores params saved in ``directory``, or builds and saves them."""
+  ckpt = checkpoint_lib.Checkpointer(directory, keep=1, async_save=False)
+  try:
+    if ckpt.latest_step() is not None:
+      params, _ = ckpt.restore(abstract)
+      return params, True
+    params = build()
+    ckpt.save(0, params, force=True)
+    return params, False
+  finally:
+    ckpt.close()
+
+
+def pass_at_1(*, model, params, tokenizer, tasks, strategy, n: int,
+              max_new_tokens: int, seed: int) -> dict:
+  """{difficulty: mean correctness over n samples per task} (+ 'all')."""
+  ro = loops.rollout(model=model, params=params, tokenizer=tokenizer,
+                     tasks=tasks, rng=jax.random.key(seed), strategy=strategy,
+                     n=n, max_new_tokens=max_new_tokens,
+                     batch_size=max(n, 256 // n * n))
+  correct = np.asarray(ro.correct, np.float64).reshape(len(tasks), n)
+  diffs = np.asarray([t.difficulty for t in tasks])
+  out = {str(int(d)): float(correct[diffs == d].mean())
+         for d in sorted(set(diffs.tolist()))}
+  out["all"] = float(correct.mean())
+  return out
+
+
+def evaluate(*, model, params, tokenizer, tasks, temperature: float,
+             samples: int, max_new_tokens: int, seed: int) -> dict:
+  """Held-out greedy pass@1 and sampled pass@1 (``samples`` per task)."""
+  out = {"greedy": pass_at_1(model=model, params=params, tokenizer=tokenizer,
+                             tasks=tasks, strategy=strategies.Greedy(), n=1,
+                             max_new_tokens=max_new_tokens, seed=seed)}
+  if samples > 0:
+    out["sampled"] = pass_at_1(
+        model=model, params=params, tokenizer=tokenizer, tasks=tasks,
+        strategy=strategies.Sampling(temperature=temperature), n=samples,
+        max_new_tokens=max_new_tokens, seed=seed + 1)
+  return out
+
+
+def _read_jsonl(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _append_jsonl(path: str, record: dict) -> None:
+  with open(path, "a", encoding="utf-8") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+# --------------------------------------------------------------------- run
+def run(*, workdir: str, method: RLMethod, task: str = "addition",
+        task_format: Optional[dict] = None, difficulty: Sequence[int] = (2,),
+        test_difficulty: Optional[Sequence[int]] = None, n_train: int = 3000,
+        n_test: int = 256, labeled_fraction: float = 0.5,
+        rl_pool: Optional[int] = None,
+        warm_start_max_difficulty: Optional[int] = None,
+        model: str = "tiny", model_overrides: Optional[dict] = None,
+        warm_start_steps: int = 300, warm_start_lr: float = 3e-3,
+        warm_start_batch: int = 64, teacher_steps: Optional[int] = None,
+        optimizer: Any = None, learning_rate: float = 3e-4,
+        warmup_steps: int = 10, max_grad_norm: float = 1.0,
+        steps: int = 100, prompts_per_step: int = 16, seed: int = 0,
+        checkpoint_every: int = 25, eval_every: int = 0,
+        eval_samples: int = 4, fast_compile: bool = True,
+        console: bool = False, dry_run: bool = False) -> dict:
+  """Warm start + RL of ``method`` on a synthetic task; returns the summary.
+
+  Args:
+    workdir: run directory (rerun to resume).
+    method: the RLMethod (``%METHOD`` of a ``gin_configs/methods`` file).
+    task: registered synthetic task (``jaxsi.data.tasks``).
+    task_format: its format options (default ``{'reverse': True}`` for
+      addition: answers least-significant digit first).
+    difficulty: difficulty levels of the training problems.
+    test_difficulty: levels of the held-out problems (default ``difficulty``).
+    n_train: training problems (labelled + unlabelled).
+    n_test: held-out problems.
+    labeled_fraction: fraction of the training problems with SFT labels; the
+      rest is the RL pool.
+    rl_pool: use only this many unlabelled problems for RL (default all).
+    warm_start_max_difficulty: SFT only on labelled problems up to this level
+      (harder levels are then seen only by RL).
+    model: model preset; ``model_overrides`` replace its fields
+      (``value_head`` is set when the method trains a value head).
+    warm_start_steps: SFT steps (0: RL from the random init).
+    warm_start_lr: peak SFT learning rate (cosine to 0).
+    warm_start_batch: SFT batch size.
+    teacher_steps: SFT steps of the KDRL teacher (default 2 × warm start),
+      trained on the labelled *and* unlabelled problems (a teacher that saw
+      the answers of the RL pool); only when the method needs a teacher.
+    optimizer: optax transformation of the RL updates (e.g.
+      ``@optimizer.make_optimizer()`` in gin); default: AdamW with
+      ``learning_rate``, linear ``warmup_steps`` then constant,
+      ``max_grad_norm`` clipping.
+    learning_rate, warmup_steps, max_grad_norm: the default optimizer.
+    steps: RL iterations.
+    prompts_per_step: prompts per RL iteration (× ``method.n`` samples).
+    seed: seed of data, model, SFT and RL.
+    checkpoint_every: RL checkpoint interval (iterations).
+    eval_every: evaluate every this many iterations (0: before/after only).
+    eval_samples: sampled completions per held-out problem at the method's
+      temperature (0: greedy only).
+    fast_compile: cheaper XLA compilation (``rl.FAST_COMPILE``).
+    console: print one metrics line per RL iteration.
+    dry_run: build data, model and method, run nothing; returns the set-up.
+
+  Returns:
+    ``{'method', 'before', 'after', 'iterations', 'seconds', ...}``; the same
+    dict is written to ``workdir/results.json``.
+  """
+  t_start = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  if task_format is None:
+    task_format = {"reverse": True} if task == "addition" else {}
+  tok = char_tokenizer.CharTokenizer()
+  labeled, unlabeled, test = split_tasks(
+      task=task, difficulty=difficulty, n_train=n_train, n_test=n_test,
+      labeled_fraction=labeled_fraction, seed=seed, task_format=task_format,
+      test_difficulty=test_difficulty)
+  pool = unlabeled if rl_pool is None else unlabeled[:rl_pool]
+  sft = [t for t in labeled if warm_start_max_difficulty is None
+         or t.difficulty <= warm_start_max_difficulty]
+  overrides = dict(model_overrides or {})
+  if method.with_values:
+    overrides["value_head"] = True
+  cfg = model_config.get_config(model, vocab_size=tok.vocab_size, **overrides)
+  mdl, init_params = model_lib.init(cfg, jax.random.key(seed))
+  setup = dict(method=method.name, task=task, difficulty=list(difficulty),
+               labeled=len(labeled), warm_start_examples=len(sft),
+               rl_pool=len(pool), test=len(test),
+               params=model_lib.count_params(init_params),
+               prompts_per_step=prompts_per_step, n=method.n, steps=steps)
+  print(f"[rl_run] {setup}", flush=True)
+  if dry_run:
+    return setup
+
+  # Warm start (cached in workdir/warm_start so a resumed run skips it).
+  prompts = [t.prompt for t in sft]
+  targets = [t.target for t in sft]
+  if method.guide is not None:
+    # Teach the model to use a hint (copy the target given after the prompt):
+    # Guide's hint-conditioned resamples need that skill.
+    hinted = labeled[::2]
+    prompts += [t.prompt + method.guide.hint_fn(t) for t in hinted]
+    targets += [t.target for t in hinted]
+
+  def build_warm():
+    if warm_start_steps <= 0:
+      return init_params
+    return supervised(model=mdl, params=init_params, tokenizer=tok,
+                      prompts=prompts, targets=targets, steps=warm_start_steps,
+                      learning_rate=warm_start_lr, batch_size=warm_start_batch,
+                      seed=seed)
+
+  warm, restored = cached_params(os.path.join(workdir, "warm_start"),
+                                 init_params, build_warm)
+  teacher = None
+  if method.teacher:
+    every = labeled + unlabeled
+
+    def build_teacher():
+      return supervised(
+          model=mdl, params=init_params, tokenizer=tok,
+          prompts=[t.prompt for t in every], targets=[t.target for t in every],
+          steps=teacher_steps or 2 * max(warm_start_steps, 1),
+          learning_rate=warm_start_lr, batch_size=warm_start_batch,
+          seed=seed + 1, desc="teacher")
+
+    teacher_params, _ = cached_params(os.path.join(workdir, "teacher"),
+                                      init_params, build_teacher)
+    teacher = (mdl, teacher_params)
+
+  eval_path = os.path.join(workdir, "eval.jsonl")
+  done = {int(r["iteration"]): r for r in _read_jsonl(eval_path)}
+
+  def do_eval(params, iteration: int) -> dict:
+    if iteration in done:
+      return done[iteration]
+    res = evaluate(model=mdl, params=params, tokenizer=tok, tasks=test,
+                   temperature=method.temperature, samples=eval_samples,
+                   max_new_tokens=method.max_new_tokens, seed=seed + 7)
+    record = {"iteration": iteration, **res}
+    _append_jsonl(eval_path, record)
+    done[iteration] = record
+    print(f"[rl_run] eval @ {iteration}: {res}", flush=True)
+    return record
+
+  before = do_eval(warm, 0)
+  if optimizer is None:
+    optimizer = optimizer_lib.make_optimizer(
+        learning_rate=learning_rate, schedule="constant",
+        warmup_steps=warmup_steps, total_steps=max(steps, warmup_steps + 1),
+        max_grad_norm=max_grad_norm)
+  trainer = rl.RLTrainer(
+      model=mdl, params=warm, method=method, tokenizer=tok, tasks=pool,
+      optimizer=optimizer, prompts_per_step=prompts_per_step, seed=seed,
+      teacher=teacher, workdir=workdir, checkpoint_every=checkpoint_every,
+      console=console,
+      compiler_options=rl.FAST_COMPILE if fast_compile else None)
+
+  def callback(iteration, metrics):
+    del metrics
+    if eval_every and iteration % eval_every == 0 and iteration < steps:
+      do_eval(trainer.state.params, iteration)
+
+  try:
+    history = trainer.run(steps, log_every=max(1, steps // 10),
+                          callback=callback)
+    after = do_eval(trainer.state.params, trainer.iteration)
+  finally:
+    trainer.close()
+  summary = dict(setup, before=before, after=after,
+                 iterations=trainer.iteration, warm_start_restored=restored,
+                 seconds=time.time() - t_start)
+  if history:
+    last = history[-min(10, len(history)):]
+    summary["train_reward_last10"] = float(np.mean(
+        [h["reward/mean"] for h in last]))
+  with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=1)
+  return summary

@@ -1,0 +1,371 @@
+r"""Per-turn math of multi-turn self-correction, as small pure transforms.
+
+A multi-turn trajectory (``jaxsi.sampling.multiturn``) holds per-turn rewards
+in the columns of ``traj.rewards`` f32[B, K] (column k − 1 = model turn k; NaN
+= turn not taken or not graded) and marks every token with ``turn_ids`` (k on
+model turn k, negative on injected turns). The transforms below shape those
+columns and turn them into token advantages; the objective term
+:func:`turn_kl_penalty` weights the KL per turn. Methods compose them:
+
+* SCoRe (Kumar et al. 2024, arXiv:2409.12917): stage I rewards (0, r2) with a
+  strong KL on turn-1 tokens; stage II :func:`score_bonus` r̂2 = r2 + α(r2 − r1),
+  then :func:`turn_advantages` (per-turn returns).
+* UFO (Liu et al. 2025, "A Simple 'Try Again' Can Elicit Multi-Turn LLM
+  Reasoning", arXiv:2507.14295): :func:`repeat_penalty` then
+  :func:`turn_discount` (γ^{k−1} on turn k), group advantages.
+* Reflect, Retry, Reward (Bensal et al. 2025, arXiv:2505.24726):
+  :func:`require_reward` (failures that were retried) and
+  :func:`restrict_loss_to_turns` (reflection tokens only).
+* Critique-GRPO (Zhang et al. 2025, arXiv:2506.03106):
+  :func:`pooled_turn_advantages` (refinements join the group).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxsi.trajectory import Trajectory
+from jaxsi.transforms import aggregation
+from jaxsi.transforms import kl as kl_lib
+from jaxsi.transforms.base import Context, ModelOutputs, TrajectoryTransform, stateless
+
+Array = jax.Array
+sg = jax.lax.stop_gradient
+
+REPEATS_KEY = "turn_repeats"
+NUM_TURNS_KEY = "num_turns"
+
+
+# ------------------------------------------------------------------ helpers
+def _rewards(traj: Trajectory) -> Array:
+  if traj.rewards is None:
+    raise ValueError("this transform needs traj.rewards f32[B, K] (per turn)")
+  return jnp.asarray(traj.rewards, jnp.float32)
+
+
+def _turn_ids(traj: Trajectory) -> Array:
+  if traj.turn_ids is None:
+    raise ValueError("this transform needs traj.turn_ids (a multi-turn rollout)")
+  return jnp.asarray(traj.turn_ids, jnp.int32)
+
+
+def turn_token_mask(traj: Trajectory, turns: Sequence[int]) -> Array:
+  """bool[B, T]: loss tokens of the model turns ``turns`` (1-based)."""
+  ids = _turn_ids(traj)
+  sel = jnp.isin(ids, jnp.asarray(tuple(turns), jnp.int32))
+  return traj.loss_mask.astype(bool) & sel
+
+
+def taken_turns(traj: Trajectory, k: int) -> Array:
+  """bool[B, K]: model turn j + 1 was taken by row b.
+
+  From ``extras['num_turns']`` when present, else from ``turn_ids``.
+  """
+  if NUM_TURNS_KEY in traj.extras:
+    n = jnp.asarray(traj.extras[NUM_TURNS_KEY], jnp.int32)
+  else:
+    n = jnp.max(jnp.where(traj.loss_mask, _turn_ids(traj), 0), axis=1)
+  return jnp.arange(1, k + 1)[None, :] <= n[:, None]
+
+
+def per_turn_to_tokens(values: Array, traj: Trajectory) -> Array:
+  """f32[B, K] per-turn values → f32[B, T] on model-turn loss tokens.
+
+  ``out[b, t] = values[b, turn_ids[b, t] − 1]`` on loss tokens of valid rows
+  whose turn id is in [1, K]; 0 elsewhere.
+  """
+  k = values.shape[1]
+  ids = _turn_ids(traj)
+  idx = jnp.clip(ids - 1, 0, k - 1)
+  out = jnp.take_along_axis(values, idx, axis=1)
+  keep = traj.sample_mask.astype(bool) & (ids >= 1) & (ids <= k)
+  return jnp.where(keep, out, 0.0).astype(jnp.float32)
+
+
+def _mean(x: Array, mask: Array) -> Array:
+  m = mask.astype(jnp.float32)
+  return jnp.sum(jnp.where(mask, x, 0.0)) / jnp.maximum(jnp.sum(m), 1.0)
+
+
+# ---------------------------------------------------------------- masks
+def restrict_loss_to_turns(*, turns: Sequence[int]) -> TrajectoryTransform:
+  r"""``loss_mask`` ← loss tokens of the model turns ``turns`` only.
+
+  Reflect, Retry, Reward (Bensal et al. 2025, arXiv:2505.24726, §3): only the
+  self-reflection tokens are rewarded (``turns=(2,)`` in a reflect → retry
+  episode); the answer tokens of both attempts are not trained.
+  Metric 'turns/loss_tokens' (mean loss tokens per valid row).
+  """
+  turns = tuple(int(t) for t in turns)
+
+  def fn(traj: Trajectory, ctx: Context):
+    del ctx
+    m = turn_token_mask(traj, turns)
+    tokens = jnp.sum(m, axis=1).astype(jnp.float32)
+    return traj.replace(loss_mask=m), {
+        "turns/loss_tokens": _mean(tokens, traj.valid)}
+
+  return stateless(fn)
+
+
+def require_reward(*, column: int) -> TrajectoryTransform:
+  r"""``valid`` ← valid ∧ isfinite(rewards[:, column]).
+
+  Drops the rows that never reached (or were not graded at) a turn, e.g. the
+  first-attempt successes of Reflect, Retry, Reward, which the paper does not
+  train on. Metric 'turns/frac_kept'.
+  """
+
+  def fn(traj: Trajectory, ctx: Context):
+    del ctx
+    r = _rewards(traj)
+    keep = traj.valid & jnp.isfinite(r[:, column])
+    return traj.replace(valid=keep), {
+        "turns/frac_kept": jnp.mean(keep.astype(jnp.float32))}
+
+  return stateless(fn)
+
+
+# ------------------------------------------------------------- shaping
+def repeat_penalty(*, penalty: float, key: str = REPEATS_KEY
+                   ) -> TrajectoryTransform:
+  r"""UFO repetition penalty: r_k ← r_k − λ·1[answer of turn k repeats].
+
+  Liu et al. 2025 (UFO, arXiv:2507.14295) penalise a model that answers "try
+  again" with an answer it already gave. ``traj.extras[key]`` f32[B, K] holds
+  the repeat indicators (``multiturn.run_episodes`` fills them from the
+  canonical answers); NaN rewards (turns not taken) stay NaN. (GK: the paper's
+  exact penalty value and placement; λ is a parameter here.)
+  Metric 'turns/repeat_frac' (repeats per taken turn).
+  """
+
+  def fn(traj: Trajectory, ctx: Context):
+    del ctx
+    r = _rewards(traj)
+    if key not in traj.extras:
+      raise ValueError(f"repeat_penalty needs traj.extras[{key!r}] f32[B, K]")
+    rep = jnp.asarray(traj.extras[key], jnp.float32)
+    if rep.shape != r.shape:
+      raise ValueError(f"repeat_penalty: repeats {rep.shape} vs rewards {r.shape}")
+    new = jnp.where(jnp.isfinite(r), r - penalty * rep, r)
+    taken = jnp.isfinite(r) & traj.valid[:, None]
+    return traj.replace(rewards=new), {"turns/repeat_frac": _mean(rep, taken)}
+
+  return stateless(fn)
+
+
+def turn_discount(*, gamma: float) -> TrajectoryTransform:
+  r"""UFO turn-discounted episode reward: R = Σ_k γ^{k−1} r_k (NaN-aware).
+
+  Liu et al. 2025 (arXiv:2507.14295): an episode that stops at its first
+  correct answer in turn k earns γ^{k−1}, so fewer turns are better.
+  Turns not taken (NaN) contribute 0; a row whose turns are all NaN stays NaN
+  (unscorable). ``rewards`` becomes f32[B, 1]. Metric 'reward/mean'.
+  """
+
+  def fn(traj: Trajectory, ctx: Context):
+    del ctx
+    r = _rewards(traj)
+    k = r.shape[1]
+    disc = gamma ** jnp.arange(k, dtype=jnp.float32)
+    finite = jnp.isfinite(r)
+    total = jnp.sum(jnp.where(finite, r * disc, 0.0), axis=1)
+    total = jnp.where(jnp.any(finite, axis=1), total, jnp.nan)
+    return traj.replace(rewards=total[:, None]), {
+        "reward/mean": _mean(total, traj.valid & jnp.isfinite(total))}
+
+  return stateless(fn)
+
+
+def score_bonus(*, alpha: float, first: int = 0, second: int = 1
+                ) -> TrajectoryTransform:
+  r"""SCoRe stage-II per-turn rewards: (r1, r2 + α(r2 − r1)).
+
+  Kumar et al. 2024 ("Training Language Models to Self-Correct via
+  Reinforcement Learning", arXiv:2409.12917, §5.2, Eq. 4): the progress bonus
+  b(y2 | y1, y*) = α(r(y2) − r(y1)) is added to the second attempt's reward
+  so that flipping wrong → right pays more than staying right and
+  right → wrong is punished. Unlike ``rewards.progress_bonus`` (which sums the
+  turns into one column) the K columns are kept, so :func:`turn_advantages`
+  can give each turn its own return. Metric 'turns/bonus_mean'.
+  """
+
+  def fn(traj: Trajectory, ctx: Context):
+    del ctx
+    r = _rewards(traj)
+    r1, r2 = r[:, first], r[:, second]
+    bonus = alpha * (r2 - r1)
+    new = r.at[:, second].set(r2 + bonus)
+    ok = traj.valid & jnp.isfinite(bonus)
+    return traj.replace(rewards=new), {"turns/bonus_mean": _mean(bonus, ok)}
+
+  return stateless(fn)
+
+
+# ---------------------------------------------------------- advantages
+def _group_stats(x: Array, ok: Array, group_ids: Array, ddof: int = 1):
+  """Per-row (mean, std, count) over all ok entries of x[B, K] in its group."""
+  b = x.shape[0]
+  xs = jnp.sum(jnp.where(ok, x, 0.0), axis=1)
+  cnt = jnp.sum(ok.astype(jnp.float32), axis=1)
+  tot = jax.ops.segment_sum(xs, group_ids, num_segments=b)[group_ids]
+  n = jax.ops.segment_sum(cnt, group_ids, num_segments=b)[group_ids]
+  mean = tot / jnp.maximum(n, 1.0)
+  dev = jnp.where(ok, x - mean[:, None], 0.0)
+  ss = jax.ops.segment_sum(jnp.sum(dev * dev, axis=1), group_ids,
+                           num_segments=b)[group_ids]
+  std = jnp.sqrt(ss / jnp.maximum(n - ddof, 1.0))
+  return mean, std, n
+
+
+def turn_advantages(*, gamma: float = 1.0,
+                    baseline: Literal["group", "none"] = "group",
+                    scale: Literal["none", "group"] = "none",
+                    eps: float = 1e-4) -> TrajectoryTransform:
+  r"""Per-turn returns and advantages of a K-turn episode.
+
+  With per-turn rewards r̂_{b,j} (columns of ``rewards``; NaN = 0),
+  the return of model turn k is G_{b,k} = Σ_{j ≥ k} γ^{j−k} r̂_{b,j} (what
+  turn k's tokens influence), and::
+
+      A_{b,k} = G_{b,k} − μ_k(g(b))             baseline='group'
+      A_{b,k} = (G_{b,k} − μ_k) / (σ_k + eps)   scale='group'
+      A_{b,k} = G_{b,k}                         baseline='none'
+
+  with μ_k, σ_k (unbiased) the mean / std of G_{·,k} over the valid rows of
+  the group that took turn k (a group of one gets A = 0 with a baseline).
+  Token t of model turn k gets A_{b,k} (:func:`per_turn_to_tokens`).
+
+  SCoRe (Kumar et al. 2024, arXiv:2409.12917) optimises Σ_i r̂(y_i) by
+  REINFORCE over both attempts; with γ = 1 the first attempt's return is
+  r1 + r2 + α(r2 − r1) (DESIGN.md's SCoRe-II composition) and the second
+  attempt's is r2 + α(r2 − r1) (its own reward only: it cannot change r1).
+  The group-mean baseline is an RLOO/GRPO-style variance reduction (GK: the
+  paper's baseline is not specified in the abstract).
+
+  Writes ``advantages`` f32[B, T] and ``returns`` f32[B, T] (G per token).
+  Metrics 'turns/return_mean_t{k}', 'turns/adv_abs_mean'.
+  """
+  if baseline not in ("group", "none"):
+    raise ValueError(f"baseline={baseline!r}; expected 'group' or 'none'")
+  if scale not in ("none", "group"):
+    raise ValueError(f"scale={scale!r}; expected 'none' or 'group'")
+
+  def fn(traj: Trajectory, ctx: Context):
+    del ctx
+    r = jnp.nan_to_num(_rewards(traj), nan=0.0)
+    k = r.shape[1]
+    # G_k = r_k + γ G_{k+1}, a reverse scan over the K columns.
+    g_cols = [None] * k
+    acc = jnp.zeros(r.shape[0], jnp.float32)
+    for j in reversed(range(k)):
+      acc = r[:, j] + gamma * acc
+      g_cols[j] = acc
+    returns = jnp.stack(g_cols, axis=1)
+    taken = taken_turns(traj, k) & traj.valid[:, None]
+    adv = returns
+    if baseline == "group":
+      cols = []
+      for j in range(k):
+        okj = taken[:, j:j + 1]
+        mean, std, n = _group_stats(returns[:, j:j + 1], okj, traj.group_ids)
+        a = returns[:, j] - mean
+        if scale == "group":
+          a = a / (std + eps)
+        cols.append(jnp.where(taken[:, j] & (n > 1), a, 0.0))
+      adv = jnp.stack(cols, axis=1)
+    adv = jnp.where(taken, adv, 0.0)
+    metrics = {f"turns/return_mean_t{j + 1}": _mean(returns[:, j], taken[:, j])
+               for j in range(k)}
+    metrics["turns/adv_abs_mean"] = _mean(jnp.abs(adv), taken)
+    return traj.replace(advantages=per_turn_to_tokens(adv, traj),
+                        returns=per_turn_to_tokens(returns, traj)), metrics
+
+  return stateless(fn)
+
+
+def pooled_turn_advantages(*, scale: Literal["group", "none"] = "group",
+                           eps: float = 1e-4) -> TrajectoryTransform:
+  r"""Group advantages where every graded turn is a group member.
+
+  Critique-GRPO (Zhang et al. 2025, arXiv:2506.03106, §3): the refinements
+  written after a critique join the GRPO group of the initial responses, so
+  one group holds the n first attempts and the refinements. Here member
+  (b, k) is model turn k of row b with a finite reward r_{b,k}; over the
+  members of the group::
+
+      A_{b,k} = (r_{b,k} − μ_g) / (σ_g + eps)     (σ unbiased; 'none': no σ)
+
+  and the tokens of turn k of row b get A_{b,k}. Groups with < 2 members get
+  0. Writes ``advantages``; metrics 'turns/members_per_group',
+  'turns/adv_abs_mean'.
+  """
+  if scale not in ("group", "none"):
+    raise ValueError(f"scale={scale!r}; expected 'group' or 'none'")
+
+  def fn(traj: Trajectory, ctx: Context):
+    del ctx
+    r = _rewards(traj)
+    ok = jnp.isfinite(r) & traj.valid[:, None]
+    mean, std, n = _group_stats(r, ok, traj.group_ids)
+    a = r - mean[:, None]
+    if scale == "group":
+      a = a / (std[:, None] + eps)
+    adv = jnp.where(ok & (n[:, None] > 1), a, 0.0)
+    return traj.replace(advantages=per_turn_to_tokens(adv, traj)), {
+        "turns/members_per_group": _mean(n, traj.valid),
+        "turns/adv_abs_mean": _mean(jnp.abs(adv), ok)}
+
+  return stateless(fn)
+
+
+# ------------------------------------------------------------ objective
+def turn_kl_penalty(*, weights: Sequence[float], estimator: str = "k3",
+                    agg: str = "token-mean", max_len: Optional[int] = None):
+  r"""KL(π ‖ π_ref) with a weight per model turn: L = agg_t(β_{turn(t)} k_t).
+
+  SCoRe stage I (Kumar et al. 2024, arXiv:2409.12917, §5.1, Eq. 3):
+  maximise r(y2) − β2 KL(π(·|x1) ‖ π_ref(·|x1)) on the FIRST attempt (β2 large,
+  keeping turn 1 near the base model so it cannot collapse onto turn 2) plus
+  the usual β1 KL elsewhere; stage II uses β1 on every turn. ``weights[k−1]``
+  is the weight of model turn k (turns beyond the tuple get the last weight);
+  use it in ``objective((1.0, turn_kl_penalty(...), 'kl'))``. Reads
+  ``outputs.logprobs``, ``traj.ref_logprobs``, ``traj.turn_ids``.
+
+  Returns:
+    An objective term; metrics 'kl' (token mean of the unweighted estimate)
+    and 'kl_t{k}' per turn.
+  """
+  w = jnp.asarray(tuple(float(x) for x in weights), jnp.float32)
+  if w.ndim != 1 or w.shape[0] < 1:
+    raise ValueError("turn_kl_penalty: give at least one weight")
+  kl_lib.validate_estimator(estimator)
+
+  def term(outputs: ModelOutputs, traj: Trajectory):
+    if traj.ref_logprobs is None:
+      raise ValueError("turn_kl_penalty needs traj.ref_logprobs")
+    m = traj.loss_mask.astype(bool)
+    ids = _turn_ids(traj)
+    lp = jnp.where(m, outputs.logprobs, 0.0)
+    ref = jnp.where(m, traj.ref_logprobs, 0.0)
+    kl_bt = kl_lib.kl_estimate(lp, ref, estimator=estimator)
+    beta = w[jnp.clip(ids - 1, 0, w.shape[0] - 1)]
+    loss = aggregation.aggregate_trajectory(beta * kl_bt, traj, mode=agg,
+                                            max_len=max_len)
+    metrics = {"kl": aggregation.masked_token_mean(sg(kl_bt), traj)}
+    for j in range(int(w.shape[0])):
+      metrics[f"kl_t{j + 1}"] = aggregation.masked_token_mean(
+          sg(kl_bt), traj, mask=m & (ids == j + 1))
+    return loss, metrics
+
+  return term
+
+
+__all__ = [
+    "per_turn_to_tokens", "pooled_turn_advantages", "repeat_penalty",
+    "require_reward", "restrict_loss_to_turns", "score_bonus", "taken_turns",
+    "turn_advantages", "turn_discount", "turn_kl_penalty", "turn_token_mask",
+]

@@ -1,0 +1,136 @@
+"""SCoRe (stages I and II) and plain two-turn GRPO: one loop step each, and the
+loss of the first optimizer step equals a numpy computation of the formula.
+
+Also holds the helpers the other multi-turn method tests import.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from jaxsi import methods
+from jaxsi.methods.score import MultiTurnMethod
+from jaxsi.training import rl
+from jaxsi.training.multiturn_rl import MultiTurnRLTrainer
+from tests.methods import rl_fixtures as fx
+
+COMMON = dict(n=fx.N, max_new_tokens=fx.MAX_NEW,
+              reward_fns=(fx.first_is_digit,), inject_length=4)
+
+
+def run_one(method, *, reference_params=None, seed=0):
+  """One MultiTurnRLTrainer step on the shared tiny set-up."""
+  tok, model, params, tasks, opt = fx.setup()
+  trainer = MultiTurnRLTrainer(
+      model=model, params=params, method=method, tokenizer=tok, tasks=tasks,
+      optimizer=opt, prompts_per_step=fx.PROMPTS, seed=seed,
+      reference_params=reference_params, compiler_options=rl.FAST_COMPILE)
+  p0 = fx.host_params(trainer.state.params)
+  metrics = trainer.step()
+  moved = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(
+      jax.tree.leaves(trainer.state.params), jax.tree.leaves(p0)))
+  for k in ("loss_first", "reward/turn1/mean", "sc/acc_t1", "sc/gap"):
+    assert np.isfinite(metrics[k]), k
+  return trainer, p0, metrics, moved
+
+
+def raw_batch(trainer, p0):
+  """(rollout traj before transforms, rewards [B, K], turn ids, loss mask,
+  valid, policy log-probs at the rollout params) in numpy."""
+  traj = trainer.last_batch.traj
+  lp = fx.policy_logprobs(trainer.model, p0, trainer.last_traj)
+  return (traj, np.asarray(trainer.last_batch.rewards, np.float64),
+          np.asarray(traj.turn_ids), np.asarray(traj.loss_mask, bool),
+          np.asarray(traj.valid, bool), lp)
+
+
+def per_turn_tokens(values, ids, mask):
+  """[B, K] → [B, T] by turn id on ``mask``."""
+  k = values.shape[1]
+  idx = np.clip(ids - 1, 0, k - 1)
+  out = np.take_along_axis(values, idx, axis=1)
+  return np.where(mask & (ids >= 1), out, 0.0)
+
+
+def group_baseline(x, taken, n):
+  """x − mean of the taken members of its contiguous group (0 if < 2)."""
+  out = np.zeros_like(x)
+  for g0 in range(0, len(x), n):
+    sl = slice(g0, g0 + n)
+    t = taken[sl]
+    if t.sum() > 1:
+      out[sl] = np.where(t, x[sl] - x[sl][t].mean(), 0.0)
+  return out
+
+
+def k3(lp, ref):
+  x = ref - lp
+  return np.exp(x) - x - 1.0
+
+
+def score_reference(trainer, p0, ref_params, *, stage, alpha, weights):
+  traj, r, ids, lm, valid, lp = raw_batch(trainer, p0)
+  old = np.asarray(trainer.last_traj.old_logprobs, np.float64)
+  r = np.nan_to_num(r)
+  if stage == 1:
+    shaped = np.stack([np.zeros_like(r[:, 0]), r[:, 1]], 1)
+  else:
+    shaped = np.stack([r[:, 0], r[:, 1] + alpha * (r[:, 1] - r[:, 0])], 1)
+  returns = np.stack([shaped[:, 0] + shaped[:, 1], shaped[:, 1]], 1)
+  taken = np.stack([np.ones(len(r), bool), (ids == 2).any(axis=1)], 1) & valid[:, None]
+  adv = np.stack([group_baseline(returns[:, k], taken[:, k], fx.N)
+                  for k in range(2)], 1)
+  mask = lm & valid[:, None]
+  a_bt = per_turn_tokens(adv, ids, mask)
+  ratio = np.exp(np.where(lm, lp - old, 0.0))
+  pg = fx.agg(fx.ppo_clip(ratio, a_bt, 0.2, 0.2), mask, "token-mean")
+  ref = fx.policy_logprobs(trainer.model, ref_params, trainer.last_traj)
+  beta = np.asarray(weights)[np.clip(ids - 1, 0, 1)]
+  kl = fx.agg(beta * k3(np.where(lm, lp, 0), np.where(lm, ref, 0)), mask,
+              "token-mean")
+  return pg + kl, r
+
+
+def test_score_stage2_loss_matches_formula():
+  _, _, params, _, _ = fx.setup()
+  ref = fx.perturbed(params)
+  m = methods.score(stage=2, alpha=3.0, kl_base=0.05, feedback_text="+=",
+                    **COMMON)
+  assert isinstance(m, MultiTurnMethod) and m.reference
+  trainer, p0, metrics, moved = run_one(m, reference_params=ref)
+  want, r = score_reference(trainer, p0, ref, stage=2, alpha=3.0,
+                            weights=(0.05, 0.05))
+  assert moved > 0
+  # Both attempts are always played (no stop on correct).
+  assert np.isfinite(trainer.last_batch.rewards).all()
+  assert (r[:, 0] != r[:, 1]).any(), "fixture should change answers"
+  np.testing.assert_allclose(metrics["loss_first"], want, rtol=2e-4, atol=2e-5)
+
+
+def test_score_stage1_loss_matches_formula():
+  _, _, params, _, _ = fx.setup()
+  ref = fx.perturbed(params)
+  m = methods.score(stage=1, kl_base=0.05, kl_first=0.5, feedback_text="+=",
+                    **COMMON)
+  trainer, p0, metrics, moved = run_one(m, reference_params=ref, seed=1)
+  want, _ = score_reference(trainer, p0, ref, stage=1, alpha=0.0,
+                            weights=(0.55, 0.05))
+  assert moved > 0
+  np.testing.assert_allclose(metrics["loss_first"], want, rtol=2e-4, atol=2e-5)
+  assert metrics["transform/turns/return_mean_t1"] == metrics[
+      "transform/turns/return_mean_t2"]
+
+
+def test_two_turn_grpo_loss_matches_formula():
+  m = methods.two_turn_grpo(reward="sum", feedback_text="+=", **COMMON)
+  trainer, p0, metrics, moved = run_one(m)
+  traj, r, ids, lm, valid, lp = raw_batch(trainer, p0)
+  total = r.sum(axis=1)
+  adv = fx.group_std_adv(total, fx.N, scale=True)
+  mask = lm & valid[:, None]
+  old = np.asarray(trainer.last_traj.old_logprobs, np.float64)
+  ratio = np.exp(np.where(lm, lp - old, 0.0))
+  want = fx.agg(fx.ppo_clip(ratio, adv[:, None], 0.2, 0.2), mask, "token-mean")
+  assert moved > 0
+  np.testing.assert_allclose(metrics["loss_first"], want, rtol=2e-4, atol=2e-5)

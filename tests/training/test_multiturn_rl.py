@@ -1,0 +1,108 @@
+"""MultiTurnRLTrainer: episodes as rollouts, fixed shapes, metrics, resume-safe
+compilation, held-out evaluation, and the gin files of the multi-turn methods."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from jaxsi import methods
+from jaxsi.methods.score import MultiTurnMethod
+from jaxsi.sampling import multiturn
+from jaxsi.sampling import sampler
+from jaxsi.sampling import strategies as st
+from jaxsi.training import multiturn_rl
+from jaxsi.training import rl
+from tests.methods import rl_fixtures as fx
+
+COMMON = dict(n=fx.N, max_new_tokens=fx.MAX_NEW,
+              reward_fns=(fx.first_is_digit,), inject_length=4)
+
+
+def make_trainer(method, seed=0):
+  tok, model, params, tasks, opt = fx.setup()
+  return multiturn_rl.MultiTurnRLTrainer(
+      model=model, params=params, method=method, tokenizer=tok, tasks=tasks,
+      optimizer=opt, prompts_per_step=fx.PROMPTS, seed=seed,
+      compiler_options=rl.FAST_COMPILE)
+
+
+def test_two_steps_fixed_shapes_metrics_and_single_compile():
+  m = methods.ufo(max_turns=3, feedback_text="+=", **COMMON)
+  trainer = make_trainer(m)
+  first = trainer.step()
+  shape = trainer.last_traj.tokens.shape
+  b = fx.PROMPTS * fx.N
+  p = trainer.prompt_len
+  assert shape == (b, m.episode.length(p, fx.MAX_NEW))
+  assert trainer.reward_names == ("turn1", "turn2", "turn3")
+  assert trainer.last_batch.rewards.shape == (b, 3)
+  counts = sampler.trace_counts()
+  prep = rl._prepare_jit(trainer.compiler_options)  # pylint: disable=protected-access
+  size = prep._cache_size()  # pylint: disable=protected-access
+  second = trainer.step()
+  assert trainer.last_traj.tokens.shape == shape
+  assert sampler.trace_counts() == counts          # no new sampler compile
+  assert prep._cache_size() == size                # no new prepare compile  # pylint: disable=protected-access
+  for metrics in (first, second):
+    for k in ("sc/acc_t1", "sc/acc_t2", "sc/gap", "sc/wrong_to_right",
+              "sc/right_to_wrong", "sc/turns_mean", "sc/repeat_frac",
+              "reward/turn1/mean", "loss_first"):
+      assert np.isfinite(metrics[k]), k
+    assert metrics["sc/gap"] == pytest.approx(
+        metrics["sc/acc_t2"] - metrics["sc/acc_t1"])
+  # The batch's self-correction metrics agree with its per-turn rewards.
+  st_ = multiturn.self_correction_stats(trainer.last_batch.rewards)
+  assert second["sc/acc_t1"] == pytest.approx(st_["acc_t1"])
+  assert second["sc/acc_t2"] == pytest.approx(st_["acc_t2"])
+  # Episodes stop on a correct answer: turn 1 correct ⇒ no turn 2.
+  r = trainer.last_batch.rewards
+  assert np.isnan(r[r[:, 0] == 1, 1]).all()
+
+
+def test_rejects_single_turn_methods():
+  with pytest.raises(TypeError, match="MultiTurnMethod"):
+    make_trainer(methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW))
+  with pytest.raises(ValueError, match="EpisodeSpec"):
+    MultiTurnMethod(name="x", n=2, strategy=st.Greedy(), max_new_tokens=2,
+                    reward_fns=(fx.first_is_digit,),
+                    transform=methods.grpo().transform,
+                    objective=methods.grpo().objective)
+
+
+def test_evaluate_self_correction_counts_every_task_once():
+  tok, model, params, tasks, _ = fx.setup()
+  spec = multiturn.EpisodeSpec(max_turns=2, inject_length=4,
+                               feedback=multiturn.FixedFeedback("+="))
+  out = multiturn_rl.evaluate_self_correction(
+      model=model, params=params, tokenizer=tok, tasks=tasks[:5], spec=spec,
+      reward_fns=(fx.first_is_digit,), strategy=st.Greedy(),
+      max_new_tokens=fx.MAX_NEW, batch_size=4)
+  assert out["count"] == 5 and len(out["episodes"]) == 5
+  r = np.asarray([e["rewards"] for e in out["episodes"]], np.float64)
+  c1, c2 = r[:, 0] == 1, r[:, 1] == 1
+  assert out["acc_t1"] == pytest.approx(c1.mean())
+  assert out["wrong_to_right"] == pytest.approx((~c1 & c2).mean())
+  assert all(e["injected"] == ["+="] for e in out["episodes"])
+
+
+def test_registry_and_gin_files_build_every_multi_turn_method():
+  gin = pytest.importorskip("gin")
+  for name in ("score", "ufo", "reflect_retry", "critique_grpo",
+               "two_turn_grpo"):
+    m = methods.get_method(name, n=2, max_new_tokens=4)
+    assert isinstance(m, MultiTurnMethod) and m.n == 2
+  root = pathlib.Path(__file__).resolve().parents[2] / "gin_configs" / "methods"
+  for stem in ("score", "ufo", "reflect_retry", "critique_grpo"):
+    gin.clear_config()
+    gin.parse_config_file(str(root / f"{stem}.gin"))
+    m = gin.query_parameter("%METHOD").scoped_configurable_fn()
+    assert isinstance(m, MultiTurnMethod) and m.name == stem
+  gin.clear_config()
+  gin.parse_config_files_and_bindings([str(root / "score.gin")],
+                                      ["score.score.stage = 1"])
+  m = gin.query_parameter("%METHOD").scoped_configurable_fn()
+  assert m.reference and m.episode.max_turns == 2
+  gin.clear_config()
