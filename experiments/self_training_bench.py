@@ -410,7 +410,8 @@ def demo_vstar_diag(args, out):
   lines = ["best-of-8 accuracy / held-out pair ranking accuracy\n",
            "| seed | verifier of round | samples of | random | maj@8 | DPO reward"
            " log π_V − log π_ref | sign flipped | log π_V | log π_ref | log π_generator |"
-           " pass@8 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           " DPO reward / length |"
+           " pass@8 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for seed in [int(x) for x in args.seeds.split(",")]:
     _, test = tasks_lib.make_train_test(
         "addition", n_train=args.n_labeled + args.n_unlabeled, n_test=args.n_test,
@@ -433,9 +434,11 @@ def demo_vstar_diag(args, out):
         c = np.asarray(ro.correct, bool)
         lv = rounds.sequence_logprobs(model, vparams, ro.traj)
         lb = rounds.sequence_logprobs(model, base, ro.traj)
+        dpo_mean = (rounds.sequence_logprobs(model, vparams, ro.traj, normalize=True)
+                    - rounds.sequence_logprobs(model, base, ro.traj, normalize=True))
         cells = [f"{common.best_of_n_accuracy(sc, c, m['n']):.3f} /"
                  f" {common.pair_ranking_accuracy(sc, c, m['n']):.3f}"
-                 for sc in (lv - lb, lb - lv, lv, lb, lgen)]
+                 for sc in (lv - lb, lb - lv, lv, lb, lgen, dpo_mean)]
         lines.append(f"| {seed} | {vr} | {'warm start' if gr == 0 else f'round {gr}'} |"
                      f" {m['random_choice']:.3f} | {m['majority']:.3f} | "
                      + " | ".join(cells) + f" | {m['pass_at_n']:.3f} |")
@@ -507,7 +510,7 @@ def main():
   p.add_argument("--vstar_rounds", type=int, default=2)
   p.add_argument("--verifier_lr", type=float, default=None)
   p.add_argument("--verifier_beta", type=float, default=0.1)
-  p.add_argument("--vstar_own_samples", type=int, default=0,
+  p.add_argument("--vstar_own_samples", type=int, default=1,
                  help="1: round r's verifier also trains on pairs of G_r's own samples on"
                       " the unlabeled problems (the paper's D_VER, vstar(verifier_tasks=))")
   p.add_argument("--vstar_all_pairs", type=int, default=0,

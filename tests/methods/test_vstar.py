@@ -116,3 +116,48 @@ def test_pair_ranking_accuracy():
   assert np.isnan(common.pair_ranking_accuracy(scores[6:], correct[6:], 3))
   # reversing the score reverses the ranking
   assert common.pair_ranking_accuracy(-scores, correct, 3) == pytest.approx(0.5 / 4)
+
+
+def test_build_pairs_all_pairs():
+  records = [rec("a", 0, "1", True), rec("a", 1, "2", False), rec("a", 2, "3", False),
+             rec("a", 3, "4", True), rec("a", 4, "2", False)]
+  # linear pairing: max(2 correct, 2 distinct incorrect) = 2 pairs
+  assert [(p["chosen"], p["rejected"]) for p in common.build_pairs(records)] == [
+      ("1", "2"), ("4", "3")]
+  # all pairs: 2 × 2, correct-major, capped
+  allp = common.build_pairs(records, all_pairs=True)
+  assert [(p["chosen"], p["rejected"]) for p in allp] == [
+      ("1", "2"), ("1", "3"), ("4", "2"), ("4", "3")]
+  assert len(common.build_pairs(records, all_pairs=True, max_pairs_per_problem=3)) == 3
+
+
+def test_after_round_adds_the_ranked_generators_own_pairs(tiny, tmp_path):
+  """verifier_tasks: round r's verifier data = E-step pairs of rounds 1..r plus
+  pairs of the round-r generator's own samples (stored, reused on resume)."""
+  import os
+  from jaxsi.data import tasks as tasks_lib
+  from jaxsi.training import checkpoint_pool as pool_lib
+  tok, model, params = tiny
+  tasks = tasks_lib.make_tasks("addition", 16, difficulty=1, seed=3, reverse=True)
+  m = vstar.vstar(samples_per_prompt=4, verifier_steps=3, pairs_per_batch=4,
+                  verifier_tasks=tasks, max_pairs_per_problem=8)
+  store = rounds.RoundStore(str(tmp_path))
+  e_step = [dict(prompt="1+1=", chosen="2", rejected="3", task_id="x")]
+  store.save(1, "selected.json", dict(examples=[], pairs=e_step, metrics={}))
+  config = rounds.RoundsConfig(max_len=16, max_new_tokens=4, rollout_batch=64)
+  pool = pool_lib.CheckpointPool(os.path.join(str(tmp_path), "pool"))
+  ctx = rounds.RoundContext(round=1, model=model, params=params, base_params=params,
+                            tokenizer=tok, rng=jax.random.key(0), pool=pool,
+                            config=config, workdir=str(tmp_path))
+  out = m.after_round(ctx, store)
+  own = store.load(1, "verifier_samples.json")
+  assert own is not None and out["own_generator_pairs"] == len(own["pairs"])
+  assert out["verifier_pairs"] == len(e_step) + len(own["pairs"])
+  by_prompt = {t.prompt: t for t in tasks}
+  for p in own["pairs"]:
+    t = by_prompt[p["prompt"]]
+    assert t.verify(p["chosen"]) == 1.0 and t.verify(p["rejected"]) == 0.0
+  assert 0.0 <= out["own_generator_sample_accuracy"] <= 1.0
+  # the verifier exists now; a second call restores it without resampling
+  assert m.after_round(ctx, store) == {"verifier": "restored"}
+  pool.close()
