@@ -87,6 +87,10 @@ _LR = flags.DEFINE_float("lr", 2e-4, "RL / correction-SFT learning rate.")
 _ALPHA = flags.DEFINE_float("alpha", 10.0, "SCoRe progress-bonus α.")
 _KL_BASE = flags.DEFINE_float("kl_base", 0.01, "SCoRe β1.")
 _KL_FIRST = flags.DEFINE_float("kl_first", 0.5, "SCoRe stage-I β2 (turn 1).")
+_BONUS_TO_FIRST = flags.DEFINE_bool(
+    "bonus_to_first", True, "SCoRe stage II: credit the progress bonus to the "
+    "first attempt too (the literal Eq. 4 sum; rewards a wrong first attempt "
+    "when alpha > 1) or only to the second.")
 _SCALE = flags.DEFINE_enum("score_scale", "group", ["group", "none"],
                            "SCoRe advantage scaling (group std, or the raw "
                            "returns of the paper).")
@@ -323,6 +327,7 @@ def main(argv):
                                      train=_train_summary(h1))
       m2 = methods_lib.score(stage=2, alpha=_ALPHA.value,
                              kl_base=_KL_BASE.value, scale=scale,
+                             bonus_to_first=_BONUS_TO_FIRST.value,
                              name=name, **common)
       params, h2 = run_rl(m2, model=model, params=p1, tok=tok, tasks=rl_pool,
                           steps=steps - s1, seed=seed + 1,

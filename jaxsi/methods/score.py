@@ -79,6 +79,7 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
           eps_low: float = 0.2, eps_high: float = 0.2,
           baseline: str = "group", scale: str = "none", epochs: int = 1,
           minibatches: int = 1, strategy: Any = None,
+          bonus_to_first: bool = True,
           name: str = "score") -> MultiTurnMethod:
   r"""SCoRe stage I or II (Kumar et al. 2024, arXiv:2409.12917, Eq. 3 / Eq. 4).
 
@@ -103,6 +104,10 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
       independent of α).
     epochs, minibatches: optimisation passes / minibatches per batch.
     strategy: sampling strategy (default temperature sampling).
+    bonus_to_first: stage II: whether the first attempt's return includes
+      the progress bonus (the literal Eq. 4 sum; default) or only r1 + r2
+      (``turns.score_bonus``): with α > 1 the literal sum rewards a wrong
+      first attempt.
     name: method name.
 
   Returns:
@@ -115,7 +120,7 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
     shaping = rewards.shape_turn_rewards(lambda r1, r2: (jnp.zeros_like(r1), r2))
     kl_weights = (kl_base + beta2, kl_base)
   else:
-    shaping = turns.score_bonus(alpha=alpha)
+    shaping = turns.score_bonus(alpha=alpha, bonus_to_first=bonus_to_first)
     kl_weights = (kl_base, kl_base)
   parts = []
   use_kl = any(w > 0 for w in kl_weights)

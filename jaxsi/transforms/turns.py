@@ -180,8 +180,8 @@ def turn_discount(*, gamma: float) -> TrajectoryTransform:
   return stateless(fn)
 
 
-def score_bonus(*, alpha: float, first: int = 0, second: int = 1
-                ) -> TrajectoryTransform:
+def score_bonus(*, alpha: float, first: int = 0, second: int = 1,
+                bonus_to_first: bool = True) -> TrajectoryTransform:
   r"""SCoRe stage-II per-turn rewards: (r1, r2 + α(r2 − r1)).
 
   Kumar et al. 2024 ("Training Language Models to Self-Correct via
@@ -191,6 +191,13 @@ def score_bonus(*, alpha: float, first: int = 0, second: int = 1
   right → wrong is punished. Unlike ``rewards.progress_bonus`` (which sums the
   turns into one column) the K columns are kept, so :func:`turn_advantages`
   can give each turn its own return. Metric 'turns/bonus_mean'.
+
+  ``bonus_to_first=False`` keeps the bonus out of the first attempt's return
+  (its column becomes r1 − b, so with γ = 1 the returns are G1 = r1 + r2 and
+  G2 = r2 + b): the bonus then credits only the attempt it measures. With
+  the literal trajectory-level sum (default) G1 = (1 − α) r1 + (1 + α) r2,
+  which for α > 1 rewards a *wrong* first attempt — measured in
+  ``docs/self_correction.md``: the policy learns to sandbag attempt 1.
   """
 
   def fn(traj: Trajectory, ctx: Context):
@@ -199,6 +206,8 @@ def score_bonus(*, alpha: float, first: int = 0, second: int = 1
     r1, r2 = r[:, first], r[:, second]
     bonus = alpha * (r2 - r1)
     new = r.at[:, second].set(r2 + bonus)
+    if not bonus_to_first:
+      new = new.at[:, first].set(jnp.where(jnp.isfinite(bonus), r1 - bonus, r1))
     ok = traj.valid & jnp.isfinite(bonus)
     return traj.replace(rewards=new), {"turns/bonus_mean": _mean(bonus, ok)}
 

@@ -51,6 +51,17 @@ def test_score_bonus_keeps_turn_columns():
                              [[0, 3], [1, NAN], [1, 1], [0, 0]])
 
 
+def test_score_bonus_kept_out_of_the_first_attempt():
+  traj, _ = apply(turns.score_bonus(alpha=2.0, bonus_to_first=False),
+                  make_traj())
+  # Row 0: b = 2 -> (0 - 2, 1 + 2); row 1: no second turn -> r1 kept.
+  np.testing.assert_allclose(np.asarray(traj.rewards),
+                             [[-2, 3], [1, NAN], [1, 1], [0, 0]])
+  out, _ = apply(turns.turn_advantages(gamma=1.0, baseline="none"), traj)
+  # G1 = r1 + r2 = (1, 1, 2, 0): the bonus no longer reaches attempt 1.
+  np.testing.assert_allclose(np.asarray(out.advantages)[:, 2], [1, 1, 2, 0])
+
+
 def test_turn_advantages_per_turn_returns_and_group_baseline():
   traj, _ = apply(turns.score_bonus(alpha=2.0), make_traj())
   out, m = apply(turns.turn_advantages(gamma=1.0, baseline="group"), traj)
