@@ -162,7 +162,8 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
     all_pairs: DPO pairs = every distinct correct × incorrect combination of
       a problem (up to ``max_pairs_per_problem``) instead of a linear pairing
       (``common.build_pairs``).
-    verifier_tasks: training problems (normally the unlabeled set); if given,
+    verifier_tasks: training problems, or ``'unlabeled'`` for the run's
+      unlabeled set (``RoundContext.unlabeled``; usable from gin); if given,
       round r's verifier is also trained on pairs of k samples per problem of
       the round-r generator itself (the paper's D_VER, see module doc).
     name: method name.
@@ -172,6 +173,9 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
     DPO after each round, best-of-N evaluation (random choice = mean sample
     accuracy, maj@N, pass@N and verifier best-of-N).
   """
+  if isinstance(verifier_tasks, str) and verifier_tasks != "unlabeled":
+    raise ValueError("vstar: verifier_tasks must be a list of tasks or "
+                     f"'unlabeled', got {verifier_tasks!r}")
 
   def sample_chunk(ctx, tasks, plan):
     del plan
@@ -207,7 +211,9 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
         if own is None:
           # ctx.params is G_r (after the M-step): samples of the generator
           # this round's verifier will rank.
-          recs = common.sample_records(ctx, list(verifier_tasks), n=samples_per_prompt,
+          tasks = (ctx.unlabeled if isinstance(verifier_tasks, str)
+                   else verifier_tasks)
+          recs = common.sample_records(ctx, list(tasks), n=samples_per_prompt,
                                        temperature=temperature)
           own = dict(pairs=common.build_pairs(recs, all_pairs=all_pairs,
                                               max_pairs_per_problem=max_pairs_per_problem),

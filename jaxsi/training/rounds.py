@@ -258,6 +258,7 @@ class RoundContext:
     workdir: the run directory (methods may keep their own artefacts there).
     labeled_examples: the warm-start examples (``method.warm_start`` of the
       labeled tasks), e.g. for methods that train extra models.
+    unlabeled: the run's unlabeled tasks (e.g. V-STaR's verifier samples).
   """
 
   round: int
@@ -270,6 +271,7 @@ class RoundContext:
   config: "RoundsConfig"
   workdir: str
   labeled_examples: Sequence[Example] = ()
+  unlabeled: Sequence[Any] = ()
 
   def rollout(self, tasks: Sequence[Any], *, strategy: Any, n: int,
               rng: Optional[jax.Array] = None, params: Any = None
@@ -545,7 +547,8 @@ def run_rounds(
   def ctx_for(r, params, base, rng):
     return RoundContext(round=r, model=model, params=params, base_params=base,
                         tokenizer=tokenizer, rng=rng, pool=pool, config=config,
-                        workdir=store.workdir, labeled_examples=labeled_examples)
+                        workdir=store.workdir, labeled_examples=labeled_examples,
+                        unlabeled=tuple(unlabeled))
 
   # Round 0: warm start.
   if warm_params is not None and 0 not in pool:

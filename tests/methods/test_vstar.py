@@ -104,7 +104,10 @@ def test_select_and_gin():
   gin.clear_config()
   gin.parse_config_file(str(path))
   assert gin.query_parameter("%METHOD").scoped_configurable_fn().name == "vstar"
+  assert gin.query_parameter("vstar.vstar.verifier_tasks") == "unlabeled"
   gin.clear_config()
+  with pytest.raises(ValueError, match="verifier_tasks"):
+    vstar.vstar(verifier_tasks="labeled")
 
 
 def test_pair_ranking_accuracy():
@@ -132,15 +135,16 @@ def test_build_pairs_all_pairs():
 
 
 def test_after_round_adds_the_ranked_generators_own_pairs(tiny, tmp_path):
-  """verifier_tasks: round r's verifier data = E-step pairs of rounds 1..r plus
-  pairs of the round-r generator's own samples (stored, reused on resume)."""
+  """verifier_tasks='unlabeled': round r's verifier data = E-step pairs of
+  rounds 1..r plus pairs of the round-r generator's own samples on the run's
+  unlabeled problems (stored, reused on resume)."""
   import os
   from jaxsi.data import tasks as tasks_lib
   from jaxsi.training import checkpoint_pool as pool_lib
   tok, model, params = tiny
   tasks = tasks_lib.make_tasks("addition", 16, difficulty=1, seed=3, reverse=True)
   m = vstar.vstar(samples_per_prompt=4, verifier_steps=3, pairs_per_batch=4,
-                  verifier_tasks=tasks, max_pairs_per_problem=8)
+                  verifier_tasks="unlabeled", max_pairs_per_problem=8)
   store = rounds.RoundStore(str(tmp_path))
   e_step = [dict(prompt="1+1=", chosen="2", rejected="3", task_id="x")]
   store.save(1, "selected.json", dict(examples=[], pairs=e_step, metrics={}))
@@ -148,7 +152,8 @@ def test_after_round_adds_the_ranked_generators_own_pairs(tiny, tmp_path):
   pool = pool_lib.CheckpointPool(os.path.join(str(tmp_path), "pool"))
   ctx = rounds.RoundContext(round=1, model=model, params=params, base_params=params,
                             tokenizer=tok, rng=jax.random.key(0), pool=pool,
-                            config=config, workdir=str(tmp_path))
+                            config=config, workdir=str(tmp_path),
+                            unlabeled=tuple(tasks))
   out = m.after_round(ctx, store)
   own = store.load(1, "verifier_samples.json")
   assert own is not None and out["own_generator_pairs"] == len(own["pairs"])
