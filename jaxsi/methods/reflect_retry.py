@@ -21,13 +21,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence, Union
 
-from jaxsi.methods import base
 from jaxsi.rewards import reward_fn as reward_lib
-from jaxsi.methods.score import MultiTurnMethod
+from jaxsi.methods.score import MultiTurnMethod, clipped_pg_method
 from jaxsi.sampling import multiturn
-from jaxsi.transforms import (advantages, importance, kl, policy_losses,
-                              rescoring, rewards, turns)
-from jaxsi.transforms.base import chain, objective
+from jaxsi.transforms import advantages, rewards, turns
 
 RewardFns = Union[Callable, Sequence[Callable]]
 REFLECT_PROMPT = "Wrong. Reflect:"
@@ -67,21 +64,15 @@ def reflect_retry(*, n: int = 4, max_new_tokens: int = 8,
   Returns:
     The MultiTurnMethod.
   """
-  parts = [rescoring.ref_logprobs()] if kl_coef else []
-  parts += [importance.old_logprobs(),
-            turns.require_reward(column=2),
-            rewards.shape_turn_rewards(lambda r3: r3, columns=(2,)),
-            turns.restrict_loss_to_turns(turns=(2,)),
-            advantages.group_advantages(scale="group")]
-  terms = [(1.0, policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high,
-                                       agg=agg), "pg")]
-  if kl_coef:
-    terms.append((kl_coef, kl.kl_penalty(estimator=kl_estimator, agg=agg), "kl"))
-  return MultiTurnMethod(
-      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
-      transform=chain(*parts), objective=objective(*terms), epochs=epochs,
-      minibatches=minibatches, reference=bool(kl_coef), eval_turns=(1, 3),
+  shaping = (turns.require_reward(column=2),
+             rewards.shape_turn_rewards(lambda r3: r3, columns=(2,)),
+             turns.restrict_loss_to_turns(turns=(2,)),
+             advantages.group_advantages(scale="group"))
+  return clipped_pg_method(
+      name=name, n=n, temperature=temperature, strategy=strategy,
+      max_new_tokens=max_new_tokens, reward_fns=reward_fns, shaping=shaping,
+      kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg, eps_low=eps_low,
+      eps_high=eps_high, epochs=epochs, minibatches=minibatches, eval_turns=(1, 3),
       episode=multiturn.EpisodeSpec(
           max_turns=3,
           feedback=(multiturn.FixedFeedback(reflect_prompt),

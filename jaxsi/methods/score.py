@@ -67,6 +67,35 @@ class MultiTurnMethod(base.RLMethod):
                        "Guide are single-turn loop options")
 
 
+def clipped_pg_method(*, name: str, n: int, temperature: float,
+                      strategy: Any, max_new_tokens: int,
+                      reward_fns: RewardFns, shaping: Sequence[Any],
+                      kl_coef: float, kl_estimator: str, agg: str,
+                      eps_low: float, eps_high: float, epochs: int,
+                      minibatches: int, episode: multiturn.EpisodeSpec,
+                      **method_fields) -> MultiTurnMethod:
+  """The MultiTurnMethod of a clipped policy gradient over episodes.
+
+  Transform ``chain([ref_logprobs,] old_logprobs, *shaping)`` (reference
+  only when ``kl_coef > 0``); objective ``pg_clip + kl_coef · kl_penalty``.
+  UFO, Reflect-Retry-Reward, Critique-GRPO and the two-turn GRPO baseline
+  differ only in ``shaping`` (their reward / advantage transforms) and
+  ``episode``.
+  """
+  parts = [rescoring.ref_logprobs()] if kl_coef else []
+  parts += [importance.old_logprobs(), *shaping]
+  terms = [(1.0, policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high,
+                                       agg=agg), "pg")]
+  if kl_coef:
+    terms.append((kl_coef, kl.kl_penalty(estimator=kl_estimator, agg=agg), "kl"))
+  return MultiTurnMethod(
+      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
+      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
+      transform=chain(*parts), objective=objective(*terms), epochs=epochs,
+      minibatches=minibatches, reference=bool(kl_coef), episode=episode,
+      **method_fields)
+
+
 REVISE_PROMPT = "Check and revise:"
 
 
@@ -174,18 +203,12 @@ def two_turn_grpo(*, reward: str = "r2", n: int = 4, max_new_tokens: int = 8,
     shaping = rewards.shape_turn_rewards(lambda r1, r2: r1 + r2)
   else:
     raise ValueError(f"two_turn_grpo: reward={reward!r}; expected 'r2' or 'sum'")
-  parts = [rescoring.ref_logprobs()] if kl_coef else []
-  parts += [importance.old_logprobs(), shaping,
-            advantages.group_advantages(scale="group")]
-  terms = [(1.0, policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high,
-                                       agg=agg), "pg")]
-  if kl_coef:
-    terms.append((kl_coef, kl.kl_penalty(estimator=kl_estimator, agg=agg), "kl"))
-  return MultiTurnMethod(
-      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
-      transform=chain(*parts), objective=objective(*terms), epochs=epochs,
-      minibatches=minibatches, reference=bool(kl_coef),
+  return clipped_pg_method(
+      name=name, n=n, temperature=temperature, strategy=strategy,
+      max_new_tokens=max_new_tokens, reward_fns=reward_fns,
+      shaping=(shaping, advantages.group_advantages(scale="group")),
+      kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg, eps_low=eps_low,
+      eps_high=eps_high, epochs=epochs, minibatches=minibatches,
       episode=multiturn.EpisodeSpec(
           max_turns=2, feedback=multiturn.FixedFeedback(feedback_text),
           stop_on_correct=False, inject_length=inject_length))

@@ -22,13 +22,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence, Union
 
-from jaxsi.methods import base
 from jaxsi.rewards import reward_fn as reward_lib
-from jaxsi.methods.score import MultiTurnMethod
+from jaxsi.methods.score import MultiTurnMethod, clipped_pg_method
 from jaxsi.sampling import multiturn
-from jaxsi.transforms import (advantages, importance, kl, policy_losses,
-                              rescoring, turns)
-from jaxsi.transforms.base import chain, objective
+from jaxsi.transforms import advantages, turns
 
 RewardFns = Union[Callable, Sequence[Callable]]
 TRY_AGAIN = "Try again."
@@ -68,20 +65,14 @@ def ufo(*, n: int = 4, max_turns: int = 3, max_new_tokens: int = 8,
   Returns:
     The MultiTurnMethod.
   """
-  parts = [rescoring.ref_logprobs()] if kl_coef else []
-  parts += [importance.old_logprobs(),
-            turns.repeat_penalty(penalty=repeat_penalty),
-            turns.turn_discount(gamma=gamma),
-            advantages.group_advantages(scale="group")]
-  terms = [(1.0, policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high,
-                                       agg=agg), "pg")]
-  if kl_coef:
-    terms.append((kl_coef, kl.kl_penalty(estimator=kl_estimator, agg=agg), "kl"))
-  return MultiTurnMethod(
-      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
-      transform=chain(*parts), objective=objective(*terms), epochs=epochs,
-      minibatches=minibatches, reference=bool(kl_coef),
+  shaping = (turns.repeat_penalty(penalty=repeat_penalty),
+             turns.turn_discount(gamma=gamma),
+             advantages.group_advantages(scale="group"))
+  return clipped_pg_method(
+      name=name, n=n, temperature=temperature, strategy=strategy,
+      max_new_tokens=max_new_tokens, reward_fns=reward_fns, shaping=shaping,
+      kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg, eps_low=eps_low,
+      eps_high=eps_high, epochs=epochs, minibatches=minibatches,
       episode=multiturn.EpisodeSpec(
           max_turns=max_turns, feedback=multiturn.FixedFeedback(feedback_text),
           stop_on_correct=True, inject_length=inject_length))
