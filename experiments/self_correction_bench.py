@@ -19,7 +19,9 @@ Set-up (all CPU-sized, one command)::
 * Methods, each from the warm start, the same RL problems (unlabelled, only
   the verifier) and the same number of episodes:
   - ``sft_traces``: SFT on the warm model's own turn-1 samples paired with the
-    correct turn 2 (Pair-SFT / STaR-style correction traces, loss on turn 2);
+    correct turn 2 (Pair-SFT-style correction traces, loss on turn 2);
+  - ``star_traces``: SFT on the warm model's own two-attempt episodes that
+    fixed a wrong first attempt (STaR-style, loss on turn 2);
   - ``grpo_r2`` / ``grpo_sum``: plain two-turn GRPO with R = r2 / r1 + r2;
   - ``score``: SCoRe stage I (r2, strong KL on turn 1) then stage II
     (r1 + r2 + α(r2 − r1), per-turn returns), advantages scaled by the group
@@ -65,7 +67,13 @@ from jaxsi.training import train_state as train_state_lib
 _METHODS = flags.DEFINE_list(
     "methods", ["sft_traces", "grpo_r2", "grpo_sum", "score", "score_raw"],
     "Methods to compare (the warm start is always reported).")
-_DIGITS = flags.DEFINE_integer("digits", 2, "Operand digits.")
+_TASK = flags.DEFINE_enum(
+    "task", "addition", ["addition", "pair_sum"],
+    "addition: reversed-digit addition (checking an answer costs as much as "
+    "finding it); pair_sum: which two listed digits sum to the target (checking "
+    "is one addition, finding is a search over pairs).")
+_DIGITS = flags.DEFINE_integer("digits", 2, "Operand digits (addition) or list "
+                               "length (pair_sum).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
 _N_TRAIN = flags.DEFINE_integer("n_train", 2000, "Training problems.")
 _N_TEST = flags.DEFINE_integer("n_test", 200, "Held-out problems.")
@@ -109,7 +117,7 @@ _WARM_CACHE = flags.DEFINE_string(
 _OUT = flags.DEFINE_string("out", "/tmp/jaxsi_self_correction.md",
                            "Markdown output (JSON next to it).")
 
-_FLAGS = (_METHODS, _DIGITS, _SEED, _N_TRAIN, _N_TEST, _SFT_STEPS, _SFT_LR,
+_FLAGS = (_METHODS, _TASK, _DIGITS, _SEED, _N_TRAIN, _N_TEST, _SFT_STEPS, _SFT_LR,
           _SFT_FRACTION, _WRONG_FRACTION, _RL_STEPS, _STAGE1_FRACTION,
           _PROMPTS, _N, _LR, _ALPHA, _KL_BASE, _KL_FIRST, _TRACE_STEPS,
           _D_MODEL, _LAYERS, _WARM_CACHE, _SCALE,
@@ -120,8 +128,17 @@ INJECT_LENGTH = 16
 
 
 # ------------------------------------------------------------------ data
-def corrupt(target: str, rng: np.random.Generator) -> str:
-  """A wrong answer one edit away from ``target`` (digit swap or drop/add)."""
+def corrupt(task, rng: np.random.Generator) -> str:
+  """A wrong answer: one edit away from an addition target (digit change,
+  drop or insert), or another pair of a pair-sum list (in list order)."""
+  target = task.target
+  if task.category == "pair_sum":
+    nums = list(task.meta["numbers"])
+    while True:
+      i, j = sorted(int(x) for x in rng.choice(len(nums), size=2, replace=False))
+      out = f"{nums[i]}{nums[j]}"
+      if out != target:
+        return out
   while True:
     kind = rng.integers(3)
     s = list(target)
@@ -173,7 +190,7 @@ def warm_start_convs(tasks, rng, wrong_fraction: float):
     convs.append([(t.prompt, "prompt", False), (t.target, "model", True)])
     if rng.random() < wrong_fraction:
       convs.append([(t.prompt, "prompt", False),
-                    (corrupt(t.target, rng), "model", False),
+                    (corrupt(t, rng), "model", False),
                     (FEEDBACK, "inject", False), (t.target, "model", True)])
     else:
       convs.append([(t.prompt, "prompt", False), (t.target, "model", True),
@@ -255,20 +272,46 @@ def sft_traces(*, model, params, tok, tasks, steps: int, seed: int,
              max_len=max_len, desc="sft_traces", schedule="constant"), info
 
 
+def star_traces(*, model, params, tok, tasks, steps: int, seed: int,
+                max_new: int, max_len: int):
+  """STaR on self-correction traces (SCoRe §4's STaR baseline, GK reading).
+
+  The model's own two-attempt episodes at temperature 1, kept only where the
+  second attempt fixes a wrong first one (r1 = 0, r2 = 1); SFT on attempt 2
+  in its context (turn 1 and the feedback are not in the loss).
+  """
+  n_ep = steps * 64
+  pool = [tasks[i % len(tasks)] for i in range(n_ep)]
+  ev = multiturn_rl.evaluate_self_correction(
+      model=model, params=params, tokenizer=tok, tasks=pool, spec=eval_spec(),
+      reward_fns=(reward_lib.correctness_reward,),
+      strategy=strategies.Sampling(temperature=1.0), max_new_tokens=max_new,
+      seed=seed + 13, batch_size=256)
+  convs = [[(rec["prompt"], "prompt", False), (rec["texts"][0], "model", False),
+            (FEEDBACK, "inject", False), (rec["texts"][1], "model", True)]
+           for rec in ev["episodes"] if rec["rewards"][:2] == [0.0, 1.0]]
+  info = dict(episodes=n_ep, traces=len(convs))
+  if not convs:
+    return params, info
+  return sft(model, params, tok, convs, steps=steps, lr=_LR.value, seed=seed,
+             max_len=max_len, desc="star_traces", schedule="constant"), info
+
+
 def main(argv):
   del argv
   seed = _SEED.value
   t_start = time.perf_counter()
   tok = char_tokenizer.CharTokenizer()
+  fmt = {"reverse": True} if _TASK.value == "addition" else {}
   train, test = tasks_lib.make_train_test(
-      "addition", n_train=_N_TRAIN.value, n_test=_N_TEST.value,
-      difficulty=_DIGITS.value, seed=seed, reverse=True)
+      _TASK.value, n_train=_N_TRAIN.value, n_test=_N_TEST.value,
+      difficulty=_DIGITS.value, seed=seed, **fmt)
   rng = np.random.default_rng(seed)
   order = rng.permutation(len(train))
   n_lab = int(_SFT_FRACTION.value * len(train))
   labelled = [train[i] for i in order[:n_lab]]
   rl_pool = [train[i] for i in order[n_lab:]]
-  max_new = _DIGITS.value + 2
+  max_new = 4 if _TASK.value == "pair_sum" else _DIGITS.value + 2
   max_len = 1 + 2 * _DIGITS.value + 2 + 2 * (max_new + 1) + len(FEEDBACK) + 4
   cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size,
                         d_model=_D_MODEL.value, n_layers=_LAYERS.value,
@@ -302,6 +345,11 @@ def main(argv):
     train_info = {}
     if name == "sft_traces":
       params, train_info = sft_traces(
+          model=model, params=warm, tok=tok, tasks=rl_pool,
+          steps=_TRACE_STEPS.value or steps, seed=seed, max_new=max_new,
+          max_len=max_len)
+    elif name == "star_traces":
+      params, train_info = star_traces(
           model=model, params=warm, tok=tok, tasks=rl_pool,
           steps=_TRACE_STEPS.value or steps, seed=seed, max_new=max_new,
           max_len=max_len)

@@ -18,7 +18,7 @@ conventions (see ``jaxsi.rewards.answers``):
 
 Generators: ``addition`` (difficulty = digits per operand), ``multiplication``
 (digits), ``expression`` (number of operations), ``countdown`` (how many
-numbers). Same arguments and seed → the same tasks.
+numbers), ``pair_sum`` (list length). Same arguments and seed → the same tasks.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from jaxsi.data.tasks import Task, register_task
 from jaxsi.rewards import answers
 from jaxsi.rewards import expression as expr_lib
 
-_SALT = {"addition": 1, "multiplication": 2, "expression": 3, "countdown": 4}
+_SALT = {"addition": 1, "multiplication": 2, "expression": 3, "countdown": 4,
+         "pair_sum": 5}
 
 
 def _rng(name: str, difficulty: int, seed: int) -> np.random.Generator:
@@ -349,10 +350,52 @@ def countdown(n: int, *, difficulty: int, seed: int = 0, max_number: int = 20,
   return out
 
 
+def pair_sum(n: int, *, difficulty: int, seed: int = 0) -> list[Task]:
+  """Two-sum: which two of the listed digits add up to the target?
+
+  Prompt ``'13:27495='`` (target, colon, ``difficulty`` distinct digits);
+  target completion ``'49'`` (the pair in list order). Exactly one pair of the
+  list sums to the target (rejection sampling), so a completion is right iff
+  it names that pair, in either order. A search task whose answers are cheap
+  to *check* (one addition) but costly to *find* (all pairs): the
+  self-correction testbed where a second attempt that sees the first can do
+  better than the first (``experiments/self_correction_bench.py --task
+  pair_sum``). Verified by ``jaxsi.rewards.verifiers.verify_pair_sum``.
+
+  Args:
+    n: number of tasks.
+    difficulty: list length (3..10).
+    seed: random seed.
+
+  Returns:
+    ``n`` tasks of category ``'pair_sum'`` with ``meta['numbers']`` and
+    ``meta['target']``.
+  """
+  _check("pair_sum", difficulty, 3, 10)
+  rng, out = _rng("pair_sum", difficulty, seed), []
+  while len(out) < n:
+    digits = [int(x) for x in rng.permutation(10)[:difficulty]]
+    i, j = sorted(int(x) for x in rng.choice(difficulty, size=2, replace=False))
+    target = digits[i] + digits[j]
+    sums = [digits[a] + digits[b] for a in range(difficulty)
+            for b in range(a + 1, difficulty)]
+    if sums.count(target) != 1:
+      continue
+    shown = "".join(str(d) for d in digits)
+    out.append(Task(
+        id=f"pair_sum/d{difficulty}/s{seed}/{len(out)}",
+        prompt=f"{target}:{shown}=", answer=f"{digits[i]}{digits[j]}",
+        category="pair_sum", difficulty=difficulty,
+        target=f"{digits[i]}{digits[j]}",
+        meta={"numbers": digits, "target": int(target)}))
+  return out
+
+
 register_task("addition", addition, aliases=("add",))
 register_task("multiplication", multiplication, aliases=("mul", "multiply"))
 register_task("expression", expression, aliases=("expr", "arithmetic"))
 register_task("countdown", countdown)
+register_task("pair_sum", pair_sum, aliases=("two_sum",))
 
 __all__ = ["addition", "addition_text", "multiplication", "multiplication_text",
            "expression", "countdown"]

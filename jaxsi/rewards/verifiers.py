@@ -181,6 +181,30 @@ def verify_countdown(task, completion: str) -> float:
   return 1.0 if ok else 0.0
 
 
+def pair_sum_pair(completion: str) -> Optional[tuple[int, int]]:
+  """The two digits a pair-sum completion names (``'49'`` → (4, 9)), else None."""
+  text = completion.strip()
+  if len(text) != 2 or not text.isdigit():
+    return None
+  return int(text[0]), int(text[1])
+
+
+def verify_pair_sum(task, completion: str) -> float:
+  """Pair-sum: two distinct listed digits summing to the target, either order.
+
+  Numbers and target come from ``task.meta`` (``synthetic.pair_sum``).
+  Anything but exactly two digits scores 0.
+  """
+  meta = task.meta or {}
+  pair = pair_sum_pair(completion)
+  if pair is None or "numbers" not in meta:
+    return 0.0
+  a, b = pair
+  nums = list(meta["numbers"])
+  ok = (a != b and a in nums and b in nums and a + b == int(meta["target"]))
+  return 1.0 if ok else 0.0
+
+
 def step_correctness(completion: str) -> list[Optional[bool]]:
   """Per ``<s>…</s>`` step: is its arithmetic equation right (None: no equation).
 
@@ -205,6 +229,9 @@ def canonical_answer(task, completion: str) -> Optional[str]:
   if task.category == "countdown" and "verifier" not in meta:
     expr = extract_countdown_expression(completion)
     return expr.replace(" ", "") if expr else None
+  if task.category == "pair_sum" and "verifier" not in meta:
+    pair = pair_sum_pair(completion)
+    return None if pair is None else "".join(str(d) for d in sorted(pair))
   pred = answers.extract_answer(completion)
   if pred is None:
     return None
@@ -258,6 +285,7 @@ def verify_task(task, completion: str) -> float:
 
 for _name, _fn in (("numeric", verify_numeric), ("exact", verify_exact),
                    ("auto", verify_auto), ("countdown", verify_countdown),
+                   ("pair_sum", verify_pair_sum),
                    ("addition", verify_numeric),
                    ("multiplication", verify_numeric),
                    ("expression", verify_numeric), ("gsm8k", verify_numeric),

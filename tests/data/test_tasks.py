@@ -164,3 +164,28 @@ def test_task_is_hashable_and_frozen():
   with pytest.raises(dataclasses.FrozenInstanceError):
     t.prompt = "x"  # type: ignore[misc]
   assert Task(**t.to_dict()) == t
+
+
+def test_pair_sum_unique_pair_and_verifier_hand_checked():
+  ts = make_tasks("pair_sum", 60, difficulty=5, seed=1)
+  assert ts == make_tasks("two_sum", 60, difficulty=5, seed=1)
+  for t in ts:
+    nums, target = t.meta["numbers"], t.meta["target"]
+    assert len(nums) == 5 == len(set(nums))
+    assert t.prompt == f"{target}:{''.join(map(str, nums))}="
+    pairs = [(a, b) for i, a in enumerate(nums) for b in nums[i + 1:]
+             if a + b == target]
+    assert pairs == [(int(t.target[0]), int(t.target[1]))]
+    assert t.verify(t.target) == 1.0 and t.verify(t.target[::-1]) == 1.0
+  hand = tasks_lib.Task(id="h", prompt="13:27495=", answer="49",
+                        category="pair_sum", difficulty=5, target="49",
+                        meta={"numbers": [2, 7, 4, 9, 5], "target": 13})
+  for text, want in (("49", 1.0), ("94", 1.0), (" 49\n", 1.0), ("27", 0.0),
+                     ("58", 0.0), ("76", 0.0), ("4", 0.0), ("499", 0.0),
+                     ("4+9", 0.0), ("", 0.0)):
+    assert hand.verify(text) == want, text
+  # "58" sums to 13 but 8 is not listed; "76" sums to 13 with 6 not listed.
+  assert verifiers.canonical_answer(hand, "94") == "49"
+  assert verifiers.canonical_answer(hand, "x") is None
+  with pytest.raises(ValueError, match="difficulty must be an int in"):
+    make_tasks("pair_sum", 3, difficulty=2)
