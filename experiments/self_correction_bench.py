@@ -99,6 +99,9 @@ _BONUS_TO_FIRST = flags.DEFINE_bool(
     "bonus_to_first", True, "SCoRe stage II: credit the progress bonus to the "
     "first attempt too (the literal Eq. 4 sum; rewards a wrong first attempt "
     "when alpha > 1) or only to the second.")
+_ANCHOR_FIRST = flags.DEFINE_float(
+    "anchor_first", 0.0, "SCoRe stage II: extra KL weight on attempt-1 tokens "
+    "(0 = the paper).")
 _SCALE = flags.DEFINE_enum("score_scale", "group", ["group", "none"],
                            "SCoRe advantage scaling (group std, or the raw "
                            "returns of the paper).")
@@ -120,7 +123,7 @@ _OUT = flags.DEFINE_string("out", "/tmp/jaxsi_self_correction.md",
 _FLAGS = (_METHODS, _TASK, _DIGITS, _SEED, _N_TRAIN, _N_TEST, _SFT_STEPS, _SFT_LR,
           _SFT_FRACTION, _WRONG_FRACTION, _RL_STEPS, _STAGE1_FRACTION,
           _PROMPTS, _N, _LR, _ALPHA, _KL_BASE, _KL_FIRST, _TRACE_STEPS,
-          _D_MODEL, _LAYERS, _WARM_CACHE, _SCALE,
+          _D_MODEL, _LAYERS, _WARM_CACHE, _SCALE, _BONUS_TO_FIRST, _ANCHOR_FIRST,
           _SAMPLED)
 
 FEEDBACK = " try again="
@@ -376,6 +379,7 @@ def main(argv):
       m2 = methods_lib.score(stage=2, alpha=_ALPHA.value,
                              kl_base=_KL_BASE.value, scale=scale,
                              bonus_to_first=_BONUS_TO_FIRST.value,
+                             anchor_first=_ANCHOR_FIRST.value,
                              name=name, **common)
       params, h2 = run_rl(m2, model=model, params=p1, tok=tok, tasks=rl_pool,
                           steps=steps - s1, seed=seed + 1,

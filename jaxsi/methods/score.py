@@ -108,7 +108,7 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
           eps_low: float = 0.2, eps_high: float = 0.2,
           baseline: str = "group", scale: str = "none", epochs: int = 1,
           minibatches: int = 1, strategy: Any = None,
-          bonus_to_first: bool = True,
+          bonus_to_first: bool = True, anchor_first: float = 0.0,
           name: str = "score") -> MultiTurnMethod:
   r"""SCoRe stage I or II (Kumar et al. 2024, arXiv:2409.12917, Eq. 3 / Eq. 4).
 
@@ -137,6 +137,10 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
       the progress bonus (the literal Eq. 4 sum; default) or only r1 + r2
       (``turns.score_bonus``): with α > 1 the literal sum rewards a wrong
       first attempt.
+    anchor_first: stage II: extra KL weight on first-attempt tokens (a jaxsi
+      option, 0 in the paper): keeps attempt 1 near the reference so the
+      bonus can only be won by attempt 2 (guards against the sandbagging the
+      literal bonus invites; docs/self_correction.md).
     name: method name.
 
   Returns:
@@ -144,13 +148,15 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
   """
   if stage not in (1, 2):
     raise ValueError(f"score: stage must be 1 or 2, got {stage}")
+  if anchor_first < 0:
+    raise ValueError(f"score: anchor_first must be >= 0, got {anchor_first}")
   beta2 = kl_first or 10.0 * kl_base
   if stage == 1:
     shaping = rewards.shape_turn_rewards(lambda r1, r2: (jnp.zeros_like(r1), r2))
     kl_weights = (kl_base + beta2, kl_base)
   else:
     shaping = turns.score_bonus(alpha=alpha, bonus_to_first=bonus_to_first)
-    kl_weights = (kl_base, kl_base)
+    kl_weights = (kl_base + anchor_first, kl_base)
   parts = []
   use_kl = any(w > 0 for w in kl_weights)
   if use_kl:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from jaxsi import methods
 from jaxsi.methods.score import MultiTurnMethod
@@ -92,15 +93,17 @@ def score_reference(trainer, p0, ref_params, *, stage, alpha, weights):
   return pg + kl, r
 
 
-def test_score_stage2_loss_matches_formula():
+@pytest.mark.parametrize("anchor", [0.0, 0.4])
+def test_score_stage2_loss_matches_formula(anchor):
   _, _, params, _, _ = fx.setup()
   ref = fx.perturbed(params)
   m = methods.score(stage=2, alpha=3.0, kl_base=0.05, feedback_text="+=",
-                    **COMMON)
+                    anchor_first=anchor, **COMMON)
   assert isinstance(m, MultiTurnMethod) and m.reference
   trainer, p0, metrics, moved = run_one(m, reference_params=ref)
+  # anchor_first adds its weight to the attempt-1 tokens' KL only.
   want, r = score_reference(trainer, p0, ref, stage=2, alpha=3.0,
-                            weights=(0.05, 0.05))
+                            weights=(0.05 + anchor, 0.05))
   assert moved > 0
   # Both attempts are always played (no stop on correct).
   assert np.isfinite(trainer.last_batch.rewards).all()
@@ -134,3 +137,8 @@ def test_two_turn_grpo_loss_matches_formula():
   want = fx.agg(fx.ppo_clip(ratio, adv[:, None], 0.2, 0.2), mask, "token-mean")
   assert moved > 0
   np.testing.assert_allclose(metrics["loss_first"], want, rtol=2e-4, atol=2e-5)
+
+
+def test_score_rejects_negative_anchor():
+  with pytest.raises(ValueError, match="anchor_first must be >= 0"):
+    methods.score(stage=2, anchor_first=-0.1)
