@@ -28,6 +28,7 @@ The exact commands of the bench tables are in docs/self_training.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -366,6 +367,20 @@ def demo_vstar(args, out):
       test = [t for t in test if t.prompt not in train_prompts]
     a = argparse.Namespace(**dict(vars(args), seed=seed))
     model, init = make_model(a, tok)
+    warm = None
+    if args.vstar_warm_target > 0:
+      # Fresh validation problems, disjoint from the training pool and the test set.
+      seen = {t.key for t in pool + test}
+      val = [t for t in tasks_lib.make_tasks(
+          "addition", 2 * args.n_test, difficulty=levels, seed=seed + 7777, unique=True,
+          reverse=True) if t.key not in seen][:args.n_test]
+      warm, a.warm_steps, val_acc = warm_start_to_target(
+          model=model, init=init, tok=tok, labeled=pool[:args.n_labeled], val=val,
+          config=_config(a), target=args.vstar_warm_target,
+          start=args.warm_steps, inc=args.vstar_warm_inc, max_steps=args.vstar_warm_max,
+          ckpt_dir=os.path.join(out, f"seed{seed}_warm_search"))
+      print(f"[bench] seed {seed}: warm start {a.warm_steps} steps, validation greedy"
+            f" {val_acc:.3f} ({len(val)} problems)", flush=True)
     method = vstar_lib.vstar(samples_per_prompt=args.k, temperature=1.0,
                              verifier_steps=args.verifier_steps, pairs_per_batch=32,
                              beta=args.verifier_beta, eval_temperature=1.0,
@@ -378,11 +393,14 @@ def demo_vstar(args, out):
                              labeled=pool[:args.n_labeled],
                              unlabeled=pool[args.n_labeled:], test=test,
                              workdir=os.path.join(out, f"seed{seed}"),
-                             config=_config(a, rounds=args.vstar_rounds))
+                             config=_config(a, rounds=args.vstar_rounds),
+                             warm_params=warm)
+    recs[0]["warm_steps"] = a.warm_steps
     results[seed] = recs
     for r in recs:
       e, ar = r.get("eval", {}), r.get("after_round", {})
-      for pre, who in (("", f"round {r['round']} generator"), ("base_", "warm start")):
+      for pre, who in (("", f"round {r['round']} generator" if r["round"] else
+                        "warm start"), ("base_", "warm start")):
         if pre + "random_choice" not in e:
           continue
         lines.append(
@@ -393,8 +411,69 @@ def demo_vstar(args, out):
             f" {f(e.get(pre + 'verifier_pair_accuracy'))} /"
             f" {f(e[pre + 'likelihood_pair_accuracy'])} |"
             f" {f(e.get(pre + 'verifier_logpi_best_of_n'))} |")
+  lines += ["", *vstar_seed_summary(results)]
   _write(os.path.join(out, "results.md"), "\n".join(lines))
   return results
+
+
+def warm_start_to_target(*, model, init, tok, labeled, val, config, target, start, inc,
+                         max_steps, ckpt_dir):
+  """The shortest warm start (``start``, ``start + inc``, … ≤ ``max_steps`` SFT steps on
+  ``labeled``) whose greedy accuracy on the validation problems ``val`` is ≥ ``target``.
+
+  One resumable run (the schedule is constant, so the k-step state equals a k-step
+  warm start, i.e. ``--warm_steps k``); returns ``(params, steps, val_accuracy)``
+  (the longest one if the target is never reached).
+  """
+  config = dataclasses.replace(config, save_every=inc)
+  steps = start
+  while True:
+    params, _ = rounds.fit_sft(model=model, params=init, tokenizer=tok,
+                               examples=rounds.task_examples(labeled), steps=steps,
+                               config=config, ckpt_dir=ckpt_dir, seed=config.seed * 1009,
+                               desc="warm_start")
+    acc = rounds.evaluate_greedy(model=model, params=params, tokenizer=tok, tasks=val,
+                                 config=config, seed=config.seed + 30_000)["pass@1"]
+    print(f"[bench] warm start {steps} steps: validation greedy {acc:.3f}", flush=True)
+    if acc >= target or steps + inc > max_steps:
+      return params, steps, acc
+    steps += inc
+
+
+def mean_se(xs):
+  """(mean, standard error of the mean) of ``xs`` (s.e. = sample std / sqrt(n))."""
+  xs = np.asarray(xs, float)
+  se = float(xs.std(ddof=1) / np.sqrt(len(xs))) if len(xs) > 1 else float("nan")
+  return float(xs.mean()), se
+
+
+def vstar_seed_summary(results):
+  """Per-seed rows of the last round (final generator, and the warm start's samples
+  ranked by the last verifier) and mean ± s.e. over seeds of verifier − random."""
+  lines = ["Last round per seed (best-of-8 accuracy; margin = verifier − random choice):\n",
+           "| seed | warm start steps | warm start greedy | warm start sample acc. |"
+           " final generator:"
+           " random | maj@8 | likelihood | **verifier** | margin | warm start's samples:"
+           " random | maj@8 | likelihood | **verifier** | margin |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  cols = {}
+  for seed, recs in results.items():
+    e = recs[-1].get("eval", {})
+    row = [recs[0]["test_pass1"], recs[0]["eval"]["random_choice"]]
+    for pre in ("", "base_"):
+      vals = [e[pre + k] for k in ("random_choice", "majority", "likelihood_best_of_n",
+                                   "verifier_best_of_n")]
+      row += vals + [vals[3] - vals[0]]
+    for i, v in enumerate(row):
+      cols.setdefault(i, []).append(v)
+    lines.append(f"| {seed} | {recs[0].get('warm_steps', '-')} | " + " | ".join(
+        (f"{v:+.3f}" if i in (6, 11) else f"{v:.3f}") for i, v in enumerate(row)) + " |")
+  if len(results) > 1:
+    ms = [mean_se(cols[i]) for i in range(len(cols))]
+    lines.append(f"| mean ± s.e. ({len(results)} seeds) | - | " + " | ".join(
+        (f"{m:+.3f} ± {s:.3f}" if i in (6, 11) else f"{m:.3f} ± {s:.3f}")
+        for i, (m, s) in enumerate(ms)) + " |")
+  return lines
 
 
 def demo_vstar_diag(args, out):
@@ -517,6 +596,13 @@ def main():
                  help="1: all correct x incorrect pairs per problem (up to the cap)")
   p.add_argument("--vstar_max_pairs", type=int, default=4,
                  help="DPO pairs per problem and sample set")
+  p.add_argument("--vstar_warm_target", type=float, default=0.0,
+                 help=">0: per seed, the warm start is the shortest of --warm_steps,"
+                      " +--vstar_warm_inc, … (≤ --vstar_warm_max) steps whose greedy"
+                      " accuracy on --n_test fresh validation problems (disjoint from"
+                      " train and test) reaches this target")
+  p.add_argument("--vstar_warm_inc", type=int, default=25)
+  p.add_argument("--vstar_warm_max", type=int, default=800)
   p.add_argument("--vstar_test_difficulty", default="",
                  help="held-out difficulty levels of the vstar demo (default: --difficulty)")
   p.add_argument("--e2h_format", default="fixed", choices=("fixed", "level"))
