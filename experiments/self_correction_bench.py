@@ -10,8 +10,11 @@ Set-up (all CPU-sized, one command)::
 
   python experiments/self_correction_bench.py --out=/tmp/self_correction.md
 
-* Task: reversed-digit addition (``--digits``, default 2), character
-  tokenizer, a 2-layer d=64 decoder.
+* Task (``--task``): reversed-digit addition (``--digits``, default 2), where
+  checking an answer costs as much as finding it, or ``pair_sum`` (which two
+  of ``--digits`` listed digits sum to the target), where checking is one
+  addition and finding is a search; character tokenizer, a 2-layer d=64
+  decoder.
 * Format: ``a+b=`` → attempt 1 → injected ``" try again="`` → attempt 2.
 * Warm start (shared): SFT on single-turn answers and two-turn transcripts
   (attempt 1 = the target or a one-digit corruption of it, attempt 2 = the
