@@ -3,8 +3,8 @@ r"""The jaxsi entry point: absl flags + gin at the edge (T5X style).
 Usage::
 
   python -m jaxsi.launch --gin_file=quickstart.gin --workdir=/tmp/run \
-      [--gin_file=more.gin] [--gin.self_training.run.rounds=2] \
-      [--gin_bindings='self_training.run.seed = 1'] [--gin_search_path=DIR]
+      [--gin_file=more.gin] [--gin.rounds_run.run.control=True] \
+      [--gin_bindings='rounds_run.run.seed = 1'] [--gin_search_path=DIR]
 
 Convention. A ``.gin`` file imports the library modules it configures with
 ``from __gin__ import dynamic_registration`` (so library code needs no gin
@@ -12,10 +12,12 @@ decorators), binds their keyword arguments, and names the function to run in the
 macro ``MAIN``::
 
   from __gin__ import dynamic_registration
-  from jaxsi.training import self_training
-  MAIN = @self_training.run
-  self_training.run:
-    rounds = 3
+  from jaxsi.methods import rft
+  from jaxsi.training import rounds_run
+  MAIN = @rounds_run.run
+  rounds_run.run:
+    method = @rft.rft()
+    rounds_config = {"rounds": 3}
 
 The launcher calls ``MAIN(workdir=FLAGS.workdir)`` (plus ``dry_run=True`` with
 ``--dry_run`` when the function accepts it; ``--cpu_devices=N`` first makes JAX
@@ -112,7 +114,7 @@ def main_function():
     ref = gin.query_parameter("%MAIN")
   except ValueError as e:
     raise LaunchError(
-        "the gin config does not bind MAIN; add e.g. 'MAIN = @self_training.run'"
+        "the gin config does not bind MAIN; add e.g. 'MAIN = @rounds_run.run'"
     ) from e
   fn = getattr(ref, "scoped_configurable_fn", None)
   if fn is None:
@@ -154,6 +156,10 @@ def use_fake_cpu_devices(n: int) -> None:
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    # Library INFO logs (orbax writes ~40 lines per checkpoint) would bury the
+    # run's own progress and tables; --verbosity=0 brings them back.
+    logging.set_verbosity(logging.WARNING)
   if FLAGS.cpu_devices:
     use_fake_cpu_devices(FLAGS.cpu_devices)
   try:

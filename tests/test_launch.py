@@ -93,8 +93,8 @@ def test_quickstart_config_parses():
   import gin  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   try:
-    launch.parse_config(["quickstart.gin"], ["self_training.run.rounds = 1"])
+    launch.parse_config(["quickstart.gin"], ["rounds_run.run.control = True"])
     fn = launch.main_function()
-    assert fn.__name__ == "run"
+    assert fn.__name__ == "run" and fn.__module__ == "jaxsi.training.rounds_run"
   finally:
     gin.clear_config()

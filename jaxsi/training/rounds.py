@@ -125,6 +125,11 @@ class RoundStore:
     return os.path.join(self.workdir, "train", f"{tag}_round_{int(r):03d}")
 
   @property
+  def pool_dir(self) -> str:
+    """The :class:`CheckpointPool` directory (round r's parameters)."""
+    return os.path.join(self.workdir, "pool")
+
+  @property
   def records_path(self) -> str:
     return os.path.join(self.workdir, "rounds.json")
 
@@ -196,6 +201,27 @@ class RoundsMethod:
                        f" 'current', got {self.train_from!r}")
     if self.steps_growth <= 0:
       raise ValueError(f"RoundsMethod {self.name}: steps_growth must be > 0")
+
+
+def labeled_only(method: RoundsMethod) -> RoundsMethod:
+  """The no-self-training control of ``method``: its schedule, no generated data.
+
+  Every round samples nothing and selects nothing, so the M-step runs the
+  same number of steps (``train_from``, ``steps_growth``) on the labeled
+  warm-start examples only. Comparing ``method`` with this control separates
+  the effect of the self-generated data from that of the extra steps.
+
+  Raises:
+    ValueError: ``method`` does not train on the labeled set.
+  """
+  if not method.include_labeled:
+    raise ValueError(f"labeled_only({method.name}): the method trains without the"
+                     " labeled set, so its control would have no data")
+  return dataclasses.replace(
+      method, name=f"{method.name}_labeled_only", problems=lambda r, unlabeled: [],
+      sample_chunk=lambda ctx, tasks, plan: [],
+      select=lambda records, plan, ctx: ([], [], {}), plan=None,
+      after_round=None, evaluate=None)
 
 
 def round_train_set(method: "RoundsMethod", labeled_examples: Sequence[Example],
@@ -520,7 +546,7 @@ def run_rounds(
     per difficulty), selection metrics, dataset sizes, time.
   """
   store = RoundStore(workdir)
-  pool = pool_lib.CheckpointPool(os.path.join(store.workdir, "pool"))
+  pool = pool_lib.CheckpointPool(store.pool_dir)
   writer = metrics_lib.MetricWriter(store.workdir)
   like = init_params
   t0 = time.time()

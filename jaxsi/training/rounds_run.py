@@ -3,11 +3,16 @@
 Builds a synthetic task split, a model preset and a :class:`RoundsConfig`, then
 runs :func:`jaxsi.training.rounds.run_rounds` with the method bound in gin
 (``rounds_run.run.method = %METHOD``, as the files in
-``gin_configs/methods/{star,rft,rest_em,bstar,vstar,sharpening,easy_to_hard}.gin`` do).
+``gin_configs/methods/{star,rft,rest_em,bstar,vstar,sharpening,easy_to_hard}.gin``
+and ``gin_configs/quickstart.gin`` do), optionally with its labeled-only
+control, and reports the rounds (printed table, ``results.md``,
+``accuracy.png``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any, Optional, Sequence
 
 import jax
@@ -16,7 +21,11 @@ from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.models import config as model_config
 from jaxsi.models import model as model_lib
+from jaxsi.training import checkpoint_pool as pool_lib
+from jaxsi.training import evaluation
 from jaxsi.training import rounds
+
+CONTROL_DIR = "control"
 
 
 def run(*, workdir: str, method: rounds.RoundsMethod, task: str = "addition",
@@ -24,8 +33,9 @@ def run(*, workdir: str, method: rounds.RoundsMethod, task: str = "addition",
         test_difficulty: Optional[Sequence[int]] = None, n_labeled: int = 1500,
         n_unlabeled: int = 2048, n_test: int = 256, model: str = "tiny",
         model_overrides: Optional[dict] = None, rounds_config: Optional[dict] = None,
-        labeled_max_difficulty: Optional[int] = None, seed: int = 0,
-        dry_run: bool = False) -> Any:
+        method_overrides: Optional[dict] = None,
+        labeled_max_difficulty: Optional[int] = None, control: bool = False,
+        plot: bool = True, seed: int = 0, dry_run: bool = False) -> Any:
   """Runs (or resumes) ``method`` on a synthetic task; returns the round records.
 
   Args:
@@ -39,15 +49,26 @@ def run(*, workdir: str, method: rounds.RoundsMethod, task: str = "addition",
     n_labeled, n_unlabeled, n_test: split sizes.
     model: model preset; ``model_overrides`` replace its fields.
     rounds_config: ``RoundsConfig`` fields.
+    method_overrides: ``RoundsMethod`` fields replacing the method's own
+      (e.g. ``{'train_from': 'current'}``).
     labeled_max_difficulty: keep only labeled problems up to this level
       (easy-to-hard: the supervised range; harder levels stay unlabeled).
+    control: also run :func:`rounds.labeled_only` of the method from the same
+      warm start (in ``workdir/control``): the same M-step steps on the
+      labeled set only, reported as a column beside the method's.
+    plot: write ``accuracy.png`` (held-out pass@1 per round).
     seed: seed of data and model.
     dry_run: build everything, run nothing; returns the config.
+
+  Returns:
+    The method's round records (``rounds.run_rounds``; the control's are in
+    ``workdir/control/rounds.json``), or the ``RoundsConfig`` if ``dry_run``.
   """
   fmt = dict({"reverse": True} if task == "addition" and task_format is None
              else (task_format or {}))
   tok = char_tokenizer.CharTokenizer()
   config = rounds.RoundsConfig(**dict(rounds_config or {}, seed=seed))
+  method = dataclasses.replace(method, **dict(method_overrides or {}))
   pool, test = tasks_lib.make_train_test(
       task, n_train=n_labeled + n_unlabeled, n_test=n_test, difficulty=list(difficulty),
       test_difficulty=None if test_difficulty is None else list(test_difficulty),
@@ -59,6 +80,55 @@ def run(*, workdir: str, method: rounds.RoundsMethod, task: str = "addition",
     labeled = [t for t in labeled if t.difficulty <= labeled_max_difficulty]
   if dry_run:
     return config
-  return rounds.run_rounds(method=method, model=mdl, init_params=params, tokenizer=tok,
-                           labeled=labeled, unlabeled=unlabeled,
-                           test=test, workdir=workdir, config=config)
+  print(f"[jaxsi] {method.name}: model {model} {model_lib.count_params(params):,}"
+        f" params; {task} difficulty {list(difficulty)}; labeled {len(labeled)},"
+        f" unlabeled {len(unlabeled)}, test {len(test)}", flush=True)
+  common = dict(model=mdl, init_params=params, tokenizer=tok, labeled=labeled,
+                unlabeled=unlabeled, test=test, config=config)
+  records = rounds.run_rounds(method=method, workdir=workdir, **common)
+  control_records = None
+  if control:
+    main_pool = pool_lib.CheckpointPool(rounds.RoundStore(workdir).pool_dir)
+    warm = main_pool.params(0, like=params)
+    main_pool.close()
+    control_records = rounds.run_rounds(
+        method=rounds.labeled_only(method), warm_params=warm,
+        workdir=os.path.join(workdir, CONTROL_DIR), **common)
+  report(records, workdir=workdir, control_records=control_records,
+         title=f"{method.name} on {task} ({model} model)", plot=plot)
+  return records
+
+
+def report(records: Sequence[dict], *, workdir: str,
+           control_records: Optional[Sequence[dict]] = None, title: str = "",
+           plot: bool = True) -> str:
+  """Prints the round table and writes it to ``results.md`` (and ``accuracy.png``).
+
+  Args:
+    records: the method's round records.
+    workdir: where ``results.md`` and ``accuracy.png`` go.
+    control_records: round records of the labeled-only control, if run.
+    title: plot title.
+    plot: write ``accuracy.png``.
+
+  Returns:
+    The markdown table.
+  """
+  control = {r["round"]: r["test_pass1"] for r in control_records or ()}
+  extra = []
+  if control_records is not None:
+    extra.append(("control (labeled only)", lambda rec: control[rec["round"]]))
+  extra += [("sample acc (unlabeled)", lambda rec: rec["select"]["sample_accuracy"]),
+            ("time (s)", lambda rec: str(rec["seconds"]))]
+  table = rounds.history_table(records, extra=extra)
+  print("\n" + table, flush=True)
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write(table + "\n")
+  if plot:
+    curves = {"round": [r["round"] for r in records],
+              "held-out pass@1": [r["test_pass1"] for r in records]}
+    if control_records is not None:
+      curves["control: labeled only"] = [control.get(r["round"]) for r in records]
+    evaluation.plot_curves(curves, os.path.join(workdir, "accuracy.png"), x="round",
+                           title=title, ylabel="pass@1")
+  return table

@@ -10,10 +10,12 @@ import pytest
 from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import rest_em
+from jaxsi.methods import rft
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
 from jaxsi.training import checkpoint_pool
 from jaxsi.training import rounds
+from jaxsi.training import rounds_run
 
 CONFIG = rounds.RoundsConfig(
     rounds=2, warm_start_steps=4, steps_per_round=4, batch_size=8, max_len=16,
@@ -144,3 +146,69 @@ def test_gin_files_launch_rounds_methods(tmp_path):
     assert isinstance(config, rounds.RoundsConfig)
     assert gin.query_parameter("%METHOD").scoped_configurable_fn().name == name
   gin.clear_config()
+
+
+TINY = dict(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64,
+            max_seq_len=64)
+
+
+def test_rounds_run_control_report_and_resume(tmp_path):
+  kw = dict(workdir=str(tmp_path), method=rft.rft(samples_per_prompt=2, temperature=1.0,
+                                                  max_per_prompt=1),
+            method_overrides={"train_from": "current"}, difficulty=[1], n_labeled=16,
+            n_unlabeled=8, n_test=8, model_overrides=TINY, control=True,
+            rounds_config=dict(rounds=2, warm_start_steps=4, steps_per_round=4,
+                               batch_size=8, max_len=16, max_new_tokens=3,
+                               rollout_batch=16, chunk_size=4, save_every=2))
+  recs = rounds_run.run(**kw)
+  assert [r["round"] for r in recs] == [0, 1, 2]
+  control = rounds.RoundStore(str(tmp_path / rounds_run.CONTROL_DIR)).records()
+  assert control[0]["test_pass1"] == recs[0]["test_pass1"]   # one shared warm start
+  # The control samples nothing and trains the same steps on the labeled set only.
+  assert [(r["candidates"], r["selected"], r["train_size"], r["train_steps"])
+          for r in control[1:]] == [(0, 0, 16, 4)] * 2
+  assert [r["candidates"] for r in recs[1:]] == [16, 16]
+  table = (tmp_path / "results.md").read_text().splitlines()
+  assert "control (labeled only)" in table[0] and len(table) == 5
+  assert (tmp_path / "accuracy.png").exists()
+  # A finished run (and its control) is not rerun.
+  assert rounds_run.run(**kw) == recs
+  assert rounds.RoundStore(str(tmp_path / rounds_run.CONTROL_DIR)).records() == control
+
+
+def test_labeled_only_needs_the_labeled_set():
+  with pytest.raises(ValueError, match="without the labeled set"):
+    rounds.labeled_only(rest_em.rest_em(include_labeled=False))
+  control = rounds.labeled_only(rest_em.rest_em())
+  assert (control.name, control.train_from) == ("rest_em_labeled_only", "base")
+  assert control.select([], {}, None) == ([], [], {})
+
+
+def test_quickstart_gin_is_rft_in_rounds(tmp_path, monkeypatch):
+  """quickstart.gin: RFT (4 samples at T = 1, one kept per problem) from the current model."""
+  gin = pytest.importorskip("gin")
+  from jaxsi import launch  # pylint: disable=g-import-not-at-top  (needs gin)
+  calls = []
+
+  def fake_run_rounds(**kw):
+    calls.append(kw)
+    return [dict(round=0, test_pass1=0.25, test_by_difficulty={}, seconds=1.0)]
+
+  monkeypatch.setattr(rounds, "run_rounds", fake_run_rounds)
+  gin.clear_config()
+  try:
+    launch.parse_config(["quickstart.gin"], ["rounds_run.run.plot = False"])
+    main = launch.main_function()
+    config = main(workdir=str(tmp_path), dry_run=True)
+    assert isinstance(config, rounds.RoundsConfig) and config.rounds >= 2
+    assert [gin.query_parameter(f"rft.rft.{k}") for k in
+            ("samples_per_prompt", "temperature", "max_per_prompt")] == [4, 1.0, 1]
+    main(workdir=str(tmp_path))
+  finally:
+    gin.clear_config()
+  (kw,) = calls
+  method = kw["method"]
+  assert (method.name, method.train_from, method.accumulate, method.include_labeled) == (
+      "rft", "current", False, True)
+  assert (len(kw["labeled"]), len(kw["unlabeled"]), len(kw["test"])) == (2000, 3000, 512)
+  assert "| warm start | 0.250 |" in (tmp_path / "results.md").read_text()
