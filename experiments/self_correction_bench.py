@@ -75,8 +75,8 @@ _TASK = flags.DEFINE_enum(
     "addition: reversed-digit addition (checking an answer costs as much as "
     "finding it); pair_sum: which two listed digits sum to the target (checking "
     "is one addition, finding is a search over pairs).")
-_DIGITS = flags.DEFINE_integer("digits", 2, "Operand digits (addition) or list "
-                               "length (pair_sum).")
+_DIGITS = flags.DEFINE_integer("digits", None, "Operand digits (addition, "
+                               "default 2) or list length (pair_sum, default 6).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
 _N_TRAIN = flags.DEFINE_integer("n_train", 2000, "Training problems.")
 _N_TEST = flags.DEFINE_integer("n_test", 200, "Held-out problems.")
@@ -109,8 +109,8 @@ _SCALE = flags.DEFINE_enum("score_scale", "group", ["group", "none"],
                            "SCoRe advantage scaling (group std, or the raw "
                            "returns of the paper).")
 _TRACE_STEPS = flags.DEFINE_integer(
-    "trace_steps", 0, "sft_traces optimizer steps (0: as many as RL "
-    "iterations).")
+    "trace_steps", 0, "sft_traces / star_traces optimizer steps (0: as many "
+    "as RL iterations).")
 _D_MODEL = flags.DEFINE_integer("d_model", 64, "Model width.")
 _LAYERS = flags.DEFINE_integer("layers", 2, "Decoder layers.")
 _SAMPLED = flags.DEFINE_integer(
@@ -286,7 +286,7 @@ def star_traces(*, model, params, tok, tasks, steps: int, seed: int,
   second attempt fixes a wrong first one (r1 = 0, r2 = 1); SFT on attempt 2
   in its context (turn 1 and the feedback are not in the loss).
   """
-  n_ep = steps * 64
+  n_ep = steps * _PROMPTS.value * _N.value
   pool = [tasks[i % len(tasks)] for i in range(n_ep)]
   ev = multiturn_rl.evaluate_self_correction(
       model=model, params=params, tokenizer=tok, tasks=pool, spec=eval_spec(),
@@ -309,16 +309,17 @@ def main(argv):
   t_start = time.perf_counter()
   tok = char_tokenizer.CharTokenizer()
   fmt = {"reverse": True} if _TASK.value == "addition" else {}
+  digits = _DIGITS.value or (6 if _TASK.value == "pair_sum" else 2)
   train, test = tasks_lib.make_train_test(
       _TASK.value, n_train=_N_TRAIN.value, n_test=_N_TEST.value,
-      difficulty=_DIGITS.value, seed=seed, **fmt)
+      difficulty=digits, seed=seed, **fmt)
   rng = np.random.default_rng(seed)
   order = rng.permutation(len(train))
   n_lab = int(_SFT_FRACTION.value * len(train))
   labelled = [train[i] for i in order[:n_lab]]
   rl_pool = [train[i] for i in order[n_lab:]]
-  max_new = 4 if _TASK.value == "pair_sum" else _DIGITS.value + 2
-  max_len = 1 + 2 * _DIGITS.value + 2 + 2 * (max_new + 1) + len(FEEDBACK) + 4
+  max_new = 4 if _TASK.value == "pair_sum" else digits + 2
+  max_len = 1 + 2 * digits + 2 + 2 * (max_new + 1) + len(FEEDBACK) + 4
   cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size,
                         d_model=_D_MODEL.value, n_layers=_LAYERS.value,
                         n_heads=4, n_kv_heads=2, head_dim=_D_MODEL.value // 4,
@@ -327,16 +328,24 @@ def main(argv):
   t0 = time.perf_counter()
   convs = warm_start_convs(labelled, rng, _WRONG_FRACTION.value)
   cache = _WARM_CACHE.value
+  # The flags that determine the warm start; a cache made with others is refused.
+  warm_key = json.dumps([_TASK.value, digits, seed, _N_TRAIN.value, _N_TEST.value,
+                         _SFT_STEPS.value, _SFT_LR.value, _SFT_FRACTION.value,
+                         _WRONG_FRACTION.value, _D_MODEL.value, _LAYERS.value])
   if cache and os.path.exists(cache):
     leaves, treedef = jax.tree.flatten(init)
     with np.load(cache) as z:
+      if "key" in z and str(z["key"]) != warm_key:
+        raise ValueError(f"--warm_cache={cache} was made with other flags "
+                         f"({z['key']}) than this run ({warm_key})")
       warm = jax.tree.unflatten(treedef, [z[f"p{i}"] for i in range(len(leaves))])
   else:
     warm = sft(model, init, tok, convs, steps=_SFT_STEPS.value,
                lr=_SFT_LR.value, seed=seed, max_len=max_len, desc="warm-start")
     if cache:
-      np.savez(cache, **{f"p{i}": np.asarray(x)
-                         for i, x in enumerate(jax.tree.leaves(warm))})
+      np.savez(cache, key=np.array(warm_key),
+               **{f"p{i}": np.asarray(x)
+                  for i, x in enumerate(jax.tree.leaves(warm))})
   print(f"[sc-bench] warm start {time.perf_counter() - t0:.0f}s", flush=True)
   results = {}
   warm_eval = evaluate(model, warm, tok, test, max_new, seed)

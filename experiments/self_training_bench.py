@@ -49,6 +49,7 @@ from jaxsi.methods import star as star_lib
 from jaxsi.methods import vstar as vstar_lib
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
+from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import checkpoint_pool
 from jaxsi.training import evaluation
 from jaxsi.training import rounds
@@ -423,10 +424,25 @@ def warm_start_to_target(*, model, init, tok, labeled, val, config, target, star
 
   One resumable run (the schedule is constant, so the k-step state equals a k-step
   warm start, i.e. ``--warm_steps k``); returns ``(params, steps, val_accuracy)``
-  (the longest one if the target is never reached).
+  (the longest one if the target is never reached). The choice is written to
+  ``ckpt_dir/chosen.json``; a rerun retrains exactly that many steps, and an
+  interrupted search resumes after its last checkpoint.
   """
+  if inc <= 0:
+    raise ValueError(f"--vstar_warm_inc must be > 0, got {inc}")
   config = dataclasses.replace(config, save_every=inc)
+  done_path = os.path.join(ckpt_dir, "chosen.json")
   steps = start
+  if os.path.exists(done_path):  # a finished search: retrain its choice (no search)
+    with open(done_path) as fh:
+      steps = int(json.load(fh)["steps"])
+    ckpt_dir = os.path.join(ckpt_dir, "chosen")
+  else:  # an interrupted search: a checkpoint at p means p was evaluated and missed
+    probe = checkpoint_lib.Checkpointer(ckpt_dir, keep=1, save_every=inc, async_save=False)
+    latest = probe.latest_step()
+    probe.close()
+    if latest is not None:
+      steps = max(start, int(latest) + inc)
   while True:
     params, _ = rounds.fit_sft(model=model, params=init, tokenizer=tok,
                                examples=rounds.task_examples(labeled), steps=steps,
@@ -435,7 +451,9 @@ def warm_start_to_target(*, model, init, tok, labeled, val, config, target, star
     acc = rounds.evaluate_greedy(model=model, params=params, tokenizer=tok, tasks=val,
                                  config=config, seed=config.seed + 30_000)["pass@1"]
     print(f"[bench] warm start {steps} steps: validation greedy {acc:.3f}", flush=True)
-    if acc >= target or steps + inc > max_steps:
+    if acc >= target or steps + inc > max_steps or os.path.exists(done_path):
+      if not os.path.exists(done_path):
+        _write(done_path, json.dumps({"steps": steps, "validation_greedy": acc}))
       return params, steps, acc
     steps += inc
 
@@ -457,22 +475,35 @@ def vstar_seed_summary(results):
            " random | maj@8 | likelihood | **verifier** | margin |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   cols = {}
+
+  def cell(v, i, se=None):
+    if v is None:
+      return "-"
+    text = f"{v:+.3f}" if i in (6, 11) else f"{v:.3f}"
+    return text if se is None else f"{text} ± {se:.3f}"
+
   for seed, recs in results.items():
+    # A round without a verifier (e.g. --vstar_rounds 0) has no verifier keys.
     e = recs[-1].get("eval", {})
-    row = [recs[0]["test_pass1"], recs[0]["eval"]["random_choice"]]
+    row = [recs[0]["test_pass1"], recs[0].get("eval", {}).get("random_choice")]
     for pre in ("", "base_"):
-      vals = [e[pre + k] for k in ("random_choice", "majority", "likelihood_best_of_n",
-                                   "verifier_best_of_n")]
-      row += vals + [vals[3] - vals[0]]
+      vals = [e.get(pre + k) for k in ("random_choice", "majority", "likelihood_best_of_n",
+                                       "verifier_best_of_n")]
+      margin = None if None in (vals[0], vals[3]) else vals[3] - vals[0]
+      row += vals + [margin]
     for i, v in enumerate(row):
       cols.setdefault(i, []).append(v)
-    lines.append(f"| {seed} | {recs[0].get('warm_steps', '-')} | " + " | ".join(
-        (f"{v:+.3f}" if i in (6, 11) else f"{v:.3f}") for i, v in enumerate(row)) + " |")
+    lines.append(f"| {seed} | {recs[0].get('warm_steps', '-')} | "
+                 + " | ".join(cell(v, i) for i, v in enumerate(row)) + " |")
   if len(results) > 1:
-    ms = [mean_se(cols[i]) for i in range(len(cols))]
-    lines.append(f"| mean ± s.e. ({len(results)} seeds) | - | " + " | ".join(
-        (f"{m:+.3f} ± {s:.3f}" if i in (6, 11) else f"{m:.3f} ± {s:.3f}")
-        for i, (m, s) in enumerate(ms)) + " |")
+    cells = []
+    for i in range(len(cols)):
+      if any(v is None for v in cols[i]):
+        cells.append("-")
+      else:
+        m, s = mean_se(cols[i])
+        cells.append(cell(m, i, s))
+    lines.append(f"| mean ± s.e. ({len(results)} seeds) | - | " + " | ".join(cells) + " |")
   return lines
 
 
@@ -601,8 +632,10 @@ def main():
                       " +--vstar_warm_inc, … (≤ --vstar_warm_max) steps whose greedy"
                       " accuracy on --n_test fresh validation problems (disjoint from"
                       " train and test) reaches this target")
-  p.add_argument("--vstar_warm_inc", type=int, default=25)
-  p.add_argument("--vstar_warm_max", type=int, default=800)
+  p.add_argument("--vstar_warm_inc", type=int, default=25,
+                 help="step increment of the --vstar_warm_target search")
+  p.add_argument("--vstar_warm_max", type=int, default=800,
+                 help="longest warm start the --vstar_warm_target search tries")
   p.add_argument("--vstar_test_difficulty", default="",
                  help="held-out difficulty levels of the vstar demo (default: --difficulty)")
   p.add_argument("--e2h_format", default="fixed", choices=("fixed", "level"))

@@ -137,7 +137,7 @@ def launch(argv_flags, *, workdir: Optional[str] = None):
     if "dry_run" not in params:
       raise LaunchError(f"--dry_run: {getattr(fn, '__name__', fn)} has no dry_run argument")
     kwargs["dry_run"] = True
-  logging.info("jaxsi.launch: running %s in %s", getattr(fn, "__name__", fn), workdir)
+  print(f"jaxsi.launch: running {getattr(fn, '__name__', fn)} in {workdir}", flush=True)
   result = fn(**kwargs)
   with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
     f.write(gin.operative_config_str())

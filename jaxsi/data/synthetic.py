@@ -398,4 +398,4 @@ register_task("countdown", countdown)
 register_task("pair_sum", pair_sum, aliases=("two_sum",))
 
 __all__ = ["addition", "addition_text", "multiplication", "multiplication_text",
-           "expression", "countdown"]
+           "expression", "countdown", "pair_sum"]

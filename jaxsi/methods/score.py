@@ -150,6 +150,9 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
     raise ValueError(f"score: stage must be 1 or 2, got {stage}")
   if anchor_first < 0:
     raise ValueError(f"score: anchor_first must be >= 0, got {anchor_first}")
+  if stage == 1 and anchor_first:
+    raise ValueError("score: anchor_first is a stage-II option; stage I anchors "
+                     "attempt 1 with kl_first")
   beta2 = kl_first or 10.0 * kl_base
   if stage == 1:
     shaping = rewards.shape_turn_rewards(lambda r1, r2: (jnp.zeros_like(r1), r2))

@@ -473,6 +473,10 @@ def fit_sft(*, model: Any, params: Any, tokenizer: Any,
   if ckpt.latest_step() is not None:
     state, extra = ckpt.restore(state)
     position = int(extra["data_position"])
+    if position > steps:
+      ckpt.close()
+      raise ValueError(f"fit_sft({desc}): {ckpt_dir} holds a checkpoint at step {position}"
+                       f" > steps={steps} (a longer run's); use a fresh directory")
   it = batching.EpochIterator(n, config.batch_size, seed=seed)
 
   def save(st, pos):

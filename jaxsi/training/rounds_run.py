@@ -69,6 +69,8 @@ def run(*, workdir: str, method: rounds.RoundsMethod, task: str = "addition",
   tok = char_tokenizer.CharTokenizer()
   config = rounds.RoundsConfig(**dict(rounds_config or {}, seed=seed))
   method = dataclasses.replace(method, **dict(method_overrides or {}))
+  # Built up front so a method without a control fails before the main run.
+  control_method = rounds.labeled_only(method) if control else None
   pool, test = tasks_lib.make_train_test(
       task, n_train=n_labeled + n_unlabeled, n_test=n_test, difficulty=list(difficulty),
       test_difficulty=None if test_difficulty is None else list(test_difficulty),
@@ -92,7 +94,7 @@ def run(*, workdir: str, method: rounds.RoundsMethod, task: str = "addition",
     warm = main_pool.params(0, like=params)
     main_pool.close()
     control_records = rounds.run_rounds(
-        method=rounds.labeled_only(method), warm_params=warm,
+        method=control_method, warm_params=warm,
         workdir=os.path.join(workdir, CONTROL_DIR), **common)
   report(records, workdir=workdir, control_records=control_records,
          title=f"{method.name} on {task} ({model} model)", plot=plot)

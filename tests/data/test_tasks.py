@@ -185,6 +185,8 @@ def test_pair_sum_unique_pair_and_verifier_hand_checked():
                      ("4+9", 0.0), ("", 0.0)):
     assert hand.verify(text) == want, text
   # "58" sums to 13 but 8 is not listed; "76" sums to 13 with 6 not listed.
+  twice = hand.replace(meta={"numbers": [6, 1, 3], "target": 12})
+  assert twice.verify("66") == 0.0  # one listed 6 cannot be used twice
   assert verifiers.canonical_answer(hand, "94") == "49"
   assert verifiers.canonical_answer(hand, "x") is None
   with pytest.raises(ValueError, match="difficulty must be an int in"):

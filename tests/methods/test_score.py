@@ -142,3 +142,5 @@ def test_two_turn_grpo_loss_matches_formula():
 def test_score_rejects_negative_anchor():
   with pytest.raises(ValueError, match="anchor_first must be >= 0"):
     methods.score(stage=2, anchor_first=-0.1)
+  with pytest.raises(ValueError, match="anchor_first is a stage-II option"):
+    methods.score(stage=1, anchor_first=0.5)

@@ -212,3 +212,16 @@ def test_quickstart_gin_is_rft_in_rounds(tmp_path, monkeypatch):
       "rft", "current", False, True)
   assert (len(kw["labeled"]), len(kw["unlabeled"]), len(kw["test"])) == (2000, 3000, 512)
   assert "| warm start | 0.250 |" in (tmp_path / "results.md").read_text()
+
+
+def test_fit_sft_refuses_a_longer_runs_checkpoint(setup, tmp_path):
+  kw = dict(model=setup["model"], params=setup["init_params"],
+            tokenizer=setup["tokenizer"],
+            examples=rounds.task_examples(setup["labeled"]), config=CONFIG,
+            ckpt_dir=str(tmp_path / "sft"), seed=0)
+  p4, _ = rounds.fit_sft(steps=4, **kw)   # leaves its step-2 checkpoint behind
+  again, _ = rounds.fit_sft(steps=4, **kw)  # resumes from step 2: same result
+  for a, b in zip(jax.tree.leaves(p4), jax.tree.leaves(again)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ValueError, match="checkpoint at step 2 > steps=1"):
+    rounds.fit_sft(steps=1, **kw)
