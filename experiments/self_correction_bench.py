@@ -23,9 +23,18 @@ Set-up (all CPU-sized, one command)::
   the verifier) and the same number of episodes:
   - ``sft_traces``: SFT on the warm model's own turn-1 samples paired with the
     correct turn 2 (Pair-SFT-style correction traces, loss on turn 2);
+  - ``pair_sft``: Pair-SFT from the warm model's own samples only (a wrong
+    sample paired with a correct sample of the same problem; no gold
+    answers);
   - ``star_traces``: SFT on the warm model's own two-attempt episodes that
     fixed a wrong first attempt (STaR-style, loss on turn 2);
   - ``grpo_r2`` / ``grpo_sum``: plain two-turn GRPO with R = r2 / r1 + r2;
+  - ``grpo``: single-turn GRPO on attempt 1; ``critique_grpo`` /
+    ``critique_grpo_ctx``: Critique-GRPO (a verifier critique after a wrong
+    attempt, the refinement joins the group; trained off-policy as an answer
+    to the bare question — the paper — or in its critique context). These
+    target attempt-1 accuracy (the Critique-GRPO paper's claim: refinements
+    help the single-turn policy beyond GRPO);
   - ``score``: SCoRe stage I (r2, strong KL on turn 1) then stage II
     (r1 + r2 + α(r2 − r1), per-turn returns), advantages scaled by the group
     std (``--score_scale``); ``score_raw``: the same with the paper's raw
@@ -111,6 +120,11 @@ _SCALE = flags.DEFINE_enum("score_scale", "group", ["group", "none"],
 _TRACE_STEPS = flags.DEFINE_integer(
     "trace_steps", 0, "sft_traces / star_traces optimizer steps (0: as many "
     "as RL iterations).")
+_PAIR_SAMPLES = flags.DEFINE_integer(
+    "pair_samples", 4, "pair_sft: own first attempts sampled per problem.")
+_PAIR_KEEP_CORRECT = flags.DEFINE_bool(
+    "pair_keep_correct", True, "pair_sft: also train correct → correct "
+    "traces (else only wrong → right).")
 _D_MODEL = flags.DEFINE_integer("d_model", 64, "Model width.")
 _LAYERS = flags.DEFINE_integer("layers", 2, "Decoder layers.")
 _SAMPLED = flags.DEFINE_integer(
@@ -127,9 +141,11 @@ _FLAGS = (_METHODS, _TASK, _DIGITS, _SEED, _N_TRAIN, _N_TEST, _SFT_STEPS, _SFT_L
           _SFT_FRACTION, _WRONG_FRACTION, _RL_STEPS, _STAGE1_FRACTION,
           _PROMPTS, _N, _LR, _ALPHA, _KL_BASE, _KL_FIRST, _TRACE_STEPS,
           _D_MODEL, _LAYERS, _WARM_CACHE, _SCALE, _BONUS_TO_FIRST, _ANCHOR_FIRST,
-          _SAMPLED)
+          _SAMPLED, _PAIR_SAMPLES, _PAIR_KEEP_CORRECT)
 
 FEEDBACK = " try again="
+# Critique-GRPO's verifier critiques (VerifierCritique templates).
+CRITIQUE = {"pair_sum": " no, use {first}=", "addition": " no, ends {last}="}
 INJECT_LENGTH = 16
 
 
@@ -249,10 +265,11 @@ def evaluate(model, params, tok, test, max_new: int, seed: int) -> dict:
 
 
 def run_rl(method, *, model, params, tok, tasks, steps: int, seed: int,
-           reference_params=None):
+           reference_params=None, single_turn: bool = False):
   opt = opt_lib.make_optimizer(learning_rate=_LR.value, schedule="constant",
                                max_grad_norm=1.0)
-  trainer = multiturn_rl.MultiTurnRLTrainer(
+  cls = rl.RLTrainer if single_turn else multiturn_rl.MultiTurnRLTrainer
+  trainer = cls(
       model=model, params=params, method=method, tokenizer=tok, tasks=tasks,
       optimizer=opt, prompts_per_step=_PROMPTS.value, seed=seed,
       reference_params=reference_params, compiler_options=rl.FAST_COMPILE)
@@ -276,6 +293,49 @@ def sft_traces(*, model, params, tok, tasks, steps: int, seed: int,
   info = dict(trace_turn1_acc=float(ro.correct.mean()), traces=len(convs))
   return sft(model, params, tok, convs, steps=steps, lr=_LR.value, seed=seed,
              max_len=max_len, desc="sft_traces", schedule="constant"), info
+
+
+def pair_sft(*, model, params, tok, tasks, steps: int, seed: int,
+             max_new: int, max_len: int):
+  """Pair-SFT on the model's own samples only (SCoRe §4's Pair-SFT baseline,
+  after Welleck et al. 2023, "Generating Sequences by Learning to
+  Self-Correct", arXiv:2211.00053).
+
+  ``--pair_samples`` first attempts per problem at temperature 1; each wrong
+  one is paired with a correct sample of the same problem (problems without
+  one give no trace), and with ``--pair_keep_correct`` each correct one is
+  paired with itself (correct → correct). Unlike ``sft_traces`` no gold
+  answer is used: the traces hold only what the verifier can confirm among
+  the model's own samples, the information the RL methods get. SFT on
+  attempt 2 in its context.
+  """
+  k = _PAIR_SAMPLES.value
+  ro = loops.rollout(model=model, params=params, tokenizer=tok, tasks=tasks,
+                     rng=jax.random.key(seed + 17),
+                     strategy=strategies.Sampling(temperature=1.0), n=k,
+                     max_new_tokens=max_new, batch_size=256)
+  rng = np.random.default_rng(seed + 17)
+  convs, n_wrong, n_right = [], 0, 0
+  for i, t in enumerate(tasks):
+    outs = ro.texts[i * k:(i + 1) * k]
+    ok = [bool(c) for c in ro.correct[i * k:(i + 1) * k]]
+    good = [o for o, c in zip(outs, ok) if c]
+    if not good:
+      continue
+    for o, c in zip(outs, ok):
+      if c and not _PAIR_KEEP_CORRECT.value:
+        continue
+      target = o if c else good[int(rng.integers(len(good)))]
+      n_right += int(c)
+      n_wrong += int(not c)
+      convs.append([(t.prompt, "prompt", False), (o, "model", False),
+                    (FEEDBACK, "inject", False), (target, "model", True)])
+  info = dict(sample_acc=float(np.mean(ro.correct)), traces=len(convs),
+              wrong_to_right_traces=n_wrong, right_to_right_traces=n_right)
+  if not convs:
+    return params, info
+  return sft(model, params, tok, convs, steps=steps, lr=_LR.value, seed=seed,
+             max_len=max_len, desc="pair_sft", schedule="constant"), info
 
 
 def star_traces(*, model, params, tok, tasks, steps: int, seed: int,
@@ -363,6 +423,11 @@ def main(argv):
           model=model, params=warm, tok=tok, tasks=rl_pool,
           steps=_TRACE_STEPS.value or steps, seed=seed, max_new=max_new,
           max_len=max_len)
+    elif name == "pair_sft":
+      params, train_info = pair_sft(
+          model=model, params=warm, tok=tok, tasks=rl_pool,
+          steps=_TRACE_STEPS.value or steps, seed=seed, max_new=max_new,
+          max_len=max_len)
     elif name == "star_traces":
       params, train_info = star_traces(
           model=model, params=warm, tok=tok, tasks=rl_pool,
@@ -371,6 +436,29 @@ def main(argv):
     elif name in ("grpo_r2", "grpo_sum"):
       method = methods_lib.two_turn_grpo(
           reward="r2" if name == "grpo_r2" else "sum", name=name, **common)
+      params, hist = run_rl(method, model=model, params=warm, tok=tok,
+                            tasks=rl_pool, steps=steps, seed=seed)
+      train_info = _train_summary(hist)
+    elif name == "grpo":
+      # Single-turn GRPO on attempt 1 (the Critique-GRPO paper's baseline).
+      method = methods_lib.grpo(n=_N.value, max_new_tokens=max_new,
+                                reward_fns=(reward_lib.correctness_reward,),
+                                kl_coef=0.0, name="grpo")
+      params, hist = run_rl(method, model=model, params=warm, tok=tok,
+                            tasks=rl_pool, steps=steps, seed=seed,
+                            single_turn=True)
+      train_info = _train_summary(hist)
+    elif name in ("critique_grpo", "critique_grpo_ctx"):
+      # Critique-GRPO: verifier critique naming one number of the pair (or
+      # the answer's last digit for addition); refinements off-policy as
+      # answers to the bare question (the paper) or in their context.
+      method = methods_lib.critique_grpo(
+          n=_N.value, max_new_tokens=max_new,
+          reward_fns=(reward_lib.correctness_reward,),
+          critique_template=CRITIQUE[_TASK.value],
+          inject_length=INJECT_LENGTH,
+          refinements="in_context" if name.endswith("_ctx") else "off_policy",
+          name=name)
       params, hist = run_rl(method, model=model, params=warm, tok=tok,
                             tasks=rl_pool, steps=steps, seed=seed)
       train_info = _train_summary(hist)

@@ -4,33 +4,43 @@ Zhang et al. 2025, "Critique-GRPO: Advancing LLM Reasoning with Natural
 Language and Numerical Feedback" (arXiv:2506.03106). For each prompt, n
 responses are sampled; the wrong ones receive a natural-language critique and
 the model writes a refinement conditioned on (question, response, critique);
-the refinements are added to the group, and GRPO-normalised advantages are
-computed over initial responses and refinements together::
+the refinements join the group, and advantages are computed over initial
+responses and refinements together::
 
   rollout   episode(turns=2, feedback=VerifierCritique(...) (or ModelFeedback),
                     stop_on_correct=True)     critiques for wrong answers only
-  chain     [ref_logprobs], old_logprobs,
-            pooled_turn_advantages            group = n initial + refinements
-  objective pg_clip (+ β·kl)
+  chain     pooled_turn_advantages            group = n initial + refinements
+            turn_as_response                  refinement → response to q
+            [ref_logprobs], old_logprobs
+  objective mixed_policy_pg(γ)                clip on initial responses,
+                                              −A·π/(π+γ) on refinements
+            (+ β·kl)
 
-Departure from the paper (stated, not hidden): the refinement is trained in
-the context it was sampled in (question, first response, critique), which
-keeps the update on-policy; the paper trains refinements as off-policy
-responses to the bare question with a policy-shaping weight
-π/(π + γ) (its §3.2), which this factory does not implement. The default
-critique is written by the verifier ("The answer X is wrong; the correct
-answer ends in D."); a model-written critique is
-``multiturn.ModelFeedback``.
+``refinements='off_policy'`` (default, the paper's §3.2): a refinement is
+trained as an off-policy response to the bare question, π_θ(y'|q), through
+the policy-shaping function f(π) = π/(π + γ) borrowed from LUFFY
+(``jaxsi.transforms.policy_shaping``), one token mean over the joint group.
+``refinements='in_context'``: the refinement is trained on-policy in the
+context it was sampled in (question, response, critique) with the clipped
+surrogate, i.e. plain multi-turn GRPO with pooled advantages (the variant
+this factory had before; kept for comparison).
+
+Departure (stated): all refinements of wrong responses join the group; the
+paper's code can subsample them. The default critique is written by the
+verifier ("The answer X is wrong; the correct answer ends in D."); a
+model-written critique is ``multiturn.ModelFeedback``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence, Union
 
-from jaxsi.rewards import reward_fn as reward_lib
+from jaxsi.methods import base
 from jaxsi.methods.score import MultiTurnMethod, clipped_pg_method
+from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import multiturn
-from jaxsi.transforms import turns
+from jaxsi.transforms import importance, kl, policy_shaping, rescoring, turns
+from jaxsi.transforms.base import chain, objective
 
 RewardFns = Union[Callable, Sequence[Callable]]
 CRITIQUE = "The answer {answer} is wrong; the correct answer ends in {last}."
@@ -41,17 +51,20 @@ def critique_grpo(*, n: int = 4, max_new_tokens: int = 8,
                   reward_fns: RewardFns = (reward_lib.correctness_reward,),
                   critique_template: str = CRITIQUE,
                   feedback: Optional[multiturn.Feedback] = None,
-                  inject_length: int = 64, scale: str = "group",
+                  inject_length: int = 64, scale: str = "none",
+                  refinements: str = "off_policy", gamma: float = 0.1,
                   kl_coef: float = 0.0, kl_estimator: str = "k3",
-                  agg: str = "seq-mean-token-mean", eps_low: float = 0.2,
+                  agg: str = "token-mean", eps_low: float = 0.2,
                   eps_high: float = 0.2, epochs: int = 1, minibatches: int = 1,
                   strategy: Any = None, name: str = "critique_grpo"
                   ) -> MultiTurnMethod:
-  r"""Critique-GRPO (Zhang et al. 2025, arXiv:2506.03106, §3, Eq. 5–6).
+  r"""Critique-GRPO (Zhang et al. 2025, arXiv:2506.03106, §3).
 
-  A_{b,k} = (r_{b,k} − μ_g) / (σ_g + eps) over the group's initial responses
-  (k = 1) and refinements (k = 2, wrong initial responses only); every
-  token of turn k of row b gets A_{b,k}.
+  A_{b,k} = r_{b,k} − μ_g (the paper; ``scale='group'`` also divides by
+  σ_g + eps) over the group's initial responses (k = 1) and refinements
+  (k = 2, wrong initial responses only); every token of turn k of row b gets
+  A_{b,k}. Initial responses: clipped surrogate; refinements: see
+  ``refinements``.
 
   Args:
     n: initial responses per prompt.
@@ -62,23 +75,47 @@ def critique_grpo(*, n: int = 4, max_new_tokens: int = 8,
       ``last``, ``first``, ``gold``).
     feedback: any Feedback instead (e.g. ``multiturn.ModelFeedback``).
     inject_length: columns of the critique turn.
-    scale: 'group' (GRPO) or 'none' (Dr. GRPO) normalisation.
+    scale: 'none' (R − mean, the paper) or 'group' (GRPO's std scaling).
+    refinements: 'off_policy' (the paper: a response to the bare question,
+      shaped by π/(π + γ)) or 'in_context' (on-policy in the critique
+      context, clipped surrogate).
+    gamma: γ of the shaping function (the paper: 0.1).
     kl_coef: optional KL weight.
     kl_estimator: KL estimator.
-    agg: aggregation.
+    agg: aggregation (the paper: token mean over the joint group).
     eps_low, eps_high: clip range.
     epochs, minibatches, strategy, name: loop options.
 
   Returns:
     The MultiTurnMethod.
   """
+  if refinements not in ("off_policy", "in_context"):
+    raise ValueError(f"critique_grpo: refinements={refinements!r}; expected "
+                     "'off_policy' or 'in_context'")
   fb = feedback or multiturn.VerifierCritique(template=critique_template)
-  shaping = (turns.pooled_turn_advantages(scale=scale),)
-  return clipped_pg_method(
-      name=name, n=n, temperature=temperature, strategy=strategy,
-      max_new_tokens=max_new_tokens, reward_fns=reward_fns, shaping=shaping,
-      kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg, eps_low=eps_low,
-      eps_high=eps_high, epochs=epochs, minibatches=minibatches,
-      episode=multiturn.EpisodeSpec(
-          max_turns=2, feedback=fb, stop_on_correct=True,
-          inject_length=inject_length))
+  episode = multiturn.EpisodeSpec(max_turns=2, feedback=fb,
+                                  stop_on_correct=True,
+                                  inject_length=inject_length)
+  adv = turns.pooled_turn_advantages(scale=scale)
+  if refinements == "in_context":
+    return clipped_pg_method(
+        name=name, n=n, temperature=temperature, strategy=strategy,
+        max_new_tokens=max_new_tokens, reward_fns=reward_fns, shaping=(adv,),
+        kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg, eps_low=eps_low,
+        eps_high=eps_high, epochs=epochs, minibatches=minibatches,
+        episode=episode)
+  # Off-policy refinements: re-lay them before any scoring, so old / ref
+  # log-probs are those of the bare-question rows.
+  parts = [adv, turns.turn_as_response(turn=2)]
+  if kl_coef:
+    parts.append(rescoring.ref_logprobs())
+  parts.append(importance.old_logprobs())
+  terms = [(1.0, policy_shaping.mixed_policy_pg(
+      gamma=gamma, eps_low=eps_low, eps_high=eps_high, agg=agg), "pg")]
+  if kl_coef:
+    terms.append((kl_coef, kl.kl_penalty(estimator=kl_estimator, agg=agg), "kl"))
+  return MultiTurnMethod(
+      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
+      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
+      transform=chain(*parts), objective=objective(*terms), epochs=epochs,
+      minibatches=minibatches, reference=bool(kl_coef), episode=episode)

@@ -17,7 +17,9 @@ columns and turn them into token advantages; the objective term
   :func:`require_reward` (failures that were retried) and
   :func:`restrict_loss_to_turns` (reflection tokens only).
 * Critique-GRPO (Zhang et al. 2025, arXiv:2506.03106):
-  :func:`pooled_turn_advantages` (refinements join the group).
+  :func:`pooled_turn_advantages` (refinements join the group), then
+  :func:`turn_as_response` (each refinement becomes an off-policy response to
+  the bare question, trained with ``jaxsi.transforms.policy_shaping``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Literal, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxsi.trajectory import Trajectory
+from jaxsi.trajectory import TOKEN_FIELDS, Trajectory, positions_from_mask
 from jaxsi.transforms import aggregation
 from jaxsi.transforms import kl as kl_lib
 from jaxsi.transforms.base import Context, ModelOutputs, TrajectoryTransform, stateless
@@ -327,6 +329,84 @@ def pooled_turn_advantages(*, scale: Literal["group", "none"] = "group",
     return traj.replace(advantages=per_turn_to_tokens(adv, traj)), {
         "turns/members_per_group": _mean(n, traj.valid),
         "turns/adv_abs_mean": _mean(jnp.abs(adv), ok)}
+
+  return stateless(fn)
+
+
+OFF_POLICY_KEY = "off_policy"
+
+
+def turn_as_response(*, turn: int = 2, key: str = OFF_POLICY_KEY
+                     ) -> TrajectoryTransform:
+  r"""Re-lays model turn ``turn`` as a response to the bare prompt (new rows).
+
+  Critique-GRPO (Zhang et al. 2025, arXiv:2506.03106, §3.2) trains a
+  refinement y' written after (question, response, critique) as if it were a
+  response to the question alone, π_θ(y'_t | q, y'_{<t}), off-policy (the
+  shaped objective ``jaxsi.transforms.policy_shaping.mixed_policy_pg``).
+  Here the B episode rows become 2B rows:
+
+  * rows [0, B): the episodes with turn ``turn`` removed from the loss;
+  * rows [B, 2B): row b's prompt followed directly by its turn-``turn``
+    tokens, compacted to the left (a stable gather: kept tokens first, in
+    order; earlier model turns and injected turns dropped), positions
+    recomputed, ``turn_ids`` 1 on the response; valid only where row b took
+    that turn. ``group_ids`` / ``prompt_ids`` / ``weights`` / per-row extras
+    are copied, so a refinement stays in its prompt's group; [B, T] extras
+    are gathered like the tokens.
+
+  ``extras[key]`` (bool[2B]) marks the new rows. Advantages already on the
+  tokens travel with them, so run this after the advantage transform (e.g.
+  :func:`pooled_turn_advantages`) and before any re-scoring transform
+  (``old_logprobs``, ``ref_logprobs``): log-probs scored in the episode
+  context would be wrong for the new rows, so their presence raises. Doubling
+  the rows keeps every shape static (one compile).
+
+  Args:
+    turn: the model turn to re-lay (1-based, >= 2).
+    key: extras key of the off-policy row flag.
+  """
+  if turn < 2:
+    raise ValueError(f"turn_as_response: turn must be >= 2, got {turn}")
+
+  def fn(traj: Trajectory, ctx: Context):
+    del ctx
+    for name in ("old_logprobs", "ref_logprobs", "teacher_logprobs"):
+      if getattr(traj, name) is not None:
+        raise ValueError(
+            f"turn_as_response: traj.{name} is already set (scored in the "
+            "episode context); chain turn_as_response before re-scoring")
+    if traj.segment_ids is not None:
+      raise ValueError("turn_as_response: packed trajectories are not supported")
+    ids = _turn_ids(traj)
+    b, t = ids.shape
+    real = traj.input_mask.astype(bool)
+    is_turn = ids == turn
+    keep = real & ((ids == 0) | is_turn)
+    order = jnp.argsort(jnp.where(keep, 0, 1), axis=1, stable=True)
+    take = lambda x: jnp.take_along_axis(x, order, axis=1)
+    new_real = take(keep)
+    new_loss = take(traj.loss_mask.astype(bool) & is_turn)
+    taken = jnp.any(new_loss, axis=1)
+    fields = {}
+    for name in TOKEN_FIELDS:
+      v = getattr(traj, name)
+      if v is not None and name not in ("input_mask", "loss_mask", "positions",
+                                        "turn_ids"):
+        fields[name] = take(v)
+    new = traj.replace(
+        input_mask=new_real, loss_mask=new_loss,
+        positions=positions_from_mask(new_real),
+        turn_ids=jnp.where(new_loss, 1, 0).astype(jnp.int32),
+        valid=traj.valid & taken,
+        extras={k: take(v) if (jnp.ndim(v) == 2 and jnp.shape(v)[1] == t)
+                else v for k, v in traj.extras.items()},
+        **fields)
+    old = traj.replace(loss_mask=traj.loss_mask.astype(bool) & ~is_turn)
+    flags = jnp.arange(2 * b) >= b
+    out = jax.tree.map(lambda x, y: jnp.concatenate([x, y], axis=0), old, new)
+    out = out.replace(extras={**out.extras, key: flags})
+    return out, {"turns/as_response_rows": jnp.sum(new.valid)}
 
   return stateless(fn)
 

@@ -167,3 +167,51 @@ def test_errors():
     turns.turn_advantages(baseline="mean")
   with pytest.raises(ValueError, match="turn_repeats"):
     apply(turns.repeat_penalty(penalty=1.0), make_traj())
+
+
+def test_turn_as_response_relays_the_second_turn():
+  tokens = np.arange(32, dtype=np.int32).reshape(4, 8) + 1
+  base = make_traj()
+  adv = np.where(IDS > 0, IDS * 10.0 + np.arange(4)[:, None], 0.0)
+  traj = base.replace(tokens=jnp.asarray(tokens),
+                      advantages=jnp.asarray(adv, jnp.float32),
+                      extras={"tok_extra": jnp.asarray(tokens * 2),
+                              "row_extra": jnp.arange(4)})
+  out, m = apply(turns.turn_as_response(turn=2), traj)
+  assert out.batch_size == 8
+  np.testing.assert_array_equal(out.extras["off_policy"], [0] * 4 + [1] * 4)
+  # Original rows: turn 2 leaves the loss, nothing else changes.
+  np.testing.assert_array_equal(np.asarray(out.loss_mask[:4]), IDS == 1)
+  np.testing.assert_array_equal(out.tokens[:4], tokens)
+  # New rows: prompt, then the turn-2 tokens, compacted to the left.
+  real = np.asarray(base.input_mask)
+  for b in range(4):
+    keep = real[b] & ((IDS[b] == 0) | (IDS[b] == 2))
+    n = int(keep.sum())
+    row = out.tokens[4 + b]
+    np.testing.assert_array_equal(row[:n], tokens[b][keep])
+    np.testing.assert_array_equal(out.extras["tok_extra"][4 + b][:n],
+                                  2 * tokens[b][keep])
+    np.testing.assert_array_equal(out.input_mask[4 + b], np.arange(8) < n)
+    np.testing.assert_array_equal(out.positions[4 + b][:n], np.arange(n))
+    lm = np.asarray(out.loss_mask[4 + b])
+    np.testing.assert_array_equal(lm[:n], (IDS[b] == 2)[keep])
+    assert not lm[n:].any()
+    np.testing.assert_array_equal(out.turn_ids[4 + b], lm.astype(np.int32))
+    np.testing.assert_allclose(np.asarray(out.advantages[4 + b])[lm],
+                               20.0 + b)
+  # Row 1 stopped after turn 1: its new row is invalid.
+  np.testing.assert_array_equal(out.valid, [1, 1, 1, 1, 1, 0, 1, 1])
+  np.testing.assert_array_equal(out.group_ids, [0, 0, 2, 2] * 2)
+  np.testing.assert_array_equal(out.extras["row_extra"], [0, 1, 2, 3] * 2)
+  np.testing.assert_array_equal(np.asarray(out.rewards[4:]),
+                                np.asarray(REWARDS))
+  assert int(m["turns/as_response_rows"]) == 3
+
+
+def test_turn_as_response_refuses_scored_trajectories():
+  traj = make_traj().replace(old_logprobs=jnp.zeros(IDS.shape, jnp.float32))
+  with pytest.raises(ValueError, match="before re-scoring"):
+    apply(turns.turn_as_response(), traj)
+  with pytest.raises(ValueError, match=">= 2"):
+    turns.turn_as_response(turn=1)
