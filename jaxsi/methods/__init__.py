@@ -17,7 +17,7 @@ from jaxsi.methods.guide import answer_hint, guide
 from jaxsi.methods.kdrl import kdrl
 from jaxsi.methods.nft import nft
 from jaxsi.methods.policy_variants import cispo, gspo
-from jaxsi.methods.ppo import ppo
+from jaxsi.methods.ppo import multi_turn_ppo, ppo
 from jaxsi.methods.reinforce import reinforce_pp, rloo
 from jaxsi.methods.spoc import spoc
 # Multi-turn self-correction (METHODS.md §3): factories return a
@@ -60,6 +60,7 @@ MULTI_TURN_METHODS = {
     "reflect_retry": reflect_retry,
     "critique_grpo": critique_grpo,
     "two_turn_grpo": two_turn_grpo,
+    "multi_turn_ppo": multi_turn_ppo,
 }
 
 SELF_TRAINING_METHODS = {

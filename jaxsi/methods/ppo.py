@@ -13,8 +13,11 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 from jaxsi.methods import base
+from jaxsi.methods.score import REVISE_PROMPT, MultiTurnMethod
 from jaxsi.rewards import reward_fn as reward_lib
-from jaxsi.transforms import advantages, policy_losses, rescoring, rewards, value
+from jaxsi.sampling import multiturn
+from jaxsi.transforms import (advantages, policy_losses, rescoring, rewards,
+                              turns, value)
 from jaxsi.transforms.base import chain, objective
 
 RewardFns = Union[Callable, Sequence[Callable]]
@@ -51,10 +54,21 @@ def ppo(*, n: int = 4, max_new_tokens: int = 16, temperature: float = 1.0,
   Returns:
     The RLMethod (``with_values=True``).
   """
+  parts, obj = _ppo_parts(rewards.score_at_eos(), kl_coef=kl_coef, gamma=gamma,
+                          lam=lam, eps=eps, vf_coef=vf_coef, vf_clip=vf_clip)
+  return base.RLMethod(
+      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
+      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
+      transform=chain(*parts), objective=obj, epochs=epochs,
+      minibatches=minibatches, reference=bool(kl_coef), with_values=True)
+
+
+def _ppo_parts(*placing, kl_coef, gamma, lam, eps, vf_coef, vf_clip):
+  """(transforms, objective) of PPO around the reward-placing transforms."""
   parts = []
   if kl_coef:
     parts.append(rescoring.ref_logprobs())
-  parts += [base.policy_values(), rewards.score_at_eos()]
+  parts += [base.policy_values(), *placing]
   if kl_coef:
     parts.append(rewards.kl_in_reward(beta=kl_coef, estimator="k1",
                                       mode="token", clamp=False))
@@ -63,8 +77,62 @@ def ppo(*, n: int = 4, max_new_tokens: int = 16, temperature: float = 1.0,
       (1.0, policy_losses.pg_clip(eps_low=eps, eps_high=eps, agg="token-mean"),
        "pg"),
       (vf_coef, value.value_loss(clip=vf_clip, agg="token-mean"), "vf"))
-  return base.RLMethod(
+  return parts, obj
+
+
+def multi_turn_ppo(*, n: int = 4, max_new_tokens: int = 8,
+                   temperature: float = 1.0,
+                   reward_fns: RewardFns = (reward_lib.correctness_reward,),
+                   max_turns: int = 2, feedback_text: str = REVISE_PROMPT,
+                   stop_on_correct: bool = False, inject_length: int = 24,
+                   alpha: float = 0.0, eps: float = 0.2, vf_coef: float = 0.5,
+                   vf_clip: float = 0.2, gamma: float = 1.0, lam: float = 0.95,
+                   kl_coef: float = 0.0, epochs: int = 2, minibatches: int = 2,
+                   strategy: Any = None, name: str = "multi_turn_ppo"
+                   ) -> MultiTurnMethod:
+  r"""PPO with GAE over a multi-turn episode (token-level credit across turns).
+
+  The per-turn rewards r_k sit on the last token of model turn k
+  (``turns.turn_rewards_at_ends``); GAE (arXiv:1506.02438) runs over the
+  model tokens only (injected turns are skipped, so V at the first token of
+  turn k + 1 bootstraps turn k) and the value head learns the return of
+  each model token; the rest is :func:`ppo`. ``alpha > 0`` first applies
+  SCoRe's progress bonus to attempt 2 (``turns.score_bonus(alpha,
+  bonus_to_first=False)``, 2 turns): SCoRe's reward with a learned critic
+  instead of per-turn group baselines. Episode: ``max_turns`` model turns
+  separated by ``feedback_text``; ``stop_on_correct`` ends an episode at the
+  first correct turn (UFO-style retries).
+
+  Args:
+    n: episodes per prompt.
+    max_new_tokens: budget of every model turn.
+    temperature: sampling / scoring temperature.
+    reward_fns: per-turn graders.
+    max_turns: model turns per episode.
+    feedback_text: the text injected between turns.
+    stop_on_correct: end an episode after a correct turn.
+    inject_length: columns of every injected turn.
+    alpha: SCoRe progress bonus on attempt 2 (0: none; needs max_turns = 2).
+    eps, vf_coef, vf_clip, gamma, lam, kl_coef, epochs, minibatches: as
+      :func:`ppo`.
+    strategy, name: as :func:`ppo`.
+
+  Returns:
+    The MultiTurnMethod (``with_values=True``; the model needs a value head).
+  """
+  if alpha and max_turns != 2:
+    raise ValueError(f"multi_turn_ppo: alpha needs max_turns=2, got {max_turns}")
+  placing = ([turns.score_bonus(alpha=alpha, bonus_to_first=False)]
+             if alpha else [])
+  placing.append(turns.turn_rewards_at_ends())
+  parts, obj = _ppo_parts(*placing, kl_coef=kl_coef, gamma=gamma, lam=lam,
+                          eps=eps, vf_coef=vf_coef, vf_clip=vf_clip)
+  return MultiTurnMethod(
       name=name, n=n, strategy=strategy or base.default_strategy(temperature),
       max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
       transform=chain(*parts), objective=obj, epochs=epochs,
-      minibatches=minibatches, reference=bool(kl_coef), with_values=True)
+      minibatches=minibatches, reference=bool(kl_coef), with_values=True,
+      episode=multiturn.EpisodeSpec(
+          max_turns=max_turns,
+          feedback=multiturn.FixedFeedback(feedback_text),
+          stop_on_correct=stop_on_correct, inject_length=inject_length))

@@ -333,6 +333,42 @@ def pooled_turn_advantages(*, scale: Literal["group", "none"] = "group",
   return stateless(fn)
 
 
+def turn_rewards_at_ends(*, accumulate: bool = False) -> TrajectoryTransform:
+  r"""Each turn's reward on the last loss token of that turn (for GAE).
+
+  ``token_rewards[b, t_k(b)] = r_{b,k}`` with t_k the last loss token of
+  model turn k (turns not taken, NaN rewards: nothing), 0 elsewhere. Followed
+  by ``advantages.gae_advantages`` — whose GAE skips non-loss tokens, so the
+  injected turns are environment transitions and the value of turn k + 1's
+  first token bootstraps turn k — this is PPO over a multi-turn episode (the
+  per-turn generalisation of ``rewards.score_at_eos``; Zhou et al. 2024,
+  ArCHer, arXiv:2402.19446, place utterance rewards the same way). Shape the
+  columns first (e.g. :func:`score_bonus`) to change the credit. With
+  ``accumulate`` an existing ``token_rewards`` is added to (e.g. a per-token
+  KL reward).
+  """
+
+  def fn(traj: Trajectory, ctx: Context):
+    del ctx
+    r = _rewards(traj)
+    ids = _turn_ids(traj)
+    m = traj.loss_mask.astype(bool)
+    t = ids.shape[1]
+    col = jnp.arange(t, dtype=jnp.int32)[None, :]
+    out = jnp.zeros(ids.shape, jnp.float32)
+    for j in range(r.shape[1]):
+      mk = m & (ids == j + 1)
+      last = jnp.max(jnp.where(mk, col, -1), axis=1)
+      rj = r[:, j]
+      hit = (col == last[:, None]) & mk & jnp.isfinite(rj)[:, None]
+      out = out + jnp.where(hit, jnp.nan_to_num(rj)[:, None], 0.0)
+    if accumulate and traj.token_rewards is not None:
+      out = out + jnp.asarray(traj.token_rewards, jnp.float32)
+    return traj.replace(token_rewards=out), {}
+
+  return stateless(fn)
+
+
 OFF_POLICY_KEY = "off_policy"
 
 

@@ -91,11 +91,12 @@ def test_evaluate_self_correction_counts_every_task_once():
 def test_registry_and_gin_files_build_every_multi_turn_method():
   gin = pytest.importorskip("gin")
   for name in ("score", "ufo", "reflect_retry", "critique_grpo",
-               "two_turn_grpo"):
+               "two_turn_grpo", "multi_turn_ppo"):
     m = methods.get_method(name, n=2, max_new_tokens=4)
     assert isinstance(m, MultiTurnMethod) and m.n == 2
   root = pathlib.Path(__file__).resolve().parents[2] / "gin_configs" / "methods"
-  for stem in ("score", "ufo", "reflect_retry", "critique_grpo"):
+  for stem in ("score", "ufo", "reflect_retry", "critique_grpo",
+               "multi_turn_ppo"):
     gin.clear_config()
     gin.parse_config_file(str(root / f"{stem}.gin"))
     m = gin.query_parameter("%METHOD").scoped_configurable_fn()

@@ -215,3 +215,19 @@ def test_turn_as_response_refuses_scored_trajectories():
     apply(turns.turn_as_response(), traj)
   with pytest.raises(ValueError, match=">= 2"):
     turns.turn_as_response(turn=1)
+
+
+def test_turn_rewards_at_ends_places_each_turn_reward():
+  out, _ = apply(turns.turn_rewards_at_ends(), make_traj())
+  want = np.zeros(IDS.shape, np.float32)
+  want[0, 6] = 1.0            # row 0: r1 = 0 on col 3, r2 = 1 on col 6
+  want[1, 4] = 1.0            # row 1: turn 1 ends at col 4, no turn 2
+  want[2, 2] = want[2, 5] = 1.0
+  np.testing.assert_array_equal(np.asarray(out.token_rewards), want)
+  # Shaped columns travel (score_bonus first), NaN places nothing.
+  traj = make_traj().replace(token_rewards=jnp.full(IDS.shape, 0.5))
+  shaped, _ = apply(turns.score_bonus(alpha=2.0, bonus_to_first=False), traj)
+  out, _ = apply(turns.turn_rewards_at_ends(accumulate=True), shaped)
+  got = np.asarray(out.token_rewards) - 0.5
+  assert got[0, 3] == pytest.approx(-2.0) and got[0, 6] == pytest.approx(3.0)
+  assert got[1, 4] == pytest.approx(1.0) and (got[1, 5:] == 0).all()
