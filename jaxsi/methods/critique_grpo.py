@@ -35,12 +35,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence, Union
 
-from jaxsi.methods import base
 from jaxsi.methods.score import MultiTurnMethod, clipped_pg_method
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import multiturn
-from jaxsi.transforms import importance, kl, policy_shaping, rescoring, turns
-from jaxsi.transforms.base import chain, objective
+from jaxsi.transforms import policy_shaping, turns
 
 RewardFns = Union[Callable, Sequence[Callable]]
 CRITIQUE = "The answer {answer} is wrong; the correct answer ends in {last}."
@@ -97,25 +95,17 @@ def critique_grpo(*, n: int = 4, max_new_tokens: int = 8,
                                   stop_on_correct=True,
                                   inject_length=inject_length)
   adv = turns.pooled_turn_advantages(scale=scale)
+  common = dict(name=name, n=n, temperature=temperature, strategy=strategy,
+                max_new_tokens=max_new_tokens, reward_fns=reward_fns,
+                kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg,
+                eps_low=eps_low, eps_high=eps_high, epochs=epochs,
+                minibatches=minibatches, episode=episode)
   if refinements == "in_context":
-    return clipped_pg_method(
-        name=name, n=n, temperature=temperature, strategy=strategy,
-        max_new_tokens=max_new_tokens, reward_fns=reward_fns, shaping=(adv,),
-        kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg, eps_low=eps_low,
-        eps_high=eps_high, epochs=epochs, minibatches=minibatches,
-        episode=episode)
-  # Off-policy refinements: re-lay them before any scoring, so old / ref
+    return clipped_pg_method(shaping=(adv,), **common)
+  # Off-policy refinements: re-laid before any scoring, so old / ref
   # log-probs are those of the bare-question rows.
-  parts = [adv, turns.turn_as_response(turn=2)]
-  if kl_coef:
-    parts.append(rescoring.ref_logprobs())
-  parts.append(importance.old_logprobs())
-  terms = [(1.0, policy_shaping.mixed_policy_pg(
-      gamma=gamma, eps_low=eps_low, eps_high=eps_high, agg=agg), "pg")]
-  if kl_coef:
-    terms.append((kl_coef, kl.kl_penalty(estimator=kl_estimator, agg=agg), "kl"))
-  return MultiTurnMethod(
-      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
-      transform=chain(*parts), objective=objective(*terms), epochs=epochs,
-      minibatches=minibatches, reference=bool(kl_coef), episode=episode)
+  return clipped_pg_method(
+      pre=(adv, turns.turn_as_response(turn=2)), shaping=(),
+      pg_term=policy_shaping.mixed_policy_pg(
+          gamma=gamma, eps_low=eps_low, eps_high=eps_high, agg=agg),
+      **common)

@@ -73,19 +73,25 @@ def clipped_pg_method(*, name: str, n: int, temperature: float,
                       kl_coef: float, kl_estimator: str, agg: str,
                       eps_low: float, eps_high: float, epochs: int,
                       minibatches: int, episode: multiturn.EpisodeSpec,
+                      pre: Sequence[Any] = (), pg_term: Any = None,
                       **method_fields) -> MultiTurnMethod:
   """The MultiTurnMethod of a clipped policy gradient over episodes.
 
-  Transform ``chain([ref_logprobs,] old_logprobs, *shaping)`` (reference
-  only when ``kl_coef > 0``); objective ``pg_clip + kl_coef · kl_penalty``.
-  UFO, Reflect-Retry-Reward, Critique-GRPO and the two-turn GRPO baseline
-  differ only in ``shaping`` (their reward / advantage transforms) and
-  ``episode``.
+  Transform ``chain(*pre, [ref_logprobs,] old_logprobs, *shaping)``
+  (reference only when ``kl_coef > 0``); objective ``pg + kl_coef ·
+  kl_penalty`` with ``pg`` = ``pg_term`` or ``pg_clip``. UFO,
+  Reflect-Retry-Reward, Critique-GRPO and the two-turn GRPO baseline differ
+  only in ``shaping`` (their reward / advantage transforms) and ``episode``;
+  Critique-GRPO's off-policy mode re-lays rows in ``pre`` (before scoring)
+  and uses its own ``pg_term``.
   """
-  parts = [rescoring.ref_logprobs()] if kl_coef else []
+  parts = list(pre)
+  if kl_coef:
+    parts.append(rescoring.ref_logprobs())
   parts += [importance.old_logprobs(), *shaping]
-  terms = [(1.0, policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high,
-                                       agg=agg), "pg")]
+  pg = pg_term or policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high,
+                                        agg=agg)
+  terms = [(1.0, pg, "pg")]
   if kl_coef:
     terms.append((kl_coef, kl.kl_penalty(estimator=kl_estimator, agg=agg), "kl"))
   return MultiTurnMethod(
