@@ -16,7 +16,7 @@ responses and refinements together::
                                               −A·π/(π+γ) on refinements
             (+ β·kl)
 
-``refinements='off_policy'`` (default, the paper's §3.2): a refinement is
+``refinements='off_policy'`` (default, the paper's): a refinement is
 trained as an off-policy response to the bare question, π_θ(y'|q), through
 the policy-shaping function f(π) = π/(π + γ) borrowed from LUFFY
 (``jaxsi.transforms.policy_shaping``), one token mean over the joint group.

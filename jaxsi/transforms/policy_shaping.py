@@ -1,8 +1,9 @@
 r"""Off-policy rows in an on-policy batch, trained through a shaping function.
 
 LUFFY (Yan et al. 2025, "Learning to Reason under Off-Policy Guidance",
-arXiv:2504.14945, §3.3) mixes off-policy responses (there: a stronger
-model's) into the GRPO group and trains them without an importance ratio,
+arXiv:2504.14945; "policy shaping via regularized importance sampling")
+mixes off-policy responses (there: a stronger model's) into the GRPO group
+and trains them without an importance ratio,
 replacing the ratio by the *policy shaping* function of the current token
 probability π = π_θ(y_t | x, y_{<t})::
 
@@ -12,7 +13,7 @@ whose gradient ∇f = γ/(π + γ)² · ∇π = γπ/(π + γ)² · ∇log π pu
 low-probability tokens (at π ≪ γ it is ≈ ∇π/γ, at π ≫ γ it vanishes), so
 rare correct tokens are learned instead of being crushed by the log-likelihood
 of what the policy already does. Critique-GRPO (Zhang et al. 2025,
-arXiv:2506.03106, §3.2) trains its critique-guided refinements the
+arXiv:2506.03106, §3) trains its critique-guided refinements the
 same way (as responses to the bare question;
 ``jaxsi.transforms.turns.turn_as_response`` builds those rows).
 
@@ -45,7 +46,7 @@ sg = jax.lax.stop_gradient
 
 
 def shaped_probability(logprobs: Array, gamma: float) -> Array:
-  """f(π) = π / (π + γ) with π = exp(logprobs) (LUFFY §3.3)."""
+  """f(π) = π / (π + γ) with π = exp(logprobs) (LUFFY)."""
   p = jnp.exp(logprobs)
   return p / (p + gamma)
 
@@ -66,7 +67,7 @@ def mixed_policy_pg(*, gamma: float = 0.1, eps_low: float = 0.2,
                     key: str = OFF_POLICY_KEY, max_len: Optional[int] = None):
   r"""Clipped surrogate on on-policy rows, −A·f(π) on off-policy rows.
 
-  LUFFY (arXiv:2504.14945, §3.3) / Critique-GRPO (arXiv:2506.03106, §3.2);
+  LUFFY (arXiv:2504.14945) / Critique-GRPO (arXiv:2506.03106, §3);
   see the module docstring. Reads ``outputs.logprobs``, ``traj.advantages``,
   ``traj.old_logprobs`` (on-policy ratio; None → on-policy) and
   ``traj.extras[key]``.

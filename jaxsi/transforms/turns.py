@@ -376,7 +376,7 @@ def turn_as_response(*, turn: int = 2, key: str = OFF_POLICY_KEY
                      ) -> TrajectoryTransform:
   r"""Re-lays model turn ``turn`` as a response to the bare prompt (new rows).
 
-  Critique-GRPO (Zhang et al. 2025, arXiv:2506.03106, §3.2) trains a
+  Critique-GRPO (Zhang et al. 2025, arXiv:2506.03106, §3) trains a
   refinement y' written after (question, response, critique) as if it were a
   response to the question alone, π_θ(y'_t | q, y'_{<t}), off-policy (the
   shaped objective ``jaxsi.transforms.policy_shaping.mixed_policy_pg``).
