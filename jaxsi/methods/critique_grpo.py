@@ -23,7 +23,11 @@ the policy-shaping function f(π) = π/(π + γ) borrowed from LUFFY
 ``refinements='in_context'``: the refinement is trained on-policy in the
 context it was sampled in (question, response, critique) with the clipped
 surrogate, i.e. plain multi-turn GRPO with pooled advantages (the variant
-this factory had before; kept for comparison).
+this factory had before, kept for comparison; its old defaults were
+``scale='group', agg='seq-mean-token-mean'``).
+
+With ``kl_coef > 0`` the KL penalty also covers the re-laid refinement rows,
+whose tokens were not sampled from π_θ(·|q); the paper uses no KL (default).
 
 Departure (stated): all refinements of wrong responses join the group; the
 paper's code can subsample them. The default critique is written by the

@@ -112,7 +112,8 @@ def multi_turn_ppo(*, n: int = 4, max_new_tokens: int = 8,
     feedback_text: the text injected between turns.
     stop_on_correct: end an episode after a correct turn.
     inject_length: columns of every injected turn.
-    alpha: SCoRe progress bonus on attempt 2 (0: none; needs max_turns = 2).
+    alpha: SCoRe progress bonus on attempt 2 (0: none; needs max_turns = 2
+      and gamma = 1, where it cancels out of attempt 1's return).
     eps, vf_coef, vf_clip, gamma, lam, kl_coef, epochs, minibatches: as
       :func:`ppo`.
     strategy, name: as :func:`ppo`.
@@ -122,6 +123,10 @@ def multi_turn_ppo(*, n: int = 4, max_new_tokens: int = 8,
   """
   if alpha and max_turns != 2:
     raise ValueError(f"multi_turn_ppo: alpha needs max_turns=2, got {max_turns}")
+  if alpha and gamma != 1.0:
+    # score_bonus(bonus_to_first=False) cancels the bonus out of attempt 1's
+    # return only at γ = 1 (G1 = r1 + γ r2 − (1 − γ) b otherwise).
+    raise ValueError(f"multi_turn_ppo: alpha needs gamma=1, got {gamma}")
   placing = ([turns.score_bonus(alpha=alpha, bonus_to_first=False)]
              if alpha else [])
   placing.append(turns.turn_rewards_at_ends())

@@ -25,7 +25,8 @@ same way (as responses to the bare question;
 aggregated over *all* loss tokens together (``agg``; the papers' token mean
 over the joint group, the LUFFY / Critique-GRPO code's ``masked_mean``).
 Rows are marked by the bool[B] ``traj.extras[key]``; without it every row is
-on-policy and the term equals ``policy_losses.pg_clip``.
+on-policy and the term equals ``policy_losses.pg_clip`` (extra importance
+weights ``extras['is_weights']`` multiply the on-policy tokens, as there).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def mixed_policy_pg(*, gamma: float = 0.1, eps_low: float = 0.2,
   Returns:
     An objective term. Metrics: 'off_policy/token_frac', 'off_policy/prob_mean'
     (mean π on off-policy tokens), 'off_policy/shaped_mean' (mean f(π)),
-    'clipfrac' (on-policy tokens), 'approx_kl'.
+    'clipfrac' (on-policy tokens), 'approx_kl', 'entropy' (when given).
   """
   if gamma <= 0:
     raise ValueError(f"mixed_policy_pg: gamma must be > 0, got {gamma}")
@@ -99,6 +100,8 @@ def mixed_policy_pg(*, gamma: float = 0.1, eps_low: float = 0.2,
     r = jnp.exp(logw)
     on_loss = policy_losses.clipped_surrogate(r, adv, eps_low=eps_low,
                                               eps_high=eps_high)
+    on_loss = on_loss * policy_losses._is_weights(  # pylint: disable=protected-access
+        traj, policy_losses.IS_WEIGHTS_KEY, on_loss)
     shaped = shaped_probability(outputs.logprobs, gamma)
     loss_bt = jnp.where(off, -adv * shaped, on_loss)
     loss = aggregation.aggregate_trajectory(loss_bt, traj, mode=agg,
@@ -121,6 +124,9 @@ def mixed_policy_pg(*, gamma: float = 0.1, eps_low: float = 0.2,
         "clipfrac": jnp.sum(jnp.where(on_tok, clipped, False)) / n_on,
         "approx_kl": jnp.sum(jnp.where(on_tok, -sg(delta), 0.0)) / n_on,
     }
+    if outputs.entropy is not None:
+      metrics["entropy"] = aggregation.masked_token_mean(sg(outputs.entropy),
+                                                         traj)
     return loss, metrics
 
   return term

@@ -387,16 +387,21 @@ def turn_as_response(*, turn: int = 2, key: str = OFF_POLICY_KEY
     tokens, compacted to the left (a stable gather: kept tokens first, in
     order; earlier model turns and injected turns dropped), positions
     recomputed, ``turn_ids`` 1 on the response; valid only where row b took
-    that turn. ``group_ids`` / ``prompt_ids`` / ``weights`` / per-row extras
-    are copied, so a refinement stays in its prompt's group; [B, T] extras
-    are gathered like the tokens.
+    that turn; ``rewards`` (r_turn, NaN, …) — the response's own reward in
+    column 0, as for a one-turn row. ``group_ids`` / ``prompt_ids`` /
+    ``weights`` / per-row extras are copied, so a refinement stays in its
+    prompt's group; every extra whose second axis has length T ([B, T, …])
+    is treated as per-token and gathered like the tokens.
 
   ``extras[key]`` (bool[2B]) marks the new rows. Advantages already on the
   tokens travel with them, so run this after the advantage transform (e.g.
   :func:`pooled_turn_advantages`) and before any re-scoring transform
   (``old_logprobs``, ``ref_logprobs``): log-probs scored in the episode
-  context would be wrong for the new rows, so their presence raises. Doubling
-  the rows keeps every shape static (one compile).
+  context would be wrong for the new rows, so their presence raises, and the
+  sampler's log-probs of the new rows (``behaviour_logprobs`` and per-token
+  extras named ``*logprobs``) are set to 0 — they were computed in the
+  critique context, not for the bare question. Doubling the rows keeps every
+  shape static (one compile).
 
   Args:
     turn: the model turn to re-lay (1-based, >= 2).
@@ -424,19 +429,33 @@ def turn_as_response(*, turn: int = 2, key: str = OFF_POLICY_KEY
     new_real = take(keep)
     new_loss = take(traj.loss_mask.astype(bool) & is_turn)
     taken = jnp.any(new_loss, axis=1)
+    def per_token(name, v):
+      if jnp.ndim(v) < 2 or jnp.shape(v)[1] != t:
+        return v
+      idx = order.reshape(order.shape + (1,) * (jnp.ndim(v) - 2))
+      v = jnp.take_along_axis(v, idx, axis=1)
+      # Sampler log-probs were computed in the critique context.
+      return jnp.zeros_like(v) if name.endswith("logprobs") else v
+
     fields = {}
     for name in TOKEN_FIELDS:
       v = getattr(traj, name)
       if v is not None and name not in ("input_mask", "loss_mask", "positions",
                                         "turn_ids"):
-        fields[name] = take(v)
+        fields[name] = per_token(name, v)
+    new_rewards = None
+    if traj.rewards is not None:
+      r = _rewards(traj)
+      if r.shape[1] < turn:
+        raise ValueError(f"turn_as_response: rewards have {r.shape[1]} turn "
+                         f"columns, turn={turn}")
+      new_rewards = jnp.full_like(r, jnp.nan).at[:, 0].set(r[:, turn - 1])
     new = traj.replace(
         input_mask=new_real, loss_mask=new_loss,
         positions=positions_from_mask(new_real),
         turn_ids=jnp.where(new_loss, 1, 0).astype(jnp.int32),
-        valid=traj.valid & taken,
-        extras={k: take(v) if (jnp.ndim(v) == 2 and jnp.shape(v)[1] == t)
-                else v for k, v in traj.extras.items()},
+        valid=traj.valid & taken, rewards=new_rewards,
+        extras={k: per_token(k, v) for k, v in traj.extras.items()},
         **fields)
     old = traj.replace(loss_mask=traj.loss_mask.astype(bool) & ~is_turn)
     flags = jnp.arange(2 * b) >= b

@@ -160,6 +160,13 @@ def np_gae(r, v, m, gamma, lam):
   return adv
 
 
+def test_multi_turn_ppo_rejects_bonus_with_discount():
+  with pytest.raises(ValueError, match="gamma=1"):
+    methods.multi_turn_ppo(alpha=1.0, gamma=0.9)
+  with pytest.raises(ValueError, match="max_turns=2"):
+    methods.multi_turn_ppo(alpha=1.0, max_turns=3)
+
+
 def test_multi_turn_ppo_gae_over_turns():
   m = methods.multi_turn_ppo(**COMMON, feedback_text="+=", alpha=3.0,
                              lam=0.9, epochs=1, minibatches=1)

@@ -49,6 +49,23 @@ def test_without_flags_equals_pg_clip():
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def test_is_weights_scale_on_policy_tokens_only():
+  lp, old, adv, mask = case(2)
+  off = np.array([False, True, False, False])
+  w = np.full(mask.shape, 2.0, np.float32)
+  base = traj_of(old, adv, mask, off)
+  weighted = base.replace(extras={**base.extras, "is_weights": jnp.asarray(w)})
+  term = ps.mixed_policy_pg(agg="token-sum")
+  out = ModelOutputs(logprobs=jnp.asarray(lp))
+  l0, _ = term(out, base)
+  l1, _ = term(out, weighted)
+  # token-sum: the on-policy part doubles, the off-policy part stays.
+  p = np.exp(lp.astype(np.float64))
+  off_part = (-adv * p / (p + 0.1))[mask & off[:, None]].sum()
+  np.testing.assert_allclose(float(l1) - off_part, 2 * (float(l0) - off_part),
+                             rtol=1e-4)
+
+
 def test_mixed_rows_match_hand_formula_and_gradient():
   lp, old, adv, mask = case(1)
   off = np.array([False, True, False, True])

@@ -172,10 +172,18 @@ def test_errors():
 def test_turn_as_response_relays_the_second_turn():
   tokens = np.arange(32, dtype=np.int32).reshape(4, 8) + 1
   base = make_traj()
+  # Row 2's prompt is left-padded (column 0 is padding): dropped.
+  real = np.asarray(base.input_mask).copy()
+  real[2, 0] = False
+  base = base.replace(input_mask=jnp.asarray(real))
   adv = np.where(IDS > 0, IDS * 10.0 + np.arange(4)[:, None], 0.0)
   traj = base.replace(tokens=jnp.asarray(tokens),
                       advantages=jnp.asarray(adv, jnp.float32),
+                      behaviour_logprobs=jnp.full(IDS.shape, -0.5),
                       extras={"tok_extra": jnp.asarray(tokens * 2),
+                              "tok3_extra": jnp.asarray(
+                                  np.stack([tokens, -tokens], -1)),
+                              "tempered_logprobs": jnp.full(IDS.shape, -0.7),
                               "row_extra": jnp.arange(4)})
   out, m = apply(turns.turn_as_response(turn=2), traj)
   assert out.batch_size == 8
@@ -192,6 +200,8 @@ def test_turn_as_response_relays_the_second_turn():
     np.testing.assert_array_equal(row[:n], tokens[b][keep])
     np.testing.assert_array_equal(out.extras["tok_extra"][4 + b][:n],
                                   2 * tokens[b][keep])
+    np.testing.assert_array_equal(out.extras["tok3_extra"][4 + b][:n, 1],
+                                  -tokens[b][keep])
     np.testing.assert_array_equal(out.input_mask[4 + b], np.arange(8) < n)
     np.testing.assert_array_equal(out.positions[4 + b][:n], np.arange(n))
     lm = np.asarray(out.loss_mask[4 + b])
@@ -204,8 +214,14 @@ def test_turn_as_response_relays_the_second_turn():
   np.testing.assert_array_equal(out.valid, [1, 1, 1, 1, 1, 0, 1, 1])
   np.testing.assert_array_equal(out.group_ids, [0, 0, 2, 2] * 2)
   np.testing.assert_array_equal(out.extras["row_extra"], [0, 1, 2, 3] * 2)
+  # New rows: the response's own reward in column 0.
   np.testing.assert_array_equal(np.asarray(out.rewards[4:]),
-                                np.asarray(REWARDS))
+                                [[1, NAN], [NAN, NAN], [1, NAN], [0, NAN]])
+  np.testing.assert_array_equal(np.asarray(out.rewards[:4]), REWARDS)
+  # Sampler log-probs of the new rows (critique context) are zeroed.
+  assert (np.asarray(out.behaviour_logprobs[:4]) == -0.5).all()
+  assert (np.asarray(out.behaviour_logprobs[4:]) == 0).all()
+  assert (np.asarray(out.extras["tempered_logprobs"][4:]) == 0).all()
   assert int(m["turns/as_response_rows"]) == 3
 
 
