@@ -35,6 +35,9 @@ Set-up (all CPU-sized, one command)::
     to the bare question — the paper — or in its critique context). These
     target attempt-1 accuracy (the Critique-GRPO paper's claim: refinements
     help the single-turn policy beyond GRPO);
+  - ``ppo_score``: SCoRe's stage-II reward (progress bonus on attempt 2)
+    optimised by PPO with GAE across the attempts and a value head
+    (``methods.multi_turn_ppo``), no stage I;
   - ``score``: SCoRe stage I (r2, strong KL on turn 1) then stage II
     (r1 + r2 + α(r2 − r1), per-turn returns), advantages scaled by the group
     std (``--score_scale``); ``score_raw``: the same with the paper's raw
@@ -51,6 +54,7 @@ few example episodes per method).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -461,6 +465,22 @@ def main(argv):
           name=name)
       params, hist = run_rl(method, model=model, params=warm, tok=tok,
                             tasks=rl_pool, steps=steps, seed=seed)
+      train_info = _train_summary(hist)
+    elif name == "ppo_score":
+      # SCoRe's stage-II reward (bonus on attempt 2) with a learned critic:
+      # PPO + GAE across the two attempts (methods.multi_turn_ppo). The value
+      # head is added to the warm-start params (fresh init) and dropped
+      # before evaluation.
+      vcfg = dataclasses.replace(cfg, value_head=True)
+      vmodel, vinit = mmodel.init(vcfg, jax.random.key(seed + 5))
+      method = methods_lib.multi_turn_ppo(
+          n=_N.value, max_new_tokens=max_new,
+          reward_fns=(reward_lib.correctness_reward,), feedback_text=FEEDBACK,
+          inject_length=INJECT_LENGTH, alpha=_ALPHA.value, name=name)
+      vparams, hist = run_rl(method, model=vmodel,
+                             params={**warm, "value_head": vinit["value_head"]},
+                             tok=tok, tasks=rl_pool, steps=steps, seed=seed)
+      params = {k: v for k, v in vparams.items() if k != "value_head"}
       train_info = _train_summary(hist)
     elif name in ("score", "score_raw"):
       # score_raw: the paper's raw per-turn returns (no std scaling).
