@@ -72,7 +72,7 @@ def time_jaxsi(cfg, tok, tasks) -> tuple[float, float]:
   from jaxsi import methods  # pylint: disable=g-import-not-at-top
   from jaxsi.models import model as mmodel  # pylint: disable=g-import-not-at-top
   from jaxsi.training import optimizer as opt_lib  # pylint: disable=g-import-not-at-top
-  from jaxsi.training import rl  # pylint: disable=g-import-not-at-top
+  from jaxsi.training import loop  # pylint: disable=g-import-not-at-top
   model, params = mmodel.init(cfg, jax.random.key(0))
   from jaxsi.transforms import advantages, importance, rescoring  # pylint: disable=g-import-not-at-top
   from jaxsi.transforms.base import chain  # pylint: disable=g-import-not-at-top
@@ -85,9 +85,9 @@ def time_jaxsi(cfg, tok, tasks) -> tuple[float, float]:
         rescoring.ref_logprobs(), importance.old_logprobs(on_policy=True),
         advantages.group_advantages(scale="group")))
   opt = opt_lib.make_optimizer(learning_rate=1e-6, schedule="constant")
-  trainer = rl.RLTrainer(model=model, params=params, method=method,
-                         tokenizer=tok, tasks=tasks, optimizer=opt,
-                         prompts_per_step=_PROMPTS.value, seed=0)
+  trainer = loop.Loop(model=model, params=params, method=method,
+                      tokenizer=tok, tasks=tasks, optimizer=opt,
+                      prompts_per_step=_PROMPTS.value, seed=0)
   for _ in range(_WARMUP.value):
     trainer.step()
   t0 = time.perf_counter()

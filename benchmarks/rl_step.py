@@ -27,7 +27,7 @@ from jaxsi.data import tasks as tasks_lib
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
 from jaxsi.training import optimizer as opt_lib
-from jaxsi.training import rl
+from jaxsi.training import loop
 
 _MODELS = flags.DEFINE_list("models", ["tiny", "small"], "Model presets.")
 _ITERS = flags.DEFINE_integer("iters", 5, "Timed iterations.")
@@ -47,7 +47,7 @@ def bench_model(preset: str) -> dict:
   method = methods.grpo(n=_N.value, max_new_tokens=_MAX_NEW.value,
                         kl_coef=_KL.value, drop_zero_variance=False)
   opt = opt_lib.make_optimizer(learning_rate=1e-4, schedule="constant")
-  trainer = rl.RLTrainer(model=model, params=params, method=method,
+  trainer = loop.Loop(model=model, params=params, method=method,
                          tokenizer=tok, tasks=tasks, optimizer=opt,
                          prompts_per_step=_PROMPTS.value, seed=0)
   t0 = time.perf_counter()

@@ -46,10 +46,11 @@ from jaxsi.data import char_tokenizer
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
 from jaxsi.rewards import reward_fn as reward_lib
+from jaxsi.sampling import rollouts
 from jaxsi.sampling import strategies
+from jaxsi.training import loop
 from jaxsi.training import loops
 from jaxsi.training import optimizer as opt_lib
-from jaxsi.training import rl
 from jaxsi.training import rl_run
 
 _METHODS = flags.DEFINE_list("methods", ["grpo", "ppo", "dapo"],
@@ -89,7 +90,7 @@ _LAYERS = flags.DEFINE_integer("layers", 2, "Decoder layers.")
 _SEED = flags.DEFINE_integer("seed", 0, "Data / model / warm-start seed.")
 _OUT = flags.DEFINE_string("out", "/tmp/jaxsi_bench.md", "Markdown output.")
 _FAST = flags.DEFINE_bool("fast_compile", True,
-                          "Cheaper XLA compilation (rl.FAST_COMPILE).")
+                          "Cheaper XLA compilation (loop.FAST_COMPILE).")
 
 EASY, HARD = 2, 3
 MAX_NEW = HARD + 2          # answer digits (+ carry) + EOS
@@ -174,17 +175,17 @@ def run_method(name: str, seed: int, *, setting: str, model, warm, tok, pool,
             samples=_EVAL_SAMPLES.value, max_new_tokens=MAX_NEW,
             seed=_SEED.value + 7)
   t0 = time.perf_counter()
-  trainer = rl.RLTrainer(
+  trainer = loop.Loop(
       model=model, params=warm, method=method, tokenizer=tok, tasks=pool,
       optimizer=opt, prompts_per_step=prompts, seed=seed,
-      compiler_options=rl.FAST_COMPILE if _FAST.value else None)
+      compiler_options=loop.FAST_COMPILE if _FAST.value else None)
   solved = np.zeros(len(pool), bool)
 
   def track(iteration, metrics):
     del iteration, metrics
     b = trainer.last_batch
     ok = np.asarray(b.traj.valid, bool) & (np.nan_to_num(
-        rl._total(b.rewards), nan=0.0) > 0)  # pylint: disable=protected-access
+        rollouts.total_reward(b.rewards), nan=0.0) > 0)  # pylint: disable=protected-access
     guided = b.traj.extras.get("guided")
     if guided is not None:
       ok &= ~np.asarray(guided, bool)

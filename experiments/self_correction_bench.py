@@ -76,7 +76,7 @@ from jaxsi.sampling import strategies
 from jaxsi.training import loops
 from jaxsi.training import multiturn_rl
 from jaxsi.training import optimizer as opt_lib
-from jaxsi.training import rl
+from jaxsi.training import loop
 from jaxsi.training import steps as steps_lib
 from jaxsi.training import train_state as train_state_lib
 
@@ -272,11 +272,12 @@ def run_rl(method, *, model, params, tok, tasks, steps: int, seed: int,
            reference_params=None, single_turn: bool = False):
   opt = opt_lib.make_optimizer(learning_rate=_LR.value, schedule="constant",
                                max_grad_norm=1.0)
-  cls = rl.RLTrainer if single_turn else multiturn_rl.MultiTurnRLTrainer
-  trainer = cls(
+  del single_turn  # the method's rollout stage says whether it has turns
+  trainer = loop.Loop(
       model=model, params=params, method=method, tokenizer=tok, tasks=tasks,
       optimizer=opt, prompts_per_step=_PROMPTS.value, seed=seed,
-      reference_params=reference_params, compiler_options=rl.FAST_COMPILE)
+      roles=({"reference": reference_params} if reference_params is not None
+             else None), compiler_options=loop.FAST_COMPILE)
   hist = trainer.run(steps, log_every=5)
   return trainer.state.params, hist
 

@@ -52,7 +52,7 @@ from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import strategies
 from jaxsi.training import loops
 from jaxsi.training import optimizer as opt_lib
-from jaxsi.training import rl
+from jaxsi.training import loop
 from jaxsi.training import steps as steps_lib
 from jaxsi.training import train_state as train_state_lib
 
@@ -205,10 +205,10 @@ def run() -> dict:
     opt = opt_lib.make_optimizer(learning_rate=_LR.value, schedule="constant",
                                  max_grad_norm=1.0)
     t0 = time.perf_counter()
-    trainer = rl.RLTrainer(model=model, params=warm, method=method,
+    trainer = loop.Loop(model=model, params=warm, method=method,
                            tokenizer=tok, tasks=rl_tasks, optimizer=opt,
                            prompts_per_step=_PROMPTS.value, seed=seed,
-                           compiler_options=rl.FAST_COMPILE)
+                           compiler_options=loop.FAST_COMPILE)
     history = trainer.run(_STEPS.value, log_every=10)
     seconds = time.perf_counter() - t0
     after = evaluate(model=model, params=trainer.state.params, tok=tok,

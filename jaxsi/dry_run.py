@@ -12,7 +12,7 @@ Without any weights, ``dry_run(...)``
    frozen reference (a full copy for full fine-tuning; with LoRA only the zero
    adapters, the base is shared), the rollout KV cache;
 4. with ``compile_steps``, lowers and compiles the three jitted steps of
-   ``jaxsi.training.rl.RLTrainer`` — rollout (``sampler.generate``), transform
+   ``jaxsi.training.loop.Loop`` — rollout (``sampler.generate``), transform
    chain (``prepare``) and update (``train``) — on the abstract, sharded
    inputs, and adds XLA's temporary-buffer size of the largest one to the
    estimate.
@@ -40,15 +40,18 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
-from jaxsi.methods.base import (POLICY, POLICY_ENTROPY, POLICY_VALUES,
-                                REFERENCE, RLMethod, reward_names_of)
+from jaxsi.rewards import stages as reward_stages
+from jaxsi.spec import (POLICY, POLICY_ENTROPY, POLICY_VALUES, REFERENCE,
+                        Method)
 from jaxsi.models import config as mcfg
 from jaxsi.models import kv_cache as kv_lib
 from jaxsi.models import lora as lora_lib
 from jaxsi.models import model as model_lib
+from jaxsi.sampling import rollouts
 from jaxsi.sampling import sampler as sampler_lib
 from jaxsi.training import partitioning
-from jaxsi.training import rl as rl_lib
+from jaxsi.training import loop as loop_lib
+from jaxsi.training import loop_steps
 from jaxsi.training import train_state as train_state_lib
 
 MiB = 2 ** 20
@@ -175,7 +178,7 @@ def _memory(compiled) -> Optional[dict]:
       "alias_size_in_bytes", "generated_code_size_in_bytes")}
 
 
-def dry_run(*, model_config: mcfg.ModelConfig, method: RLMethod, optimizer,
+def dry_run(*, model_config: mcfg.ModelConfig, method: Method, optimizer,
             prompts_per_step: int, prompt_len: int,
             data: int = -1, fsdp: int = 1, tensor: int = 1,
             lora_config: Optional[lora_lib.LoraConfig] = None,
@@ -188,7 +191,7 @@ def dry_run(*, model_config: mcfg.ModelConfig, method: RLMethod, optimizer,
 
   Args:
     model_config: the ModelConfig (e.g. ``get_config('qwen2.5-0.5b')``).
-    method: the RLMethod (e.g. ``jaxsi.methods.grpo.grpo(...)``).
+    method: the Method (e.g. ``jaxsi.methods.grpo.grpo(...)``).
     optimizer: the optax optimizer (wrapped in ``lora.freeze_base`` when
       ``lora_config`` is given).
     prompts_per_step: R prompts per rollout (B = R·n sequences).
@@ -200,7 +203,7 @@ def dry_run(*, model_config: mcfg.ModelConfig, method: RLMethod, optimizer,
     devices: devices of the mesh (default all).
     stop_ids: stop ids baked into the compiled sampler.
     compiler_options: XLA options as (name, value) pairs (e.g.
-      ``rl.FAST_COMPILE`` for a quick check; memory figures then describe
+      ``loop.FAST_COMPILE`` for a quick check; memory figures then describe
       the less optimised program).
     log: printer for the report.
 
@@ -248,7 +251,7 @@ def dry_run(*, model_config: mcfg.ModelConfig, method: RLMethod, optimizer,
   plan = sharding_plan(model, psh)
   params_bytes = sum(r.per_device_bytes for r in plan)
   opt_bytes = tree_bytes_per_device(state_abs.opt_state, ssh.opt_state)
-  if not method.reference:
+  if not method.needs(REFERENCE):
     ref_bytes = 0
   elif lora_config is not None:  # zero adapters; the base arrays are shared
     ref_bytes = sum(r.per_device_bytes for r in plan if r.path.endswith(
@@ -281,7 +284,7 @@ def dry_run(*, model_config: mcfg.ModelConfig, method: RLMethod, optimizer,
     per_row = jax.ShapeDtypeStruct((prompts_per_step,), bool, sharding=rsh)
     ids = jax.ShapeDtypeStruct((prompts_per_step,), i32, sharding=rsh)
     key_sh = jax.ShapeDtypeStruct(key_abs.shape, key_abs.dtype, sharding=rep)
-    gen_kwargs = dict(strategy=method.strategy, n=n, gen_length=g,
+    gen_kwargs = dict(strategy=rollouts.strategy_of(method.spec), n=n, gen_length=g,
                       stop_ids=tuple(int(s) for s in stop_ids), pad_id=0)
 
     def gen_fn(params, tokens, mask, rng, max_new, valid, prompt_ids):
@@ -297,20 +300,21 @@ def dry_run(*, model_config: mcfg.ModelConfig, method: RLMethod, optimizer,
     compiled["rollout"] = dict(seconds=time.perf_counter() - t0,
                                memory=_memory(gen_c))
     traj_abs, _ = jax.eval_shape(gen_fn, *gen_args)
-    k = len(reward_names_of(method.reward_fns))
+    k = len(method.rollout.reward_names(reward_stages.stage_names(
+        reward_stages.as_stages(method.rewards))))
     traj_abs = traj_abs.replace(rewards=jax.ShapeDtypeStruct((b, k),
                                                              jnp.float32))
     traj_abs = _shard_batch_tree(traj_abs, mesh, rules, b)
 
     t = method.temperature
-    scorers = [(POLICY, rl_lib._score_fn(model, t)),  # pylint: disable=protected-access
-               (POLICY_ENTROPY, rl_lib._score_fn(model, t, with_entropy=True))]  # pylint: disable=protected-access
+    scorers = [(POLICY, loop_steps.score_fn(model, t)),  # pylint: disable=protected-access
+               (POLICY_ENTROPY, loop_steps.score_fn(model, t, with_entropy=True))]  # pylint: disable=protected-access
     if c.value_head:
-      scorers.append((POLICY_VALUES, rl_lib._score_fn(model, t, with_values=True)))  # pylint: disable=protected-access
+      scorers.append((POLICY_VALUES, loop_steps.score_fn(model, t, with_values=True)))  # pylint: disable=protected-access
     # LoRA: the reference is derived from the live params inside the step
     # (frozen base, zero adapters), as in RLTrainer; no second copy.
-    lora_ref = lora_config is not None and method.reference
-    aux = {REFERENCE: params_abs} if method.reference and not lora_ref else {}
+    lora_ref = lora_config is not None and method.needs(REFERENCE)
+    aux = {REFERENCE: params_abs} if method.needs(REFERENCE) and not lora_ref else {}
     method_state = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep),
         state_abs.method_state)
@@ -319,19 +323,19 @@ def dry_run(*, model_config: mcfg.ModelConfig, method: RLMethod, optimizer,
     prep_kwargs = dict(transform=method.transform, scorers=tuple(scorers),
                        lora_reference=lora_ref)
     opts = None if compiler_options is None else tuple(compiler_options)
-    prepare = rl_lib._prepare_jit(opts)  # pylint: disable=protected-access
+    prepare = loop_steps.prepare_jit(opts)  # pylint: disable=protected-access
     t0 = time.perf_counter()
     prep_c = prepare.lower(*prep_args, **prep_kwargs).compile()
     compiled["prepare"] = dict(seconds=time.perf_counter() - t0,
                                memory=_memory(prep_c))
     prepared, _, _ = jax.eval_shape(
-        functools.partial(rl_lib._prepare_fn, **prep_kwargs), *prep_args)  # pylint: disable=protected-access
+        functools.partial(loop_steps._prepare_fn, **prep_kwargs), *prep_args)  # pylint: disable=protected-access
     prepared = _shard_batch_tree(prepared, mesh, rules, b)
 
     perm = jax.ShapeDtypeStruct(
         (method.epochs * method.minibatches, b // method.minibatches), i32,
         sharding=rep)
-    train = rl_lib._sharded_train_fn(model, optimizer, method, ssh, mesh, opts,  # pylint: disable=protected-access
+    train = loop_steps.sharded_train_fn(model, optimizer, method, ssh, mesh, opts,  # pylint: disable=protected-access
                                      rules=rules, batch_size=b)
     t0 = time.perf_counter()
     train_c = train.lower(state_abs, prepared, perm).compile()
@@ -350,7 +354,7 @@ def dry_run(*, model_config: mcfg.ModelConfig, method: RLMethod, optimizer,
   log(f"  optimizer     {_fmt_bytes(opt_bytes)}")
   log(f"  reference     {_fmt_bytes(ref_bytes)}"
       + ("  (LoRA: base shared)" if lora_config is not None and
-         method.reference else ""))
+         method.needs(REFERENCE) else ""))
   log(f"  rollout cache {_fmt_bytes(kv_bytes)}  ([L,B,P+G,Hkv,Dh] k and v, "
       f"spec {tuple(cache_spec)})")
   for name, v in compiled.items():
@@ -370,7 +374,7 @@ plan_and_compile = dry_run  # alias: run_experiment's flag shadows the name
 
 
 # ------------------------------------------------------------- experiment
-def run_experiment(*, method: RLMethod, optimizer, mesh: Mapping[str, int],
+def run_experiment(*, method: Method, optimizer, mesh: Mapping[str, int],
                    prompts_per_step: int, prompt_len: int,
                    model_preset: Optional[str] = None,
                    model_overrides: Optional[Mapping[str, Any]] = None,
@@ -391,7 +395,7 @@ def run_experiment(*, method: RLMethod, optimizer, mesh: Mapping[str, int],
   """An RL experiment on a local HF checkpoint and GSM8K/MATH files.
 
   Args:
-    method: the RLMethod.
+    method: the Method.
     optimizer: the optax optimizer.
     mesh: ``{'data': .., 'fsdp': .., 'tensor': ..}`` axis sizes.
     prompts_per_step: R prompts per rollout.
@@ -465,7 +469,7 @@ def run_experiment(*, method: RLMethod, optimizer, mesh: Mapping[str, int],
     optimizer = lora_lib.freeze_base(optimizer)
   log(f"{len(tasks)} {dataset} tasks; {mcfg.describe(model.config)}; "
       f"tokenizer {tokenizer}")
-  trainer = rl_lib.RLTrainer(
+  trainer = loop_lib.Loop(
       model=model, params=params, method=method, tokenizer=tokenizer,
       tasks=tasks, optimizer=optimizer, prompts_per_step=prompts_per_step,
       seed=seed, workdir=workdir, checkpoint_every=checkpoint_every,

@@ -15,7 +15,7 @@ from jaxsi.models import config as mcfg
 from jaxsi.models import lora
 from jaxsi.models import model as model_lib
 from jaxsi.training import optimizer as opt_lib
-from jaxsi.training import rl
+from jaxsi.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICRO = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
@@ -29,7 +29,7 @@ def test_plan_memory_and_compiled_steps_on_a_2x2x2_mesh():
   report = dr.dry_run(model_config=cfg, method=method,
                       optimizer=opt_lib.make_optimizer(learning_rate=1e-3),
                       prompts_per_step=4, prompt_len=8, data=2, fsdp=2,
-                      tensor=2, compiler_options=rl.FAST_COMPILE,
+                      tensor=2, compiler_options=loop.FAST_COMPILE,
                       log=lines.append)
   assert report["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
   assert report["batch"] == 8
@@ -98,7 +98,7 @@ def test_experiment_gin_dry_run_plans_the_real_model(path):
     lines = []
     report = fn(dry_run=True, log=lines.append)
     method = gin.query_parameter("dry_run.run_experiment.method").scoped_configurable_fn()
-    assert method.reward_fns[0].names == ("math_verify",)
+    assert method.rewards[0].names == ("math_verify",)
   finally:
     gin.clear_config()
   preset = "qwen3-0.6b" if "qwen3" in path else "qwen2.5-0.5b"
@@ -179,7 +179,7 @@ def test_real_run_one_grpo_step_on_tiny_local_files(tmp_path):
       mesh={"data": 2, "fsdp": 2, "tensor": 2}, prompts_per_step=2,
       prompt_len=256, hf_checkpoint=str(ckpt),
       data_path=str(tmp_path / "gsm8k"), num_steps=1,
-      compiler_options=rl.FAST_COMPILE, log=lambda _: None)
+      compiler_options=loop.FAST_COMPILE, log=lambda _: None)
   try:
     assert trainer.iteration == 1 and len(trainer.history) == 1
     assert trainer.tokenizer.eos_id == trainer.tokenizer.token_to_id(

@@ -1,16 +1,17 @@
 """jaxsi.methods: one small module per paper or family, each a factory.
 
-The on-policy RL family (METHODS.md §2) is exported here: each factory returns
-a :class:`~jaxsi.methods.base.RLMethod` (rollout spec + reward fns + transform
-chain + objective + epochs/minibatches + optional dynamic-sampling / guide
-options) that ``jaxsi.training.rl.RLTrainer`` runs; ``METHODS`` maps their
-names to the factories and ``get_method(name, **overrides)`` builds one.
+The on-policy RL family (METHODS.md §2) and the multi-turn family (§3) are
+exported here: each factory returns a :class:`jaxsi.spec.Method` (rollout
+stage + reward stages + transform chain + objective + the shared rollout /
+optimisation specs + the roles it reads) that ``jaxsi.training.loop.Loop``
+runs; ``METHODS`` maps their names to the factories and
+``get_method(name, **overrides)`` builds one.
 Rejection-sampling self-training methods (STaR, ReST-EM, ...) live in their
 own modules of this package and are imported from there.
 """
 
-from jaxsi.methods.base import (DynamicSampling, GuideSpec, RLMethod,
-                                guided_old_logprobs, policy_values)
+from jaxsi.methods.base import (Method, guided_old_logprobs, make_method,
+                                policy_values)
 from jaxsi.methods.d3s import d3s
 from jaxsi.methods.grpo import dapo, dr_grpo, grpo
 from jaxsi.methods.guide import answer_hint, guide
@@ -20,12 +21,11 @@ from jaxsi.methods.policy_variants import cispo, gspo
 from jaxsi.methods.ppo import multi_turn_ppo, ppo
 from jaxsi.methods.reinforce import reinforce_pp, rloo
 from jaxsi.methods.spoc import spoc
-# Multi-turn self-correction (METHODS.md §3): factories return a
-# jaxsi.methods.score.MultiTurnMethod run by
-# jaxsi.training.multiturn_rl.MultiTurnRLTrainer (registry: MULTI_TURN_METHODS).
+# Multi-turn self-correction (METHODS.md §3): Methods whose rollout stage is
+# rollouts.Episodes (registry: MULTI_TURN_METHODS).
 from jaxsi.methods.critique_grpo import critique_grpo
 from jaxsi.methods.reflect_retry import reflect_retry
-from jaxsi.methods.score import MultiTurnMethod, score, two_turn_grpo
+from jaxsi.methods.score import episode_method, is_multi_turn, score, two_turn_grpo
 from jaxsi.methods.ufo import ufo
 # Rejection-sampling self-training (METHODS.md §1): factories return a
 # jaxsi.training.rounds.RoundsMethod run by rounds.run_rounds. Imported as
@@ -74,7 +74,7 @@ SELF_TRAINING_METHODS = {
 }
 
 
-def get_method(name: str, **overrides) -> RLMethod:
+def get_method(name: str, **overrides) -> Method:
   """Builds method ``name`` with keyword overrides of its factory defaults."""
   if name in MULTI_TURN_METHODS:
     return MULTI_TURN_METHODS[name](**overrides)

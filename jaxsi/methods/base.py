@@ -1,153 +1,43 @@
-"""The method spec shared by every on-policy RL method, and its rescoring transforms.
+"""Building blocks of the method factories: specs, rollouts, two transforms.
 
-A method is ``rollout spec + reward fns + transform chain + objective`` (DESIGN.md
-"Transforms and objectives"). :class:`RLMethod` is that tuple as a frozen
-dataclass; ``jaxsi.training.rl`` runs any of them with the same loop. Each
-factory in ``jaxsi/methods/`` returns an ``RLMethod`` and names its paper and
-equation.
-
-The loop's side of the rescoring contract: it puts the parameter sets
-``'policy'`` (current params, not a copy), ``'reference'`` (frozen warm start)
-and ``'teacher'`` in ``Context.params`` and the scorers ``'policy'``,
-``'policy_entropy'`` (with per-token entropy), ``'policy_values'`` (value
-head) and ``'teacher'`` in ``Context.scorers``; the library transforms
-``rescoring.ref_logprobs``/``teacher_logprobs`` and
-``importance.old_logprobs`` read them. This module adds the two transforms
-only the RL loop's data needs: :func:`policy_values` (PPO) and
-:func:`guided_old_logprobs` (Guide).
+A method is ``rollout stage + reward stages + transform chain + objective``
+(DESIGN.md "Transforms and objectives"), the :class:`jaxsi.spec.Method`
+value that ``jaxsi.training.loop.Loop`` runs. Every factory in
+``jaxsi/methods/`` returns one and names its paper and equation; this module
+holds what they share: :func:`make_method` (the Method of a sampled rollout
+with the shared :class:`~jaxsi.spec.RolloutSpec` / :class:`~jaxsi.spec.OptimSpec`),
+and the two transforms only loop-produced data needs: :func:`policy_values`
+(PPO) and :func:`guided_old_logprobs` (Guide).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 
+from jaxsi import spec as spec_lib
+from jaxsi.sampling import rollouts
 from jaxsi.sampling import strategies
+from jaxsi.spec import (GUIDED_KEY, HINT_LOGPROBS_KEY, POLICY, POLICY_ENTROPY,
+                        POLICY_VALUES, REFERENCE, TEACHER, Method, OptimSpec,
+                        Role, RolloutSpec)
 from jaxsi.trajectory import Trajectory
 from jaxsi.transforms import aggregation
 from jaxsi.transforms.base import (Context, ObjectiveTerm, TrajectoryTransform,
-                                   stateless)
+                                   chain, stateless)
 
 sg = jax.lax.stop_gradient
 
-# Names the loop uses in Context.params / Context.scorers.
-POLICY = "policy"
-REFERENCE = "reference"
-TEACHER = "teacher"
-POLICY_VALUES = "policy_values"
-POLICY_ENTROPY = "policy_entropy"
-GUIDED_KEY = "guided"
-HINT_LOGPROBS_KEY = "hint_logprobs"
+__all__ = [
+    "GUIDED_KEY", "HINT_LOGPROBS_KEY", "POLICY", "POLICY_ENTROPY",
+    "POLICY_VALUES", "REFERENCE", "TEACHER", "Method", "OptimSpec", "Role",
+    "RolloutSpec", "as_reward_fns", "default_strategy", "guided_old_logprobs",
+    "make_method", "policy_values", "reference_role", "rollout_spec",
+]
 
-
-@dataclasses.dataclass(frozen=True)
-class DynamicSampling:
-  """DAPO dynamic sampling (Yu et al. 2025, arXiv:2503.14476, §3.2 / Alg. 1).
-
-  The loop keeps generating batches of ``prompts_per_step`` prompts, keeps the
-  groups whose sequence rewards are not all equal (0 < #correct < G), and stops
-  when ``prompts_per_step`` such groups are collected or after
-  ``max_gen_batches`` generation batches (then the batch is completed with
-  filtered groups marked ``valid=False``, so shapes stay fixed).
-
-  Attributes:
-    max_gen_batches: generation batches per step at most (verl
-      ``max_num_gen_batches``).
-    atol: a group is zero-variance when max − min ≤ atol.
-  """
-
-  max_gen_batches: int = 4
-  atol: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class GuideSpec:
-  """Guide (Nath et al. 2025, "Adaptive Guidance Accelerates Reinforcement
-  Learning of Reasoning Models", arXiv:2506.13923, Guide-GRPO).
-
-  For every group whose samples all fail (max reward ≤ ``fail_threshold``), the
-  loop samples ``round(fraction·n)`` new completions from the prompt with a hint
-  appended (``hint_fn(task) -> str``, e.g. the answer), places them under the
-  **plain** prompt (same columns: the completion does not move) and replaces that
-  many of the group's failed samples. Their rewards are computed for the plain
-  task. ``extras['guided']`` marks them and ``extras['hint_logprobs']`` keeps
-  their behaviour log-probs under the hinted prompt; the method's
-  :func:`guided_old_logprobs` transform uses those as π_old, so the importance
-  ratio is π_θ(o | q) / π_old(o | q, h) (the paper's off-policy correction).
-
-  Attributes:
-    hint_fn: task → hint text appended to the prompt text.
-    fraction: fraction of an all-fail group replaced by guided samples.
-    fail_threshold: a group fails when every reward ≤ this.
-  """
-
-  hint_fn: Callable[[Any], str]
-  fraction: float = 0.5
-  fail_threshold: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class RLMethod:
-  """An on-policy RL method as data: what to sample, score, transform, optimise.
-
-  Attributes:
-    name: method name (logging).
-    n: samples per prompt (group size G).
-    strategy: sampling strategy (its temperature is also used to score).
-    max_new_tokens: completion budget per sample.
-    reward_fns: host reward fns ``fn(tasks, completions) -> f32[B] | f32[B, K]``;
-      their columns are concatenated into ``traj.rewards`` f32[B, K].
-    transform: the trajectory transform chain (ref/old log-probs, reward
-      shaping, advantages, filters, ...), run jitted after the rewards.
-    objective: the objective term minimised by the update.
-    epochs: optimisation passes over each rollout batch.
-    minibatches: minibatches per epoch (each one optimizer step; B must divide).
-    reference: keep a frozen copy of the initial params as ``'reference'``.
-    teacher: the method needs ``'teacher'`` params/scorer (KDRL).
-    with_entropy: compute per-token entropy in the update's forward pass.
-    with_values: the model has a value head trained by the objective (PPO).
-    dynamic_sampling: DAPO refill of zero-variance groups, or None.
-    guide: Guide hint-conditioned resampling of all-fail groups, or None.
-  """
-
-  name: str
-  n: int
-  strategy: Any
-  max_new_tokens: int
-  reward_fns: Tuple[Callable, ...]
-  transform: TrajectoryTransform
-  objective: ObjectiveTerm
-  epochs: int = 1
-  minibatches: int = 1
-  reference: bool = False
-  teacher: bool = False
-  with_entropy: bool = True
-  with_values: bool = False
-  dynamic_sampling: Optional[DynamicSampling] = None
-  guide: Optional[GuideSpec] = None
-
-  def __post_init__(self):
-    if self.n < 1:
-      raise ValueError(f"RLMethod {self.name}: n must be >= 1, got {self.n}")
-    if self.max_new_tokens < 1:
-      raise ValueError(f"RLMethod {self.name}: max_new_tokens must be >= 1")
-    if self.epochs < 1 or self.minibatches < 1:
-      raise ValueError(f"RLMethod {self.name}: epochs and minibatches must be >= 1,"
-                       f" got {self.epochs}, {self.minibatches}")
-    if not self.reward_fns:
-      raise ValueError(f"RLMethod {self.name}: give at least one reward fn")
-
-  @property
-  def temperature(self) -> float:
-    """Temperature the sampler divides logits by (scorers use the same)."""
-    return float(getattr(self.strategy, "temperature", 1.0))
-
-  @property
-  def updates_per_batch(self) -> int:
-    return self.epochs * self.minibatches
+REFERENCE_ROLE = Role(REFERENCE, source=spec_lib.FROM_INITIAL)
 
 
 def default_strategy(temperature: float = 1.0) -> strategies.Sampling:
@@ -156,10 +46,58 @@ def default_strategy(temperature: float = 1.0) -> strategies.Sampling:
 
 
 def as_reward_fns(reward_fns) -> Tuple[Callable, ...]:
-  """A tuple of reward fns from one fn or a sequence (gin passes lists)."""
+  """A tuple of reward fns / stages from one or a sequence (gin passes lists)."""
   if callable(reward_fns):
     return (reward_fns,)
   return tuple(reward_fns)
+
+
+def rollout_spec(*, n: int, max_new_tokens: int, temperature: float = 1.0,
+                 strategy: Any = None) -> RolloutSpec:
+  """The shared RolloutSpec (a temperature-sampling strategy by default)."""
+  return RolloutSpec(n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                     strategy=strategy or default_strategy(temperature))
+
+
+def reference_role(kl_coef: float) -> Tuple[Role, ...]:
+  """``(Role('reference', FROM_INITIAL),)`` when a KL term needs it."""
+  return (REFERENCE_ROLE,) if kl_coef else ()
+
+
+def make_method(*, name: str, n: int, max_new_tokens: int, temperature: float,
+                strategy: Any, reward_fns, transform: TrajectoryTransform,
+                objective: ObjectiveTerm, epochs: int = 1, minibatches: int = 1,
+                roles: Sequence[Role] = (), rollout: Optional[Any] = None,
+                value_head: bool = False, extra_transforms: Sequence[Any] = ()
+                ) -> Method:
+  """A :class:`~jaxsi.spec.Method` sampled by ``rollout`` (default plain).
+
+  Args:
+    name: method name.
+    n, max_new_tokens, temperature, strategy: the shared rollout settings.
+    reward_fns: reward stages or ``fn(tasks, completions)`` functions.
+    transform: the method's transform chain.
+    objective: its objective term.
+    epochs, minibatches: the shared optimisation settings.
+    roles: roles the method reads (e.g. :func:`reference_role`).
+    rollout: ``fn(RolloutSpec) -> stage`` building a rollout stage around
+      the spec (default :class:`~jaxsi.sampling.rollouts.Sample`).
+    value_head: the model needs a value head.
+    extra_transforms: transforms chained after ``transform`` (a variant of
+      a method as a gin binding).
+
+  Returns:
+    The Method.
+  """
+  spec = rollout_spec(n=n, max_new_tokens=max_new_tokens,
+                      temperature=temperature, strategy=strategy)
+  stage = rollouts.Sample(spec) if rollout is None else rollout(spec)
+  if extra_transforms:
+    transform = chain(transform, *extra_transforms)
+  return Method(name=name, rollout=stage, rewards=as_reward_fns(reward_fns),
+                transform=transform, objective=objective,
+                optim=OptimSpec(epochs=epochs, minibatches=minibatches),
+                roles=tuple(roles), value_head=value_head)
 
 
 # ----------------------------------------------------------- rescoring
@@ -209,12 +147,3 @@ def guided_old_logprobs(*, key: str = HINT_LOGPROBS_KEY,
     return traj.replace(old_logprobs=old), {"guide/frac_guided": frac}
 
   return stateless(fn)
-
-
-def reward_names_of(reward_fns: Sequence[Callable]) -> Tuple[str, ...]:
-  """Component names of the concatenated reward columns."""
-  from jaxsi.rewards import reward_fn as reward_lib  # pylint: disable=g-import-not-at-top
-  names = []
-  for fn in reward_fns:
-    names.extend(reward_lib.reward_names(fn))
-  return tuple(names)

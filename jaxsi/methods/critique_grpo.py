@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence, Union
 
-from jaxsi.methods.score import MultiTurnMethod, clipped_pg_method
+from jaxsi.methods.score import clipped_pg_method
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import multiturn
 from jaxsi.transforms import policy_shaping, turns
@@ -59,7 +59,7 @@ def critique_grpo(*, n: int = 4, max_new_tokens: int = 8,
                   agg: str = "token-mean", eps_low: float = 0.2,
                   eps_high: float = 0.2, epochs: int = 1, minibatches: int = 1,
                   strategy: Any = None, name: str = "critique_grpo"
-                  ) -> MultiTurnMethod:
+                  ) -> base.Method:
   r"""Critique-GRPO (Zhang et al. 2025, arXiv:2506.03106, §3).
 
   A_{b,k} = r_{b,k} − μ_g (the paper; ``scale='group'`` also divides by
@@ -89,7 +89,7 @@ def critique_grpo(*, n: int = 4, max_new_tokens: int = 8,
     epochs, minibatches, strategy, name: loop options.
 
   Returns:
-    The MultiTurnMethod.
+    The Method (episodes rollout).
   """
   if refinements not in ("off_policy", "in_context"):
     raise ValueError(f"critique_grpo: refinements={refinements!r}; expected "

@@ -35,7 +35,7 @@ def d3s(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
         transition_steps: int = 100, eps_low: float = 0.2,
         eps_high: float = 0.28, agg: str = "token-mean", epochs: int = 1,
         minibatches: int = 1, strategy: Any = None,
-        name: str = "d3s") -> base.RLMethod:
+        name: str = "d3s") -> base.Method:
   r"""D³S (module docstring): max-variance rollout subset + |A|·H tokens.
 
   The keep ratios move linearly from ``*_start`` (aggressive) to ``*_end``
@@ -52,7 +52,7 @@ def d3s(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
     transition_steps: length of the schedule.
 
   Returns:
-    The RLMethod.
+    The Method.
   """
   sample_keep = downsampling.linear_keep_schedule(
       start=sample_keep_start, end=sample_keep_end,
@@ -67,8 +67,8 @@ def d3s(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
       downsampling.d3s_sample_selection(keep=sample_keep),
       downsampling.d3s_token_selection(keep=token_keep, entropy_key=ENTROPY_KEY))
   pg = policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high, agg=agg)
-  return base.RLMethod(
-      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
+  return base.make_method(
+      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+      strategy=strategy, reward_fns=reward_fns,
       transform=transform, objective=objective((1.0, pg, "pg")),
       epochs=epochs, minibatches=minibatches)

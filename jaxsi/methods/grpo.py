@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from jaxsi.methods import base
 from jaxsi.rewards import reward_fn as reward_lib
+from jaxsi.sampling import rollouts
 from jaxsi.transforms import (advantages, filters, importance, kl,
                               policy_losses, rescoring, rewards)
 from jaxsi.transforms.base import chain, objective
@@ -34,7 +35,7 @@ def grpo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
          kl_estimator: str = "k3", scale: str = "group",
          agg: str = "seq-mean-token-mean", drop_zero_variance: bool = True,
          epochs: int = 1, minibatches: int = 1, strategy: Any = None,
-         name: str = "grpo") -> base.RLMethod:
+         name: str = "grpo") -> base.Method:
   r"""GRPO (Shao et al. 2024, DeepSeekMath, arXiv:2402.03300, Eq. 3 and 4).
 
   J(θ) = E[ 1/G Σ_i 1/|o_i| Σ_t min(r_{i,t} Â_i, clip(r_{i,t}, 1−ε, 1+ε) Â_i)
@@ -63,7 +64,7 @@ def grpo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
     name: method name.
 
   Returns:
-    The RLMethod.
+    The Method.
   """
   return _group_pg(
       name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -78,7 +79,7 @@ def _group_pg(*, name, n, max_new_tokens, temperature, reward_fns, kl_coef,
               kl_estimator, agg, epochs, minibatches, strategy, advantage,
               pg_term, drop_zero_variance, shaping=(), max_len=None,
               dynamic_sampling=None, guide=None, extra_terms=(),
-              teacher=False, pre=(), guide_importance=True) -> base.RLMethod:
+              teacher=False, pre=(), guide_importance=True) -> base.Method:
   """Shared composition of the group-relative policy-gradient methods."""
   parts = list(pre)
   if kl_coef:
@@ -95,14 +96,23 @@ def _group_pg(*, name, n, max_new_tokens, temperature, reward_fns, kl_coef,
     terms.append((kl_coef, kl.kl_penalty(estimator=kl_estimator, agg=agg,
                                          max_len=max_len), "kl"))
   terms.extend(extra_terms)
-  return base.RLMethod(
-      name=name, n=n,
-      strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens,
-      reward_fns=base.as_reward_fns(reward_fns),
-      transform=chain(*parts), objective=objective(*terms),
-      epochs=epochs, minibatches=minibatches, reference=bool(kl_coef),
-      teacher=teacher, dynamic_sampling=dynamic_sampling, guide=guide)
+  roles = base.reference_role(kl_coef)
+  if teacher:
+    roles += (base.Role(base.TEACHER),)
+  rollout = None
+  if dynamic_sampling is not None or guide is not None:
+    def rollout(spec):
+      stage = rollouts.Sample(spec)
+      if dynamic_sampling is not None:
+        stage = rollouts.RefillUntil(spec, **dynamic_sampling)
+      if guide is not None:
+        stage = rollouts.HintedResample(stage, **guide)
+      return stage
+  return base.make_method(
+      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
+      objective=objective(*terms), epochs=epochs, minibatches=minibatches,
+      roles=roles, rollout=rollout)
 
 
 def dr_grpo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
@@ -111,7 +121,7 @@ def dr_grpo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
             kl_estimator: str = "k3", max_len: Optional[int] = None,
             drop_zero_variance: bool = True, epochs: int = 1,
             minibatches: int = 1, strategy: Any = None,
-            name: str = "dr_grpo") -> base.RLMethod:
+            name: str = "dr_grpo") -> base.Method:
   r"""Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training: A
   Critical Perspective", arXiv:2503.20783, §3.2, the Dr. GRPO objective).
 
@@ -126,7 +136,7 @@ def dr_grpo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   Args: as :func:`grpo`; ``max_len`` is L_max.
 
   Returns:
-    The RLMethod.
+    The Method.
   """
   agg = "seq-mean-token-sum-norm"
   return _group_pg(
@@ -145,7 +155,7 @@ def dapo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
          overlong_buffer: Optional[int] = 4, overlong_factor: float = 1.0,
          dynamic_sampling: bool = True, max_gen_batches: int = 4,
          epochs: int = 1, minibatches: int = 1, strategy: Any = None,
-         name: str = "dapo") -> base.RLMethod:
+         name: str = "dapo") -> base.Method:
   r"""DAPO (Yu et al. 2025, arXiv:2503.14476, §3, the DAPO objective).
 
   J(θ) = E[ 1/Σ_i|o_i| Σ_i Σ_t min(r_{i,t} Â_{i,t},
@@ -155,7 +165,7 @@ def dapo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   * clip-higher: ε_low = 0.2, ε_high = 0.28 (§3.1);
   * dynamic sampling: over-sample and keep only groups with
     0 < accuracy < 1, so every step has a full batch of informative groups
-    (§3.2) — the loop refills filtered groups (``base.DynamicSampling``);
+    (§3.2) — the loop refills filtered groups (``rollouts.RefillUntil``);
   * token-level policy-gradient loss: ``agg='token-mean'`` (§3.3);
   * overlong reward shaping (§3.4, soft overlong punishment): a linear
     penalty in the last ``overlong_buffer`` tokens before ``max_new_tokens``
@@ -173,7 +183,7 @@ def dapo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
     max_gen_batches: generation batches per step at most.
 
   Returns:
-    The RLMethod.
+    The Method.
   """
   agg = "token-mean"
   shaping = []
@@ -188,5 +198,5 @@ def dapo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
       advantage=advantages.group_advantages(scale="group"),
       pg_term=policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high, agg=agg),
       drop_zero_variance=True, shaping=shaping,
-      dynamic_sampling=(base.DynamicSampling(max_gen_batches=max_gen_batches)
+      dynamic_sampling=(dict(max_batches=max_gen_batches)
                         if dynamic_sampling else None))

@@ -9,7 +9,7 @@ context with the importance ratio π_θ(o_t | q, o_<t) / π_old(o_t | q, h, o_<t
 inside the usual clipped objective (the paper's off-policy Guide-GRPO
 objective). Composition::
 
-  Guide  loop: GuideSpec(hint_fn, fraction) — all-fail groups get
+  Guide  rollout: HintedResample(Sample, hint_fn, fraction) — all-fail groups get
                round(fraction·n) hinted resamples placed under the plain prompt
          chain([ref_logprobs], old_logprobs, guided_old_logprobs,
                group_advantages, drop_zero_variance_groups)
@@ -44,7 +44,7 @@ def guide(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
           eps_high: float = 0.2, kl_coef: float = 0.0,
           agg: str = "seq-mean-token-mean", epochs: int = 1,
           minibatches: int = 1, strategy: Any = None,
-          name: str = "guide") -> base.RLMethod:
+          name: str = "guide") -> base.Method:
   r"""Guide-GRPO (module docstring).
 
   Args:
@@ -57,16 +57,16 @@ def guide(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
       update, ExPO / STaR-rationalisation style).
 
   Returns:
-    The RLMethod with a ``GuideSpec``.
+    The Method (rollout: ``rollouts.HintedResample`` around plain sampling).
   """
   if importance not in ("hint", "plain"):
     raise ValueError(f"importance={importance!r}; expected 'hint' or 'plain'")
-  spec = base.GuideSpec(hint_fn=hint_fn, fraction=fraction)
   return _group_pg(
       name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
       reward_fns=reward_fns, kl_coef=kl_coef, kl_estimator="k3", agg=agg,
       epochs=epochs, minibatches=minibatches, strategy=strategy,
       advantage=advantages.group_advantages(scale="group"),
       pg_term=policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high, agg=agg),
-      drop_zero_variance=True, guide=spec,
+      drop_zero_variance=True,
+      guide=dict(hint_fn=hint_fn, fraction=fraction),
       guide_importance=(importance == "hint"))

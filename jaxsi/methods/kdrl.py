@@ -11,7 +11,7 @@ token-level supervision and the verifier's outcome reward shape one policy::
                     + β · sampled_reverse_kl(estimator='k2')
 
 The teacher is a different parameter set (and may be a different model): the
-loop passes ``teacher=(model, params)`` and scores the rollouts with it. The
+run passes it as the ``teacher`` role and the loop scores the rollouts with it. The
 k2 estimator (½(log π_θ − log π_T)², whose gradient equals the
 reverse-KL policy gradient per token) is the paper's recommended choice (GK).
 """
@@ -33,7 +33,7 @@ def kdrl(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
          kd_coef: float = 0.1, kd_estimator: str = "k2", eps: float = 0.2,
          agg: str = "seq-mean-token-mean", epochs: int = 1,
          minibatches: int = 1, strategy: Any = None,
-         name: str = "kdrl") -> base.RLMethod:
+         name: str = "kdrl") -> base.Method:
   r"""KDRL (module docstring): GRPO + β·KL(π_θ ‖ π_teacher).
 
   Args:
@@ -46,7 +46,7 @@ def kdrl(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
     agg: aggregation of both terms.
 
   Returns:
-    The RLMethod (``teacher=True``: the loop needs ``teacher=(model, params)``).
+    The Method (role ``teacher``: the run passes ``roles={'teacher': (model, params)}``).
   """
   kd = distillation.sampled_reverse_kl(estimator=kd_estimator, agg=agg)
   return _group_pg(

@@ -129,7 +129,7 @@ def nft(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
         eps: float = 1e-2, threshold: float = 0.5,
         prompt_weight: str = "none", agg: str = "token-mean",
         epochs: int = 1, minibatches: int = 1, strategy: Any = None,
-        name: str = "nft") -> base.RLMethod:
+        name: str = "nft") -> base.Method:
   """NFT as a method (see the module docstring for the paper and equation).
 
   Args:
@@ -141,11 +141,11 @@ def nft(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
     agg: aggregation mode.
 
   Returns:
-    The RLMethod.
+    The Method.
   """
-  return base.RLMethod(
-      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
+  return base.make_method(
+      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+      strategy=strategy, reward_fns=reward_fns,
       transform=chain(importance.old_logprobs(), group_accuracy(threshold=threshold)),
       objective=objective((1.0, nft_loss(eps=eps, agg=agg,
                                          prompt_weight=prompt_weight), "nft")),

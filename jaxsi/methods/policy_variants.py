@@ -23,7 +23,7 @@ def gspo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
          reward_fns: RewardFns = (reward_lib.correctness_reward,),
          eps_low: float = 3e-4, eps_high: float = 4e-4, kl_coef: float = 0.0,
          epochs: int = 1, minibatches: int = 1, strategy: Any = None,
-         name: str = "gspo") -> base.RLMethod:
+         name: str = "gspo") -> base.Method:
   r"""GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization",
   arXiv:2507.18071, the GSPO objective and its sequence ratio s_i).
 
@@ -35,7 +35,7 @@ def gspo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   ``importance_sampling_level='sequence'``, ``loss_type='grpo'``.
 
   Returns:
-    The RLMethod.
+    The Method.
   """
   agg = "seq-mean-token-mean"
   return _group_pg(
@@ -52,7 +52,7 @@ def cispo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
           reward_fns: RewardFns = (reward_lib.correctness_reward,),
           eps_high: float = 5.0, form: str = "trl", kl_coef: float = 0.0,
           epochs: int = 1, minibatches: int = 1, strategy: Any = None,
-          name: str = "cispo") -> base.RLMethod:
+          name: str = "cispo") -> base.Method:
   r"""CISPO (MiniMax 2025, "MiniMax-M1", arXiv:2506.13585, the CISPO objective).
 
   J(θ) = E[ 1/Σ_i|o_i| Σ_i Σ_t sg[r̂_{i,t}(θ)] Â_{i,t} log π_θ(o_{i,t}|·) ]
@@ -63,7 +63,7 @@ def cispo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   two-sided with ε = 0.2 (pass ``eps_high=0.2``). Token-level aggregation.
 
   Returns:
-    The RLMethod.
+    The Method.
   """
   agg = "token-mean"
   return _group_pg(

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 from jaxsi.methods import base
-from jaxsi.methods.score import REVISE_PROMPT, MultiTurnMethod
+from jaxsi.methods.score import REVISE_PROMPT
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import multiturn
+from jaxsi.sampling import rollouts
 from jaxsi.transforms import (advantages, policy_losses, rescoring, rewards,
                               turns, value)
 from jaxsi.transforms.base import chain, objective
@@ -28,7 +29,7 @@ def ppo(*, n: int = 4, max_new_tokens: int = 16, temperature: float = 1.0,
         eps: float = 0.2, vf_coef: float = 0.5, vf_clip: float = 0.2,
         gamma: float = 1.0, lam: float = 0.95, kl_coef: float = 0.0,
         epochs: int = 2, minibatches: int = 2, strategy: Any = None,
-        name: str = "ppo") -> base.RLMethod:
+        name: str = "ppo") -> base.Method:
   r"""PPO (Schulman et al. 2017, arXiv:1707.06347, Eq. 7 and 9) with GAE
   (Schulman et al. 2016, arXiv:1506.02438, Eq. 16), as in RLHF (Ouyang et al.
   2022) and TRL/verl PPO (formulas.md §2.9, §3.1).
@@ -52,15 +53,15 @@ def ppo(*, n: int = 4, max_new_tokens: int = 16, temperature: float = 1.0,
     minibatches: minibatches per pass.
 
   Returns:
-    The RLMethod (``with_values=True``).
+    The Method (``value_head=True``).
   """
   parts, obj = _ppo_parts(rewards.score_at_eos(), kl_coef=kl_coef, gamma=gamma,
                           lam=lam, eps=eps, vf_coef=vf_coef, vf_clip=vf_clip)
-  return base.RLMethod(
-      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
-      transform=chain(*parts), objective=obj, epochs=epochs,
-      minibatches=minibatches, reference=bool(kl_coef), with_values=True)
+  return base.make_method(
+      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
+      objective=obj, epochs=epochs, minibatches=minibatches,
+      roles=base.reference_role(kl_coef), value_head=True)
 
 
 def _ppo_parts(*placing, kl_coef, gamma, lam, eps, vf_coef, vf_clip):
@@ -89,7 +90,7 @@ def multi_turn_ppo(*, n: int = 4, max_new_tokens: int = 8,
                    vf_clip: float = 0.2, gamma: float = 1.0, lam: float = 0.95,
                    kl_coef: float = 0.0, epochs: int = 2, minibatches: int = 2,
                    strategy: Any = None, name: str = "multi_turn_ppo"
-                   ) -> MultiTurnMethod:
+                   ) -> base.Method:
   r"""PPO with GAE over a multi-turn episode (token-level credit across turns).
 
   The per-turn rewards r_k sit on the last token of model turn k
@@ -119,7 +120,7 @@ def multi_turn_ppo(*, n: int = 4, max_new_tokens: int = 8,
     strategy, name: as :func:`ppo`.
 
   Returns:
-    The MultiTurnMethod (``with_values=True``; the model needs a value head).
+    The Method (episodes rollout, ``value_head=True``: the model needs a value head).
   """
   if alpha and max_turns != 2:
     raise ValueError(f"multi_turn_ppo: alpha needs max_turns=2, got {max_turns}")
@@ -132,12 +133,12 @@ def multi_turn_ppo(*, n: int = 4, max_new_tokens: int = 8,
   placing.append(turns.turn_rewards_at_ends())
   parts, obj = _ppo_parts(*placing, kl_coef=kl_coef, gamma=gamma, lam=lam,
                           eps=eps, vf_coef=vf_coef, vf_clip=vf_clip)
-  return MultiTurnMethod(
-      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
-      transform=chain(*parts), objective=obj, epochs=epochs,
-      minibatches=minibatches, reference=bool(kl_coef), with_values=True,
-      episode=multiturn.EpisodeSpec(
-          max_turns=max_turns,
-          feedback=multiturn.FixedFeedback(feedback_text),
-          stop_on_correct=stop_on_correct, inject_length=inject_length))
+  episode = multiturn.EpisodeSpec(
+      max_turns=max_turns, feedback=multiturn.FixedFeedback(feedback_text),
+      stop_on_correct=stop_on_correct, inject_length=inject_length)
+  return base.make_method(
+      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
+      objective=obj, epochs=epochs, minibatches=minibatches,
+      roles=base.reference_role(kl_coef), value_head=True,
+      rollout=lambda spec: rollouts.Episodes(spec, episode=episode))

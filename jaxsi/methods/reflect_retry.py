@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 from jaxsi.rewards import reward_fn as reward_lib
-from jaxsi.methods.score import MultiTurnMethod, clipped_pg_method
+from jaxsi.methods.score import clipped_pg_method
 from jaxsi.sampling import multiturn
 from jaxsi.transforms import advantages, rewards, turns
 
@@ -40,7 +40,7 @@ def reflect_retry(*, n: int = 4, max_new_tokens: int = 8,
                   agg: str = "seq-mean-token-mean", eps_low: float = 0.2,
                   eps_high: float = 0.2, epochs: int = 1, minibatches: int = 1,
                   strategy: Any = None, name: str = "reflect_retry"
-                  ) -> MultiTurnMethod:
+                  ) -> base.Method:
   r"""Reflect, Retry, Reward (Bensal et al. 2025, arXiv:2505.24726, §3).
 
   Per failed first attempt: reflection y_ref then retry y2; reward
@@ -62,7 +62,7 @@ def reflect_retry(*, n: int = 4, max_new_tokens: int = 8,
     epochs, minibatches, strategy, name: loop options.
 
   Returns:
-    The MultiTurnMethod.
+    The Method (episodes rollout).
   """
   shaping = (turns.require_reward(column=2),
              rewards.shape_turn_rewards(lambda r3: r3, columns=(2,)),

@@ -26,7 +26,7 @@ def rloo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
          reward_fns: RewardFns = (reward_lib.correctness_reward,),
          eps: float = 0.2, kl_coef: float = 0.05, normalize: bool = False,
          epochs: int = 1, minibatches: int = 1, strategy: Any = None,
-         name: str = "rloo") -> base.RLMethod:
+         name: str = "rloo") -> base.Method:
   r"""RLOO (Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style
   Optimization for Learning from Human Feedback in LLMs", arXiv:2402.14740,
   the RLOO estimator; Kool et al. 2019).
@@ -45,7 +45,7 @@ def rloo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
     normalize: whiten the advantages over the batch (TRL ``normalize_advantages``).
 
   Returns:
-    The RLMethod.
+    The Method.
   """
   parts = []
   if kl_coef:
@@ -58,11 +58,11 @@ def rloo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   parts.append(advantages.rloo_advantages(normalize=normalize))
   pg = policy_losses.pg_clip(eps_low=eps, eps_high=eps, ratio="sequence",
                              agg="seq-mean-token-mean")
-  return base.RLMethod(
-      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
-      transform=chain(*parts), objective=objective((1.0, pg, "pg")),
-      epochs=epochs, minibatches=minibatches, reference=bool(kl_coef))
+  return base.make_method(
+      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
+      objective=objective((1.0, pg, "pg")), epochs=epochs,
+      minibatches=minibatches, roles=base.reference_role(kl_coef))
 
 
 def reinforce_pp(*, n: int = 8, max_new_tokens: int = 16,
@@ -71,7 +71,7 @@ def reinforce_pp(*, n: int = 8, max_new_tokens: int = 16,
                  eps: float = 0.2, kl_coef: float = 0.01, gamma: float = 1.0,
                  baseline: bool = False, epochs: int = 1, minibatches: int = 1,
                  strategy: Any = None, name: str = "reinforce_pp"
-                 ) -> base.RLMethod:
+                 ) -> base.Method:
   r"""REINFORCE++ (Hu 2025, arXiv:2501.03262, the token-level KL reward and
   global advantage normalisation).
 
@@ -91,7 +91,7 @@ def reinforce_pp(*, n: int = 8, max_new_tokens: int = 16,
     baseline: use the group-mean baseline variant.
 
   Returns:
-    The RLMethod.
+    The Method.
   """
   parts = []
   if kl_coef and not baseline:
@@ -106,9 +106,9 @@ def reinforce_pp(*, n: int = 8, max_new_tokens: int = 16,
                                         mode="token", clamp=False))
     parts.append(advantages.reinforce_pp_advantages(gamma=gamma))
   pg = policy_losses.pg_clip(eps_low=eps, eps_high=eps, agg="token-mean")
-  return base.RLMethod(
-      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
-      transform=chain(*parts), objective=objective((1.0, pg, "pg")),
-      epochs=epochs, minibatches=minibatches,
-      reference=bool(kl_coef and not baseline))
+  return base.make_method(
+      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
+      objective=objective((1.0, pg, "pg")), epochs=epochs,
+      minibatches=minibatches,
+      roles=base.reference_role(kl_coef and not baseline))

@@ -25,14 +25,14 @@ REINFORCE's (the paper uses REINFORCE with a KL penalty).
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import jax.numpy as jnp
 
 from jaxsi.methods import base
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import multiturn
+from jaxsi.sampling import rollouts
 from jaxsi.transforms import (advantages, importance, kl, policy_losses,
                               rescoring, rewards, turns)
 from jaxsi.transforms.base import chain, objective
@@ -40,31 +40,26 @@ from jaxsi.transforms.base import chain, objective
 RewardFns = Union[Callable, Sequence[Callable]]
 
 
-@dataclasses.dataclass(frozen=True)
-class MultiTurnMethod(base.RLMethod):
-  """An :class:`RLMethod` whose rollout is a multi-turn episode.
+def episode_method(*, episode: multiturn.EpisodeSpec, eval_turns: tuple = (1, 2),
+                   **fields) -> base.Method:
+  """A :class:`~jaxsi.spec.Method` whose rollout is multi-turn episodes.
 
   Shared by every multi-turn factory (SCoRe, UFO, Reflect-Retry-Reward,
-  Critique-GRPO); run by ``jaxsi.training.multiturn_rl.MultiTurnRLTrainer``.
-
-  Attributes:
-    episode: the :class:`~jaxsi.sampling.multiturn.EpisodeSpec` (turns,
-      feedback, stop rules). ``reward_fns`` grade each model turn; their
-      components are summed into the turn's reward.
-    eval_turns: (first, second) 1-based turns compared by the self-correction
-      metrics (default (1, 2)).
+  Critique-GRPO, multi-turn PPO): the rollout stage is
+  :class:`~jaxsi.sampling.rollouts.Episodes` (``episode``: turns, feedback,
+  stop rules; the reward stages grade each model turn, their components
+  summed into the turn's reward; ``eval_turns`` are the turns the
+  self-correction metrics compare). ``fields`` as :func:`base.make_method`.
   """
+  return base.make_method(
+      rollout=lambda spec: rollouts.Episodes(spec, episode=episode,
+                                             eval_turns=tuple(eval_turns)),
+      **fields)
 
-  episode: Optional[multiturn.EpisodeSpec] = None
-  eval_turns: tuple = (1, 2)
 
-  def __post_init__(self):
-    super().__post_init__()
-    if self.episode is None:
-      raise ValueError(f"MultiTurnMethod {self.name}: give an EpisodeSpec")
-    if self.dynamic_sampling is not None or self.guide is not None:
-      raise ValueError(f"MultiTurnMethod {self.name}: dynamic sampling and "
-                       "Guide are single-turn loop options")
+def is_multi_turn(method: base.Method) -> bool:
+  """Whether ``method`` samples multi-turn episodes."""
+  return isinstance(method.rollout, rollouts.Episodes)
 
 
 def clipped_pg_method(*, name: str, n: int, temperature: float,
@@ -74,8 +69,8 @@ def clipped_pg_method(*, name: str, n: int, temperature: float,
                       eps_low: float, eps_high: float, epochs: int,
                       minibatches: int, episode: multiturn.EpisodeSpec,
                       pre: Sequence[Any] = (), pg_term: Any = None,
-                      **method_fields) -> MultiTurnMethod:
-  """The MultiTurnMethod of a clipped policy gradient over episodes.
+                      **method_fields) -> base.Method:
+  """The episode Method of a clipped policy gradient.
 
   Transform ``chain(*pre, [ref_logprobs,] old_logprobs, *shaping)``
   (reference only when ``kl_coef > 0``); objective ``pg + kl_coef ·
@@ -94,12 +89,11 @@ def clipped_pg_method(*, name: str, n: int, temperature: float,
   terms = [(1.0, pg, "pg")]
   if kl_coef:
     terms.append((kl_coef, kl.kl_penalty(estimator=kl_estimator, agg=agg), "kl"))
-  return MultiTurnMethod(
-      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
-      transform=chain(*parts), objective=objective(*terms), epochs=epochs,
-      minibatches=minibatches, reference=bool(kl_coef), episode=episode,
-      **method_fields)
+  return episode_method(
+      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
+      objective=objective(*terms), epochs=epochs, minibatches=minibatches,
+      roles=base.reference_role(kl_coef), episode=episode, **method_fields)
 
 
 REVISE_PROMPT = "Check and revise:"
@@ -115,7 +109,7 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
           baseline: str = "group", scale: str = "none", epochs: int = 1,
           minibatches: int = 1, strategy: Any = None,
           bonus_to_first: bool = True, anchor_first: float = 0.0,
-          name: str = "score") -> MultiTurnMethod:
+          name: str = "score") -> base.Method:
   r"""SCoRe stage I or II (Kumar et al. 2024, arXiv:2409.12917, Eq. 3 / Eq. 4).
 
   Args:
@@ -150,7 +144,7 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
     name: method name.
 
   Returns:
-    The MultiTurnMethod.
+    The Method (episodes rollout).
   """
   if stage not in (1, 2):
     raise ValueError(f"score: stage must be 1 or 2, got {stage}")
@@ -179,11 +173,11 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
     terms.append((1.0, turns.turn_kl_penalty(weights=kl_weights,
                                              estimator=kl_estimator, agg=agg),
                   "kl"))
-  return MultiTurnMethod(
-      name=name, n=n, strategy=strategy or base.default_strategy(temperature),
-      max_new_tokens=max_new_tokens, reward_fns=base.as_reward_fns(reward_fns),
-      transform=chain(*parts), objective=objective(*terms), epochs=epochs,
-      minibatches=minibatches, reference=use_kl,
+  return episode_method(
+      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
+      objective=objective(*terms), epochs=epochs, minibatches=minibatches,
+      roles=base.reference_role(use_kl),
       episode=multiturn.EpisodeSpec(
           max_turns=2, feedback=multiturn.FixedFeedback(feedback_text),
           stop_on_correct=False, inject_length=inject_length))
@@ -197,7 +191,7 @@ def two_turn_grpo(*, reward: str = "r2", n: int = 4, max_new_tokens: int = 8,
                   agg: str = "token-mean", eps_low: float = 0.2,
                   eps_high: float = 0.2, epochs: int = 1, minibatches: int = 1,
                   strategy: Any = None, name: str = "two_turn_grpo"
-                  ) -> MultiTurnMethod:
+                  ) -> base.Method:
   r"""Plain GRPO on two-attempt episodes: SCoRe without its structure.
 
   The baseline of SCoRe's ablations (Kumar et al. 2024, §6, "multi-turn RL
@@ -210,7 +204,7 @@ def two_turn_grpo(*, reward: str = "r2", n: int = 4, max_new_tokens: int = 8,
   uniform KL weight.
 
   Returns:
-    The MultiTurnMethod.
+    The Method (episodes rollout).
   """
   if reward == "r2":
     shaping = rewards.shape_turn_rewards(lambda r1, r2: r2)

@@ -116,7 +116,7 @@ def spoc(*, tokenizer=None, correct: str = "[correct]", wrong: str = "[wrong]",
          eps_high: float = 0.2, kl_coef: float = 0.0, kl_estimator: str = "k3",
          agg: str = "seq-mean-token-mean", drop_zero_signal: bool = True,
          epochs: int = 1, minibatches: int = 1, strategy: Any = None,
-         name: str = "spoc") -> base.RLMethod:
+         name: str = "spoc") -> base.Method:
   r"""SPOC-style span-reward RL for in-sequence self-verification.
 
   Zhao et al. 2025 (SPOC, arXiv:2506.06923, online RL on interleaved
@@ -166,7 +166,7 @@ def spoc(*, tokenizer=None, correct: str = "[correct]", wrong: str = "[wrong]",
     name: method name.
 
   Returns:
-    The RLMethod.
+    The Method.
   """
   if tokenizer is None:
     from jaxsi.data.char_tokenizer import CharTokenizer  # pylint: disable=g-import-not-at-top

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 from jaxsi.rewards import reward_fn as reward_lib
-from jaxsi.methods.score import MultiTurnMethod, clipped_pg_method
+from jaxsi.methods.score import clipped_pg_method
 from jaxsi.sampling import multiturn
 from jaxsi.transforms import advantages, turns
 
@@ -39,7 +39,7 @@ def ufo(*, n: int = 4, max_turns: int = 3, max_new_tokens: int = 8,
         kl_coef: float = 0.0, kl_estimator: str = "k3",
         agg: str = "seq-mean-token-mean", eps_low: float = 0.2,
         eps_high: float = 0.2, epochs: int = 1, minibatches: int = 1,
-        strategy: Any = None, name: str = "ufo") -> MultiTurnMethod:
+        strategy: Any = None, name: str = "ufo") -> base.Method:
   r"""UFO (Liu et al. 2025, arXiv:2507.14295): "try again" multi-turn GRPO.
 
   Episode reward R = Σ_k γ^{k−1}(r_k − λ·repeat_k) over the turns taken
@@ -63,7 +63,7 @@ def ufo(*, n: int = 4, max_turns: int = 3, max_new_tokens: int = 8,
     epochs, minibatches, strategy, name: loop options.
 
   Returns:
-    The MultiTurnMethod.
+    The Method (episodes rollout).
   """
   shaping = (turns.repeat_penalty(penalty=repeat_penalty),
              turns.turn_discount(gamma=gamma),

@@ -233,13 +233,13 @@ def fill_failed(rewards: np.ndarray, failed: np.ndarray, value: float = 0.0
 
 
 # ------------------------------------------------------------------ safety
-def _call_with_timeout(fn, tasks, completions, timeout_s):
-  """Runs fn in a daemon thread; ``('ok'|'error'|'timeout', value)``."""
+def _call_with_timeout(thunk, timeout_s):
+  """Runs ``thunk()`` in a daemon thread; ``('ok'|'error'|'timeout', value)``."""
   box = {}
 
   def target():
     try:
-      box["value"] = fn(tasks, completions)
+      box["value"] = thunk()
     except BaseException as e:  # pylint: disable=broad-except
       box["error"] = e
 
@@ -253,6 +253,17 @@ def _call_with_timeout(fn, tasks, completions, timeout_s):
   return "ok", box["value"]
 
 
+def _retry_units(b: int, groups: Optional[Sequence[int]]):
+  """(label, int index) per retry unit: each sample, or each group in order."""
+  if groups is None:
+    return [(f"sample {i}", np.asarray([i])) for i in range(b)]
+  g = np.asarray(groups)
+  if g.shape != (b,):
+    raise ValueError(f"safe_rewards: groups has shape {g.shape}, expected ({b},)")
+  _, first = np.unique(g, return_index=True)
+  return [(f"group {g[i]}", np.flatnonzero(g == g[i])) for i in np.sort(first)]
+
+
 def live_workers() -> int:
   """Abandoned (timed-out) reward worker threads still running."""
   return sum(1 for t in threading.enumerate()
@@ -263,17 +274,21 @@ def safe_rewards(fn: RewardFn, tasks: Sequence[Any], completions: Sequence[str],
                  *, timeout_s: float, num_components: Optional[int] = None,
                  retry_individually: bool = True,
                  retry_budget_s: Optional[float] = None,
-                 max_errors: int = 5, max_live_workers: int = 32
+                 max_errors: int = 5, max_live_workers: int = 32,
+                 groups: Optional[Sequence[int]] = None,
+                 call: Optional[Callable[[np.ndarray], Any]] = None
                  ) -> tuple[np.ndarray, np.ndarray, dict]:
   """Runs a reward fn so that failures mark samples instead of stopping the run.
 
   First the whole batch runs in a worker thread with ``timeout_s``. If it
   raises, hangs or returns a wrong shape, and ``retry_individually``, every
-  sample is re-run alone (each with ``timeout_s``) to isolate the failing
+  retry unit is re-run alone (each with ``timeout_s``) to isolate the failing
   ones; once ``retry_budget_s`` (default ``4 * timeout_s``) is spent, the
-  remaining samples are marked failed without running ("skipped"). Rows with
-  non-finite values are marked failed too. See the module docstring for why
-  threads are used.
+  remaining units are marked failed without running ("skipped"). The retry
+  unit is one sample, or with ``groups`` one group (all samples sharing a
+  group id, so a reward computed over a group — a majority vote — is never
+  evaluated on part of it). Rows with non-finite values are marked failed
+  too. See the module docstring for why threads are used.
 
   Args:
     fn: the reward fn.
@@ -288,6 +303,10 @@ def safe_rewards(fn: RewardFn, tasks: Sequence[Any], completions: Sequence[str],
     max_live_workers: if this many abandoned workers are still running (a fn
       that always hangs), new calls are not started: every sample is marked
       failed ("skipped") at once, so hung threads cannot pile up without bound.
+    groups: int[B] group ids; retries then run whole groups.
+    call: ``call(index) -> output`` evaluates ``fn`` on the rows ``index``
+      (int array); default ``fn([tasks[i]…], [completions[i]…])``. Reward
+      stages that pass ids use it.
 
   Returns:
     ``(rewards float32[B, K] with NaN rows where failed, failed bool[B],
@@ -312,8 +331,12 @@ def safe_rewards(fn: RewardFn, tasks: Sequence[Any], completions: Sequence[str],
     if len(info["errors"]) < max_errors:
       info["errors"].append(f"{where}: {detail}")
 
-  def attempt(ts, cs, where, timeout):
-    status, value = _call_with_timeout(fn, ts, cs, timeout)
+  if call is None:
+    def call(index):
+      return fn([tasks[i] for i in index], [completions[i] for i in index])
+
+  def attempt(index, where, timeout):
+    status, value = _call_with_timeout(lambda: call(index), timeout)
     if status == "timeout":
       note("num_timeouts", where, f"{name} timed out after {timeout:.3g}s")
       return None
@@ -322,7 +345,7 @@ def safe_rewards(fn: RewardFn, tasks: Sequence[Any], completions: Sequence[str],
            f"{value}")
       return None
     try:
-      return as_components(value, len(ts), name=name, num_components=k)
+      return as_components(value, len(index), name=name, num_components=k)
     except ValueError as e:
       note("num_bad_output", where, str(e))
       return None
@@ -335,7 +358,7 @@ def safe_rewards(fn: RewardFn, tasks: Sequence[Any], completions: Sequence[str],
     info["errors"].append(f"batch: not run, {live_workers()} hung reward "
                           f"workers alive (max_live_workers={max_live_workers})")
   elif b:
-    full = attempt(list(tasks), list(completions), "batch", timeout_s)
+    full = attempt(np.arange(b), "batch", timeout_s)
     if full is not None:
       k = full.shape[1]
       rows = list(full)
@@ -343,16 +366,16 @@ def safe_rewards(fn: RewardFn, tasks: Sequence[Any], completions: Sequence[str],
       info["retried"] = True
       budget = 4.0 * timeout_s if retry_budget_s is None else retry_budget_s
       deadline = time.monotonic() + budget
-      for i in range(b):
+      for where, index in _retry_units(b, groups):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-          skipped[i] = True
+          skipped[index] = True
           continue
-        out = attempt([tasks[i]], [completions[i]], f"sample {i}",
-                      min(timeout_s, remaining))
+        out = attempt(index, where, min(timeout_s, remaining))
         if out is not None:
           k = out.shape[1] if k is None else k
-          rows[i] = out[0]
+          for j, i in enumerate(index):
+            rows[i] = out[j]
       info["num_skipped"] = int(skipped.sum())
   k = 1 if k is None else k
   rewards = np.full((b, k), np.nan, np.float32)

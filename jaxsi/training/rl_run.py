@@ -3,7 +3,7 @@ r"""A launcher entry point for the on-policy RL methods (``MAIN = @rl_run.run``)
 Builds a synthetic task split (labelled problems for a supervised warm start,
 an *unlabelled* pool for RL, held-out problems for evaluation), a model preset
 (with a value head when the method trains one), warm-starts it with SFT, runs
-:class:`jaxsi.training.rl.RLTrainer` with the method bound in gin
+:class:`jaxsi.training.loop.Loop` with the method bound in gin
 (``rl_run.run.method = %METHOD``) and evaluates held-out pass@1 before, during
 and after RL. Every ``gin_configs/methods/NAME.gin`` of the RL family defines
 ``METHOD``, so the method is one flag::
@@ -31,17 +31,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsi import spec as spec_lib
 from jaxsi.data import batching
 from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
-from jaxsi.methods.base import RLMethod
 from jaxsi.models import config as model_config
 from jaxsi.models import model as model_lib
 from jaxsi.sampling import strategies
 from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import loops
 from jaxsi.training import optimizer as optimizer_lib
-from jaxsi.training import rl
+from jaxsi.training import loop as loop_lib
 from jaxsi.training import steps as steps_lib
 from jaxsi.training import train_state as train_state_lib
 
@@ -152,7 +152,7 @@ def _append_jsonl(path: str, record: dict) -> None:
 
 
 # --------------------------------------------------------------------- run
-def run(*, workdir: str, method: RLMethod, task: str = "addition",
+def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
         task_format: Optional[dict] = None, difficulty: Sequence[int] = (2,),
         test_difficulty: Optional[Sequence[int]] = None, n_train: int = 3000,
         n_test: int = 256, labeled_fraction: float = 0.5,
@@ -171,7 +171,7 @@ def run(*, workdir: str, method: RLMethod, task: str = "addition",
 
   Args:
     workdir: run directory (rerun to resume).
-    method: the RLMethod (``%METHOD`` of a ``gin_configs/methods`` file).
+    method: the Method (``%METHOD`` of a ``gin_configs/methods`` file).
     task: registered synthetic task (``jaxsi.data.tasks``).
     task_format: its format options (default ``{'reverse': True}`` for
       addition: answers least-significant digit first).
@@ -204,7 +204,7 @@ def run(*, workdir: str, method: RLMethod, task: str = "addition",
     eval_every: evaluate every this many iterations (0: before/after only).
     eval_samples: sampled completions per held-out problem at the method's
       temperature (0: greedy only).
-    fast_compile: cheaper XLA compilation (``rl.FAST_COMPILE``).
+    fast_compile: cheaper XLA compilation (``loop.FAST_COMPILE``).
     console: print one metrics line per RL iteration.
     dry_run: build data, model and method, run nothing; returns the set-up.
 
@@ -213,6 +213,11 @@ def run(*, workdir: str, method: RLMethod, task: str = "addition",
     dict is written to ``workdir/results.json``.
   """
   t_start = time.time()
+  if not isinstance(method, spec_lib.Method):
+    raise spec_lib.ConfigurationError(
+        f"rl_run.run trains an on-policy jaxsi.spec.Method; got"
+        f" {type(method).__name__} {getattr(method, 'name', method)!r}, which"
+        " needs another launcher (self-training rounds: MAIN = @rounds_run.run)")
   os.makedirs(workdir, exist_ok=True)
   if task_format is None:
     task_format = {"reverse": True} if task == "addition" else {}
@@ -225,7 +230,7 @@ def run(*, workdir: str, method: RLMethod, task: str = "addition",
   sft = [t for t in labeled if warm_start_max_difficulty is None
          or t.difficulty <= warm_start_max_difficulty]
   overrides = dict(model_overrides or {})
-  if method.with_values:
+  if method.value_head:
     overrides["value_head"] = True
   cfg = model_config.get_config(model, vocab_size=tok.vocab_size, **overrides)
   mdl, init_params = model_lib.init(cfg, jax.random.key(seed))
@@ -241,12 +246,10 @@ def run(*, workdir: str, method: RLMethod, task: str = "addition",
   # Warm start (cached in workdir/warm_start so a resumed run skips it).
   prompts = [t.prompt for t in sft]
   targets = [t.target for t in sft]
-  if method.guide is not None:
-    # Teach the model to use a hint (copy the target given after the prompt):
-    # Guide's hint-conditioned resamples need that skill.
-    hinted = labeled[::2]
-    prompts += [t.prompt + method.guide.hint_fn(t) for t in hinted]
-    targets += [t.target for t in hinted]
+  # What the rollout stage needs taught (Guide: copy a hint's target).
+  for prompt, target in method.rollout.supervised_extras(labeled):
+    prompts.append(prompt)
+    targets.append(target)
 
   def build_warm():
     if warm_start_steps <= 0:
@@ -259,7 +262,7 @@ def run(*, workdir: str, method: RLMethod, task: str = "addition",
   warm, restored = cached_params(os.path.join(workdir, "warm_start"),
                                  init_params, build_warm)
   teacher = None
-  if method.teacher:
+  if method.needs(spec_lib.TEACHER):
     every = labeled + unlabeled
 
     def build_teacher():
@@ -295,12 +298,13 @@ def run(*, workdir: str, method: RLMethod, task: str = "addition",
         learning_rate=learning_rate, schedule="constant",
         warmup_steps=warmup_steps, total_steps=max(steps, warmup_steps + 1),
         max_grad_norm=max_grad_norm)
-  trainer = rl.RLTrainer(
+  roles = {spec_lib.TEACHER: teacher} if teacher is not None else {}
+  trainer = loop_lib.Loop(
       model=mdl, params=warm, method=method, tokenizer=tok, tasks=pool,
       optimizer=optimizer, prompts_per_step=prompts_per_step, seed=seed,
-      teacher=teacher, workdir=workdir, checkpoint_every=checkpoint_every,
+      roles=roles, workdir=workdir, checkpoint_every=checkpoint_every,
       console=console,
-      compiler_options=rl.FAST_COMPILE if fast_compile else None)
+      compiler_options=loop_lib.FAST_COMPILE if fast_compile else None)
 
   def callback(iteration, metrics):
     del metrics

@@ -18,7 +18,7 @@ import pytest
 from jaxsi import methods
 from jaxsi.methods import base as base_lib
 from jaxsi.models import logprobs as logprobs_lib
-from jaxsi.training import rl
+from jaxsi.training import loop
 from jaxsi.trajectory import select
 from tests.methods import rl_fixtures as fx
 
@@ -28,11 +28,15 @@ COMMON = dict(n=fx.N, max_new_tokens=fx.MAX_NEW,
 
 def run_one(method, *, reference_params=None, teacher=None, seed=0):
   tok, model, params, tasks, opt = fx.setup()
-  trainer = rl.RLTrainer(model=model, params=params, method=method,
-                         tokenizer=tok, tasks=tasks, optimizer=opt,
-                         prompts_per_step=fx.PROMPTS, seed=seed,
-                         reference_params=reference_params, teacher=teacher,
-                         compiler_options=rl.FAST_COMPILE)
+  roles = {}
+  if reference_params is not None:
+    roles["reference"] = reference_params
+  if teacher is not None:
+    roles["teacher"] = teacher
+  trainer = loop.Loop(model=model, params=params, method=method,
+                      tokenizer=tok, tasks=tasks, optimizer=opt,
+                      prompts_per_step=fx.PROMPTS, seed=seed, roles=roles,
+                      compiler_options=loop.FAST_COMPILE)
   p0 = fx.host_params(trainer.state.params)
   perm = trainer._permutations(fx.PROMPTS * method.n)
   metrics = trainer.step()
@@ -103,7 +107,7 @@ def test_dr_grpo_loss_matches_formula():
   expected = fx.agg(fx.ppo_clip(ratio, adv[:, None], 0.2, 0.2), mask,
                     "seq-mean-token-sum-norm", max_len=traj.length)
   check(metrics, expected, moved)
-  assert not m.reference
+  assert not m.needs("reference")
 
 
 def test_dapo_loss_matches_formula_and_batch_is_full():
@@ -223,7 +227,7 @@ def test_reinforce_pp_one_step():
 
 def test_ppo_one_step_with_value_head():
   m = methods.ppo(**COMMON)
-  assert m.with_values and m.updates_per_batch == 4
+  assert m.value_head and m.updates_per_batch == 4
   trainer, p0, perm, metrics, moved = run_one(m)
   check(metrics, _library_loss(trainer, p0, perm, with_values=True), moved)
   for k in ("vf/loss", "vf/vf_mse", "pg/clipfrac", "transform/value/old_mean"):
@@ -272,7 +276,7 @@ def test_every_factory_builds():
       "ppo", "nft", "d3s", "guide", "kdrl", "spoc"}
   for name in methods.METHODS:
     m = methods.get_method(name, n=2, max_new_tokens=4)
-    assert isinstance(m, base_lib.RLMethod) and m.n == 2
+    assert isinstance(m, base_lib.Method) and m.n == 2
     assert m.transform.init() is not None
   with pytest.raises(ValueError, match="Unknown method"):
     methods.get_method("nope")
@@ -288,10 +292,10 @@ def test_gin_files_build_every_method():
     gin.clear_config()
     gin.parse_config_file(str(f))
     m = gin.query_parameter("%METHOD").scoped_configurable_fn()
-    assert isinstance(m, base_lib.RLMethod) and m.name == f.stem
+    assert isinstance(m, base_lib.Method) and m.name == f.stem
   gin.clear_config()
   gin.parse_config_files_and_bindings(
       [str(root / "grpo.gin")], ["grpo.grpo.n = 3", "grpo.grpo.kl_coef = 0.0"])
   m = gin.query_parameter("%METHOD").scoped_configurable_fn()
-  assert m.n == 3 and not m.reference
+  assert m.n == 3 and not m.needs("reference")
   gin.clear_config()

@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 
 from jaxsi import methods
-from jaxsi.methods.score import MultiTurnMethod
-from jaxsi.training import rl
-from jaxsi.training.multiturn_rl import MultiTurnRLTrainer
+from jaxsi.training import loop
 from tests.methods import rl_fixtures as fx
 
 COMMON = dict(n=fx.N, max_new_tokens=fx.MAX_NEW,
@@ -21,12 +19,13 @@ COMMON = dict(n=fx.N, max_new_tokens=fx.MAX_NEW,
 
 
 def run_one(method, *, reference_params=None, seed=0):
-  """One MultiTurnRLTrainer step on the shared tiny set-up."""
+  """One Loop step (episodes rollout) on the shared tiny set-up."""
   tok, model, params, tasks, opt = fx.setup()
-  trainer = MultiTurnRLTrainer(
+  trainer = loop.Loop(
       model=model, params=params, method=method, tokenizer=tok, tasks=tasks,
       optimizer=opt, prompts_per_step=fx.PROMPTS, seed=seed,
-      reference_params=reference_params, compiler_options=rl.FAST_COMPILE)
+      roles=({"reference": reference_params} if reference_params is not None
+             else None), compiler_options=loop.FAST_COMPILE)
   p0 = fx.host_params(trainer.state.params)
   metrics = trainer.step()
   moved = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(
@@ -99,7 +98,7 @@ def test_score_stage2_loss_matches_formula(anchor):
   ref = fx.perturbed(params)
   m = methods.score(stage=2, alpha=3.0, kl_base=0.05, feedback_text="+=",
                     anchor_first=anchor, **COMMON)
-  assert isinstance(m, MultiTurnMethod) and m.reference
+  assert methods.is_multi_turn(m) and m.needs("reference")
   trainer, p0, metrics, moved = run_one(m, reference_params=ref)
   # anchor_first adds its weight to the attempt-1 tokens' KL only.
   want, r = score_reference(trainer, p0, ref, stage=2, alpha=3.0,
@@ -170,7 +169,7 @@ def test_multi_turn_ppo_rejects_bonus_with_discount():
 def test_multi_turn_ppo_gae_over_turns():
   m = methods.multi_turn_ppo(**COMMON, feedback_text="+=", alpha=3.0,
                              lam=0.9, epochs=1, minibatches=1)
-  assert m.with_values and isinstance(m, MultiTurnMethod)
+  assert m.value_head and methods.is_multi_turn(m)
   trainer, p0, metrics, moved = run_one(m)
   traj, r, ids, lm, valid, lp = raw_batch(trainer, p0)
   tt = trainer.last_traj

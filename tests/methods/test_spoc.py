@@ -20,7 +20,7 @@ import pytest
 from jaxsi import methods
 from jaxsi.data import spans as sv
 from jaxsi.data import tasks as tasks_lib
-from jaxsi.training import rl
+from jaxsi.training import loop
 from tests.methods import rl_fixtures as fx
 
 spoc_lib = importlib.import_module("jaxsi.methods.spoc")
@@ -79,11 +79,11 @@ def test_self_verification_stats_hand():
 
 def test_factory_and_gin():
   m = methods.spoc(n=4, max_new_tokens=20, max_attempts=2)
-  assert m.name == "spoc" and m.n == 4 and not m.reference
-  assert m.reward_fns[0].names[-1] == "extra"
+  assert m.name == "spoc" and m.n == 4 and not m.needs("reference")
+  assert m.rewards[0].names[-1] == "extra"
   assert m.transform.init() is not None
   m2 = methods.spoc(outcome_coef=0.5, kl_coef=0.01)
-  assert len(m2.reward_fns) == 2 and m2.reference
+  assert len(m2.rewards) == 2 and m2.needs("reference")
   gin = pytest.importorskip("gin")
   root = pathlib.Path(__file__).resolve().parents[2] / "gin_configs" / "methods"
   gin.clear_config()
@@ -91,7 +91,7 @@ def test_factory_and_gin():
                                       ["spoc.spoc.max_attempts = 2"])
   m3 = gin.query_parameter("%METHOD").scoped_configurable_fn()
   gin.clear_config()
-  assert m3.name == "spoc" and len(m3.reward_fns[0].names) == 5
+  assert m3.name == "spoc" and len(m3.rewards[0].names) == 5
 
 
 def _role_pooled_advantages(r, present, groups, eps=1e-4):
@@ -118,10 +118,10 @@ def test_one_rl_step_loss_matches_reference():
   fmt = sv.VerdictFormat(correct="+", wrong="=", max_attempts=2)
   m = methods.spoc(tokenizer=tok, correct="+", wrong="=", max_attempts=2,
                    n=fx.N, max_new_tokens=6)
-  trainer = rl.RLTrainer(model=model, params=params, method=m, tokenizer=tok,
+  trainer = loop.Loop(model=model, params=params, method=m, tokenizer=tok,
                          tasks=tasks, optimizer=opt,
                          prompts_per_step=fx.PROMPTS, seed=0,
-                         compiler_options=rl.FAST_COMPILE)
+                         compiler_options=loop.FAST_COMPILE)
   p0 = fx.host_params(trainer.state.params)
   metrics = trainer.step()
   traj = trainer.last_traj

@@ -13,7 +13,7 @@ from tests.methods.test_score import COMMON, raw_batch, run_one
 def test_ufo_loss_matches_formula():
   m = methods.ufo(max_turns=3, gamma=0.5, repeat_penalty=0.3,
                   feedback_text="+=", **COMMON)
-  assert m.episode.stop_on_correct and m.episode.max_turns == 3
+  assert m.rollout.episode.stop_on_correct and m.rollout.episode.max_turns == 3
   trainer, p0, metrics, moved = run_one(m)
   traj, r, ids, lm, valid, lp = raw_batch(trainer, p0)
   rep = np.asarray(traj.extras["turn_repeats"], np.float64)

@@ -10,7 +10,7 @@ from jaxsi.data import batching
 from jaxsi.sampling import multiturn
 from jaxsi.sampling import sampler
 from jaxsi.sampling import strategies as st
-from jaxsi.training import rl
+from jaxsi.sampling import rollouts
 from tests.methods import rl_fixtures as fx
 
 G = 4          # tokens per model turn
@@ -34,7 +34,7 @@ def first_digit_odd(tasks, texts):
 def run(spec, strategy, *, seed=0, reward_fn=first_digit_odd, num=3):
   tok, model, params, tasks, _ = fx.setup()
   prompts = batching.encode_prompts(tok, tasks[:num])
-  tokens, mask = rl.left_pad(prompts, P, tok.pad_id)
+  tokens, mask = rollouts.left_pad(prompts, P, tok.pad_id)
   ep = multiturn.run_episodes(
       model, params, prompt_tokens=tokens, prompt_mask=mask,
       tasks=tasks[:num], tokenizer=tok, spec=spec, reward_fn=reward_fn,

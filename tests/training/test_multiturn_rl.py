@@ -1,4 +1,4 @@
-"""MultiTurnRLTrainer: episodes as rollouts, fixed shapes, metrics, resume-safe
+"""The loop with the episodes rollout stage: fixed shapes, metrics, one
 compilation, held-out evaluation, and the gin files of the multi-turn methods."""
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from jaxsi import methods
-from jaxsi.methods.score import MultiTurnMethod
+from jaxsi import spec
 from jaxsi.sampling import multiturn
+from jaxsi.sampling import rollouts
 from jaxsi.sampling import sampler
 from jaxsi.sampling import strategies as st
 from jaxsi.training import multiturn_rl
-from jaxsi.training import rl
+from jaxsi.training import loop
+from jaxsi.training import loop_steps
 from tests.methods import rl_fixtures as fx
 
 COMMON = dict(n=fx.N, max_new_tokens=fx.MAX_NEW,
@@ -23,10 +25,10 @@ COMMON = dict(n=fx.N, max_new_tokens=fx.MAX_NEW,
 
 def make_trainer(method, seed=0):
   tok, model, params, tasks, opt = fx.setup()
-  return multiturn_rl.MultiTurnRLTrainer(
+  return loop.Loop(
       model=model, params=params, method=method, tokenizer=tok, tasks=tasks,
       optimizer=opt, prompts_per_step=fx.PROMPTS, seed=seed,
-      compiler_options=rl.FAST_COMPILE)
+      compiler_options=loop.FAST_COMPILE)
 
 
 def test_two_steps_fixed_shapes_metrics_and_single_compile():
@@ -36,11 +38,11 @@ def test_two_steps_fixed_shapes_metrics_and_single_compile():
   shape = trainer.last_traj.tokens.shape
   b = fx.PROMPTS * fx.N
   p = trainer.prompt_len
-  assert shape == (b, m.episode.length(p, fx.MAX_NEW))
+  assert shape == (b, m.rollout.episode.length(p, fx.MAX_NEW))
   assert trainer.reward_names == ("turn1", "turn2", "turn3")
   assert trainer.last_batch.rewards.shape == (b, 3)
   counts = sampler.trace_counts()
-  prep = rl._prepare_jit(trainer.compiler_options)  # pylint: disable=protected-access
+  prep = loop_steps.prepare_jit(trainer.compiler_options)  # pylint: disable=protected-access
   size = prep._cache_size()  # pylint: disable=protected-access
   second = trainer.step()
   assert trainer.last_traj.tokens.shape == shape
@@ -62,14 +64,11 @@ def test_two_steps_fixed_shapes_metrics_and_single_compile():
   assert np.isnan(r[r[:, 0] == 1, 1]).all()
 
 
-def test_rejects_single_turn_methods():
-  with pytest.raises(TypeError, match="MultiTurnMethod"):
-    make_trainer(methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW))
+def test_episodes_stage_needs_an_episode_spec():
   with pytest.raises(ValueError, match="EpisodeSpec"):
-    MultiTurnMethod(name="x", n=2, strategy=st.Greedy(), max_new_tokens=2,
-                    reward_fns=(fx.first_is_digit,),
-                    transform=methods.grpo().transform,
-                    objective=methods.grpo().objective)
+    rollouts.Episodes(spec.RolloutSpec(n=2, max_new_tokens=2))
+  # A single-turn method samples plain completions under the same loop.
+  assert not methods.is_multi_turn(methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW))
 
 
 def test_evaluate_self_correction_counts_every_task_once():
@@ -93,17 +92,17 @@ def test_registry_and_gin_files_build_every_multi_turn_method():
   for name in ("score", "ufo", "reflect_retry", "critique_grpo",
                "two_turn_grpo", "multi_turn_ppo"):
     m = methods.get_method(name, n=2, max_new_tokens=4)
-    assert isinstance(m, MultiTurnMethod) and m.n == 2
+    assert methods.is_multi_turn(m) and m.n == 2
   root = pathlib.Path(__file__).resolve().parents[2] / "gin_configs" / "methods"
   for stem in ("score", "ufo", "reflect_retry", "critique_grpo",
                "multi_turn_ppo"):
     gin.clear_config()
     gin.parse_config_file(str(root / f"{stem}.gin"))
     m = gin.query_parameter("%METHOD").scoped_configurable_fn()
-    assert isinstance(m, MultiTurnMethod) and m.name == stem
+    assert methods.is_multi_turn(m) and m.name == stem
   gin.clear_config()
   gin.parse_config_files_and_bindings([str(root / "score.gin")],
                                       ["score.score.stage = 1"])
   m = gin.query_parameter("%METHOD").scoped_configurable_fn()
-  assert m.reference and m.episode.max_turns == 2
+  assert m.needs("reference") and m.rollout.episode.max_turns == 2
   gin.clear_config()

@@ -8,14 +8,15 @@ import pytest
 
 from jaxsi import methods
 from jaxsi.sampling import sampler as sampler_lib
-from jaxsi.training import rl
+from jaxsi.training import loop
+from jaxsi.sampling import rollouts
 from tests.methods import rl_fixtures as fx
 
 
 def _trainer(method, **kw):
   tok, model, params, tasks, opt = fx.setup()
-  kw.setdefault("compiler_options", rl.FAST_COMPILE)
-  return rl.RLTrainer(model=model, params=params, method=method, tokenizer=tok,
+  kw.setdefault("compiler_options", loop.FAST_COMPILE)
+  return loop.Loop(model=model, params=params, method=method, tokenizer=tok,
                       tasks=tasks, optimizer=opt, prompts_per_step=fx.PROMPTS,
                       **kw)
 
@@ -29,14 +30,14 @@ def test_group_zero_variance_and_left_pad():
   scores = np.array([1, 1, 0, 1, 2, 2, np.nan, 2], np.float32)
   valid = np.array([1, 1, 1, 1, 1, 1, 1, 0], bool)
   np.testing.assert_array_equal(
-      rl.group_zero_variance(scores, valid, 2), [True, False, True, True])
+      rollouts.group_zero_variance(scores, valid, 2), [True, False, True, True])
   np.testing.assert_array_equal(
-      rl.group_zero_variance(scores, valid, 4), [False, True])
-  tokens, mask = rl.left_pad([[5, 6], [7]], 3, 0)
+      rollouts.group_zero_variance(scores, valid, 4), [False, True])
+  tokens, mask = rollouts.left_pad([[5, 6], [7]], 3, 0)
   np.testing.assert_array_equal(tokens, [[0, 5, 6], [0, 0, 7]])
   np.testing.assert_array_equal(mask, [[0, 1, 1], [0, 0, 1]])
   with pytest.raises(ValueError, match="prompt bucket"):
-    rl.left_pad([[1, 2, 3, 4]], 3, 0)
+    rollouts.left_pad([[1, 2, 3, 4]], 3, 0)
 
 
 def test_reward_rises_and_compiles_once():
@@ -117,9 +118,9 @@ def test_dynamic_sampling_refills_zero_variance_groups():
 def test_trainer_validates_configuration():
   tok, model, params, tasks, opt = fx.setup()
   with pytest.raises(ValueError, match="teacher"):
-    rl.RLTrainer(model=model, params=params, method=methods.kdrl(n=2),
+    loop.Loop(model=model, params=params, method=methods.kdrl(n=2),
                  tokenizer=tok, tasks=tasks, optimizer=opt, prompts_per_step=2)
   with pytest.raises(ValueError, match="divisible"):
-    rl.RLTrainer(model=model, params=params,
+    loop.Loop(model=model, params=params,
                  method=methods.grpo(n=3, minibatches=2), tokenizer=tok,
                  tasks=tasks, optimizer=opt, prompts_per_step=3)

@@ -17,7 +17,7 @@ from jaxsi.methods.base import REFERENCE
 from jaxsi.models import lora
 from jaxsi.training import optimizer as opt_lib
 from jaxsi.training import partitioning
-from jaxsi.training import rl
+from jaxsi.training import loop
 from tests.methods import rl_fixtures as fx
 
 GRPO_KL = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
@@ -26,11 +26,11 @@ GRPO_KL = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
 
 def _trainer(method, *, model=None, params=None, opt=None, **kw):
   tok, base_model, base_params, tasks, base_opt = fx.setup()
-  return rl.RLTrainer(model=model or base_model,
+  return loop.Loop(model=model or base_model,
                       params=base_params if params is None else params,
                       method=method, tokenizer=tok, tasks=tasks,
                       optimizer=opt or base_opt, prompts_per_step=fx.PROMPTS,
-                      compiler_options=rl.FAST_COMPILE, **kw)
+                      compiler_options=loop.FAST_COMPILE, **kw)
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
@@ -106,7 +106,7 @@ def test_lora_reference_is_the_frozen_base_without_a_copy():
   adapters_before = fx.host_params(lora.adapter_params(params))
   trainer = _trainer(GRPO_KL, model=model, params=params,
                      opt=lora.freeze_base(opt), seed=1)
-  assert trainer.lora_reference and REFERENCE not in trainer.aux_params
+  assert trainer.phases[0].lora_reference and REFERENCE not in trainer.frozen
   first = trainer.step()
   # Adapters start at B = 0: the policy equals the reference at the first
   # minibatch, so the k3 KL of the first update is exactly 0.

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from jaxsi import methods
-from jaxsi.training import rl
+from jaxsi.training import loop
 from tests.methods import rl_fixtures as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,11 +45,11 @@ _WORKER = textwrap.dedent("""
     method = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
                           reward_fns=(fx.first_is_digit,), kl_coef=0.1)
     mesh = partitioning.make_mesh(data=2, fsdp=2, tensor=1)
-    trainer = rl.RLTrainer(model=model, params=params, method=method,
+    trainer = loop.Loop(model=model, params=params, method=method,
                            tokenizer=tok, tasks=tasks, optimizer=opt,
                            prompts_per_step=fx.PROMPTS, seed=3, mesh=mesh,
                            workdir=os.path.join(out, "wd"),
-                           compiler_options=rl.FAST_COMPILE)
+                           compiler_options=loop.FAST_COMPILE)
     history = [trainer.step() for _ in range(%d)]
     trainer.save()
     leaves = [np.asarray(x) for x in multihost_utils.process_allgather(
@@ -96,10 +96,10 @@ def test_two_processes_equal_one(tmp_path):
   tok, model, params, tasks, opt = fx.setup()
   method = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
                         reward_fns=(fx.first_is_digit,), kl_coef=0.1)
-  single = rl.RLTrainer(model=model, params=params, method=method,
+  single = loop.Loop(model=model, params=params, method=method,
                         tokenizer=tok, tasks=tasks, optimizer=opt,
                         prompts_per_step=fx.PROMPTS, seed=3,
-                        compiler_options=rl.FAST_COMPILE)
+                        compiler_options=loop.FAST_COMPILE)
   history = [single.step() for _ in range(STEPS)]
   with open(tmp_path / "history.json") as f:
     multi = json.load(f)

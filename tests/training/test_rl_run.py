@@ -88,17 +88,17 @@ def test_first_grpo_update_is_on_policy_and_advantages_align():
   log-probs on the loss tokens; advantages are constant over each
   completion, 0 off its loss tokens, and have the sign of reward − group mean.
   """
-  from jaxsi.training import rl  # pylint: disable=g-import-not-at-top
+  from jaxsi.training import loop  # pylint: disable=g-import-not-at-top
   from tests.methods import rl_fixtures as fx  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   tok, model, params, tasks, opt = fx.setup()
   method = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
                         reward_fns=(fx.first_is_digit,), kl_coef=0.04,
                         drop_zero_variance=False)
-  trainer = rl.RLTrainer(model=model, params=params, method=method,
+  trainer = loop.Loop(model=model, params=params, method=method,
                          tokenizer=tok, tasks=tasks, optimizer=opt,
                          prompts_per_step=fx.PROMPTS,
-                         compiler_options=rl.FAST_COMPILE)
+                         compiler_options=loop.FAST_COMPILE)
   m = trainer.step()
   assert m["pg/ratio_min"] == pytest.approx(1.0, abs=1e-5)
   assert m["pg/ratio_max"] == pytest.approx(1.0, abs=1e-5)

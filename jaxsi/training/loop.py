@@ -1,0 +1,658 @@
+r"""The one loop: rollout stage → reward stages → transform chain → update.
+
+One iteration (``Loop.step``) of a :class:`~jaxsi.spec.Method`::
+
+    source: the next R prompts (int32 ids, encoded once)      host
+      └─► method.rollout(ctx, params, rng)                   rollout stage
+            plain sampling | refill until a predicate holds | hinted resample
+            | multi-turn episodes — each calls the jitted sampler and
+            the reward stages (host fns over the whole batch with group ids,
+            or device scorers reading a role, e.g. a judge)  → Batch
+      └─► prepare (jitted): method.transform.update(traj, state, ctx)
+            ctx.params = {'policy': the trained role's live params,
+                          every other role by name}
+      └─► train (jitted): lax.scan over epochs × minibatches of the update
+            step on the trained role's TrainState (donated)
+      └─► metrics, checkpoint of every role's state
+
+**Roles.** The loop holds one ``TrainState`` per trained role (own optimizer
+state) and one parameter pytree per frozen role, placed on their shardings
+and checkpointed together. ``roles={name: params | (model, params) |
+'other_role'}`` supplies the roles a method reads (a string shares another
+role's live weights: the policy as its own judge). A frozen
+``spec.FROM_INITIAL`` role (the KL reference) is a copy of the trained
+role's initial params — or, for a LoRA policy, the frozen base itself,
+derived inside the jitted step without a copy.
+
+**Schedule.** ``method`` is one Method (on-policy iterations) or a sequence
+of Methods, run in turn (iteration i runs ``methods[i % k]``): alternating
+updates of two trained roles, e.g. a challenger and a solver. The loop
+knows no method by name; a method whose needs the run does not meet is
+refused before any work (:class:`~jaxsi.spec.ConfigurationError`).
+
+Token in, token out: prompts are token ids and the trajectory holds the
+sampled ids; text is decoded only for host reward stages. Resumable: every
+role's TrainState and the data position / iteration are checkpointed with
+Orbax; batch k's prompts and PRNG keys are pure functions of (seed, k), so a
+resumed run replays what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsi import spec as spec_lib
+from jaxsi.data import batching
+from jaxsi.models import lora as lora_lib
+from jaxsi.rewards import reward_fn as reward_lib
+from jaxsi.rewards import stages as reward_stages
+from jaxsi.sampling import buckets as buckets_lib
+from jaxsi.sampling import rollouts
+from jaxsi.sampling import sampler as sampler_lib
+from jaxsi.sampling import strategies
+from jaxsi.training import checkpoint as checkpoint_lib
+from jaxsi.training import loop_steps
+from jaxsi.training import metrics as metrics_lib
+from jaxsi.training import partitioning
+from jaxsi.training import placement
+from jaxsi.training import train_state as train_state_lib
+
+FAST_COMPILE = loop_steps.FAST_COMPILE
+Batch = rollouts.Batch
+RoleValue = Union[Any, tuple, str]
+
+
+@dataclasses.dataclass
+class _Phase:
+  """A method with what the loop built for it (stages, jitted pieces)."""
+
+  method: spec_lib.Method
+  stages: tuple
+  reward_names: tuple
+  strategy: Any
+  scorers: tuple
+  lora_reference: bool
+  train: Callable
+  ctx: Any = None
+
+
+class _RolloutContext:
+  """What a rollout stage and a reward stage may call (see rollouts.py)."""
+
+  def __init__(self, loop: "Loop", phase: _Phase):
+    self._loop = loop
+    self._phase = phase
+    self.model = loop.role_models[phase.method.train]
+    self.tokenizer = loop.tokenizer
+    self.tasks = loop.tasks
+    self.stop_ids = loop.stop_ids
+    self.pad_id = loop.pad_id
+    self.strategy = phase.strategy
+    self.reward_timeout_s = loop.reward_timeout_s
+    self.to_host = placement.to_host
+
+  # -- rollout stage interface
+  def next_prompts(self) -> np.ndarray:
+    loop = self._loop
+    index = np.asarray(loop.iterator.indices(loop.position))
+    loop.position += 1
+    return index
+
+  def prompt_arrays(self, task_index, variant: Optional[str] = None):
+    loop = self._loop
+    source = loop.prompts if variant is None else loop.prompt_variants[variant]
+    return rollouts.left_pad([source[i] for i in task_index],
+                             self._loop.prompt_len, self.pad_id)
+
+  def generate(self, params, task_index, rng, *, n: int,
+               variant: Optional[str] = None, valid=None):
+    """Host trajectory of ``n`` samples per task (jitted sampler)."""
+    loop = self._loop
+    tokens, mask = self.prompt_arrays(task_index, variant)
+    valid = (np.ones((len(task_index),), bool) if valid is None
+             else np.asarray(valid, bool))
+    prompt_ids = np.asarray(task_index, np.int32)
+    if loop.mesh is not None:
+      tokens, mask, valid, prompt_ids = loop.place_rows(
+          (tokens, mask, valid, prompt_ids))
+    m = self._phase.method
+    traj, _ = sampler_lib.generate(
+        self.model, params, tokens, mask, rng=placement.host_key(rng),
+        max_new_tokens=np.int32(m.max_new_tokens), strategy=self.strategy,
+        n=int(n), gen_length=int(m.max_new_tokens), stop_ids=self.stop_ids,
+        pad_id=self.pad_id, valid=valid, prompt_ids=prompt_ids)
+    jax.block_until_ready(traj.tokens)
+    return placement.to_host(traj)
+
+  def rewards(self, traj, task_index):
+    """(f32[B, K] rewards of the valid rows, NaN elsewhere; failed count)."""
+    valid = np.asarray(traj.valid, bool)
+    rows = np.flatnonzero(valid)
+    tokens, loss_mask = traj.tokens, traj.loss_mask
+    texts = [self.tokenizer.decode(tokens[r][loss_mask[r]].tolist()) for r in rows]
+    group_ids = (np.asarray(traj.group_ids)[rows] if traj.group_ids is not None
+                 else np.asarray(task_index)[rows])
+    inputs = reward_stages.RewardInputs(
+        tasks=[self.tasks[task_index[r]] for r in rows], completions=texts,
+        group_ids=group_ids, prompt_ids=np.asarray(task_index)[rows], rows=rows,
+        traj=jax.tree.map(lambda x: np.asarray(x)[rows], traj))
+    cols, failed = self._run_stages(inputs)
+    out = np.full((tokens.shape[0], len(self._phase.reward_names)), np.nan,
+                  np.float32)
+    if rows.size:
+      out[rows] = cols
+    return out, failed
+
+  def _run_stages(self, inputs):
+    cols, failed = [], 0
+    for stage in self._phase.stages:
+      r, info = stage(self, inputs)
+      failed += int(info.get("num_failed", 0))
+      cols.append(np.asarray(r, np.float32).reshape(len(inputs), -1))
+    return np.concatenate(cols, axis=1), failed
+
+  def turn_reward(self, tasks, texts) -> np.ndarray:
+    """f32[len] summed reward-stage columns of one episode turn (each row its
+    own retry unit: turns are graded per sample)."""
+    index = np.arange(len(texts))
+    inputs = reward_stages.RewardInputs(tasks=list(tasks), completions=list(texts),
+                                        group_ids=index, prompt_ids=index,
+                                        rows=index)
+    cols, _ = self._run_stages(inputs)
+    return np.nansum(cols, axis=1).astype(np.float32)
+
+  # -- device reward stage interface
+  def generate_text(self, role: str, prompts: Sequence[str], *,
+                    max_new_tokens: int, strategy=None) -> list[str]:
+    """Completions of ``role`` for prompt texts (greedy by default), batched
+    to the rollout batch size so the sampler compiles once."""
+    loop = self._loop
+    model, params = loop.role_model(role), loop.role_params(role)
+    ids = [batching.encode_prompt(self.tokenizer, p) for p in prompts]
+    size = max(loop.batch_size, 1)
+    bucket = buckets_lib.bucket_size(max((len(x) for x in ids), default=1),
+                                     buckets_lib.DEFAULT_PROMPT_BUCKETS)
+    out = []
+    for c0 in range(0, len(ids), size):
+      chunk = ids[c0:c0 + size]
+      rows = chunk + [[self.pad_id]] * (size - len(chunk))
+      tokens, mask = rollouts.left_pad(rows, bucket, self.pad_id)
+      valid = np.arange(size) < len(chunk)
+      traj, _ = sampler_lib.generate(
+          model, params, jnp.asarray(tokens), jnp.asarray(mask),
+          rng=placement.host_key(jax.random.key(c0)),
+          max_new_tokens=np.int32(max_new_tokens),
+          strategy=strategy or strategies.Greedy(), n=1,
+          gen_length=int(max_new_tokens), stop_ids=self.stop_ids,
+          pad_id=self.pad_id, valid=jnp.asarray(valid))
+      host = placement.to_host(traj)
+      for r in range(len(chunk)):
+        out.append(self.tokenizer.decode(host.tokens[r][host.loss_mask[r]].tolist()))
+    return out
+
+
+class Loop:
+  """Runs a :class:`~jaxsi.spec.Method` (or several in turn) on a task list.
+
+  Args:
+    model: the static Model of the trained role (``jaxsi.models.model``).
+    params: its initial params (e.g. an SFT warm start).
+    method: a Method, or a sequence of Methods run in turn (one per
+      iteration, cycling; each trains its own ``train`` role).
+    tokenizer: a jaxsi tokenizer (encode/decode, pad/bos/eos ids).
+    tasks: training tasks (``jaxsi.data.tasks.Task``).
+    optimizer: optax transformation (``jaxsi.training.optimizer``); every
+      trained role gets its own state of it.
+    prompts_per_step: R prompts per rollout batch (B = R·n samples).
+    seed: seeds prompt order, sampling and minibatch order.
+    roles: ``{name: params | (model, params) | other_role_name}`` — the roles
+      the methods read (teacher, judge, the initial params of a second
+      trained role, an explicit reference, …).
+    workdir: if given, metrics go to ``workdir/metrics.jsonl`` and
+      checkpoints to ``workdir/ckpt``; an existing checkpoint is resumed.
+    checkpoint_every: save every this many iterations (0: only at the end of
+      ``run``).
+    reward_timeout_s: per-call timeout of host reward stages.
+    console: print one metrics line per logged iteration.
+    compiler_options: XLA options of the jitted steps, as (name, value)
+      pairs (e.g. :data:`FAST_COMPILE`).
+    mesh: a device mesh; params and optimizer state are placed on the
+      shardings the logical-axis ``rules`` give, trajectories are sharded
+      over the batch axes (B must be a multiple of the batch shards).
+    rules: logical-axis rules (default ``partitioning.DEFAULT_RULES``).
+    copy_params: keep the caller's ``params`` valid by training a copy
+      (default); ``False`` donates them to the first update.
+
+  Raises:
+    ConfigurationError: a method needs a role, a value head or a batch
+      layout the run does not provide (the message names both).
+  """
+
+  def __init__(self, *, model, params, method, tokenizer, tasks: Sequence[Any],
+               optimizer, prompts_per_step: int, seed: int = 0,
+               roles: Optional[Mapping[str, RoleValue]] = None,
+               workdir: Optional[str] = None, checkpoint_every: int = 0,
+               reward_timeout_s: float = 60.0, console: bool = False,
+               compiler_options: Optional[tuple] = None, mesh=None,
+               rules: Optional[Sequence] = None, copy_params: bool = True):
+    methods = (tuple(method) if isinstance(method, (tuple, list)) else (method,))
+    for m in methods:
+      if not isinstance(m, spec_lib.Method):
+        raise spec_lib.ConfigurationError(
+            f"Loop runs jaxsi.spec.Method values; got {type(m).__name__}"
+            f" {getattr(m, 'name', m)!r} (a rounds method runs under"
+            " rounds_run.run / rounds.run_rounds)")
+    self.methods = methods
+    self.method = methods[0]
+    self.tokenizer = tokenizer
+    self.tasks = list(tasks)
+    if not self.tasks:
+      raise ValueError("Loop: no tasks")
+    self.prompts_per_step = int(prompts_per_step)
+    if self.prompts_per_step != prompts_per_step or self.prompts_per_step < 1:
+      raise ValueError(f"Loop: prompts_per_step must be an integer >= 1, got"
+                       f" {prompts_per_step!r}")
+    self.seed = int(seed)
+    self.reward_timeout_s = reward_timeout_s
+    self.stop_ids = (int(tokenizer.eos_id),)
+    self.pad_id = int(tokenizer.pad_id)
+    self.mesh = mesh
+    self.rules = tuple(partitioning.DEFAULT_RULES if rules is None else rules)
+    self.optimizer = optimizer
+    self.compiler_options = (None if compiler_options is None
+                             else tuple(compiler_options))
+    self._prepare = loop_steps.prepare_jit(self.compiler_options)
+    self._set_up_roles(model, params, dict(roles or {}), copy_params)
+    self._set_up_prompts()
+    self.phases = [self._build_phase(m) for m in methods]
+    self._train = self.phases[0].train
+    self.reward_names = self.phases[0].reward_names
+    self.iterator = batching.EpochIterator(
+        size=len(self.tasks), batch_size=self.prompts_per_step, seed=self.seed)
+    self.position = 0
+    self.iteration = 0
+    self.history: list[dict] = []
+    self.last_batch = self.last_traj = None
+    self.checkpoint_every = checkpoint_every
+    self.writer = self.ckpt = None
+    if workdir is not None:
+      self.writer = metrics_lib.MetricWriter(workdir, tensorboard=False,
+                                             console=console)
+      self.ckpt = checkpoint_lib.Checkpointer(
+          os.path.join(workdir, "ckpt"), keep=2,
+          save_every=max(1, checkpoint_every or 10 ** 9), async_save=False)
+      if self.ckpt.latest_step() is not None:
+        self.restore()
+
+  # ----------------------------------------------------------------- roles
+  def _set_up_roles(self, model, params, given: dict, copy_params: bool):
+    trained = []
+    for m in self.methods:
+      if m.train not in trained:
+        trained.append(m.train)
+    self.trained_roles = tuple(trained)
+    first = trained[0]
+    self.role_models = {first: model}
+    initial = {first: params}
+    self.aliases = {}
+    frozen_src = {}
+    for name, value in given.items():
+      if isinstance(value, str):
+        self.aliases[name] = value
+      elif isinstance(value, tuple) and len(value) == 2:
+        self.role_models[name], frozen_src[name] = value
+      else:
+        self.role_models.setdefault(name, model)
+        frozen_src[name] = value
+    for name in trained[1:]:
+      if name not in frozen_src:
+        raise spec_lib.ConfigurationError(
+            f"the schedule trains role {name!r} but the run gives no initial"
+            f" params for it (pass roles={{{name!r}: params}})")
+      initial[name] = frozen_src.pop(name)
+    for alias, target in self.aliases.items():
+      if target not in trained and target not in frozen_src and target not in self.aliases:
+        raise spec_lib.ConfigurationError(
+            f"role {alias!r} shares role {target!r}, which the run does not have")
+    # Validate every method's needs against what the run provides.
+    self.lora_reference = {}
+    b = self.prompts_per_step
+    for m in self.methods:
+      role_model = self.role_models[m.train]
+      if m.value_head and not role_model.config.value_head:
+        raise spec_lib.ConfigurationError(
+            f"method {m.name!r} trains a value head but the model of role"
+            f" {m.train!r} has none (build it with ModelConfig.value_head=True)")
+      size = b * m.n
+      if size % m.minibatches:
+        raise spec_lib.ConfigurationError(
+            f"method {m.name!r}: batch {size} (= {b} prompts × n={m.n}) is not"
+            f" divisible by minibatches={m.minibatches}")
+      needed = [(r.name, r) for r in m.roles]
+      needed += [(name, None) for name in
+                 reward_stages.stage_roles(reward_stages.as_stages(m.rewards))]
+      for name, role in needed:
+        if name in trained or name in frozen_src or name in self.aliases:
+          continue
+        if role is not None and role.source == spec_lib.FROM_INITIAL:
+          continue
+        raise spec_lib.ConfigurationError(
+            f"method {m.name!r} needs role {name!r}, which this run does not"
+            f" provide (roles given: {sorted(set(given) | set(trained))});"
+            f" pass roles={{{name!r}: (model, params)}} or a launcher that"
+            f" builds it")
+    self.param_shardings = {}
+    if self.mesh is not None:
+      div = partitioning.batch_divisor(self.mesh, self.rules)
+      for m in self.methods:
+        if (b * m.n) % div:
+          raise spec_lib.ConfigurationError(
+              f"method {m.name!r}: batch {b * m.n} (= {b} prompts × n={m.n}) is"
+              f" not a multiple of the {div} batch shards of mesh"
+              f" {dict(self.mesh.shape)}")
+      for name, mdl in self.role_models.items():
+        self.param_shardings[name] = partitioning.param_shardings(
+            mdl, mesh=self.mesh, rules=self.rules)
+    # Frozen roles: given ones, then FROM_INITIAL copies of the trained role.
+    self.frozen = {}
+    for name, value in frozen_src.items():
+      sh = self.param_shardings.get(name)
+      if self.mesh is not None:
+        value = jax.device_put(placement.as_global(value, sh), sh)
+      self.frozen[name] = value
+    for m in self.methods:
+      for role in m.roles:
+        if (role.source != spec_lib.FROM_INITIAL or role.name in self.frozen
+            or role.name in trained or role.name in self.aliases):
+          continue
+        base_model = self.role_models[m.train]
+        if isinstance(base_model, lora_lib.LoraModel):
+          if not lora_lib.is_base_frozen(self.optimizer, initial[m.train]):
+            raise spec_lib.ConfigurationError(
+                f"method {m.name!r} uses the LoRA base as its {role.name!r}"
+                " role: wrap the optimizer with lora.freeze_base(...) so the"
+                f" base stays exactly frozen (or pass roles={{{role.name!r}: params}})")
+          self.lora_reference[m.train] = True
+          continue
+        sh = self.param_shardings.get(m.train)
+        src = initial[m.train]
+        if self.mesh is not None:
+          src = placement.as_global(src, sh)
+        # A real copy: the trained params are donated to the update step.
+        self.frozen[role.name] = placement.copy(src, sh)
+        self.role_models.setdefault(role.name, base_model)
+    # Trained roles: one TrainState each (own optimizer state).
+    self.states = {}
+    self._state_shardings = {}
+    donate = () if copy_params else (0,)
+    for name in trained:
+      method = next(m for m in self.methods if m.train == name)
+      mdl = self.role_models[name]
+      p = initial[name]
+
+      def create(p, method=method):
+        return train_state_lib.create_train_state(
+            p, self.optimizer, jax.random.key(self.seed),
+            method_state=method.transform.init())
+
+      if self.mesh is None:
+        self.states[name] = jax.jit(create, donate_argnums=donate)(p)
+      else:
+        p = placement.as_global(p, self.param_shardings[name])
+        shardings = partitioning.state_shardings(
+            jax.eval_shape(create, p), optimizer=self.optimizer,
+            logical_axes=mdl.logical_axes(), mesh=self.mesh, rules=self.rules)
+        self._state_shardings[name] = shardings
+        self.states[name] = jax.jit(create, out_shardings=shardings,
+                                    donate_argnums=donate)(p)
+
+  def role_model(self, name: str):
+    """The model of role ``name`` (aliases resolved)."""
+    name = self.aliases.get(name, name)
+    return self.role_models[name]
+
+  def role_params(self, name: str):
+    """The live params of role ``name`` (aliases resolved)."""
+    name = self.aliases.get(name, name)
+    if name in self.states:
+      return self.states[name].params
+    if name in self.frozen:
+      return self.frozen[name]
+    raise KeyError(f"Loop: no role {name!r}; roles: "
+                   f"{sorted(set(self.states) | set(self.frozen) | set(self.aliases))}")
+
+  @property
+  def state(self):
+    """The TrainState of the first trained role (the policy)."""
+    return self.states[self.trained_roles[0]]
+
+  @state.setter
+  def state(self, value):
+    self.states[self.trained_roles[0]] = value
+
+  @property
+  def model(self):
+    return self.role_models[self.trained_roles[0]]
+
+  @property
+  def batch_size(self) -> int:
+    return self.prompts_per_step * self.method.n
+
+  # --------------------------------------------------------------- prompts
+  def _set_up_prompts(self):
+    self.prompts = batching.encode_prompts(self.tokenizer, self.tasks)
+    self.prompt_variants = {}
+    for m in self.methods:
+      for name, fn in m.rollout.prompt_variants().items():
+        if name not in self.prompt_variants:
+          self.prompt_variants[name] = [
+              batching.encode_prompt(self.tokenizer, fn(t)) for t in self.tasks]
+    longest = max(len(p) for rows in [self.prompts, *self.prompt_variants.values()]
+                  for p in rows)
+    self.prompt_len = buckets_lib.bucket_size(
+        longest, buckets_lib.DEFAULT_PROMPT_BUCKETS)
+
+  def place_rows(self, arrays):
+    """Prompt rows sharded over the batch axes (replicated if R does not
+    divide the batch shards)."""
+    r = arrays[0].shape[0]
+    if r % partitioning.batch_divisor(self.mesh, self.rules) == 0:
+      sharding = partitioning.data_sharding(self.mesh, self.rules)
+    else:
+      sharding = partitioning.replicated(self.mesh)
+    return placement.to_global(arrays, sharding)
+
+  # ---------------------------------------------------------------- phases
+  def _build_phase(self, m: spec_lib.Method) -> _Phase:
+    stages = reward_stages.as_stages(m.rewards)
+    names = m.rollout.reward_names(reward_stages.stage_names(stages))
+    t = m.temperature
+    mdl = self.role_models[m.train]
+    scorers = [(spec_lib.POLICY, loop_steps.score_fn(mdl, t)),
+               (spec_lib.POLICY_ENTROPY,
+                loop_steps.score_fn(mdl, t, with_entropy=True))]
+    if mdl.config.value_head:
+      scorers.append((spec_lib.POLICY_VALUES,
+                      loop_steps.score_fn(mdl, t, with_values=True)))
+    # A scorer per role the method reads, named after it (its own model).
+    for role in m.roles:
+      known = role.name in self.role_models or role.name in self.aliases
+      other = self.role_model(role.name) if known else mdl
+      scorers.append((role.name, loop_steps.score_fn(other, t)))
+    if self.mesh is None:
+      train = loop_steps.train_fn(mdl, self.optimizer, m, self.compiler_options)
+    else:
+      train = loop_steps.sharded_train_fn(
+          mdl, self.optimizer, m, self._state_shardings[m.train], self.mesh,
+          self.compiler_options, rules=self.rules,
+          batch_size=self.prompts_per_step * m.n)
+    phase = _Phase(method=m, stages=stages, reward_names=names,
+                   strategy=rollouts.strategy_of(m.spec), scorers=tuple(scorers),
+                   lora_reference=bool(self.lora_reference.get(m.train)),
+                   train=train)
+    phase.ctx = _RolloutContext(self, phase)
+    return phase
+
+  def _aux_params(self, phase: _Phase) -> dict:
+    """Every role but the trained one, by name (live params for trained or
+    aliased roles)."""
+    out = {}
+    names = set(self.frozen) | set(self.states) | set(self.aliases)
+    for name in names:
+      if name != phase.method.train:
+        out[name] = self.role_params(name)
+    return out
+
+  # -------------------------------------------------------------- rollout
+  def collect(self, params, rng, phase: Optional[_Phase] = None) -> Batch:
+    """One scored rollout batch of the (current) phase's method (host)."""
+    phase = phase or self.phases[self.iteration % len(self.phases)]
+    return phase.method.rollout(phase.ctx, params, rng)
+
+  # ----------------------------------------------------------------- step
+  def step(self) -> dict:
+    """Runs one iteration and returns its metrics (host floats)."""
+    phase = self.phases[self.iteration % len(self.phases)]
+    m, role = phase.method, phase.method.train
+    key = jax.random.fold_in(jax.random.key(self.seed), self.iteration)
+    t_start = time.perf_counter()
+    state = self.states[role]
+    batch = self.collect(state.params, jax.random.fold_in(key, 1), phase)
+    traj = batch.traj.replace(rewards=batch.rewards.astype(np.float32))
+    if self.mesh is not None:
+      traj = placement.to_global(traj, partitioning.data_sharding(self.mesh, self.rules))
+    else:
+      traj = placement.to_device(traj)
+    t0 = time.perf_counter()
+    traj, method_state, tmetrics = self._prepare(
+        state.params, self._aux_params(phase), traj, state.method_state,
+        placement.host_key(jax.random.fold_in(key, 2)), np.int32(self.iteration),
+        transform=m.transform, scorers=phase.scorers,
+        lora_reference=phase.lora_reference)
+    self.last_batch, self.last_traj = batch, traj
+    jax.block_until_ready(traj.tokens)
+    t_prep = time.perf_counter() - t0
+    perm = self._permutations(traj.batch_size, m)
+    t0 = time.perf_counter()
+    state, umetrics = phase.train(state.replace(method_state=method_state), traj, perm)
+    umetrics = placement.to_host(umetrics)
+    t_upd = time.perf_counter() - t0
+    self.states[role] = state
+    self.iteration += 1
+    metrics = self._metrics(phase, batch, placement.to_host(tmetrics), umetrics,
+                            t_prep=t_prep, t_upd=t_upd,
+                            t_total=time.perf_counter() - t_start)
+    self.history.append(metrics)
+    if self.writer is not None:
+      self.writer.write_scalars(self.iteration, metrics)
+    if (self.ckpt is not None and self.checkpoint_every
+        and self.iteration % self.checkpoint_every == 0):
+      self.save()
+    return metrics
+
+  def _permutations(self, b: int, m: Optional[spec_lib.Method] = None
+                    ) -> np.ndarray:
+    """int32[epochs·minibatches, b / minibatches] minibatch rows of iteration
+    ``self.iteration`` (a pure function of (seed, iteration))."""
+    m = m or self.phases[self.iteration % len(self.phases)].method
+    rng = np.random.default_rng([self.seed, self.iteration, 7])
+    size = b // m.minibatches
+    perms = []
+    for _ in range(m.epochs):
+      order = rng.permutation(b) if m.minibatches > 1 else np.arange(b)
+      perms.extend(order[j * size:(j + 1) * size] for j in range(m.minibatches))
+    return np.stack(perms).astype(np.int32)
+
+  def _metrics(self, phase: _Phase, batch: Batch, tmetrics, umetrics, *,
+               t_prep, t_upd, t_total) -> dict:
+    out = {}
+    traj = batch.traj
+    valid = np.asarray(traj.valid, bool)
+    for j, name in enumerate(phase.reward_names):
+      col = batch.rewards[:, j]
+      ok = valid & np.isfinite(col)
+      out[f"reward/{name}/mean"] = float(col[ok].mean()) if ok.any() else 0.0
+      out[f"reward/{name}/std"] = float(col[ok].std()) if ok.any() else 0.0
+    total = rollouts.total_reward(batch.rewards)
+    ok = valid & np.isfinite(total)
+    out["reward/mean"] = float(total[ok].mean()) if ok.any() else 0.0
+    out["reward/std"] = float(total[ok].std()) if ok.any() else 0.0
+    for k in ("frac_zero_variance_groups", "effective_batch_frac",
+              "gen_batches", "reward_failed"):
+      out[k] = float(batch.info[k])
+    lengths = np.asarray(traj.loss_mask, bool).sum(axis=1)
+    out["completion_length/mean"] = float(lengths[valid].mean()) if valid.any() else 0.0
+    out["completion_length/max"] = float(lengths[valid].max()) if valid.any() else 0.0
+    finished = np.asarray(traj.extras["finished"], bool)
+    out["completion_length/frac_truncated"] = (
+        float((~finished[valid]).mean()) if valid.any() else 0.0)
+    out.update({k: float(v) for k, v in batch.metrics.items()})
+    for k, v in tmetrics.items():
+      out[f"transform/{k}"] = float(v)
+    for k, v in umetrics.items():
+      v = np.asarray(v, np.float64)
+      out[k] = float(v.mean())
+      if k == "loss":
+        out["loss_first"] = float(v[0])
+    out["kl"] = next((out[k] for k in out if k.endswith("kl/kl")), 0.0)
+    out["entropy"] = next((out[k] for k in out if k.endswith("/entropy")),
+                          out.get("entropy", 0.0))
+    if len(self.phases) > 1:
+      out["phase"] = float(self.phases.index(phase))
+    out["time/rollout_s"] = batch.info["gen_s"]
+    out["time/reward_s"] = batch.info["reward_s"]
+    out["time/prepare_s"] = t_prep
+    out["time/update_s"] = t_upd
+    out["time/iteration_s"] = t_total
+    out["rollout_tokens_per_s"] = batch.info["gen_tokens"] / max(batch.info["gen_s"], 1e-9)
+    trained = float(np.asarray(umetrics["tokens"]).sum())
+    out["update_tokens_per_s"] = trained / max(t_upd, 1e-9)
+    return out
+
+  # ---------------------------------------------------------- run / resume
+  def run(self, num_steps: int, *, log_every: int = 1,
+          callback: Optional[Callable[[int, dict], None]] = None) -> list[dict]:
+    """Runs iterations until ``self.iteration == num_steps``."""
+    keys = ("reward/mean", "loss", "kl", "effective_batch_frac")
+    name = "+".join(m.name for m in self.methods)
+    with metrics_lib.ProgressBar(num_steps, f"loop/{name}", keys=keys,
+                                 log_every=max(1, log_every),
+                                 initial=self.iteration) as bar:
+      while self.iteration < num_steps:
+        metrics = self.step()
+        bar.update(self.iteration, metrics)
+        if callback is not None:
+          callback(self.iteration, metrics)
+    if self.ckpt is not None:
+      self.save(force=True)
+    return self.history
+
+  def save(self, force: bool = False) -> None:
+    """Checkpoints every trained role's state with the data position."""
+    del force
+    if self.ckpt is None:
+      return
+    self.ckpt.save(self.iteration, self.states, force=True,
+                   extra={"position": self.position, "iteration": self.iteration})
+    if self.writer is not None:
+      self.writer.flush()
+
+  def restore(self) -> None:
+    """Restores the latest checkpoint of ``workdir/ckpt`` (exact resume)."""
+    states, extra = self.ckpt.restore(self.states)
+    self.states = dict(states)
+    self.position = int(extra["position"])
+    self.iteration = int(extra["iteration"])
+
+  def close(self) -> None:
+    if self.ckpt is not None:
+      self.ckpt.close()
+    if self.writer is not None:
+      self.writer.close()
