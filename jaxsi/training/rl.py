@@ -51,7 +51,7 @@ from jaxsi.sampling import buckets as buckets_lib
 from jaxsi.sampling import sampler as sampler_lib
 from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import metrics as metrics_lib
-from jaxsi.training import partitioning
+from jaxsi import partitioning
 from jaxsi.training import steps as steps_lib
 from jaxsi.training import train_state as train_state_lib
 from jaxsi.trajectory import positions_from_mask
