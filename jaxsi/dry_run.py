@@ -6,7 +6,7 @@ Without any weights, ``dry_run(...)``
    ``lora_config``) and the abstract TrainState (``jax.eval_shape`` of
    ``create_train_state`` with the optimizer and the method's state);
 2. derives every sharding from the logical-axis rules on the requested
-   ``('data', 'fsdp', 'tensor')`` mesh (``jaxsi.training.partitioning``) and
+   ``('data', 'fsdp', 'tensor')`` mesh (``jaxsi.partitioning``) and
    prints the plan (layer 0 stands for all layers, which share specs);
 3. estimates the bytes each device holds: parameters, optimizer state, the
    frozen reference (a full copy for full fine-tuning; with LoRA only the zero
@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
+from jaxsi import partitioning
 from jaxsi.rewards import stages as reward_stages
 from jaxsi.spec import (POLICY, POLICY_ENTROPY, POLICY_VALUES, REFERENCE,
                         Method)
@@ -49,7 +50,6 @@ from jaxsi.models import lora as lora_lib
 from jaxsi.models import model as model_lib
 from jaxsi.sampling import rollouts
 from jaxsi.sampling import sampler as sampler_lib
-from jaxsi.training import partitioning
 from jaxsi.training import loop as loop_lib
 from jaxsi.training import loop_steps
 from jaxsi.training import train_state as train_state_lib

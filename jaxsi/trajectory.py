@@ -15,12 +15,16 @@ Conventions (they matter for every transform and objective):
   (part of the pytree definition), never a data-dependent Python branch.
 * ``valid[b] == False`` marks a filtered-out sample: it stays in the batch (fixed
   shapes) but contributes nothing to losses or statistics that respect it.
+
+Beside it lives the other half of the data contract: :class:`ModelOutputs`, what
+a forward pass over a Trajectory yields, and ``ScoreFn``, the function type
+``fn(params, traj) -> ModelOutputs`` (models produce them, transforms read them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.struct
 import jax
@@ -178,6 +182,31 @@ class Trajectory:
   def sample_mask(self) -> Array:
     """f32[B, T]: loss_mask restricted to valid samples."""
     return (self.loss_mask & self.valid[:, None]).astype(jnp.float32)
+
+
+@flax.struct.dataclass
+class ModelOutputs:
+  """What an objective term may read from the trained model's forward pass.
+
+  Attributes:
+    logprobs: f32[B, T] log p(tokens[b, t] | tokens[b, :t]) (0 at t=0/padding).
+    entropy: f32[B, T] entropy of the next-token distribution that produced
+      token t (same alignment as logprobs), or None.
+    values: f32[B, T] value-head predictions, or None.
+    logits: f32[B, T, V] full logits aligned like logprobs (only for terms
+      that need the whole distribution, e.g. distillation), or None.
+    extras: any further outputs.
+  """
+
+  logprobs: Array
+  entropy: Optional[Array] = None
+  values: Optional[Array] = None
+  logits: Optional[Array] = None
+  extras: Mapping[str, Any] = flax.struct.field(default_factory=dict)
+
+
+# fn(params, traj) -> ModelOutputs: a frozen forward pass usable by transforms.
+ScoreFn = Callable[[Any, Trajectory], ModelOutputs]
 
 
 # ------------------------------------------------------------------ helpers

@@ -99,3 +99,13 @@ def test_is_a_pytree_under_jit():
   assert out.extras["x"].shape == (4, 3)
   # Absent optional fields stay None (static structure, no data-dependent branching).
   assert out.ref_logprobs is None
+
+
+def test_model_outputs_is_a_pytree_and_re_exported_by_transforms():
+  from jaxsi.transforms import base  # pylint: disable=g-import-not-at-top
+  assert base.ModelOutputs is T.ModelOutputs and base.ScoreFn is T.ScoreFn
+  out = T.ModelOutputs(logprobs=jnp.zeros((2, 3)), extras={"k": jnp.ones((2,))})
+  doubled = jax.jit(lambda o: jax.tree.map(lambda x: x + 1, o))(out)
+  assert doubled.entropy is None and doubled.values is None
+  np.testing.assert_allclose(doubled.logprobs, 1.0)
+  np.testing.assert_allclose(doubled.extras["k"], 2.0)

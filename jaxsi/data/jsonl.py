@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from jaxsi.data.tasks import Task
+from jaxsi.data.registry import Task
 from jaxsi.rewards import answers
 
 PathLike = Union[str, os.PathLike]

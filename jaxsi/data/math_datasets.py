@@ -32,7 +32,7 @@ import re
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from jaxsi.data import chat_templates as ct
-from jaxsi.data.tasks import Task
+from jaxsi.data.registry import Task
 from jaxsi.rewards import answers
 from jaxsi.rewards import math_verify_reward  # registers 'math_verify'
 

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from jaxsi.data.tasks import Task, register_task
+from jaxsi.data.registry import Task, register_task
 from jaxsi.rewards import answers
 from jaxsi.rewards import expression as expr_lib
 

@@ -1,114 +1,29 @@
-"""The Task record, the task-generator registry and disjoint train/test splits.
+"""Task sets from registered generators, and disjoint train/test splits.
 
-A ``Task`` is one verifiable problem: the ``prompt`` the model sees, the gold
-``answer``, and the ``target`` completion used for supervised training (for a
-scratchpad format: the steps plus the answer line). ``Task.verify(completion)``
-scores a model completion with the category's verifier
-(``jaxsi.rewards.verifiers``).
-
+The ``Task`` record and the generator registry live in
+:mod:`jaxsi.data.registry` and are re-exported here (``tasks.Task``,
+``tasks.register_task``, ``tasks.task_names``, ``tasks.get_generator``).
 Generators are registered by name (``addition``, ``multiplication``,
-``expression``, ``countdown``; see ``jaxsi.data.synthetic``) and called through
-``make_tasks(name, n, difficulty=..., seed=..., **fmt)``.
+``expression``, ``countdown``, ``pair_sum``; see ``jaxsi.data.synthetic``, which
+this module imports so the built-ins are always registered) and called through
+``make_tasks(name, n, difficulty=..., seed=..., **fmt)``. This module also
+defines the ``addition_self_verify`` generator (in-sequence self-verification).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import (Any, Callable, Dict, Hashable, Iterable, Mapping, Optional,
-                    Sequence, Union)
+from typing import Callable, Dict, Hashable, Optional, Sequence, Union
 
 import numpy as np
 
+from jaxsi.data import spans
+from jaxsi.data import synthetic
+# Re-exported: callers use tasks.Task, tasks.register_task, ...
+from jaxsi.data.registry import (  # pylint: disable=unused-import
+    Generator, Task, get_generator, problem_key, register_task, task_names)
 from jaxsi.rewards import verifiers
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-  """One verifiable problem.
-
-  Attributes:
-    id: unique id (e.g. ``'addition/d3/s0/17'`` or ``'gsm8k.jsonl:12'``).
-    prompt: the text the model is conditioned on (e.g. ``'12+34='``).
-    answer: the gold final answer in canonical form (e.g. ``'46'``; never
-      reversed or padded).
-    category: selects the verifier (``'addition'``, ``'countdown'``, …).
-    difficulty: integer difficulty (digits, operations, numbers, …).
-    target: the full supervised completion (e.g. ``'46'`` or scratchpad steps
-      plus ``'#### 46'``); ``verify(target) == 1.0`` for generated tasks.
-    meta: free-form extra data (format flags, countdown numbers, source line…);
-      excluded from hashing.
-  """
-
-  id: str
-  prompt: str
-  answer: str
-  category: str
-  difficulty: int = 0
-  target: str = ""
-  meta: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
-
-  def verify(self, completion: str) -> float:
-    """1.0 if ``completion`` answers this task correctly, else 0.0.
-
-    Malformed completions score 0.0; this never raises for bad model output.
-    """
-    return verifiers.verify_task(self, completion)
-
-  @property
-  def key(self) -> tuple[str, str]:
-    """Problem identity for de-duplication and splits: ``(category, prompt)``."""
-    return problem_key(self)
-
-  def replace(self, **changes) -> "Task":
-    return dataclasses.replace(self, **changes)
-
-  def to_dict(self) -> dict:
-    """JSON-friendly dict (``meta`` must hold JSON-friendly values)."""
-    return dataclasses.asdict(self)
-
-
-def problem_key(task: Task) -> tuple[str, str]:
-  """``(category, prompt)``: two tasks with equal keys are the same problem."""
-  return (task.category, task.prompt)
-
-
-# ---------------------------------------------------------------- registry
-Generator = Callable[..., list]
-_GENERATORS: Dict[str, Generator] = {}
-_ALIASES: Dict[str, str] = {}
-
-
-def register_task(name: str, generator: Generator, *,
-                  aliases: Iterable[str] = (), overwrite: bool = False) -> None:
-  """Registers ``generator(n, *, difficulty, seed, **fmt) -> list[Task]``."""
-  for key in (name, *aliases):
-    if (key in _GENERATORS or key in _ALIASES) and not overwrite:
-      raise ValueError(f"register_task: {key!r} is already registered")
-  _GENERATORS[name] = generator
-  for a in aliases:
-    _ALIASES[a] = name
-
-
-def task_names() -> list[str]:
-  """Registered task names (aliases not included)."""
-  _ensure_builtin()
-  return sorted(_GENERATORS)
-
-
-def get_generator(name: str) -> Generator:
-  """The generator for ``name`` (or an alias).
-
-  Raises:
-    ValueError: unknown name (lists the registered ones).
-  """
-  _ensure_builtin()
-  name = _ALIASES.get(name, name)
-  if name not in _GENERATORS:
-    raise ValueError(
-        f"make_tasks: unknown task {name!r}; registered: {sorted(_GENERATORS)}"
-        f" (aliases: {sorted(_ALIASES)})")
-  return _GENERATORS[name]
 
 
 def make_tasks(name: str, n: int, *, difficulty: Union[int, Sequence[int]],
@@ -187,12 +102,6 @@ def _top_up_unique(tasks, n, regenerate, seed, name, max_rounds: int = 20):
         f"make_tasks({name!r}): only {len(out)} distinct problems found, "
         f"{n} requested; raise the difficulty or lower n")
   return out
-
-
-def _ensure_builtin() -> None:
-  # Importing synthetic registers the built-in generators (kept lazy so that
-  # synthetic can import this module).
-  from jaxsi.data import synthetic  # pylint: disable=import-outside-toplevel,unused-import
 
 
 # ------------------------------------------------------------------ splits
@@ -287,7 +196,6 @@ SELF_VERIFY_VERIFIER = "self_verify"
 
 
 def _verdict_format(task: Task):
-  from jaxsi.data import spans  # pylint: disable=import-outside-toplevel
   fmt = dict((task.meta or {}).get("verdict_format", {}))
   return spans.VerdictFormat(**fmt)
 
@@ -310,7 +218,6 @@ def verify_self_verification(task: Task, completion: str) -> float:
   ``jaxsi.data.spans.parse_self_verification`` (markers and M from
   ``task.meta['verdict_format']``); the last non-empty attempt is the answer.
   """
-  from jaxsi.data import spans  # pylint: disable=import-outside-toplevel
   final = spans.parse_self_verification(completion,
                                         _verdict_format(task)).final_answer
   return 0.0 if final is None else attempt_correct(task, final)
@@ -371,7 +278,6 @@ def addition_self_verify(n: int, *, difficulty: int, seed: int = 0,
     ``n`` tasks of category ``'addition'`` with ``meta['verifier'] =
     'self_verify'`` and ``meta['verdict_format']``.
   """
-  from jaxsi.data import spans, synthetic  # pylint: disable=import-outside-toplevel
   fmt = spans.VerdictFormat(correct=correct, wrong=wrong,
                             max_attempts=max_attempts)
   if not 0.0 <= p_wrong <= 1.0:

@@ -14,8 +14,8 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import numpy as np
 
+from jaxsi.rewards import voting
 from jaxsi.sampling import strategies
-from jaxsi.training import evaluation
 from jaxsi.training import rounds
 
 Record = rounds.Record
@@ -237,7 +237,7 @@ def majority_accuracy(answers: Sequence[Any], correct: np.ndarray, n: int) -> fl
   """maj@n: accuracy of the majority answer of each group of ``n``."""
   votes = []
   for i in range(len(correct) // n):
-    _, idx = evaluation.majority_vote(answers[i * n:(i + 1) * n])
+    _, idx = voting.majority_vote(answers[i * n:(i + 1) * n])
     votes.append(bool(correct[i * n + idx]) if idx is not None else False)
   return float(np.mean(votes)) if votes else 0.0
 

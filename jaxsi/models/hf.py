@@ -400,7 +400,7 @@ def load_pretrained(directory: str, *, mesh: Optional[Any] = None,
   Args:
     directory: local path; nothing is downloaded.
     mesh: optional ``jax.sharding.Mesh``: params are placed directly on their
-      shardings from the logical-axis rules (``jaxsi.training.partitioning``).
+      shardings from the logical-axis rules (``jaxsi.partitioning``).
     rules: the rules table for ``mesh`` (default: the partitioning default).
     shardings: explicit pytree of shardings (instead of ``mesh``).
     **overrides: ModelConfig fields (e.g. ``dtype='float32'``,
@@ -412,7 +412,7 @@ def load_pretrained(directory: str, *, mesh: Optional[Any] = None,
                      "(params['value_head'] = ...) with value_head=True config")
   model = build(config)
   if mesh is not None and shardings is None:
-    from jaxsi.training import partitioning  # pylint: disable=g-import-not-at-top
+    from jaxsi import partitioning  # pylint: disable=g-import-not-at-top
     kwargs = {} if rules is None else {"rules": rules}
     shardings = partitioning.param_shardings(model, mesh=mesh, **kwargs)
   return model, load_params(config, directory, shardings=shardings)

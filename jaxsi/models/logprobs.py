@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsi.models.model import Model, Params
-from jaxsi.trajectory import Trajectory
-from jaxsi.transforms.base import ModelOutputs, ScoreFn
+from jaxsi.trajectory import ModelOutputs, ScoreFn, Trajectory
 
 Array = jax.Array
 

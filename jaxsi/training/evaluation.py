@@ -48,6 +48,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from jaxsi.rewards.voting import majority_vote
+
 __all__ = [
     "pass_at_k",
     "majority_vote",
@@ -91,34 +93,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0
   i = np.arange(n - c + 1, n + 1, dtype=np.float64)
   return float(1.0 - np.prod(1.0 - k / i))
-
-
-def _parseable(answer: Any) -> bool:
-  return answer is not None and not (isinstance(answer, str) and not answer.strip())
-
-
-def majority_vote(answers: Sequence[Any]) -> tuple[Any, Optional[int]]:
-  """Majority answer among ``answers``, with deterministic tie-breaking.
-
-  Args:
-    answers: Extracted answers; ``None`` or blank strings are unparseable.
-
-  Returns:
-    ``(answer, index)``: the winning answer and the index of its first
-    occurrence, or ``(None, None)`` when no answer is parseable. Ties between
-    equally frequent answers go to the one that occurs first.
-  """
-  counts: dict[Any, int] = {}
-  first: dict[Any, int] = {}
-  for i, a in enumerate(answers):
-    if not _parseable(a):
-      continue
-    counts[a] = counts.get(a, 0) + 1
-    first.setdefault(a, i)
-  if not counts:
-    return None, None
-  winner = min(counts, key=lambda a: (-counts[a], first[a]))
-  return winner, first[winner]
 
 
 def maj_at_k(answers: Sequence[Any], correct: Sequence[bool], k: int) -> float:

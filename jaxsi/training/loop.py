@@ -60,7 +60,7 @@ from jaxsi.sampling import strategies
 from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import loop_steps
 from jaxsi.training import metrics as metrics_lib
-from jaxsi.training import partitioning
+from jaxsi import partitioning
 from jaxsi.training import placement
 from jaxsi.training import train_state as train_state_lib
 

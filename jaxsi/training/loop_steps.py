@@ -16,7 +16,7 @@ import jax
 from jaxsi import spec as spec_lib
 from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.models import lora as lora_lib
-from jaxsi.training import partitioning
+from jaxsi import partitioning
 from jaxsi.training import steps as steps_lib
 from jaxsi.transforms.base import Context
 

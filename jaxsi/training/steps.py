@@ -27,13 +27,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxsi import partitioning
 from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.trajectory import Trajectory
 from jaxsi.transforms import aggregation
 from jaxsi.transforms import sft as sft_lib
 from jaxsi.transforms.base import ModelOutputs, ObjectiveTerm
 from jaxsi.training import optimizer as optimizer_lib
-from jaxsi.training import partitioning
 from jaxsi.training.train_state import TrainState
 
 Array = jax.Array

@@ -8,12 +8,15 @@ donated, checkpointed and compared leaf by leaf.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Tuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
+
+from jaxsi import partitioning
 
 
 @flax.struct.dataclass
@@ -53,7 +56,7 @@ def create_train_state(
 
   Pure and jit-able: wrap it in ``jax.jit(..., out_shardings=...)`` to build a
   sharded state without materialising it on one device (see
-  ``jaxsi.training.partitioning.init_train_state``).
+  :func:`init_train_state`).
 
   Args:
     params: parameter pytree.
@@ -71,3 +74,47 @@ def create_train_state(
       rng=as_typed_key(rng),
       method_state=method_state,
   )
+
+
+def init_train_state(
+    *,
+    init_params: Any,
+    optimizer: optax.GradientTransformation,
+    rng: jax.Array,
+    logical_axes: Any,
+    mesh: Mesh,
+    rules: partitioning.Rules = partitioning.DEFAULT_RULES,
+    method_state: Any = (),
+) -> Tuple[TrainState, TrainState]:
+  """Builds a sharded step-0 TrainState without materialising it unsharded.
+
+  ``jax.eval_shape`` gives the abstract state, the rules give its shardings
+  (``partitioning.state_shardings``), and ``jax.jit(init, out_shardings=...)``
+  creates every leaf already sharded.
+
+  Args:
+    init_params: ``fn(rng) -> params`` (pure, jit-able), e.g.
+      ``lambda r: model_lib.init(cfg, r)[1]``.
+    optimizer: the optimizer.
+    rng: typed PRNG key; split into (params init, state rng).
+    logical_axes: logical axes of the params.
+    mesh: the mesh.
+    rules: the rules table.
+    method_state: initial method state (replicated).
+
+  Returns:
+    ``(state, shardings)``: the sharded TrainState and its sharding tree.
+  """
+  rng = as_typed_key(rng)
+
+  def init(key):
+    k_params, k_state = jax.random.split(key)
+    return create_train_state(init_params(k_params), optimizer, k_state,
+                              method_state)
+
+  abstract = jax.eval_shape(init, rng)
+  shardings = partitioning.state_shardings(
+      abstract, optimizer=optimizer, logical_axes=logical_axes, mesh=mesh,
+      rules=rules)
+  state = jax.jit(init, out_shardings=shardings)(rng)
+  return state, shardings

@@ -29,33 +29,11 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from jaxsi.trajectory import Trajectory
+# The forward-pass contract lives beside Trajectory; re-exported here.
+from jaxsi.trajectory import ModelOutputs, ScoreFn, Trajectory
 
 Array = jax.Array
 Metrics = dict[str, Array]
-# fn(params, traj) -> ModelOutputs: a frozen forward pass usable by transforms.
-ScoreFn = Callable[[Any, Trajectory], "ModelOutputs"]
-
-
-@flax.struct.dataclass
-class ModelOutputs:
-  """What an objective term may read from the trained model's forward pass.
-
-  Attributes:
-    logprobs: f32[B, T] log p(tokens[b, t] | tokens[b, :t]) (0 at t=0/padding).
-    entropy: f32[B, T] entropy of the next-token distribution that produced
-      token t (same alignment as logprobs), or None.
-    values: f32[B, T] value-head predictions, or None.
-    logits: f32[B, T, V] full logits aligned like logprobs (only for terms
-      that need the whole distribution, e.g. distillation), or None.
-    extras: any further outputs.
-  """
-
-  logprobs: Array
-  entropy: Optional[Array] = None
-  values: Optional[Array] = None
-  logits: Optional[Array] = None
-  extras: Mapping[str, Any] = flax.struct.field(default_factory=dict)
 
 
 @flax.struct.dataclass

@@ -1,9 +1,10 @@
-"""Tests for jaxsi.data.tasks and jaxsi.data.synthetic."""
+"""Tests for jaxsi.data.registry, jaxsi.data.tasks and jaxsi.data.synthetic."""
 
 import dataclasses
 
 import pytest
 
+from jaxsi.data import registry
 from jaxsi.data import synthetic
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.data.tasks import Task, make_tasks, make_train_test, split_tasks
@@ -124,6 +125,17 @@ def test_registry_errors():
     tasks_lib.register_task("addition", lambda n, **k: [])
   assert make_tasks("add", 2, difficulty=1) == make_tasks("addition", 2,
                                                           difficulty=1)
+
+
+def test_registry_is_re_exported_and_holds_the_built_ins():
+  for name in ("Task", "problem_key", "register_task", "task_names",
+               "get_generator"):
+    assert getattr(tasks_lib, name) is getattr(registry, name), name
+  assert set(registry.task_names()) >= {
+      "addition", "multiplication", "expression", "countdown", "pair_sum",
+      "addition_self_verify"}
+  assert registry.get_generator("add") is synthetic.addition
+  assert registry.get_generator("add_sv") is tasks_lib.addition_self_verify
 
 
 def test_unique_and_small_spaces():

@@ -23,7 +23,7 @@ transformers = pytest.importorskip("transformers")
 
 from jaxsi.models import hf  # pylint: disable=g-import-not-at-top
 from jaxsi.models import loading  # pylint: disable=g-import-not-at-top
-from jaxsi.training import partitioning  # pylint: disable=g-import-not-at-top
+from jaxsi import partitioning  # pylint: disable=g-import-not-at-top
 from tests.models import _util  # pylint: disable=g-import-not-at-top
 
 ATOL = RTOL = 1e-4

@@ -6,10 +6,10 @@ import numpy as np
 import optax
 import pytest
 
+from jaxsi import partitioning
 from jaxsi.models import hf
 from jaxsi.models import loading
 from jaxsi.models import lora
-from jaxsi.training import partitioning
 from tests.models import _util
 
 CFG = lora.LoraConfig(rank=2, alpha=4.0,

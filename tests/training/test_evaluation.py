@@ -38,14 +38,6 @@ def test_pass_at_k_edge_cases_and_large_n():
       E.pass_at_k(*bad)
 
 
-def test_majority_vote_ties_and_none():
-  assert E.majority_vote(["a", "b", "b", "a"]) == ("a", 0)  # Tie: earliest.
-  assert E.majority_vote(["b", "a", "a", "b", "a"]) == ("a", 1)
-  assert E.majority_vote([None, None, "x"]) == ("x", 2)  # None never wins.
-  assert E.majority_vote([None, " ", ""]) == (None, None)
-  assert E.majority_vote([None, None, "y", "z"]) == ("y", 2)
-
-
 def test_maj_at_k_hand_cases():
   answers = ["7", None, None, "8", "8", "7"]
   correct = [True, False, False, False, False, True]

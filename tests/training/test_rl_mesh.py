@@ -12,11 +12,11 @@ import jax
 import numpy as np
 import pytest
 
+from jaxsi import partitioning
 from jaxsi import methods
 from jaxsi.methods.base import REFERENCE
 from jaxsi.models import lora
 from jaxsi.training import optimizer as opt_lib
-from jaxsi.training import partitioning
 from jaxsi.training import loop
 from tests.methods import rl_fixtures as fx
 

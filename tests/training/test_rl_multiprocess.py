@@ -39,7 +39,8 @@ _WORKER = textwrap.dedent("""
     import numpy as np
     from jax.experimental import multihost_utils
     from jaxsi import methods
-    from jaxsi.training import loop, partitioning
+    from jaxsi import partitioning
+    from jaxsi.training import loop
     from tests.methods import rl_fixtures as fx
     tok, model, params, tasks, opt = fx.setup()
     method = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from jaxsi import partitioning as part
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
 from jaxsi.trajectory import Trajectory
 from jaxsi.training import checkpoint as ckpt_lib
 from jaxsi.training import optimizer as opt_lib
-from jaxsi.training import partitioning as part
 from jaxsi.training import steps as steps_lib
 from jaxsi.training import train_state as ts_lib
 
@@ -63,7 +63,7 @@ def env():
   model = mmodel.build(cfg)
   tx = opt_lib.make_optimizer(learning_rate=1e-2, schedule="cosine", warmup_steps=1,
                               total_steps=10, weight_decay=0.1, eps=1.0)
-  state, shardings = part.init_train_state(
+  state, shardings = ts_lib.init_train_state(
       init_params=model.init_params, optimizer=tx, rng=jax.random.key(0),
       logical_axes=model.logical_axes(), mesh=mesh)
   return mesh, model, tx, state, shardings

@@ -14,6 +14,11 @@ derived, never hand-written (MaxText's recipe)::
       → jax.jit(init, out_shardings=...)          (nothing materialised unsharded)
       → jax.jit(step, in/out_shardings, donate)   (jaxsi.training.steps)
 
+A leaf module: it imports no jaxsi module but :mod:`jaxsi.trajectory`, so
+models, sampling and training all read the same rules. Train states are
+handled by duck typing (a dataclass pytree with ``params`` and ``opt_state``
+fields, e.g. ``jaxsi.training.train_state.TrainState``).
+
 Rule of the spec derivation (:func:`logical_to_spec`), per dimension in order:
 
 1. look the logical name up in the rules (first match wins); ``None`` or a
@@ -30,6 +35,7 @@ Unknown logical names raise (a typo must not silently replicate a weight).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Optional, Sequence, Tuple, Union
 
@@ -39,7 +45,6 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from jaxsi.trajectory import Trajectory
-from jaxsi.training import train_state as train_state_lib
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -247,35 +252,35 @@ def opt_state_shardings(
 
 
 def state_shardings(
-    abstract_state: train_state_lib.TrainState,
+    abstract_state: Any,
     *,
     optimizer: optax.GradientTransformation,
     logical_axes: Any,
     mesh: Mesh,
     rules: Rules = DEFAULT_RULES,
-) -> train_state_lib.TrainState:
-  """Shardings of a whole TrainState (step, rng, method_state replicated).
+) -> Any:
+  """Shardings of a whole train state: params by the rules, the rest derived.
+
+  ``params`` get :func:`param_shardings`, ``opt_state`` mirrors them
+  (:func:`opt_state_shardings`) and every other field (step, rng,
+  method_state) is replicated.
 
   Args:
-    abstract_state: a TrainState of arrays or ShapeDtypeStructs.
+    abstract_state: a dataclass pytree with ``params`` and ``opt_state``
+      fields (e.g. a ``TrainState``) of arrays or ShapeDtypeStructs.
     optimizer: the optimizer that produced ``opt_state``.
     logical_axes: logical axes of the params.
     mesh: the mesh.
     rules: the rules table.
 
   Returns:
-    A TrainState whose leaves are NamedSharding.
+    The same dataclass whose leaves are NamedSharding.
   """
   psh = param_shardings(abstract_state.params, logical_axes, mesh, rules)
   osh = opt_state_shardings(optimizer, abstract_state.params, psh, mesh)
   rep = replicated(mesh)
-  return train_state_lib.TrainState(
-      params=psh,
-      opt_state=osh,
-      step=rep,
-      rng=rep,
-      method_state=jax.tree.map(lambda _: rep, abstract_state.method_state),
-  )
+  every = jax.tree.map(lambda _: rep, abstract_state)
+  return dataclasses.replace(every, params=psh, opt_state=osh)
 
 
 def with_shardings(abstract: Any, shardings: Any) -> Any:
@@ -283,49 +288,6 @@ def with_shardings(abstract: Any, shardings: Any) -> Any:
   return jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract, shardings)
-
-
-def init_train_state(
-    *,
-    init_params: Any,
-    optimizer: optax.GradientTransformation,
-    rng: jax.Array,
-    logical_axes: Any,
-    mesh: Mesh,
-    rules: Rules = DEFAULT_RULES,
-    method_state: Any = (),
-) -> Tuple[train_state_lib.TrainState, train_state_lib.TrainState]:
-  """Builds a sharded step-0 TrainState without materialising it unsharded.
-
-  ``jax.eval_shape`` gives the abstract state, the rules give its shardings,
-  and ``jax.jit(init, out_shardings=...)`` creates every leaf already
-  sharded.
-
-  Args:
-    init_params: ``fn(rng) -> params`` (pure, jit-able), e.g.
-      ``lambda r: model_lib.init(cfg, r)[1]``.
-    optimizer: the optimizer.
-    rng: typed PRNG key; split into (params init, state rng).
-    logical_axes: logical axes of the params.
-    mesh: the mesh.
-    rules: the rules table.
-    method_state: initial method state (replicated).
-
-  Returns:
-    ``(state, shardings)``: the sharded TrainState and its sharding tree.
-  """
-  rng = train_state_lib.as_typed_key(rng)
-
-  def init(key):
-    k_params, k_state = jax.random.split(key)
-    return train_state_lib.create_train_state(
-        init_params(k_params), optimizer, k_state, method_state)
-
-  abstract = jax.eval_shape(init, rng)
-  shardings = state_shardings(abstract, optimizer=optimizer,
-                              logical_axes=logical_axes, mesh=mesh, rules=rules)
-  state = jax.jit(init, out_shardings=shardings)(rng)
-  return state, shardings
 
 
 def data_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> NamedSharding:
