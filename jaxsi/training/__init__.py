@@ -2,7 +2,8 @@
 
 The public API is re-exported here; the modules are one concept each:
 ``train_state``, ``optimizer``, ``partitioning``, ``steps``, ``checkpoint``,
-``flops`` (plus ``metrics`` and ``evaluation``).
+``flops`` (plus ``metrics``, ``evaluation``, the sampling ``evaluate`` and the
+supervised ``fit``).
 """
 
 from jaxsi.training.checkpoint import Checkpointer, PreemptionGuard
