@@ -64,6 +64,9 @@ KINDS = ("sft", "pairs", "scores")
 ROW_KEYS = ("tokens", "input_mask", "loss_mask")
 REF_KEY = "ref_logprobs"
 SCORE_KEY = "scores"
+# Terms of jaxsi.transforms.preference that read chosen/rejected pairs
+# (DPO's loss_type covers IPO, hinge, robust, APO, …; cpo covers SimPO/AlphaPO).
+PAIRWISE_TERMS = ("dpo", "orpo", "cpo")
 
 
 # ---------------------------------------------------------------------- data
@@ -319,15 +322,16 @@ def sft(*, agg: str = "token-mean", mask: str = "loss") -> Objective:
 
 
 def preference(name: str = "dpo", **settings) -> Objective:
-  """A pairwise term of ``jaxsi.transforms.preference`` (``dpo``, ``orpo``, ``cpo``…).
+  """A pairwise term of ``jaxsi.transforms.preference`` (``dpo``, ``orpo``, ``cpo``).
 
   E.g. ``preference('dpo', beta=0.1)`` is Rafailov et al. 2023, Eq. 7:
   L = −log σ(β·((logπ(y⁺) − logπ_ref(y⁺)) − (logπ(y⁻) − logπ_ref(y⁻)))).
   ``settings`` are the factory's keyword arguments (hashable values).
   """
-  factory = getattr(preference_lib, name, None)
-  if factory is None or not callable(factory):
-    raise ValueError(f"preference: jaxsi.transforms.preference has no term {name!r}")
+  if name not in PAIRWISE_TERMS:
+    raise ValueError(f"preference: {name!r} is not a pairwise term of"
+                     f" jaxsi.transforms.preference; expected one of {PAIRWISE_TERMS}")
+  factory = getattr(preference_lib, name)
   key = ("preference", name, tuple(sorted(settings.items())))
   return Objective(key, factory(**settings))
 

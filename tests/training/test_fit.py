@@ -99,6 +99,8 @@ def test_pair_batches_keep_pairs_together(tiny):
   ref = batching.sft_arrays(tok, [prompts[4]], [rejected[4]], max_len=12)
   np.testing.assert_array_equal(traj.tokens[3], ref["tokens"][0])
   assert traj.ref_logprobs is None
+  with pytest.raises(ValueError, match="not a pairwise term"):
+    fit.preference("kto")
   with pytest.raises(ValueError, match="split a preference pair"):
     fit.fit(model=None, params=None, objective=fit.preference("dpo"), data=data,
             optimizer=fit.OptimizerSpec(learning_rate=1e-3), steps=1, batch_size=5,
