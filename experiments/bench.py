@@ -48,8 +48,8 @@ from jaxsi.models import model as mmodel
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import rollouts
 from jaxsi.sampling import strategies
+from jaxsi.training import evaluate as evaluate_lib
 from jaxsi.training import loop
-from jaxsi.training import loops
 from jaxsi.training import optimizer as opt_lib
 from jaxsi.training import rl_run
 
@@ -127,10 +127,10 @@ def make_method(name: str, *, n: int):
 
 def unsolved(*, model, params, tok, tasks, k: int, seed: int) -> float:
   """Fraction of ``tasks`` with no correct answer among k samples (T = 1)."""
-  ro = loops.rollout(model=model, params=params, tokenizer=tok, tasks=tasks,
-                     rng=jax.random.key(seed), n=k, max_new_tokens=MAX_NEW,
-                     strategy=strategies.Sampling(temperature=1.0),
-                     batch_size=256 // k * k)
+  ro = evaluate_lib.rollout(model=model, params=params, tokenizer=tok, tasks=tasks,
+                            rng=jax.random.key(seed), n=k, max_new_tokens=MAX_NEW,
+                            strategy=strategies.Sampling(temperature=1.0),
+                            batch_size=256 // k * k)
   c = np.asarray(ro.correct).reshape(len(tasks), k)
   return float((c.sum(axis=1) == 0).mean())
 

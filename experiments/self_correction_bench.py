@@ -65,7 +65,6 @@ import jax
 import numpy as np
 
 from jaxsi import methods as methods_lib
-from jaxsi.data import batching
 from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.models import config as mcfg
@@ -73,12 +72,10 @@ from jaxsi.models import model as mmodel
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import multiturn
 from jaxsi.sampling import strategies
-from jaxsi.training import loops
-from jaxsi.training import multiturn_rl
-from jaxsi.training import optimizer as opt_lib
+from jaxsi.training import evaluate as evaluate_lib
+from jaxsi.training import fit as fit_lib
 from jaxsi.training import loop
-from jaxsi.training import steps as steps_lib
-from jaxsi.training import train_state as train_state_lib
+from jaxsi.training import optimizer as opt_lib
 
 _METHODS = flags.DEFINE_list(
     "methods", ["sft_traces", "grpo_r2", "grpo_sum", "score", "score_raw"],
@@ -226,19 +223,14 @@ def warm_start_convs(tasks, rng, wrong_fraction: float):
 
 def sft(model, params, tok, convs, *, steps: int, lr: float, seed: int,
         max_len: int, desc: str, schedule: str = "cosine"):
-  arrays = transcript_arrays(tok, convs, max_len)
-  opt = opt_lib.make_optimizer(learning_rate=lr, schedule=schedule,
-                               warmup_steps=min(20, steps // 4),
-                               total_steps=steps, max_grad_norm=1.0)
-  update = steps_lib.make_update_step(
-      model=model, optimizer=opt, objective=steps_lib.sft_objective())
-  own = jax.tree.map(lambda x: np.array(x, copy=True), params)
-  state = train_state_lib.create_train_state(own, opt, jax.random.key(seed))
-  it = batching.EpochIterator(size=len(convs), batch_size=min(64, len(convs)),
-                              seed=seed)
-  res = loops.train_sft(state=state, update_step=update, arrays=arrays,
-                        iterator=it, num_steps=steps, log_every=100, desc=desc)
-  return res.state.params
+  """``fit`` on the transcripts: batches of min(64, #convs), warmup min(20, steps/4)."""
+  data = fit_lib.FitData.sft(transcript_arrays(tok, convs, max_len))
+  opt = fit_lib.OptimizerSpec(learning_rate=lr, schedule=schedule,
+                              warmup_steps=min(20, steps // 4), total_steps=steps,
+                              max_grad_norm=1.0)
+  return fit_lib.fit(model=model, params=params, objective=fit_lib.sft(), data=data,
+                     optimizer=opt, steps=steps, batch_size=min(64, len(convs)),
+                     seed=seed, log_every=100, desc=desc).params
 
 
 # ------------------------------------------------------------ methods
@@ -252,12 +244,12 @@ def eval_spec():
 def evaluate(model, params, tok, test, max_new: int, seed: int) -> dict:
   """Greedy held-out metrics, plus the same at temperature 1 ('sampled/…',
   ``--sampled_repeats`` episodes per problem)."""
-  out = multiturn_rl.evaluate_self_correction(
+  out = evaluate_lib.evaluate_multi_turn(
       model=model, params=params, tokenizer=tok, tasks=test, spec=eval_spec(),
       reward_fns=(reward_lib.correctness_reward,), strategy=strategies.Greedy(),
       max_new_tokens=max_new, seed=seed, batch_size=128)
   if _SAMPLED.value:
-    samp = multiturn_rl.evaluate_self_correction(
+    samp = evaluate_lib.evaluate_multi_turn(
         model=model, params=params, tokenizer=tok,
         tasks=list(test) * _SAMPLED.value, spec=eval_spec(),
         reward_fns=(reward_lib.correctness_reward,),
@@ -288,10 +280,10 @@ def sft_traces(*, model, params, tok, tasks, steps: int, seed: int,
   n_conv = steps * 64 // 2
   pool = [tasks[i % len(tasks)] for i in range(max(n_conv, len(tasks)))]
   pool = pool[:n_conv]
-  ro = loops.rollout(model=model, params=params, tokenizer=tok, tasks=pool,
-                     rng=jax.random.key(seed + 11),
-                     strategy=strategies.Sampling(temperature=1.0), n=1,
-                     max_new_tokens=max_new, batch_size=256)
+  ro = evaluate_lib.rollout(model=model, params=params, tokenizer=tok, tasks=pool,
+                            rng=jax.random.key(seed + 11),
+                            strategy=strategies.Sampling(temperature=1.0), n=1,
+                            max_new_tokens=max_new, batch_size=256)
   convs = [[(t.prompt, "prompt", False), (a1, "model", False),
             (FEEDBACK, "inject", False), (t.target, "model", True)]
            for t, a1 in zip(pool, ro.texts)]
@@ -315,10 +307,10 @@ def pair_sft(*, model, params, tok, tasks, steps: int, seed: int,
   attempt 2 in its context.
   """
   k = _PAIR_SAMPLES.value
-  ro = loops.rollout(model=model, params=params, tokenizer=tok, tasks=tasks,
-                     rng=jax.random.key(seed + 17),
-                     strategy=strategies.Sampling(temperature=1.0), n=k,
-                     max_new_tokens=max_new, batch_size=256)
+  ro = evaluate_lib.rollout(model=model, params=params, tokenizer=tok, tasks=tasks,
+                            rng=jax.random.key(seed + 17),
+                            strategy=strategies.Sampling(temperature=1.0), n=k,
+                            max_new_tokens=max_new, batch_size=256)
   rng = np.random.default_rng(seed + 17)
   convs, n_wrong, n_right = [], 0, 0
   for i, t in enumerate(tasks):
@@ -353,7 +345,7 @@ def star_traces(*, model, params, tok, tasks, steps: int, seed: int,
   """
   n_ep = steps * _PROMPTS.value * _N.value
   pool = [tasks[i % len(tasks)] for i in range(n_ep)]
-  ev = multiturn_rl.evaluate_self_correction(
+  ev = evaluate_lib.evaluate_multi_turn(
       model=model, params=params, tokenizer=tok, tasks=pool, spec=eval_spec(),
       reward_fns=(reward_lib.correctness_reward,),
       strategy=strategies.Sampling(temperature=1.0), max_new_tokens=max_new,

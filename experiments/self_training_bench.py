@@ -49,8 +49,10 @@ from jaxsi.methods import star as star_lib
 from jaxsi.methods import vstar as vstar_lib
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
+from jaxsi.sampling import strategies
 from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import checkpoint_pool
+from jaxsi.training import evaluate as evaluate_lib
 from jaxsi.training import evaluation
 from jaxsi.training import rounds
 
@@ -448,8 +450,10 @@ def warm_start_to_target(*, model, init, tok, labeled, val, config, target, star
                                examples=rounds.task_examples(labeled), steps=steps,
                                config=config, ckpt_dir=ckpt_dir, seed=config.seed * 1009,
                                desc="warm_start")
-    acc = rounds.evaluate_greedy(model=model, params=params, tokenizer=tok, tasks=val,
-                                 config=config, seed=config.seed + 30_000)["pass@1"]
+    acc = evaluate_lib.evaluate_policy(
+        model, params, tok, val, strategy=strategies.Greedy(),
+        max_new_tokens=config.max_new_tokens, seed=config.seed + 30_000,
+        batch_size=config.rollout_batch, ks=(1,), maj_ks=())["overall"]["pass@1"]
     print(f"[bench] warm start {steps} steps: validation greedy {acc:.3f}", flush=True)
     if acc >= target or steps + inc > max_steps or os.path.exists(done_path):
       if not os.path.exists(done_path):

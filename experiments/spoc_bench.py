@@ -50,11 +50,10 @@ from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import strategies
-from jaxsi.training import loops
-from jaxsi.training import optimizer as opt_lib
+from jaxsi.training import evaluate as evaluate_lib
+from jaxsi.training import fit as fit_lib
 from jaxsi.training import loop
-from jaxsi.training import steps as steps_lib
-from jaxsi.training import train_state as train_state_lib
+from jaxsi.training import optimizer as opt_lib
 
 # The package attribute ``jaxsi.methods.spoc`` is the factory; this is the module.
 spoc_lib = importlib.import_module("jaxsi.methods.spoc")
@@ -117,18 +116,13 @@ def warm_start(*, model, params, tok, tasks, fmt, steps: int, lr: float,
         tok, arrays["tokens"][i, pos].tolist(), fmt)
     arrays["loss_mask"][i, pos[rej]] = False
     masked += int(rej.sum())
-  opt = opt_lib.make_optimizer(learning_rate=lr, schedule="cosine",
-                               warmup_steps=min(20, steps // 4),
-                               total_steps=steps)
-  update = steps_lib.make_update_step(
-      model=model, optimizer=opt, objective=steps_lib.sft_objective())
-  state = train_state_lib.create_train_state(params, opt, jax.random.key(seed))
-  it = batching.EpochIterator(size=len(prompts),
-                              batch_size=min(64, len(prompts)), seed=seed)
-  res = loops.train_sft(state=state, update_step=update, arrays=arrays,
-                        iterator=it, num_steps=steps, log_every=100,
-                        desc="warm-start")
-  return res.state.params, masked
+  opt = fit_lib.OptimizerSpec(learning_rate=lr, schedule="cosine",
+                              warmup_steps=min(20, steps // 4), total_steps=steps)
+  res = fit_lib.fit(model=model, params=params, objective=fit_lib.sft(),
+                    data=fit_lib.FitData.sft(arrays), optimizer=opt, steps=steps,
+                    batch_size=min(64, len(prompts)), seed=seed, log_every=100,
+                    desc="warm-start")
+  return res.params, masked
 
 
 def evaluate(*, model, params, tok, tasks, fmt, max_new: int, seed: int
@@ -138,9 +132,9 @@ def evaluate(*, model, params, tok, tasks, fmt, max_new: int, seed: int
   for name, strategy, n in (("greedy", strategies.Greedy(), 1),
                             ("sampled", strategies.Sampling(temperature=1.0),
                              _EVAL_N.value)):
-    ro = loops.rollout(model=model, params=params, tokenizer=tok, tasks=tasks,
-                       rng=jax.random.key(seed + 17), strategy=strategy, n=n,
-                       max_new_tokens=max_new, batch_size=256)
+    ro = evaluate_lib.rollout(model=model, params=params, tokenizer=tok, tasks=tasks,
+                              rng=jax.random.key(seed + 17), strategy=strategy, n=n,
+                              max_new_tokens=max_new, batch_size=256)
     rep = [t for t in tasks for _ in range(n)]
     out[name] = spoc_lib.self_verification_stats(rep, ro.texts, fmt)
     if name == "greedy":

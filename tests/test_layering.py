@@ -49,7 +49,7 @@ KNOWN_VIOLATIONS = frozenset({
     ("jaxsi/methods/star.py", "jaxsi.training.rounds"),
     ("jaxsi/methods/vstar.py", "jaxsi.training.checkpoint_pool"),
     ("jaxsi/methods/vstar.py", "jaxsi.training.rounds"),
-    ("jaxsi/methods/vstar.py", "jaxsi.training.train_state"),
+    ("jaxsi/methods/vstar.py", "jaxsi.training.fit"),
 })
 
 

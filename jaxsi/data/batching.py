@@ -1,6 +1,7 @@
 """From tasks to token arrays: SFT batches, prompt lists, resumable iteration.
 
-Token in, token out: text is encoded once here; loops move int32 arrays.
+Token in, token out: text is encoded once here; ``jaxsi.training.fit`` and the
+samplers move int32 arrays.
 """
 
 from __future__ import annotations

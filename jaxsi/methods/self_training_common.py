@@ -270,8 +270,9 @@ def sampled_eval(ctx: rounds.RoundContext, tasks: Sequence[Any], *, n: int,
   oracle: any sample correct), ``likelihood_best_of_n`` (pick the sample
   with the highest log π(y|x) under the sampling model: the target of
   SFT-Sharpening, Huang et al. 2024), ``likelihood_pair_accuracy``.
-  The sampling key is fixed per run (``config.seed + seed_offset``), so every
-  round is evaluated on equally drawn samples. ``params`` (default: the
+  The samples are ``jaxsi.training.evaluate.rollout`` (``ctx.rollout``) with a
+  key fixed per run (``config.seed + seed_offset``), so every round is
+  evaluated on equally drawn samples. ``params`` (default: the
   round's model) samples and scores.
 
   Returns:

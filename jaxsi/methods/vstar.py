@@ -35,56 +35,13 @@ import dataclasses
 import os
 from typing import Any, Optional, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxsi.data import batching
 from jaxsi.methods import self_training_common as common
-from jaxsi.models import logprobs as logprobs_lib
-from jaxsi.trajectory import Trajectory, positions_from_mask
+from jaxsi.trajectory import Trajectory
 from jaxsi.training import checkpoint_pool as pool_lib
+from jaxsi.training import fit as fit_lib
 from jaxsi.training import rounds
-from jaxsi.training import train_state as train_state_lib
-from jaxsi.transforms import preference
-
-_REF_CACHE: dict = {}
-
-
-def _token_logprobs(model, params, arrays, batch: int) -> np.ndarray:
-  """Reference log-probs f32[N, T] of sft_arrays rows (fixed-size batches)."""
-  fn = _REF_CACHE.get(model)
-  if fn is None:
-    def f(p, tokens, mask):
-      lp, _ = logprobs_lib.token_logprobs(model, p, tokens, positions_from_mask(mask),
-                                          input_mask=mask)
-      return lp
-    fn = _REF_CACHE[model] = jax.jit(f)
-  n = arrays["tokens"].shape[0]
-  out = []
-  for s in range(0, n, batch):
-    idx = np.arange(s, s + batch) % n
-    out.append(np.asarray(fn(params, arrays["tokens"][idx], arrays["input_mask"][idx])))
-  return np.concatenate(out)[:n]
-
-
-def pair_batch(chosen: dict, rejected: dict, idx: np.ndarray) -> Trajectory:
-  """DPO batch: rows [0:P] chosen, [P:2P] their rejected partners (halves_pairing).
-
-  ``chosen``/``rejected`` are ``sft_arrays`` dicts plus ``'ref'`` (reference
-  token log-probs); row i of both is one pair.
-  """
-  p = len(idx)
-  pair_ids, is_chosen = preference.halves_pairing(p)
-
-  def cat(k):
-    return np.concatenate([chosen[k][idx], rejected[k][idx]])
-
-  return Trajectory.create(cat("tokens"), input_mask=cat("input_mask"),
-                           loss_mask=cat("loss_mask"), pair_ids=pair_ids,
-                           ref_logprobs=jnp.asarray(cat("ref"), jnp.float32),
-                           extras={preference.IS_CHOSEN_KEY: jnp.asarray(is_chosen)})
-
 
 def train_verifier(*, model: Any, base_params: Any, tokenizer: Any,
                    pairs: Sequence[dict], steps: int, pairs_per_batch: int,
@@ -92,35 +49,25 @@ def train_verifier(*, model: Any, base_params: Any, tokenizer: Any,
                    ) -> tuple[Any, dict]:
   """DPO (Eq. 2) of a verifier from ``base_params`` (reference = base).
 
+  ``fit`` on the preference pairs (``pairs_per_batch`` pairs per batch, fewer
+  pairs are tiled), the M-step's optimizer settings of ``config``.
+
   Returns:
     (verifier params, metrics averaged over the last fifth of the steps).
   """
   if not pairs:
     raise ValueError("train_verifier: no preference pairs")
-  prompts = [p["prompt"] for p in pairs]
-  chosen = batching.sft_arrays(tokenizer, prompts, [p["chosen"] for p in pairs],
-                               max_len=config.max_len)
-  rejected = batching.sft_arrays(tokenizer, prompts, [p["rejected"] for p in pairs],
-                                 max_len=config.max_len)
-  chosen["ref"] = _token_logprobs(model, base_params, chosen, 2 * pairs_per_batch)
-  rejected["ref"] = _token_logprobs(model, base_params, rejected, 2 * pairs_per_batch)
-  if len(pairs) < pairs_per_batch:
-    idx = rounds.tile_to(len(pairs), pairs_per_batch)
-    chosen = {k: v[idx] for k, v in chosen.items()}
-    rejected = {k: v[idx] for k, v in rejected.items()}
-  opt, update = rounds.cached_update_step(
-      model=model, config=config, total_steps=steps, objective_name=f"dpo{beta}",
-      objective=preference.dpo(beta=beta))
-  state = train_state_lib.create_train_state(jax.tree.map(jnp.copy, base_params), opt,
-                                             jax.random.key(seed))
-  it = batching.EpochIterator(chosen["tokens"].shape[0], pairs_per_batch, seed=seed)
-  metrics = []
-  for step in range(steps):
-    state, m = update(state, pair_batch(chosen, rejected, it.indices(step)))
-    metrics.append(m)
-  tail = jax.device_get(metrics[-max(1, steps // 5):])
-  last = {k: float(np.mean([t[k] for t in tail])) for k in tail[-1]}
-  return state.params, last
+  data = fit_lib.preference_data(
+      tokenizer, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs],
+      [p["rejected"] for p in pairs], max_len=config.max_len,
+      reference=(model, base_params), reference_batch=2 * pairs_per_batch)
+  tail = max(1, steps // 5)
+  res = fit_lib.fit(model=model, params=base_params,
+                    objective=fit_lib.preference("dpo", beta=beta), data=data,
+                    optimizer=rounds.optimizer_spec(config), steps=steps,
+                    batch_size=2 * pairs_per_batch, seed=seed, desc="verifier",
+                    log_every=tail)
+  return res.params, fit_lib.tail_mean(res.history, tail)
 
 
 def verifier_scores(model: Any, verifier_params: Any, base_params: Any,

@@ -2,8 +2,9 @@
 
 The public API is re-exported here; the modules are one concept each:
 ``train_state``, ``optimizer``, ``steps``, ``checkpoint``, ``flops`` (plus
-``metrics`` and ``evaluation``). The mesh and rules table live in the leaf
-module :mod:`jaxsi.partitioning` (re-exported here).
+``metrics``, ``evaluation``, the sampling ``evaluate`` and the supervised
+``fit``). The mesh and rules table live in the leaf module
+:mod:`jaxsi.partitioning` (re-exported here).
 """
 
 from jaxsi.partitioning import (

@@ -1,5 +1,7 @@
 """Evaluation metrics over sampled completions: pass@k, maj@k, tables and plots.
 
+(Sampling and grading a policy on tasks is ``jaxsi.training.evaluate``.)
+
 Input: one record per problem, with ``n`` sampled completions already graded::
 
   {"task_id": "add-17", "category": "arithmetic", "difficulty": 2,
@@ -28,7 +30,7 @@ Metrics:
   are correct, ``pass@k = 1 - C(n-c, k) / C(n, k)``, the probability that a
   random size-``k`` subset of the samples contains a correct one. Computed in
   the numerically stable product form ``1 - prod_{i=n-c+1}^{n} (1 - k/i)``.
-  ``pass@1`` is the fraction of correct samples.
+  ``pass@1`` is the fraction of correct samples (computed as ``c / n``).
 * ``maj@k`` — majority vote (self-consistency, Wang et al. 2022) over the
   first ``k`` extracted answers: the most frequent answer wins; ties go to the
   answer whose first occurrence comes earliest among the first ``k`` samples.
@@ -91,6 +93,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     raise ValueError(f"pass_at_k needs 1 <= k <= n, got n={n}, k={k}.")
   if n - c < k:
     return 1.0
+  if k == 1:
+    return c / n   # the product telescopes to (n - c) / n; exact here
   i = np.arange(n - c + 1, n + 1, dtype=np.float64)
   return float(1.0 - np.prod(1.0 - k / i))
 

@@ -28,22 +28,19 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxsi import spec as spec_lib
-from jaxsi.data import batching
 from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.models import config as model_config
 from jaxsi.models import model as model_lib
 from jaxsi.sampling import strategies
 from jaxsi.training import checkpoint as checkpoint_lib
-from jaxsi.training import loops
+from jaxsi.training import evaluate as evaluate_lib
+from jaxsi.training import fit as fit_lib
 from jaxsi.training import optimizer as optimizer_lib
 from jaxsi.training import loop as loop_lib
-from jaxsi.training import steps as steps_lib
-from jaxsi.training import train_state as train_state_lib
 
 
 # ------------------------------------------------------------------ pieces
@@ -72,28 +69,22 @@ def split_tasks(*, task: str, difficulty: Sequence[int], n_train: int,
 def supervised(*, model, params, tokenizer, prompts: Sequence[str],
                targets: Sequence[str], steps: int, learning_rate: float,
                batch_size: int = 64, seed: int = 0, desc: str = "warm-start"):
-  """SFT of ``params`` on (prompt, target) pairs; cosine schedule; new params.
+  """SFT of ``params`` on (prompt, target) pairs (``fit``); cosine schedule.
 
-  The caller's ``params`` stay valid (the update donates a copy).
+  Batches of ``min(batch_size, len(prompts))`` rows, warmup
+  ``min(20, steps // 4)``; returns new params (the caller's stay valid).
   """
   if not prompts:
     raise ValueError(f"{desc}: no supervised examples")
   max_len = max(len(p) + len(t) for p, t in zip(prompts, targets)) + 2
-  arrays = batching.sft_arrays(tokenizer, list(prompts), list(targets),
-                               max_len=max_len)
-  opt = optimizer_lib.make_optimizer(
-      learning_rate=learning_rate, schedule="cosine",
-      warmup_steps=min(20, steps // 4), total_steps=max(steps, 1))
-  update = steps_lib.make_update_step(model=model, optimizer=opt,
-                                      objective=steps_lib.sft_objective())
-  own = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
-  state = train_state_lib.create_train_state(own, opt, jax.random.key(seed))
-  it = batching.EpochIterator(size=len(prompts),
-                              batch_size=min(batch_size, len(prompts)), seed=seed)
-  res = loops.train_sft(state=state, update_step=update, arrays=arrays,
-                        iterator=it, num_steps=steps,
-                        log_every=max(1, steps // 4), desc=desc)
-  return res.state.params
+  data = fit_lib.sft_data(tokenizer, prompts, targets, max_len=max_len)
+  opt = fit_lib.OptimizerSpec(learning_rate=learning_rate, schedule="cosine",
+                              warmup_steps=min(20, steps // 4),
+                              total_steps=max(steps, 1))
+  return fit_lib.fit(model=model, params=params, objective=fit_lib.sft(), data=data,
+                     optimizer=opt, steps=steps,
+                     batch_size=min(batch_size, len(prompts)), seed=seed,
+                     log_every=max(1, steps // 4), desc=desc).params
 
 
 def cached_params(directory: str, abstract, build: Callable[[], Any]):
@@ -113,15 +104,12 @@ def cached_params(directory: str, abstract, build: Callable[[], Any]):
 def pass_at_1(*, model, params, tokenizer, tasks, strategy, n: int,
               max_new_tokens: int, seed: int) -> dict:
   """{difficulty: mean correctness over n samples per task} (+ 'all')."""
-  ro = loops.rollout(model=model, params=params, tokenizer=tokenizer,
-                     tasks=tasks, rng=jax.random.key(seed), strategy=strategy,
-                     n=n, max_new_tokens=max_new_tokens,
-                     batch_size=max(n, 256 // n * n))
-  correct = np.asarray(ro.correct, np.float64).reshape(len(tasks), n)
-  diffs = np.asarray([t.difficulty for t in tasks])
-  out = {str(int(d)): float(correct[diffs == d].mean())
-         for d in sorted(set(diffs.tolist()))}
-  out["all"] = float(correct.mean())
+  res = evaluate_lib.evaluate_policy(
+      model, params, tokenizer, tasks, strategy=strategy, n=n,
+      max_new_tokens=max_new_tokens, seed=seed,
+      batch_size=max(n, 256 // n * n), ks=(1,), maj_ks=())
+  out = {d: v["pass@1"] for d, v in res["by_difficulty"].items()}
+  out["all"] = res["overall"]["pass@1"]
   return out
 
 

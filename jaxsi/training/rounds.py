@@ -25,8 +25,9 @@ them with one schedule::
 Resumability: every artefact is written atomically (temp file + rename) and
 each step is skipped when its artefact exists, so an interrupted run restarts
 where it stopped — a chunk is either on disk complete or regenerated with the
-same key (no data lost or duplicated). The M-step checkpoints its TrainState
-with the batch position (``Checkpointer``) and replays the same batches.
+same key (no data lost or duplicated). The M-step is ``jaxsi.training.fit.fit``:
+it checkpoints its TrainState with the batch position and replays the same
+batches.
 """
 
 from __future__ import annotations
@@ -42,17 +43,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsi.data import batching
 from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.sampling import strategies
-from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import checkpoint_pool as pool_lib
-from jaxsi.training import evaluation
-from jaxsi.training import loops
+from jaxsi.training import evaluate as evaluate_lib
+from jaxsi.training import fit as fit_lib
 from jaxsi.training import metrics as metrics_lib
-from jaxsi.training import optimizer as optimizer_lib
-from jaxsi.training import steps as steps_lib
-from jaxsi.training import train_state as train_state_lib
 
 Record = dict      # one sampled candidate (JSON): task_id, prompt, completion, ...
 Example = dict     # one training example: prompt, completion, task_id
@@ -301,9 +297,9 @@ class RoundContext:
 
   def rollout(self, tasks: Sequence[Any], *, strategy: Any, n: int,
               rng: Optional[jax.Array] = None, params: Any = None
-              ) -> loops.Rollout:
+              ) -> evaluate_lib.Rollout:
     """``n`` completions per task from the round's model (verified)."""
-    return loops.rollout(
+    return evaluate_lib.rollout(
         model=self.model, params=self.params if params is None else params,
         tokenizer=self.tokenizer, tasks=tasks,
         rng=self.rng if rng is None else rng, strategy=strategy, n=n,
@@ -316,7 +312,7 @@ class RoundContext:
                              traj, normalize=normalize)
 
 
-def rollout_records(tasks: Sequence[Any], ro: loops.Rollout, **extra_fields
+def rollout_records(tasks: Sequence[Any], ro: evaluate_lib.Rollout, **extra_fields
                     ) -> list[Record]:
   """One JSON record per sample of a rollout (``ro.n`` per task, in order).
 
@@ -386,45 +382,15 @@ class RoundsConfig:
 
 
 # ------------------------------------------------------------------- training
-_UPDATE_CACHE: dict = {}
+def optimizer_spec(config: RoundsConfig) -> fit_lib.OptimizerSpec:
+  """The M-step optimizer: AdamW, linear warmup then constant, clipping.
 
-
-def cached_update_step(*, model: Any, config: RoundsConfig, total_steps: int,
-                       objective_name: str, objective: Callable) -> Callable:
-  """A jitted update step reused across calls with equal settings.
-
-  Re-creating ``make_update_step`` per round would recompile; the cache key
-  is (model, objective name, optimizer settings, schedule length).
+  The schedule length is the M-step's (``max(steps, warmup_steps + 1)``).
   """
-  key = (model, objective_name, config.learning_rate, config.warmup_steps,
-         config.weight_decay, config.max_grad_norm, int(total_steps))
-  if key not in _UPDATE_CACHE:
-    opt = make_optimizer(config, total_steps)
-    _UPDATE_CACHE[key] = (opt, steps_lib.make_update_step(
-        model=model, optimizer=opt, objective=objective))
-  return _UPDATE_CACHE[key]
-
-
-def make_optimizer(config: RoundsConfig, total_steps: int):
-  return optimizer_lib.make_optimizer(
+  return fit_lib.OptimizerSpec(
       learning_rate=config.learning_rate, schedule="constant",
-      warmup_steps=config.warmup_steps,
-      total_steps=max(int(total_steps), config.warmup_steps + 1),
-      weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm)
-
-
-def tile_to(n_rows: int, size: int) -> np.ndarray:
-  """Row indices repeating ``range(n_rows)`` until at least ``size`` rows."""
-  if n_rows < 1:
-    raise ValueError("tile_to: empty dataset")
-  reps = -(-size // n_rows)
-  return np.tile(np.arange(n_rows), reps)[:max(size, n_rows)]
-
-
-def example_length(tokenizer: Any, example: Example) -> int:
-  """Tokens of an example as ``batching.sft_arrays`` lays it out (BOS, EOS)."""
-  return len(tokenizer.encode(example["prompt"])) + len(
-      tokenizer.encode(example["completion"])) + 2
+      warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+      max_grad_norm=config.max_grad_norm)
 
 
 def fit_sft(*, model: Any, params: Any, tokenizer: Any,
@@ -432,81 +398,31 @@ def fit_sft(*, model: Any, params: Any, tokenizer: Any,
             ckpt_dir: str, seed: int, writer: Optional[metrics_lib.MetricWriter] = None,
             desc: str = "sft", step_offset: int = 0,
             callback: Optional[Callable[..., None]] = None) -> tuple[Any, dict]:
-  """Resumable SFT of ``params`` on ``examples`` for ``steps`` updates.
+  """Resumable SFT of ``params`` on ``examples`` for ``steps`` updates (``fit``).
 
-  A ``Checkpointer`` in ``ckpt_dir`` saves the TrainState and the batch
-  position every ``config.save_every`` steps; a call that finds a checkpoint
-  resumes from it and replays exactly the remaining batches
-  (``EpochIterator``), so the result equals an uninterrupted run.
+  Examples longer than ``config.max_len`` (self-generated completions of a
+  model that does not stop) are dropped and counted; a dataset smaller than
+  ``config.batch_size`` is tiled. ``ckpt_dir`` holds the resumable
+  checkpoints (every ``config.save_every`` steps); ``callback`` is called as
+  ``callback('train_step', tag=desc, position=p)`` after every step.
 
   Returns:
     ``(params, last_metrics)``.
   """
-  if not examples:
-    raise ValueError(f"fit_sft({desc}): no training examples")
-  # Self-generated completions can exceed the padded length (a model that does
-  # not stop); they are dropped and counted rather than crashing the round.
-  fits = [e for e in examples if example_length(tokenizer, e) <= config.max_len]
-  if len(fits) < len(examples):
-    print(f"[jaxsi.rounds] {desc}: dropped {len(examples) - len(fits)} examples longer"
-          f" than max_len={config.max_len}", flush=True)
-    if not fits:
-      raise ValueError(f"fit_sft({desc}): every example is longer than max_len")
-  examples = fits
-  arrays = batching.sft_arrays(tokenizer, [e["prompt"] for e in examples],
-                               [e["completion"] for e in examples],
-                               max_len=config.max_len,
-                               ids=[e.get("task_id", str(i)) for i, e in enumerate(examples)])
-  if len(examples) < config.batch_size:
-    idx = tile_to(len(examples), config.batch_size)
-    arrays = {k: v[idx] for k, v in arrays.items()}
-  n = arrays["tokens"].shape[0]
-  opt, update = cached_update_step(model=model, config=config, total_steps=steps,
-                                   objective_name="sft",
-                                   objective=steps_lib.sft_objective(agg="token-mean"))
-  # The update donates its state: train a copy (``params`` may be the pool's base).
-  params = jax.tree.map(jnp.copy, params)
-  state = train_state_lib.create_train_state(params, opt, jax.random.key(seed))
-  ckpt = checkpoint_lib.Checkpointer(ckpt_dir, keep=1, save_every=config.save_every,
-                                     async_save=False)
-  position = 0
-  if ckpt.latest_step() is not None:
-    state, extra = ckpt.restore(state)
-    position = int(extra["data_position"])
-    if position > steps:
-      ckpt.close()
-      raise ValueError(f"fit_sft({desc}): {ckpt_dir} holds a checkpoint at step {position}"
-                       f" > steps={steps} (a longer run's); use a fresh directory")
-  it = batching.EpochIterator(n, config.batch_size, seed=seed)
-
-  def save(st, pos):
-    if pos < steps:   # the final state goes to the caller (e.g. the pool)
-      ckpt.save(pos, st, extra={"data_position": pos})
-    if callback is not None:
-      callback("train_step", tag=desc, position=pos)
-
-  last = {}
-  if position < steps:
-    res = loops.train_sft(state=state, update_step=update, arrays=arrays,
-                          iterator=it, num_steps=steps - position,
-                          start_position=position, writer=writer, desc=desc,
-                          step_offset=step_offset + position, checkpoint_fn=save,
-                          log_every=max(1, min(50, steps)))
-    state, last = res.state, res.last_metrics
-  ckpt.close()
-  return state.params, last
-
-
-def evaluate_greedy(*, model: Any, params: Any, tokenizer: Any,
-                    tasks: Sequence[Any], config: RoundsConfig, seed: int) -> dict:
-  """Greedy pass@1 overall and per difficulty (``evaluation.evaluate``)."""
-  ro = loops.rollout(model=model, params=params, tokenizer=tokenizer, tasks=tasks,
-                     rng=jax.random.key(seed), strategy=strategies.Greedy(), n=1,
-                     max_new_tokens=config.max_new_tokens,
-                     batch_size=config.rollout_batch)
-  res = evaluation.evaluate(loops.eval_records(tasks, ro), ks=(1,), maj_ks=())
-  return {"pass@1": res["overall"]["pass@1"],
-          "by_difficulty": {k: v["pass@1"] for k, v in res["by_difficulty"].items()}}
+  data = fit_lib.sft_examples(tokenizer, examples, max_len=config.max_len,
+                              drop_too_long=True, desc=desc)
+  step_callback = None
+  if callback is not None:
+    def step_callback(position, metrics):
+      del metrics
+      callback("train_step", tag=desc, position=position)
+  res = fit_lib.fit(model=model, params=params, objective=fit_lib.sft(), data=data,
+                    optimizer=optimizer_spec(config), steps=steps,
+                    batch_size=config.batch_size, seed=seed, ckpt_dir=ckpt_dir,
+                    save_every=config.save_every, writer=writer, desc=desc,
+                    step_offset=step_offset, callback=step_callback,
+                    log_every=max(1, min(50, steps)))
+  return res.params, res.metrics
 
 
 # ----------------------------------------------------------------- the loop
@@ -558,6 +474,15 @@ def run_rounds(
   seed = config.seed
   labeled_examples = (method.warm_start or task_examples)(labeled)
 
+  def held_out(params, eval_seed):
+    """Greedy pass@1 on ``test`` (overall, per difficulty)."""
+    res = evaluate_lib.evaluate_policy(
+        model, params, tokenizer, test, strategy=strategies.Greedy(), n=1,
+        max_new_tokens=config.max_new_tokens, seed=eval_seed,
+        batch_size=config.rollout_batch, ks=(1,), maj_ks=())
+    return {"pass@1": res["overall"]["pass@1"],
+            "by_difficulty": {k: v["pass@1"] for k, v in res["by_difficulty"].items()}}
+
   def log(msg):
     if verbose:
       print(f"[jaxsi.rounds:{method.name}] {msg}", flush=True)
@@ -586,8 +511,7 @@ def run_rounds(
   base = finish_params(0, init_params, labeled_examples, config.warm_start_steps,
                        "warm_start")
   if 0 not in done:
-    ev = evaluate_greedy(model=model, params=base, tokenizer=tokenizer, tasks=test,
-                         config=config, seed=seed + 10_000)
+    ev = held_out(base, seed + 10_000)
     rec = dict(round=0, test_pass1=ev["pass@1"], test_by_difficulty=ev["by_difficulty"],
                train_size=len(labeled_examples), seconds=round(time.time() - t0, 1))
     if method.evaluate is not None:
@@ -643,8 +567,7 @@ def run_rounds(
     ctx = ctx_for(r, params, base, jax.random.fold_in(round_key, 10**6 + 1))
     extra = method.after_round(ctx, store) if method.after_round else {}
     # 5. Evaluate and record.
-    ev = evaluate_greedy(model=model, params=params, tokenizer=tokenizer, tasks=test,
-                         config=config, seed=seed + 10_000 + r)
+    ev = held_out(params, seed + 10_000 + r)
     rec = dict(round=r, test_pass1=ev["pass@1"], test_by_difficulty=ev["by_difficulty"],
                selected=len(selected["examples"]), pairs=len(selected["pairs"]),
                candidates=selected["num_records"], train_size=len(train),

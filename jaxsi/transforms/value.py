@@ -1,4 +1,4 @@
-r"""Value-function objective term (PPO critic)."""
+r"""Value-function objective terms: the PPO critic and reward-model score regression."""
 
 from __future__ import annotations
 
@@ -64,6 +64,41 @@ def value_loss(
         "vpred_mean": aggregation.masked_token_mean(sg(v), traj),
         "vf_mse": aggregation.masked_token_mean(sg(l1), traj),
     }
+    return loss, metrics
+
+  return term
+
+
+def score_regression():
+  r"""Pointwise reward-model regression: L = ½·Σ_b w_b (v_b − y_b)² / #valid.
+
+  A sequence-level score read from the value head: v_b = ``outputs.values``
+  at the row's last ``loss_mask`` token (the head on the hidden state that
+  predicts it, i.e. after the whole completion but its final token), y_b =
+  ``traj.rewards[:, 0]`` (the target score, stop-gradient), w_b =
+  ``traj.weights``; rows with ``valid = False`` or no loss token are left
+  out. The pointwise counterpart of a Bradley–Terry pairwise reward model
+  (a preference term on pairs).
+
+  Returns:
+    An objective term; metrics: score_mse, score_pred_mean, score_target_mean.
+  """
+
+  def term(outputs: ModelOutputs, traj: Trajectory):
+    if outputs.values is None or traj.rewards is None:
+      raise ValueError("score_regression needs outputs.values and traj.rewards")
+    t = traj.tokens.shape[1]
+    lm = traj.loss_mask.astype(bool)
+    last = t - 1 - jnp.argmax(lm[:, ::-1], axis=-1)
+    v = jnp.take_along_axis(outputs.values, last[:, None], axis=-1)[:, 0]
+    y = sg(traj.rewards[:, 0].astype(jnp.float32))
+    m = (traj.valid & jnp.any(lm, axis=-1)).astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(m), 1.0)
+    err = jnp.square(v - y)
+    loss = 0.5 * jnp.sum(m * traj.weights * err) / count
+    metrics = {"score_mse": jnp.sum(m * sg(err)) / count,
+               "score_pred_mean": jnp.sum(m * sg(v)) / count,
+               "score_target_mean": jnp.sum(m * y) / count}
     return loss, metrics
 
   return term

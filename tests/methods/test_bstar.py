@@ -6,7 +6,7 @@ import pytest
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import bstar
 from jaxsi.methods import self_training_common as common
-from jaxsi.training import loops
+from jaxsi.training import evaluate as evaluate_lib
 
 
 def rec(tid, s, completion, correct, score, answer=None):
@@ -64,7 +64,7 @@ class TempModel:
       for j in range(n):
         texts.append(t.target if (temp <= 0.6 or j % 2 == 0) else "0" + t.target)
     correct = np.asarray([tasks[i // n].verify(x) >= 1 for i, x in enumerate(texts)])
-    return loops.Rollout(traj=None, texts=texts, correct=correct, answers=[
+    return evaluate_lib.Rollout(traj=None, texts=texts, correct=correct, answers=[
         tasks[i // n].answer for i in range(len(texts))], n=n, seconds=0.0,
         tokens_generated=0)
 

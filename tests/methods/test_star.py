@@ -6,7 +6,7 @@ import pytest
 
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import star
-from jaxsi.training import loops
+from jaxsi.training import evaluate as evaluate_lib
 
 
 class HintOnlyModel:
@@ -23,8 +23,8 @@ class HintOnlyModel:
       ok = t.id not in self.hopeless and ("[" in t.prompt or t.id in self.solves)
       texts += [t.target if ok else "0"] * n
     correct = np.asarray([tasks[i // n].verify(x) >= 1 for i, x in enumerate(texts)])
-    return loops.Rollout(traj=None, texts=texts, correct=correct, answers=texts, n=n,
-                         seconds=0.0, tokens_generated=0)
+    return evaluate_lib.Rollout(traj=None, texts=texts, correct=correct, answers=texts,
+                                n=n, seconds=0.0, tokens_generated=0)
 
 
 def _tasks():

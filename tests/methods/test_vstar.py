@@ -9,6 +9,7 @@ from jaxsi.methods import self_training_common as common
 from jaxsi.methods import vstar
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
+from jaxsi.training import fit
 from jaxsi.training import rounds
 from jaxsi.transforms import preference
 
@@ -57,9 +58,9 @@ def test_pair_batch_layout(tiny):
   from jaxsi.data import batching
   ch = batching.sft_arrays(tok, ["1+1=", "2+2="], ["2", "4"], max_len=10)
   rj = batching.sft_arrays(tok, ["1+1=", "2+2="], ["3", "5"], max_len=10)
-  ch["ref"] = np.zeros((2, 10), np.float32)
-  rj["ref"] = np.ones((2, 10), np.float32)
-  traj = vstar.pair_batch(ch, rj, np.asarray([1, 0]))
+  ch["ref_logprobs"] = np.zeros((2, 10), np.float32)
+  rj["ref_logprobs"] = np.ones((2, 10), np.float32)
+  traj = fit.pair_batch(ch, rj, np.asarray([1, 0]))
   np.testing.assert_array_equal(traj.pair_ids, [2, 3, 0, 1])
   np.testing.assert_array_equal(traj.extras[preference.IS_CHOSEN_KEY],
                                 [True, True, False, False])

@@ -14,6 +14,7 @@ from jaxsi.methods import rft
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
 from jaxsi.training import checkpoint_pool
+from jaxsi.training import fit
 from jaxsi.training import rounds
 from jaxsi.training import rounds_run
 
@@ -131,7 +132,7 @@ def test_store_records_are_unique(tmp_path):
   store.add_record({"round": 0})
   with pytest.raises(ValueError, match="already recorded"):
     store.add_record({"round": 0})
-  np.testing.assert_array_equal(rounds.tile_to(3, 7), [0, 1, 2, 0, 1, 2, 0])
+  np.testing.assert_array_equal(fit.tile_to(3, 7), [0, 1, 2, 0, 1, 2, 0])
 
 
 def test_gin_files_launch_rounds_methods(tmp_path):

@@ -81,3 +81,28 @@ def test_invalid_rows_and_missing_fields():
   np.testing.assert_allclose(full, expected, rtol=1e-5)  # equal lengths: seq-mean = token-mean
   with pytest.raises(ValueError, match="values"):
     term(ModelOutputs(logprobs=jnp.zeros((B, T))), _traj(v_old, ret, mask))
+
+
+def test_score_regression_reads_the_last_loss_token():
+  rng = np.random.default_rng(0)
+  v = rng.normal(size=(B, T)).astype(np.float32)
+  mask = np.zeros((B, T), bool)
+  ends = rng.integers(1, T, size=B)
+  for b, e in enumerate(ends):
+    mask[b, max(0, e - 2):e + 1] = True
+  mask[3] = False                       # no loss token: left out
+  valid = np.ones(B, bool)
+  valid[5] = False                      # filtered out
+  y = rng.normal(size=(B,)).astype(np.float32)
+  w = rng.uniform(0.5, 2.0, size=(B,)).astype(np.float32)
+  traj = Trajectory.create(np.zeros((B, T), np.int32), loss_mask=mask, valid=valid,
+                           weights=w, rewards=jnp.asarray(y[:, None]))
+  loss, m = value.score_regression()(_out(v), traj)
+  keep = valid & mask.any(axis=1)
+  pred = v[np.arange(B), ends]
+  expected = 0.5 * np.sum((w * (pred - y) ** 2)[keep]) / keep.sum()
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+  assert float(m["score_mse"]) == pytest.approx(np.mean(((pred - y) ** 2)[keep]), rel=1e-5)
+  g = jax.grad(lambda vv: value.score_regression()(_out(vv), traj)[0])(jnp.asarray(v))
+  g = np.asarray(g)
+  assert np.count_nonzero(g) == keep.sum()   # only the read positions get gradient

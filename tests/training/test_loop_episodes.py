@@ -14,7 +14,6 @@ from jaxsi.sampling import multiturn
 from jaxsi.sampling import rollouts
 from jaxsi.sampling import sampler
 from jaxsi.sampling import strategies as st
-from jaxsi.training import multiturn_rl
 from jaxsi.training import loop
 from jaxsi.training import loop_steps
 from tests.methods import rl_fixtures as fx
@@ -69,22 +68,6 @@ def test_episodes_stage_needs_an_episode_spec():
     rollouts.Episodes(spec.RolloutSpec(n=2, max_new_tokens=2))
   # A single-turn method samples plain completions under the same loop.
   assert not methods.is_multi_turn(methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW))
-
-
-def test_evaluate_self_correction_counts_every_task_once():
-  tok, model, params, tasks, _ = fx.setup()
-  spec = multiturn.EpisodeSpec(max_turns=2, inject_length=4,
-                               feedback=multiturn.FixedFeedback("+="))
-  out = multiturn_rl.evaluate_self_correction(
-      model=model, params=params, tokenizer=tok, tasks=tasks[:5], spec=spec,
-      reward_fns=(fx.first_is_digit,), strategy=st.Greedy(),
-      max_new_tokens=fx.MAX_NEW, batch_size=4)
-  assert out["count"] == 5 and len(out["episodes"]) == 5
-  r = np.asarray([e["rewards"] for e in out["episodes"]], np.float64)
-  c1, c2 = r[:, 0] == 1, r[:, 1] == 1
-  assert out["acc_t1"] == pytest.approx(c1.mean())
-  assert out["wrong_to_right"] == pytest.approx((~c1 & c2).mean())
-  assert all(e["injected"] == ["+="] for e in out["episodes"])
 
 
 def test_registry_and_gin_files_build_every_multi_turn_method():
