@@ -421,3 +421,52 @@ class Episodes(Stage):
                 effective_batch_frac=float(1.0 - zero.mean()))
     return Batch(traj=traj, rewards=ep.rewards,
                  task_index=np.repeat(task_index, n), info=info, metrics=metrics)
+
+
+@dataclasses.dataclass(frozen=True)
+class WithContext(Stage):
+  """Lays out every sample under a second, privileged prompt for rescoring.
+
+  After ``inner`` has produced the batch, each row's completion is placed
+  after ``context_fn(task)`` — the prompt with privileged information (the
+  answer, a worked solution, a skill description, a critique) — in
+  ``extras[f'{name}_tokens' | f'{name}_input_mask']``, right-aligned with
+  ``traj.tokens`` (the completion occupies the same last columns), which is
+  the layout ``transforms.rescoring.rescore(context=name)`` scores with any
+  role: a teacher, or the policy itself (OPSD, Zhao et al. 2026; π-Distill).
+  The privileged prompt is sampled never; it only conditions the rescoring.
+
+  Attributes:
+    inner: a single-turn stage (``Sample``, ``RefillUntil``, ``HintedResample``).
+    context_fn: task → the privileged prompt text.
+    name: the extras prefix (``rescore``: the default of ``rescoring.rescore``).
+  """
+
+  inner: Any = Sample()
+  context_fn: Callable[[Any], str] = None
+  name: str = "rescore"
+
+  @property
+  def spec(self):
+    return self.inner.spec
+
+  def prompt_variants(self) -> dict:
+    if self.context_fn is None:
+      raise ValueError("WithContext: give a context_fn")
+    return dict(self.inner.prompt_variants(), **{self.name: self.context_fn})
+
+  def __call__(self, ctx, params, rng) -> Batch:
+    batch = self.inner(ctx, params, rng)
+    traj = batch.traj
+    t = traj.tokens.shape[1]
+    p = t - self.spec.max_new_tokens
+    tokens, mask = ctx.prompt_arrays(batch.task_index, variant=self.name)
+    if tokens.shape[1] != p:
+      raise ValueError(f"WithContext: prompt bucket {tokens.shape[1]} != the"
+                       f" batch's {p} (a multi-turn inner stage?)")
+    extras = dict(traj.extras)
+    extras[f"{self.name}_tokens"] = np.concatenate(
+        [tokens, np.asarray(traj.tokens)[:, p:]], axis=1).astype(np.int32)
+    extras[f"{self.name}_input_mask"] = np.concatenate(
+        [mask, np.asarray(traj.input_mask)[:, p:]], axis=1)
+    return dataclasses.replace(batch, traj=traj.replace(extras=extras))
