@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence, Union
 
+from jaxsi.methods import base
 from jaxsi.methods.score import clipped_pg_method
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import multiturn

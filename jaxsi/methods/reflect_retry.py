@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 from jaxsi.rewards import reward_fn as reward_lib
+from jaxsi.methods import base
 from jaxsi.methods.score import clipped_pg_method
 from jaxsi.sampling import multiturn
 from jaxsi.transforms import advantages, rewards, turns

@@ -106,10 +106,8 @@ class HostReward:
     timeout = self.timeout_s
     if timeout is None:
       timeout = float(getattr(ctx, "reward_timeout_s", 60.0))
-    call = None
-    if getattr(self.fn, "takes_inputs", False):
-      def call(index):
-        return self.fn(inputs.take(index))
+    call = ((lambda index: self.fn(inputs.take(index)))
+            if getattr(self.fn, "takes_inputs", False) else None)
     # Per-group retries only matter when the function reads groups, but they
     # are as correct for per-sample functions, so every fn gets them.
     rewards, failed, info = reward_lib.safe_rewards(

@@ -39,163 +39,30 @@ resumed run replays what an uninterrupted run would have done.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxsi import spec as spec_lib
 from jaxsi.data import batching
 from jaxsi.models import lora as lora_lib
-from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.rewards import stages as reward_stages
 from jaxsi.sampling import buckets as buckets_lib
 from jaxsi.sampling import rollouts
-from jaxsi.sampling import sampler as sampler_lib
-from jaxsi.sampling import strategies
 from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import loop_steps
 from jaxsi.training import metrics as metrics_lib
 from jaxsi import partitioning
 from jaxsi.training import placement
+from jaxsi.training import stage_context
 from jaxsi.training import train_state as train_state_lib
 
 FAST_COMPILE = loop_steps.FAST_COMPILE
 Batch = rollouts.Batch
 RoleValue = Union[Any, tuple, str]
-
-
-@dataclasses.dataclass
-class _Phase:
-  """A method with what the loop built for it (stages, jitted pieces)."""
-
-  method: spec_lib.Method
-  stages: tuple
-  reward_names: tuple
-  strategy: Any
-  scorers: tuple
-  lora_reference: bool
-  train: Callable
-  ctx: Any = None
-
-
-class _RolloutContext:
-  """What a rollout stage and a reward stage may call (see rollouts.py)."""
-
-  def __init__(self, loop: "Loop", phase: _Phase):
-    self._loop = loop
-    self._phase = phase
-    self.model = loop.role_models[phase.method.train]
-    self.tokenizer = loop.tokenizer
-    self.tasks = loop.tasks
-    self.stop_ids = loop.stop_ids
-    self.pad_id = loop.pad_id
-    self.strategy = phase.strategy
-    self.reward_timeout_s = loop.reward_timeout_s
-    self.to_host = placement.to_host
-
-  # -- rollout stage interface
-  def next_prompts(self) -> np.ndarray:
-    loop = self._loop
-    index = np.asarray(loop.iterator.indices(loop.position))
-    loop.position += 1
-    return index
-
-  def prompt_arrays(self, task_index, variant: Optional[str] = None):
-    loop = self._loop
-    source = loop.prompts if variant is None else loop.prompt_variants[variant]
-    return rollouts.left_pad([source[i] for i in task_index],
-                             self._loop.prompt_len, self.pad_id)
-
-  def generate(self, params, task_index, rng, *, n: int,
-               variant: Optional[str] = None, valid=None):
-    """Host trajectory of ``n`` samples per task (jitted sampler)."""
-    loop = self._loop
-    tokens, mask = self.prompt_arrays(task_index, variant)
-    valid = (np.ones((len(task_index),), bool) if valid is None
-             else np.asarray(valid, bool))
-    prompt_ids = np.asarray(task_index, np.int32)
-    if loop.mesh is not None:
-      tokens, mask, valid, prompt_ids = loop.place_rows(
-          (tokens, mask, valid, prompt_ids))
-    m = self._phase.method
-    traj, _ = sampler_lib.generate(
-        self.model, params, tokens, mask, rng=placement.host_key(rng),
-        max_new_tokens=np.int32(m.max_new_tokens), strategy=self.strategy,
-        n=int(n), gen_length=int(m.max_new_tokens), stop_ids=self.stop_ids,
-        pad_id=self.pad_id, valid=valid, prompt_ids=prompt_ids)
-    jax.block_until_ready(traj.tokens)
-    return placement.to_host(traj)
-
-  def rewards(self, traj, task_index):
-    """(f32[B, K] rewards of the valid rows, NaN elsewhere; failed count)."""
-    valid = np.asarray(traj.valid, bool)
-    rows = np.flatnonzero(valid)
-    tokens, loss_mask = traj.tokens, traj.loss_mask
-    texts = [self.tokenizer.decode(tokens[r][loss_mask[r]].tolist()) for r in rows]
-    group_ids = (np.asarray(traj.group_ids)[rows] if traj.group_ids is not None
-                 else np.asarray(task_index)[rows])
-    inputs = reward_stages.RewardInputs(
-        tasks=[self.tasks[task_index[r]] for r in rows], completions=texts,
-        group_ids=group_ids, prompt_ids=np.asarray(task_index)[rows], rows=rows,
-        traj=jax.tree.map(lambda x: np.asarray(x)[rows], traj))
-    cols, failed = self._run_stages(inputs)
-    out = np.full((tokens.shape[0], len(self._phase.reward_names)), np.nan,
-                  np.float32)
-    if rows.size:
-      out[rows] = cols
-    return out, failed
-
-  def _run_stages(self, inputs):
-    cols, failed = [], 0
-    for stage in self._phase.stages:
-      r, info = stage(self, inputs)
-      failed += int(info.get("num_failed", 0))
-      cols.append(np.asarray(r, np.float32).reshape(len(inputs), -1))
-    return np.concatenate(cols, axis=1), failed
-
-  def turn_reward(self, tasks, texts) -> np.ndarray:
-    """f32[len] summed reward-stage columns of one episode turn (each row its
-    own retry unit: turns are graded per sample)."""
-    index = np.arange(len(texts))
-    inputs = reward_stages.RewardInputs(tasks=list(tasks), completions=list(texts),
-                                        group_ids=index, prompt_ids=index,
-                                        rows=index)
-    cols, _ = self._run_stages(inputs)
-    return np.nansum(cols, axis=1).astype(np.float32)
-
-  # -- device reward stage interface
-  def generate_text(self, role: str, prompts: Sequence[str], *,
-                    max_new_tokens: int, strategy=None) -> list[str]:
-    """Completions of ``role`` for prompt texts (greedy by default), batched
-    to the rollout batch size so the sampler compiles once."""
-    loop = self._loop
-    model, params = loop.role_model(role), loop.role_params(role)
-    ids = [batching.encode_prompt(self.tokenizer, p) for p in prompts]
-    size = max(loop.batch_size, 1)
-    bucket = buckets_lib.bucket_size(max((len(x) for x in ids), default=1),
-                                     buckets_lib.DEFAULT_PROMPT_BUCKETS)
-    out = []
-    for c0 in range(0, len(ids), size):
-      chunk = ids[c0:c0 + size]
-      rows = chunk + [[self.pad_id]] * (size - len(chunk))
-      tokens, mask = rollouts.left_pad(rows, bucket, self.pad_id)
-      valid = np.arange(size) < len(chunk)
-      traj, _ = sampler_lib.generate(
-          model, params, jnp.asarray(tokens), jnp.asarray(mask),
-          rng=placement.host_key(jax.random.key(c0)),
-          max_new_tokens=np.int32(max_new_tokens),
-          strategy=strategy or strategies.Greedy(), n=1,
-          gen_length=int(max_new_tokens), stop_ids=self.stop_ids,
-          pad_id=self.pad_id, valid=jnp.asarray(valid))
-      host = placement.to_host(traj)
-      for r in range(len(chunk)):
-        out.append(self.tokenizer.decode(host.tokens[r][host.loss_mask[r]].tolist()))
-    return out
 
 
 class Loop:
@@ -470,7 +337,7 @@ class Loop:
     return placement.to_global(arrays, sharding)
 
   # ---------------------------------------------------------------- phases
-  def _build_phase(self, m: spec_lib.Method) -> _Phase:
+  def _build_phase(self, m: spec_lib.Method) -> stage_context.Phase:
     stages = reward_stages.as_stages(m.rewards)
     names = m.rollout.reward_names(reward_stages.stage_names(stages))
     t = m.temperature
@@ -493,14 +360,14 @@ class Loop:
           mdl, self.optimizer, m, self._state_shardings[m.train], self.mesh,
           self.compiler_options, rules=self.rules,
           batch_size=self.prompts_per_step * m.n)
-    phase = _Phase(method=m, stages=stages, reward_names=names,
+    phase = stage_context.Phase(method=m, stages=stages, reward_names=names,
                    strategy=rollouts.strategy_of(m.spec), scorers=tuple(scorers),
                    lora_reference=bool(self.lora_reference.get(m.train)),
                    train=train)
-    phase.ctx = _RolloutContext(self, phase)
+    phase.ctx = stage_context.StageContext(self, phase)
     return phase
 
-  def _aux_params(self, phase: _Phase) -> dict:
+  def _aux_params(self, phase: stage_context.Phase) -> dict:
     """Every role but the trained one, by name (live params for trained or
     aliased roles)."""
     out = {}
@@ -511,7 +378,7 @@ class Loop:
     return out
 
   # -------------------------------------------------------------- rollout
-  def collect(self, params, rng, phase: Optional[_Phase] = None) -> Batch:
+  def collect(self, params, rng, phase: Optional[stage_context.Phase] = None) -> Batch:
     """One scored rollout batch of the (current) phase's method (host)."""
     phase = phase or self.phases[self.iteration % len(self.phases)]
     return phase.method.rollout(phase.ctx, params, rng)
@@ -570,7 +437,7 @@ class Loop:
       perms.extend(order[j * size:(j + 1) * size] for j in range(m.minibatches))
     return np.stack(perms).astype(np.int32)
 
-  def _metrics(self, phase: _Phase, batch: Batch, tmetrics, umetrics, *,
+  def _metrics(self, phase: stage_context.Phase, batch: Batch, tmetrics, umetrics, *,
                t_prep, t_upd, t_total) -> dict:
     out = {}
     traj = batch.traj

@@ -25,7 +25,7 @@ _WORKER = textwrap.dedent('''
     import numpy as np
     from jaxsi import methods, spec
     from jaxsi.training import checkpoint as checkpoint_lib
-    from jaxsi.training import loop
+    from jaxsi.training import loop, stage_context
     from tests.methods import rl_fixtures as fx
 
     kind, workdir, out, kill = sys.argv[2:6]
@@ -52,12 +52,12 @@ _WORKER = textwrap.dedent('''
                    seed=3, roles=roles, workdir=workdir, checkpoint_every=1,
                    compiler_options=loop.FAST_COMPILE)
     if where == "rollout":
-      rewards = loop._RolloutContext.rewards
+      rewards = stage_context.StageContext.rewards
       def patched(self, traj, task_index):
         if lp.iteration == at:
           die()
         return rewards(self, traj, task_index)
-      loop._RolloutContext.rewards = patched
+      stage_context.StageContext.rewards = patched
     elif where == "update":
       metrics = loop.Loop._metrics
       def patched(self, *a, **k):
