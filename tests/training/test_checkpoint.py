@@ -17,6 +17,9 @@ from jaxsi.training import steps as steps_lib
 from jaxsi.training import train_state as ts_lib
 
 B, T, V = 4, 8, 32
+# Orbax leaves the read coroutines of damaged arrays to the GC (noise only).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning")
 
 
 def batch_at(position):
@@ -173,8 +176,6 @@ def _damage(step_dir, how):
       p.unlink()
 
 
-# Orbax leaves the read coroutines of the damaged arrays to the GC (noise only).
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("how", ["truncate", "metadata", "extra"])
 def test_damaged_newest_checkpoint_falls_back_to_previous(sft, tmp_path, how, capfd):
   init, update = sft
@@ -202,7 +203,6 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(sft, tmp_path, how, ca
   ckpt.close()
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_checkpoint_of_another_model_is_refused_and_nothing_moved(sft, tmp_path):
   init, update = sft
   ckpt = ckpt_lib.Checkpointer(tmp_path / "ckpt", keep=3, save_every=1,
