@@ -506,10 +506,10 @@ class Loop:
     del force
     if self.ckpt is None:
       return
+    if self.writer is not None:
+      self.writer.flush()   # metrics up to this checkpoint are durable first
     self.ckpt.save(self.iteration, self.states, force=True,
                    extra={"position": self.position, "iteration": self.iteration})
-    if self.writer is not None:
-      self.writer.flush()
 
   def restore(self) -> None:
     """Restores the latest checkpoint of ``workdir/ckpt`` (exact resume)."""
@@ -517,6 +517,9 @@ class Loop:
     self.states = dict(states)
     self.position = int(extra["position"])
     self.iteration = int(extra["iteration"])
+    if self.writer is not None:
+      # Iterations after the checkpoint are replayed: their rows go once.
+      self.writer.rewind(self.iteration)
 
   def close(self) -> None:
     if self.ckpt is not None:
