@@ -44,6 +44,25 @@ def iter_lines(path: str) -> Iterable[tuple[int, str]]:
       yield lineno, line
 
 
+def parse_line(line: str, path: str, lineno: int) -> Any:
+  """``json.loads(line)``; every failure is a ValueError naming file and line.
+
+  Besides malformed JSON this covers what ``json`` raises otherwise: an
+  integer of more than 4300 digits (a bare ValueError) and nesting deep enough
+  to hit the recursion limit (RecursionError).
+  """
+  try:
+    return json.loads(line)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg} at column "
+                     f"{e.colno})") from None
+  except RecursionError:
+    raise ValueError(f"{path}:{lineno}: malformed JSON (nested too deeply)"
+                     ) from None
+  except ValueError as e:
+    raise ValueError(f"{path}:{lineno}: malformed JSON ({e})") from None
+
+
 def _int(value: Any, name: str, path: str, lineno: int) -> int:
   """An integer field: ints, integral floats (``2.0``) and integer strings
   (``'2'``); ``2.7``, ``true``, ``'2.7'``, ``1e400`` are refused, never truncated."""
@@ -141,12 +160,7 @@ def load_jsonl_tasks(
       break
     if not line.strip():
       continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise ValueError(
-          f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})"
-      ) from None
+    record = parse_line(line, path, lineno)
     if not isinstance(record, dict):
       raise ValueError(f"{path}:{lineno}: expected a JSON object, got "
                        f"{type(record).__name__}")
@@ -198,14 +212,37 @@ def load_jsonl_tasks(
   return tasks
 
 
-def _json_line(task: Task, k: int) -> str:
-  try:
-    line = json.dumps(task.to_dict(), ensure_ascii=False)
-  except (TypeError, ValueError) as e:
-    raise type(e)(f"save_jsonl_tasks: task {k} (id {task.id!r}): {e}") from e
+def json_line(record: Any) -> str:
+  """One JSONL line (UTF-8 text; lone surrogates, which UTF-8 cannot hold, as
+  JSON escapes)."""
+  line = json.dumps(record, ensure_ascii=False)
   if not line.isascii():  # lone surrogates (not UTF-8) become JSON escapes
     line = _SURROGATE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
   return line + "\n"
+
+
+def write_lines_atomically(path: str, lines: Iterable[str]) -> None:
+  """Writes ``lines`` to ``path`` through a temporary file and a rename: on
+  any failure an existing file at ``path`` is left as it was."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
+                             prefix=os.path.basename(path) + ".", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.writelines(lines)
+    os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path)
+             else 0o644)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _task_line(task: Task, k: int) -> str:
+  try:
+    return json_line(task.to_dict())
+  except (TypeError, ValueError) as e:
+    raise type(e)(f"save_jsonl_tasks: task {k} (id {task.id!r}): {e}") from e
 
 
 def save_jsonl_tasks(tasks: Iterable[Task], path: PathLike) -> None:
@@ -219,19 +256,7 @@ def save_jsonl_tasks(tasks: Iterable[Task], path: PathLike) -> None:
   followed by a low one, which JSON reads as the one character they encode).
   """
   path = os.fspath(path)
-  lines = [_json_line(t, k) for k, t in enumerate(tasks)]
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
-                             prefix=os.path.basename(path) + ".", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.writelines(lines)
-    os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path)
-             else 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  write_lines_atomically(path, [_task_line(t, k) for k, t in enumerate(tasks)])
 
 
 _RECORD_TYPES = (("id", str), ("prompt", str), ("answer", str),
@@ -252,11 +277,7 @@ def read_task_records(path: PathLike) -> list[Task]:
   for lineno, line in iter_lines(path):
     if not line.strip():
       continue
-    try:
-      rec = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg} at column "
-                       f"{e.colno})") from None
+    rec = parse_line(line, path, lineno)
     if not isinstance(rec, dict):
       raise ValueError(f"{path}:{lineno}: expected a JSON object")
     for k, kind in _RECORD_TYPES:

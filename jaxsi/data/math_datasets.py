@@ -26,7 +26,6 @@ prompts).
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import re
@@ -95,10 +94,7 @@ def _numbered_records(path: PathLike) -> list:
     for lineno, line in jsonl.iter_lines(path):
       if not line.strip():
         continue
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{lineno}: invalid JSON: {e}") from e
+      rec = jsonl.parse_line(line, path, lineno)
       if not isinstance(rec, dict):
         raise ValueError(f"{path}:{lineno}: expected a JSON object, got "
                          f"{type(rec).__name__}")
@@ -360,11 +356,14 @@ def grain_dataset(tasks: Sequence[Task], *, batch_size: int, seed: int = 0,
 
 
 def write_jsonl(records: Iterable[Mapping[str, Any]], path: PathLike) -> None:
-  """Writes records as JSON lines (for fixtures and converted datasets)."""
-  os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    for r in records:
-      f.write(json.dumps(dict(r), ensure_ascii=False) + "\n")
+  """Writes records as JSON lines (for fixtures and converted datasets).
+
+  Atomic like ``jsonl.save_jsonl_tasks``: a record that is not JSON leaves an
+  existing file as it was.
+  """
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  jsonl.write_lines_atomically(path, [jsonl.json_line(dict(r)) for r in records])
 
 
 __all__ = ["load_gsm8k", "load_math", "read_records", "find_split_files",
