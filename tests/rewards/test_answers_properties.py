@@ -200,3 +200,21 @@ def test_pair_sum_non_ascii_digits_score_zero(completion):
   task = TASKS[4]
   assert verifiers.verify_task(task, completion) == 0.0
   assert verifiers.canonical_answer(task, completion) is None
+
+
+EXPR_PIECES = st.sampled_from(list("0123456789+-*/()x×÷ =") +
+                              ["12", "999999999999", "/0", "²", "٣", "(("])
+expr_texts = st.lists(EXPR_PIECES, max_size=30).map("".join) | texts
+
+
+@SETTINGS
+@given(expr_texts, st.booleans(), st.booleans())
+def test_expression_parser_raises_only_expr_error(text, unary, integer_only):
+  try:
+    tree = expression.parse(text, allow_unary_minus=unary)
+    expression.numbers(tree)
+    expression.evaluate(tree, integer_only=integer_only)
+  except expression.ExprError:
+    pass
+  assert expression.check_equation(text) in (None, True, False)
+  assert verifiers.check_countdown(text, [1, 2, 3, 12], 24) in (True, False)
