@@ -27,13 +27,14 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def iter_lines(path: str) -> Iterable[tuple[int, str]]:
-  """``(line number, text)`` of every line of a UTF-8 text file.
+  """``(line number, text)`` of every line of a UTF-8 text file (a leading
+  byte-order mark, as Windows tools write, is skipped).
 
   Raises:
     ValueError: a line with bytes that are not UTF-8, naming file, line,
       column and the byte (not Python's bare ``UnicodeDecodeError``).
   """
-  with open(path, encoding="utf-8", errors="surrogateescape") as f:
+  with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:
     for lineno, line in enumerate(f, 1):
       if not line.isascii():
         bad = _UNDECODABLE_RE.search(line)

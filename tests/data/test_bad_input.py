@@ -106,6 +106,15 @@ def test_load_jsonl_tasks_accepts_integral_difficulties(tmp_path):
   assert all(type(t.difficulty) is int for t in ts)
 
 
+def test_byte_order_mark_and_crlf_are_read(tmp_path):
+  data = b"\xef\xbb\xbf" + (Q + "\r\n" + Q.replace('"1"', '"2"') + "\r\n").encode()
+  path = _write(tmp_path, "train.jsonl", data)
+  assert [t.answer for t in jsonl.load_jsonl_tasks(path)] == ["1", "2"]
+  assert len(md.read_records(path)) == 2
+  path = _write(tmp_path, "t.jsonl", b"\xef\xbb\xbf" + json.dumps(RECORD).encode())
+  assert len(jsonl.read_task_records(path)) == 1
+
+
 def test_load_jsonl_tasks_limit(tmp_path):
   path = _write(tmp_path, "d.jsonl", Q + "\n")
   assert jsonl.load_jsonl_tasks(path, limit=0) == []  # asked for none
