@@ -178,8 +178,10 @@ def _level(value: Any, where: str) -> int:
   if isinstance(value, float) and math.isfinite(value) and value.is_integer():
     return int(value)
   m = _LEVEL_RE.search(value) if isinstance(value, str) else None
-  if isinstance(value, str) and (m is None or float(m.group()).is_integer()):
-    return int(float(m.group())) if m else 0
+  if isinstance(value, str) and m is None:
+    return 0
+  if m is not None and float(m.group()).is_integer():
+    return int(m.group().split(".")[0])
   raise ValueError(f"{where}: field 'level' must be an integer or 'Level <n>', "
                    f"got {value!r}")
 
