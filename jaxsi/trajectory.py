@@ -323,12 +323,15 @@ LOGPROB_FIELDS = ("behaviour_logprobs", "old_logprobs", "ref_logprobs",
 
 
 def _concrete(x) -> Optional[np.ndarray]:
-  """``x`` as a host array when its values can be read, else None (tracers
-  under jit, ``ShapeDtypeStruct``s, arrays not addressable from this host)."""
+  """``x`` as a host array when its values can be read for free, else None
+  (tracers under jit, ``ShapeDtypeStruct``s, arrays not addressable from this
+  host, and arrays on an accelerator: reading those back would be a blocking
+  device-to-host copy in the inner loop)."""
   if isinstance(x, np.ndarray):
     return x
   if (isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
-      and getattr(x, "is_fully_addressable", True)):
+      and getattr(x, "is_fully_addressable", True)
+      and all(d.platform == "cpu" for d in x.devices())):
     return np.asarray(x)
   return None
 
