@@ -41,6 +41,13 @@ class FailureGuard:
 
   def check(self, iteration: int, name: str, metrics: Mapping[str, float],
             errors: Sequence[str]) -> None:
+    if metrics.get("params_finite", 1.0) < 1.0:
+      raise RunFailure(
+          f"{name}: the parameters became non-finite in iteration {iteration}"
+          f" (loss={metrics.get('loss')}, grad_norm={metrics.get('grad_norm')},"
+          f" learning_rate={metrics.get('learning_rate')}): a NaN/inf learning"
+          " rate or an overflowing update; nothing was checkpointed after it,"
+          " the last good parameters are in the previous checkpoint")
     skipped = metrics.get("skipped_nonfinite", 0.0)
     self.skipped_run = self.skipped_run + 1 if skipped >= 1.0 else 0
     if self.skipped_run >= self.max_skipped:

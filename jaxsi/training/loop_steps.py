@@ -12,6 +12,7 @@ import functools
 from typing import Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 
 from jaxsi import spec as spec_lib
 from jaxsi.models import logprobs as logprobs_lib
@@ -106,6 +107,17 @@ def _train_body(model, optimizer, method: spec_lib.Method,
       if minibatch_sharding is not None:
         mb = jax.lax.with_sharding_constraint(mb, minibatch_sharding)
       return step_fn(state, mb)
-    return jax.lax.scan(body, state, perm)
+    state, metrics = jax.lax.scan(body, state, perm)
+    # Read after the scan, so the update itself compiles exactly as before
+    # (a second consumer inside the step changes XLA's fusion and rounding).
+    metrics["params_finite"] = all_finite(state.params).astype(jnp.float32)
+    return state, metrics
 
   return train
+
+
+def all_finite(tree) -> jax.Array:
+  """bool[]: every element of every floating leaf of ``tree`` is finite."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)

@@ -35,20 +35,17 @@ def test_make_optimizer_refuses_bad_numbers(lr):
     opt_lib.make_optimizer(learning_rate=lr)
 
 
-def test_nan_learning_rate_stops_the_run_and_keeps_params_finite():
-  # An optimizer built outside make_optimizer (no validation) with a NaN
-  # step size: every update is non-finite, is skipped, and after
-  # max_skipped_iterations the run stops naming the cause.
+def test_nan_learning_rate_stops_the_run_before_a_checkpoint(tmp_path):
+  # An optimizer built outside make_optimizer (no validation) with a NaN step
+  # size: the first update makes the parameters NaN; the run stops in that
+  # iteration, before its checkpoint is written.
   run = _loop(_grpo(fx.first_is_digit), optimizer=optax.sgd(float("nan")),
-              max_skipped_iterations=2)
-  before = fx.host_params(run.state.params)
-  run.step()
-  with pytest.raises(guards.RunFailure, match="skipped as non-finite.*learning"
-                     ".*max_skipped_iterations"):
+              workdir=str(tmp_path), checkpoint_every=1)
+  with pytest.raises(guards.RunFailure, match="parameters became non-finite in"
+                     " iteration 1.*learning"):
     run.step()
-  assert run.history[-1]["skipped_nonfinite"] == 1.0
-  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(run.state.params)):
-    np.testing.assert_array_equal(a, np.asarray(b))
+  assert run.history[-1]["params_finite"] == 0.0
+  assert run.ckpt.all_steps() == []
 
 
 def _raises(tasks, completions):
