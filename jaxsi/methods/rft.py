@@ -16,14 +16,16 @@ from __future__ import annotations
 
 from typing import Optional
 
+from jaxsi import spec
 from jaxsi.methods import self_training_common as common
-from jaxsi.training import rounds
+from jaxsi.rewards import reward_fn
+from jaxsi.sampling import rollouts
 
 
 def rft(*, samples_per_prompt: int = 8, temperature: float = 0.7,
         max_per_prompt: Optional[int] = None, distinct: bool = True,
-        name: str = "rft") -> rounds.RoundsMethod:
-  """RFT (Yuan et al. 2023, §3.3) as a :class:`~jaxsi.training.rounds.RoundsMethod`.
+        name: str = "rft") -> spec.RoundsMethod:
+  """RFT (Yuan et al. 2023, §3.3) as a :class:`~jaxsi.spec.RoundsMethod`.
 
   Args:
     samples_per_prompt: k sampled paths per question (paper: k = 100).
@@ -39,12 +41,10 @@ def rft(*, samples_per_prompt: int = 8, temperature: float = 0.7,
   if samples_per_prompt < 1:
     raise ValueError(f"rft: samples_per_prompt must be >= 1, got {samples_per_prompt}")
 
-  def sample_chunk(ctx, tasks, plan):
-    del plan
-    return common.sample_records(ctx, tasks, n=samples_per_prompt,
-                                 temperature=temperature)
-
-  return rounds.RoundsMethod(
-      name=name, sample_chunk=sample_chunk,
+  return spec.RoundsMethod(
+      name=name,
+      rollout=rollouts.Sample(spec.RolloutSpec(n=samples_per_prompt,
+                                               temperature=temperature)),
+      rewards=(reward_fn.correctness_reward,),
       select=common.verified_select(max_per_prompt=max_per_prompt, distinct=distinct),
       train_from="base", accumulate=False, include_labeled=True)
