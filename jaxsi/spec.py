@@ -23,6 +23,11 @@ A leaf module (no other jaxsi import): ``jaxsi.methods`` builds these values,
   settings every method shares, so a factory takes only its own math and a
   variant is a gin binding of these specs.
 
+Self-training in rounds is data too: :class:`RoundsMethod` (rollout stage,
+reward stages, a selection transform, the M-step objective, where it starts
+from), run by ``jaxsi.training.rounds.run_rounds``; each schedule refuses the
+other's methods.
+
 The Trajectory field conventions stay in ``jaxsi/trajectory.py``.
 """
 
@@ -260,7 +265,8 @@ class RoundsMethod:
       ``fn(records, plan, ctx) -> (examples, pairs, metrics)`` over the
       round's JSON records.
     rollout: the rollout stage of the default E-step (None: ``sample_chunk``
-      must be given). Its ``spec.max_new_tokens`` is the completion budget.
+      must be given). A run has one completion budget: the schedule sets
+      its ``spec.max_new_tokens`` to ``RoundsConfig.max_new_tokens``.
     rewards: reward stages or ``fn(tasks, completions)`` functions (default:
       the task's verifier, ``rewards.reward_fn.correctness_reward``); a row
       is ``correct`` iff its first column is ≥ 1.

@@ -13,8 +13,10 @@ E_{q(y|x)}[log r(x, y) + log p_θ(y|x)] with a binary reward r:
   fine-tune the base pretrained language model", to limit overfitting),
   on the latest iteration's data only.
 
-As a composition: ``sample(K, T) → reward ≥ τ → cap per problem → SFT from
-base``.
+As a composition (``jaxsi.spec.RoundsMethod``): rollout stage
+``rollouts.Sample(RolloutSpec(n=K, temperature=T))`` · reward stage
+``correctness_reward`` · keep reward ≥ 1, at most ``max_per_prompt`` per
+problem · ``fit(sft)`` from the base.
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ the completion text), and fine-tune the *base* model on SFT data ∪ RFT data
 (§3.3: "D_RFT = D ∪ {distinct correct paths}"). One round in the paper;
 iterated rounds regenerate with the latest model and retrain from the base.
 
-As a composition: ``sample(k, T) → verifier → keep_correct(distinct) →
-SFT(labeled ∪ kept) from the base``.
+As a composition (``jaxsi.spec.RoundsMethod``): rollout stage
+``rollouts.Sample(RolloutSpec(n=k, temperature=T))`` · reward stage
+``correctness_reward`` (the task verifier) · ``keep_correct(distinct)`` ·
+``fit(sft)`` on labeled ∪ kept, from the base.
 """
 
 from __future__ import annotations

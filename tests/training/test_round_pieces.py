@@ -103,6 +103,12 @@ def test_stored_trajectories_and_transforms(setup, tmp_path):
       setup["tokenizer"])
   want = store.load(1, "selected.json")["examples"]
   assert ex == want and m["kept"] == len(want)
+  # group-wise filters and pair builders run on it too
+  best, _, _ = rounds.select_with_transform(
+      filters.top_k_per_group(k=1, reward_weights=(0.0, 1.0)), stored, setup["tokenizer"])
+  assert len(best) == 8 and [e["task_id"] for e in best] == [t.id for t in setup["unlabeled"]]
+  for t in (filters.drop_zero_variance_groups(), pairs_lib.best_vs_worst()):
+    rounds.select_with_transform(t, stored, setup["tokenizer"])
 
 
 def test_dpo_round_on_best_vs_worst_pairs(setup, tmp_path):
