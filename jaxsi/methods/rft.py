@@ -22,6 +22,20 @@ from jaxsi import spec
 from jaxsi.methods import self_training_common as common
 from jaxsi.rewards import reward_fn
 from jaxsi.sampling import rollouts
+from jaxsi.transforms import base as transforms_base
+from jaxsi.transforms import filters
+
+
+def verified_filter(*, max_per_prompt: Optional[int]) -> transforms_base.TrajectoryTransform:
+  """The RFT filter as ``jaxsi.transforms``: verified (reward ≥ 1), then at most
+  ``max_per_prompt`` per problem, first in sample order (``top_k_per_group``
+  breaks ties by row). Runs on a round's stored trajectories; equals
+  ``common.keep_correct(distinct=False)`` (and ``distinct=True`` when at most
+  one is kept per problem)."""
+  chain = [filters.threshold_filter(threshold=1.0)]
+  if max_per_prompt is not None:
+    chain.append(filters.top_k_per_group(k=int(max_per_prompt)))
+  return transforms_base.chain(*chain)
 
 
 def rft(*, samples_per_prompt: int = 8, temperature: float = 0.7,
@@ -38,7 +52,10 @@ def rft(*, samples_per_prompt: int = 8, temperature: float = 0.7,
     name: method name.
 
   Returns:
-    The method: base-restart, no accumulation, labeled data included.
+    The method: base-restart, no accumulation, labeled data included. The
+    selection is the transform :func:`verified_filter` over the round's
+    stored trajectories, except for a cap > 1 with ``distinct`` (dedupe by
+    completion text: ``common.keep_correct`` over the records).
   """
   if samples_per_prompt < 1:
     raise ValueError(f"rft: samples_per_prompt must be >= 1, got {samples_per_prompt}")
@@ -48,5 +65,7 @@ def rft(*, samples_per_prompt: int = 8, temperature: float = 0.7,
       rollout=rollouts.Sample(spec.RolloutSpec(n=samples_per_prompt,
                                                temperature=temperature)),
       rewards=(reward_fn.correctness_reward,),
-      select=common.verified_select(max_per_prompt=max_per_prompt, distinct=distinct),
+      select=(common.verified_select(max_per_prompt=max_per_prompt, distinct=distinct)
+              if distinct and max_per_prompt != 1
+              else verified_filter(max_per_prompt=max_per_prompt)),
       train_from="base", accumulate=False, include_labeled=True)
