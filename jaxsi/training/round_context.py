@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsi import spec as spec_lib
+from jaxsi import trajectory as traj_lib
 from jaxsi.data import batching
 from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.rewards import reward_fn as reward_lib
@@ -280,7 +281,6 @@ class RoundContext:
     if not trajs:
       raise ValueError("RoundContext.sample: no tasks")
     length = max(t.tokens.shape[1] for t in trajs)
-    from jaxsi import trajectory as traj_lib  # pylint: disable=g-import-not-at-top
     traj = jax.tree.map(np.asarray, traj_lib.concat(
         [traj_lib.pad_length(t, length) for t in trajs]))
     rew = np.concatenate(cols)

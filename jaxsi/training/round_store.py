@@ -29,6 +29,7 @@ import json
 import os
 from typing import Any, Mapping, Optional, Sequence
 
+import jax
 import numpy as np
 
 from jaxsi import trajectory as traj_lib
@@ -130,9 +131,7 @@ def concat_chunks(chunks: Sequence[StoredChunk]) -> Optional[StoredChunk]:
                            pair_ids=np.where(pair >= 0, pair + rows, -1).astype(np.int32)))
     task_ids += c.task_ids
     texts += c.prompt_texts
-  traj = traj_lib.concat(parts)
-  import jax  # pylint: disable=g-import-not-at-top
-  traj = jax.tree.map(np.asarray, traj)
+  traj = jax.tree.map(np.asarray, traj_lib.concat(parts))
   return StoredChunk(traj=traj, reward_names=chunks[0].reward_names,
                      task_ids=task_ids, prompt_texts=texts)
 
