@@ -27,7 +27,8 @@ from jaxsi.transforms import filters
 
 
 def verified_filter(*, max_per_prompt: Optional[int]) -> transforms_base.TrajectoryTransform:
-  """The RFT filter as ``jaxsi.transforms``: verified (reward ≥ 1), then at most
+  """The RFT filter as ``jaxsi.transforms``: verified (the summed reward columns —
+  RFT has one, the verifier — ≥ 1), then at most
   ``max_per_prompt`` per problem, first in sample order (``top_k_per_group``
   breaks ties by row). Runs on a round's stored trajectories; equals
   ``common.keep_correct(distinct=False)`` (and ``distinct=True`` when at most

@@ -14,8 +14,10 @@ from jaxsi import spec
 from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import rft
+from jaxsi.methods import self_training_common as common
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
+from jaxsi.rewards import reward_fn
 from jaxsi.rewards import stages as reward_stages
 from jaxsi.sampling import rollouts
 from jaxsi.training import metrics as metrics_lib
@@ -78,9 +80,10 @@ def test_stored_trajectories_and_transforms(setup, tmp_path):
   """Each chunk's Trajectory is on disk with named reward columns, group and
   prompt ids; a jaxsi.transforms filter over the stored round reproduces the
   records' selection."""
-  method = rft.rft(samples_per_prompt=2, temperature=1.0, max_per_prompt=None,
-                   distinct=False)
-  method = dataclasses.replace(method, rewards=(method.rewards[0], group_rank))
+  method = dataclasses.replace(
+      rft.rft(samples_per_prompt=2, temperature=1.0),
+      rewards=(reward_fn.correctness_reward, group_rank),
+      select=common.verified_select(max_per_prompt=None, distinct=False))   # records
   rounds.run_rounds(method=method, workdir=str(tmp_path), config=CONFIG, verbose=False,
                     **setup)
   store = round_store.RoundStore(str(tmp_path))
