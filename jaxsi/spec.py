@@ -23,6 +23,11 @@ A leaf module (no other jaxsi import): ``jaxsi.methods`` builds these values,
   settings every method shares, so a factory takes only its own math and a
   variant is a gin binding of these specs.
 
+Self-training in rounds is data too: :class:`RoundsMethod` (rollout stage,
+reward stages, a selection transform, the M-step objective, where it starts
+from), run by ``jaxsi.training.rounds.run_rounds``; each schedule refuses the
+other's methods.
+
 The Trajectory field conventions stay in ``jaxsi/trajectory.py``.
 """
 
@@ -223,3 +228,116 @@ class Method:
 
 class ConfigurationError(ValueError):
   """A method whose needs the run does not meet (raised before any work)."""
+
+
+# ------------------------------------------------------------ rounds methods
+TRAIN_FROM = ("base", "current")     # where a round's M-step starts
+REFERENCE_FROM = ("previous", "base")  # a pairwise M-step's frozen reference
+SFT = "sft"                          # the supervised M-step objective
+
+
+def is_transform(x: Any) -> bool:
+  """Whether ``x`` is an ``(init, update)`` trajectory transform (duck-typed:
+  this leaf module does not import ``jaxsi.transforms``)."""
+  return callable(getattr(x, "init", None)) and callable(getattr(x, "update", None))
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundsMethod:
+  """A self-training method as data: a schedule of generate → store → filter → fit.
+
+  The schedule (``jaxsi.training.rounds.run_rounds``) runs, every round r ≥ 1,
+  over the pieces of the on-policy loop: the rollout stage ``rollout``
+  (``jaxsi.sampling.rollouts``, with its :class:`RolloutSpec`) and the reward
+  stages ``rewards`` (``jaxsi.rewards.stages``) generate each chunk of
+  problems from the round's model; the chunk's Trajectory is stored; the
+  selection runs over the round's candidates; ``fit`` trains the next model
+  from ``train_from``. Methods never import ``jaxsi.training``: whatever they
+  call (sampling, scoring, fitting, pools, the store) comes through the
+  round context handed to their callbacks.
+
+  Attributes:
+    name: method name.
+    select: the filter. Either a trajectory transform (``jaxsi.transforms``
+      ``(init, update)``: a filter sets ``valid``, a pair builder writes
+      ``pair_ids``), run over the round's stored trajectories — the kept rows
+      are the SFT examples, the ``pair_ids`` links the preference pairs — or
+      ``fn(records, plan, ctx) -> (examples, pairs, metrics)`` over the
+      round's JSON records.
+    rollout: the rollout stage of the default E-step (None: ``sample_chunk``
+      must be given). A run has one completion budget: the schedule sets
+      its ``spec.max_new_tokens`` to ``RoundsConfig.max_new_tokens``.
+    rewards: reward stages or ``fn(tasks, completions)`` functions (default:
+      the task's verifier, ``rewards.reward_fn.correctness_reward``); a row
+      is ``correct`` iff its first column is ≥ 1.
+    sample_chunk: ``fn(ctx, tasks, plan) -> records`` replacing the default
+      E-step (STaR's rationalisation, voting across models); it samples
+      through ``ctx.sample`` / ``ctx.rollout``, which use the same stages.
+    plan: ``fn(ctx, tasks) -> dict`` run once per round before sampling
+      (e.g. B-STaR's choice of temperature and threshold), or None.
+    problems: ``fn(round, unlabeled) -> tasks`` of a round (default: all).
+    warm_start: ``fn(labeled) -> examples`` of round 0 (default: prompt →
+      target of each labeled task).
+    objective: the M-step: ``'sft'`` on the selected examples, or a pairwise
+      term of ``fit.preference`` (``'dpo'``, ``'orpo'``, ``'cpo'``) on the
+      selected pairs.
+    objective_settings: keyword settings of that term (e.g. ``beta``).
+    reference: a pairwise M-step's frozen reference: ``'previous'`` (the
+      round's generating model, i.e. the previous iterate — iterative DPO) or
+      ``'base'`` (the warm start).
+    train_from: ``'base'`` (restart from the warm start every round) or
+      ``'current'`` (continue from the previous round).
+    accumulate: train on the selected data of rounds 1..r (else round r's).
+    include_labeled: add the labeled warm-start examples to every SFT M-step.
+    steps_growth: round r's M-step runs ``steps · growth^(r-1)`` steps.
+    after_round: ``fn(ctx, store) -> metrics`` after the M-step (V-STaR's
+      verifier; must be resumable itself), or None.
+    evaluate: ``fn(ctx, test) -> metrics`` extra evaluation, or None.
+  """
+
+  name: str
+  select: Any
+  rollout: Any = None
+  rewards: Tuple[Any, ...] = ()
+  sample_chunk: Optional[Callable[..., list]] = None
+  plan: Optional[Callable[..., dict]] = None
+  problems: Optional[Callable[[int, Any], Any]] = None
+  warm_start: Optional[Callable[[Any], list]] = None
+  objective: str = SFT
+  objective_settings: Any = dataclasses.field(default_factory=dict)
+  reference: str = "previous"
+  train_from: str = "current"
+  accumulate: bool = False
+  include_labeled: bool = True
+  steps_growth: float = 1.0
+  after_round: Optional[Callable[..., dict]] = None
+  evaluate: Optional[Callable[..., dict]] = None
+
+  def __post_init__(self):
+    if callable(self.rewards) and not isinstance(self.rewards, (tuple, list)):
+      object.__setattr__(self, "rewards", (self.rewards,))
+    object.__setattr__(self, "rewards", tuple(self.rewards))
+    object.__setattr__(self, "objective_settings", dict(self.objective_settings or {}))
+    if self.train_from not in TRAIN_FROM:
+      raise ValueError(f"RoundsMethod {self.name}: train_from must be 'base' or"
+                       f" 'current', got {self.train_from!r}")
+    if self.reference not in REFERENCE_FROM:
+      raise ValueError(f"RoundsMethod {self.name}: reference must be one of"
+                       f" {REFERENCE_FROM}, got {self.reference!r}")
+    if self.steps_growth <= 0:
+      raise ValueError(f"RoundsMethod {self.name}: steps_growth must be > 0")
+    if self.sample_chunk is None and getattr(self.rollout, "spec", None) is None:
+      raise ValueError(f"RoundsMethod {self.name}: give a rollout stage with a"
+                       " RolloutSpec or a sample_chunk function")
+    if not (callable(self.select) or is_transform(self.select)):
+      raise ValueError(f"RoundsMethod {self.name}: select must be a trajectory"
+                       " transform or fn(records, plan, ctx)")
+
+  @property
+  def pairwise(self) -> bool:
+    """Whether the M-step trains on preference pairs (not SFT)."""
+    return self.objective != SFT
+
+  @property
+  def select_is_transform(self) -> bool:
+    return is_transform(self.select)

@@ -36,21 +36,9 @@ LEAF_IMPORTS = frozenset({"jaxsi.trajectory"})
 ROOT_UNIT = PACKAGE
 
 # (importing file, imported module) edges that break the order today.
-# Remove as the rounds methods are ported (issue Foundation III item 4).
+# The rounds methods were ported (issue Foundation III): none remain.
 # The list may only shrink: an entry that no longer occurs fails the test.
-KNOWN_VIOLATIONS = frozenset({
-    ("jaxsi/methods/bstar.py", "jaxsi.training.rounds"),
-    ("jaxsi/methods/easy_to_hard.py", "jaxsi.training.checkpoint_pool"),
-    ("jaxsi/methods/easy_to_hard.py", "jaxsi.training.rounds"),
-    ("jaxsi/methods/rest_em.py", "jaxsi.training.rounds"),
-    ("jaxsi/methods/rft.py", "jaxsi.training.rounds"),
-    ("jaxsi/methods/self_training_common.py", "jaxsi.training.rounds"),
-    ("jaxsi/methods/sharpening.py", "jaxsi.training.rounds"),
-    ("jaxsi/methods/star.py", "jaxsi.training.rounds"),
-    ("jaxsi/methods/vstar.py", "jaxsi.training.checkpoint_pool"),
-    ("jaxsi/methods/vstar.py", "jaxsi.training.rounds"),
-    ("jaxsi/methods/vstar.py", "jaxsi.training.fit"),
-})
+KNOWN_VIOLATIONS = frozenset()
 
 
 class Module(NamedTuple):

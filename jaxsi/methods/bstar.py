@@ -36,8 +36,8 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from jaxsi import spec
 from jaxsi.methods import self_training_common as common
-from jaxsi.training import rounds
 
 
 def balance_score(records: Sequence[dict], *, threshold: float, n_star: int,
@@ -56,7 +56,7 @@ def balance_score(records: Sequence[dict], *, threshold: float, n_star: int,
     The mean over problems of min(n'/n*, 1)·n'/n (0 for problems with n = 0).
   """
   scores = []
-  for recs in rounds.group_by_task(records).values():
+  for recs in common.group_by_task(records).values():
     sel = [r for r in recs if r[score_key] >= threshold
            and (r["correct"] or not require_correct)]
     if not sel:
@@ -90,7 +90,7 @@ def bstar(*, samples_per_prompt: int = 8,
           thresholds: Sequence[float] = (0.0, 0.25, 0.5),
           n_star: int = 4, probe_size: int = 128, require_correct: bool = True,
           max_per_prompt: int = 4, include_labeled: bool = True,
-          name: str = "bstar") -> rounds.RoundsMethod:
+          name: str = "bstar") -> spec.RoundsMethod:
   """B-STaR (Zeng et al. 2024, Eq. 3) as a ``RoundsMethod``.
 
   Args:
@@ -142,6 +142,6 @@ def bstar(*, samples_per_prompt: int = 8,
         balance=balance_score(records, threshold=tau, n_star=n_star,
                               require_correct=require_correct))
 
-  return rounds.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
-                             plan=plan, train_from="current", accumulate=False,
-                             include_labeled=include_labeled)
+  return spec.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
+                           plan=plan, train_from="current", accumulate=False,
+                           include_labeled=include_labeled)

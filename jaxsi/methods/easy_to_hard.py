@@ -34,11 +34,9 @@ import os
 import shutil
 from typing import Any, Sequence
 
-import jax
 
+from jaxsi import spec
 from jaxsi.methods import self_training_common as common
-from jaxsi.training import checkpoint_pool as pool_lib
-from jaxsi.training import rounds
 
 
 def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
@@ -46,7 +44,7 @@ def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
                  min_agreement: float = 0.6, length_filter: bool = True,
                  length_tolerance: int = 0, max_problems_per_round: int = 0,
                  vote_models: int = 1, name: str = "easy_to_hard"
-                 ) -> rounds.RoundsMethod:
+                 ) -> spec.RoundsMethod:
   """Easy-to-hard self-improvement (Lee et al. 2025, §3) as a ``RoundsMethod``.
 
   Args:
@@ -76,26 +74,23 @@ def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
 
   def peer_params(ctx, i: int, r: int):
     """Peer ``i`` after round ``r`` (trained now if not in its pool)."""
-    pool = pool_lib.CheckpointPool(os.path.join(peer_dir(ctx, i), "pool"))
+    pool = ctx.open_pool("peers", f"model_{i}", "pool")
     try:
       if r in pool:
         return pool.params(r, like=ctx.base_params)
     finally:
       pool.close()
     if r == 0:
-      start = ctx.model.init_params(jax.random.key(ctx.config.seed * 7919 + i))
+      start = ctx.init_params(ctx.config.seed * 7919 + i)
       examples, steps = list(ctx.labeled_examples), ctx.config.warm_start_steps
     else:
       start = peer_params(ctx, i, r - 1)
-      examples = rounds.round_train_set(method, ctx.labeled_examples,
-                                        rounds.RoundStore(ctx.workdir), r)
-      steps = rounds.round_steps(method, ctx.config, r)
+      examples, steps = ctx.round_train_set(r), ctx.round_steps(r)
     ckpt = os.path.join(peer_dir(ctx, i), f"train_{r:03d}")
-    params, _ = rounds.fit_sft(model=ctx.model, params=start, tokenizer=ctx.tokenizer,
-                               examples=examples, steps=steps, config=ctx.config,
-                               ckpt_dir=ckpt, seed=(ctx.config.seed * 1009 + r) * 31 + i,
-                               desc=f"peer{i}_round{r}")
-    pool = pool_lib.CheckpointPool(os.path.join(peer_dir(ctx, i), "pool"))
+    params = ctx.fit_sft(params=start, examples=examples, steps=steps, ckpt_dir=ckpt,
+                         seed=(ctx.config.seed * 1009 + r) * 31 + i,
+                         desc=f"peer{i}_round{r}")
+    pool = ctx.open_pool("peers", f"model_{i}", "pool")
     try:
       pool.save(r, params)
     finally:
@@ -130,7 +125,7 @@ def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
       for r in group:
         r["sample"] += offset
       offset += width
-    by_task = rounds.group_by_task([r for g in votes for r in g])  # main greedy first
+    by_task = common.group_by_task([r for g in votes for r in g])  # main greedy first
     return [r for recs in by_task.values() for r in recs]
 
   def select(records, plan, ctx):
@@ -140,13 +135,12 @@ def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
           records, min_agreement=min_agreement, length_filter=length_filter,
           length_tolerance=length_tolerance)
     else:
-      kept = [recs[0] for recs in rounds.group_by_task(records).values()]
+      kept = [recs[0] for recs in common.group_by_task(records).values()]
       acc = sum(r["correct"] for r in kept) / max(1, len(kept))
       metrics = dict(problems=len(kept), voted=len(kept), kept=len(kept),
                      label_accuracy=acc, unfiltered_label_accuracy=acc)
     return common.to_examples(kept), [], metrics
 
-  method = rounds.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
-                               problems=problems, train_from="current",
-                               accumulate=True, include_labeled=True)
-  return method
+  return spec.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
+                           problems=problems, train_from="current",
+                           accumulate=True, include_labeled=True)

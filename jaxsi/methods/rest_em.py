@@ -13,19 +13,23 @@ E_{q(y|x)}[log r(x, y) + log p_θ(y|x)] with a binary reward r:
   fine-tune the base pretrained language model", to limit overfitting),
   on the latest iteration's data only.
 
-As a composition: ``sample(K, T) → reward ≥ τ → cap per problem → SFT from
-base``.
+As a composition (``jaxsi.spec.RoundsMethod``): rollout stage
+``rollouts.Sample(RolloutSpec(n=K, temperature=T))`` · reward stage
+``correctness_reward`` · keep reward ≥ 1, at most ``max_per_prompt`` per
+problem · ``fit(sft)`` from the base.
 """
 
 from __future__ import annotations
 
+from jaxsi import spec
 from jaxsi.methods import self_training_common as common
-from jaxsi.training import rounds
+from jaxsi.rewards import reward_fn
+from jaxsi.sampling import rollouts
 
 
 def rest_em(*, samples_per_prompt: int = 8, temperature: float = 1.0,
             max_per_prompt: int = 4, include_labeled: bool = True,
-            name: str = "rest_em") -> rounds.RoundsMethod:
+            name: str = "rest_em") -> spec.RoundsMethod:
   """ReST-EM (Singh et al. 2023, Alg. 1) as a ``RoundsMethod``.
 
   Args:
@@ -43,12 +47,10 @@ def rest_em(*, samples_per_prompt: int = 8, temperature: float = 1.0,
   if samples_per_prompt < 1 or max_per_prompt < 1:
     raise ValueError("rest_em: samples_per_prompt and max_per_prompt must be >= 1")
 
-  def sample_chunk(ctx, tasks, plan):
-    del plan
-    return common.sample_records(ctx, tasks, n=samples_per_prompt,
-                                 temperature=temperature)
-
-  return rounds.RoundsMethod(
-      name=name, sample_chunk=sample_chunk,
+  return spec.RoundsMethod(
+      name=name,
+      rollout=rollouts.Sample(spec.RolloutSpec(n=samples_per_prompt,
+                                               temperature=temperature)),
+      rewards=(reward_fn.correctness_reward,),
       select=common.verified_select(max_per_prompt=max_per_prompt, distinct=True),
       train_from="base", accumulate=False, include_labeled=include_labeled)

@@ -8,22 +8,41 @@ the completion text), and fine-tune the *base* model on SFT data ∪ RFT data
 (§3.3: "D_RFT = D ∪ {distinct correct paths}"). One round in the paper;
 iterated rounds regenerate with the latest model and retrain from the base.
 
-As a composition: ``sample(k, T) → verifier → keep_correct(distinct) →
-SFT(labeled ∪ kept) from the base``.
+As a composition (``jaxsi.spec.RoundsMethod``): rollout stage
+``rollouts.Sample(RolloutSpec(n=k, temperature=T))`` · reward stage
+``correctness_reward`` (the task verifier) · ``keep_correct(distinct)`` ·
+``fit(sft)`` on labeled ∪ kept, from the base.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
+from jaxsi import spec
 from jaxsi.methods import self_training_common as common
-from jaxsi.training import rounds
+from jaxsi.rewards import reward_fn
+from jaxsi.sampling import rollouts
+from jaxsi.transforms import base as transforms_base
+from jaxsi.transforms import filters
+
+
+def verified_filter(*, max_per_prompt: Optional[int]) -> transforms_base.TrajectoryTransform:
+  """The RFT filter as ``jaxsi.transforms``: verified (the summed reward columns —
+  RFT has one, the verifier — ≥ 1), then at most
+  ``max_per_prompt`` per problem, first in sample order (``top_k_per_group``
+  breaks ties by row). Runs on a round's stored trajectories; equals
+  ``common.keep_correct(distinct=False)`` (and ``distinct=True`` when at most
+  one is kept per problem)."""
+  chain = [filters.threshold_filter(threshold=1.0)]
+  if max_per_prompt is not None:
+    chain.append(filters.top_k_per_group(k=int(max_per_prompt)))
+  return transforms_base.chain(*chain)
 
 
 def rft(*, samples_per_prompt: int = 8, temperature: float = 0.7,
         max_per_prompt: Optional[int] = None, distinct: bool = True,
-        name: str = "rft") -> rounds.RoundsMethod:
-  """RFT (Yuan et al. 2023, §3.3) as a :class:`~jaxsi.training.rounds.RoundsMethod`.
+        name: str = "rft") -> spec.RoundsMethod:
+  """RFT (Yuan et al. 2023, §3.3) as a :class:`~jaxsi.spec.RoundsMethod`.
 
   Args:
     samples_per_prompt: k sampled paths per question (paper: k = 100).
@@ -34,17 +53,20 @@ def rft(*, samples_per_prompt: int = 8, temperature: float = 0.7,
     name: method name.
 
   Returns:
-    The method: base-restart, no accumulation, labeled data included.
+    The method: base-restart, no accumulation, labeled data included. The
+    selection is the transform :func:`verified_filter` over the round's
+    stored trajectories, except for a cap > 1 with ``distinct`` (dedupe by
+    completion text: ``common.keep_correct`` over the records).
   """
   if samples_per_prompt < 1:
     raise ValueError(f"rft: samples_per_prompt must be >= 1, got {samples_per_prompt}")
 
-  def sample_chunk(ctx, tasks, plan):
-    del plan
-    return common.sample_records(ctx, tasks, n=samples_per_prompt,
-                                 temperature=temperature)
-
-  return rounds.RoundsMethod(
-      name=name, sample_chunk=sample_chunk,
-      select=common.verified_select(max_per_prompt=max_per_prompt, distinct=distinct),
+  return spec.RoundsMethod(
+      name=name,
+      rollout=rollouts.Sample(spec.RolloutSpec(n=samples_per_prompt,
+                                               temperature=temperature)),
+      rewards=(reward_fn.correctness_reward,),
+      select=(common.verified_select(max_per_prompt=max_per_prompt, distinct=distinct)
+              if distinct and max_per_prompt != 1
+              else verified_filter(max_per_prompt=max_per_prompt)),
       train_from="base", accumulate=False, include_labeled=True)

@@ -1,9 +1,12 @@
 """Filters, pair builders and samplers shared by the self-training methods.
 
 Everything here is host-side (JSON records of sampled candidates, see
-``jaxsi.training.rounds.rollout_records``) and pure: the same records give the
+``Samples.records`` of the round context) and pure: the same records give the
 same examples, whatever the order chunks were generated in. Each filter names
-the paper it comes from.
+the paper it comes from. Nothing here imports ``jaxsi.training``: sampling
+and scoring go through the round context ``ctx`` a callback receives
+(``ctx.rollout`` / ``ctx.sample``: the on-policy loop's rollout and reward
+stages; ``ctx.sequence_logprobs``).
 """
 
 from __future__ import annotations
@@ -16,10 +19,22 @@ import numpy as np
 
 from jaxsi.rewards import voting
 from jaxsi.sampling import strategies
-from jaxsi.training import rounds
 
-Record = rounds.Record
-Example = rounds.Example
+Record = dict      # one sampled candidate (JSON): task_id, prompt, completion, ...
+Example = dict     # one training example: prompt, completion, task_id
+
+
+def group_by_task(records: Sequence[Record]) -> dict[str, list[Record]]:
+  """Records grouped by task id, in first-appearance order."""
+  groups: dict[str, list[Record]] = {}
+  for r in records:
+    groups.setdefault(r["task_id"], []).append(r)
+  return groups
+
+
+def task_examples(tasks: Sequence[Any]) -> list[Example]:
+  """Supervised examples (prompt → target) of labeled tasks."""
+  return [dict(prompt=t.prompt, completion=t.target, task_id=t.id) for t in tasks]
 
 
 def strategy_for(temperature: float) -> Any:
@@ -31,7 +46,7 @@ def strategy_for(temperature: float) -> Any:
   return strategies.Sampling(temperature=float(temperature))
 
 
-def sample_records(ctx: rounds.RoundContext, tasks: Sequence[Any], *, n: int,
+def sample_records(ctx: Any, tasks: Sequence[Any], *, n: int,
                    temperature: float, with_logprob: bool = False,
                    params: Any = None, rng: Any = None, **extra) -> list[Record]:
   """``n`` verified samples per task as records (optionally with log π(y|x)).
@@ -50,7 +65,7 @@ def sample_records(ctx: rounds.RoundContext, tasks: Sequence[Any], *, n: int,
     mean = ctx.sequence_logprobs(ro.traj, params=params, normalize=True)
     fields.update(logprob=[float(x) for x in total],
                   logprob_mean=[float(x) for x in mean])
-  return rounds.rollout_records(tasks, ro, **fields)
+  return ro.records(**fields)
 
 
 # ---------------------------------------------------------------- filters
@@ -107,7 +122,7 @@ def build_pairs(records: Sequence[Record], *, max_pairs_per_problem: int = 4,
     ``{'prompt', 'chosen', 'rejected', 'task_id'}`` dicts.
   """
   out = []
-  for tid, recs in rounds.group_by_task(records).items():
+  for tid, recs in group_by_task(records).items():
     pos, neg = [], []
     for r in recs:
       lst = pos if r[key] else neg
@@ -128,7 +143,7 @@ def build_pairs(records: Sequence[Record], *, max_pairs_per_problem: int = 4,
 def best_of_n(records: Sequence[Record], *, score: str) -> list[Record]:
   """The highest-``score`` record of every problem (first on ties)."""
   out = []
-  for recs in rounds.group_by_task(records).values():
+  for recs in group_by_task(records).values():
     out.append(max(recs, key=lambda r: (r[score], -r["sample"])))
   return out
 
@@ -139,7 +154,7 @@ def answer_agreement(records: Sequence[Record]) -> list[float]:
   The self-consistency score (Wang et al. 2022); a label-free reward. An
   unparseable answer (None) scores 0.
   """
-  groups = rounds.group_by_task(records)
+  groups = group_by_task(records)
   counts = {tid: collections.Counter(r["answer"] for r in recs if r["answer"] is not None)
             for tid, recs in groups.items()}
   sizes = {tid: len(recs) for tid, recs in groups.items()}
@@ -170,7 +185,7 @@ def majority_filter(records: Sequence[Record], *, min_agreement: float = 0.5,
     (kept records, metrics: problems, voted, kept, label_accuracy of kept
     against gold, and of the unfiltered majority labels).
   """
-  groups = rounds.group_by_task(records)
+  groups = group_by_task(records)
   voted = []
   for recs in groups.values():
     answers = [r["answer"] for r in recs if r["answer"] is not None]
@@ -206,7 +221,7 @@ def sample_stats(records: Sequence[Record]) -> dict:
   """Sample accuracy, pass@n (any correct per problem), distinct correct/problem."""
   if not records:
     return dict(sample_accuracy=0.0, pass_at_n=0.0, distinct_correct=0.0)
-  groups = rounds.group_by_task(records)
+  groups = group_by_task(records)
   return dict(
       sample_accuracy=float(np.mean([r["correct"] for r in records])),
       pass_at_n=float(np.mean([any(r["correct"] for r in g) for g in groups.values()])),
@@ -260,7 +275,7 @@ def pair_ranking_accuracy(scores: np.ndarray, correct: np.ndarray, n: int) -> fl
   return wins / total if total else float("nan")
 
 
-def sampled_eval(ctx: rounds.RoundContext, tasks: Sequence[Any], *, n: int,
+def sampled_eval(ctx: Any, tasks: Sequence[Any], *, n: int,
                  temperature: float, seed_offset: int = 777, params: Any = None
                  ) -> tuple[dict, Any, np.ndarray]:
   """``n`` samples per held-out task at ``temperature`` and the selectors on them.
@@ -270,7 +285,7 @@ def sampled_eval(ctx: rounds.RoundContext, tasks: Sequence[Any], *, n: int,
   oracle: any sample correct), ``likelihood_best_of_n`` (pick the sample
   with the highest log π(y|x) under the sampling model: the target of
   SFT-Sharpening, Huang et al. 2024), ``likelihood_pair_accuracy``.
-  The samples are ``jaxsi.training.evaluate.rollout`` (``ctx.rollout``) with a
+  The samples are ````ctx.rollout`` (a rollout stage and the reward stages) with a
   key fixed per run (``config.seed + seed_offset``), so every round is
   evaluated on equally drawn samples. ``params`` (default: the
   round's model) samples and scores.

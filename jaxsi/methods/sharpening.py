@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxsi import spec
 from jaxsi.methods import self_training_common as common
-from jaxsi.training import rounds
 
 
 def sharpening(*, samples_per_prompt: int = 8, temperature: float = 1.0,
                length_normalize: bool = False, include_labeled: bool = False,
                train_from: str = "current", eval_temperature: float = 1.0,
                evaluate_best_of_n: bool = True, name: str = "sharpening"
-               ) -> rounds.RoundsMethod:
+               ) -> spec.RoundsMethod:
   """SFT-Sharpening (Huang et al. 2024, §3.1, Eq. 3) as a ``RoundsMethod``.
 
   Args:
@@ -70,7 +70,7 @@ def sharpening(*, samples_per_prompt: int = 8, temperature: float = 1.0,
     out["mean_logprob"] = float(np.mean(logp))
     return out
 
-  return rounds.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
-                             train_from=train_from, accumulate=False,
-                             include_labeled=include_labeled,
-                             evaluate=evaluate if evaluate_best_of_n else None)
+  return spec.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
+                           train_from=train_from, accumulate=False,
+                           include_labeled=include_labeled,
+                           evaluate=evaluate if evaluate_best_of_n else None)

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from jaxsi import spec
 from jaxsi.methods import self_training_common as common
-from jaxsi.training import rounds
 
 
 def answer_hint(task: Any) -> str:
@@ -49,7 +49,7 @@ def star(*, rationalize: bool = True, samples_per_prompt: int = 1,
          temperature: float = 0.0, hint_fn: Callable[[Any], str] = answer_hint,
          hint_warm_start: bool = True, steps_growth: float = 1.2,
          include_labeled: bool = True, max_per_prompt: int = 1,
-         name: str = "star") -> rounds.RoundsMethod:
+         name: str = "star") -> spec.RoundsMethod:
   """STaR (Zelikman et al. 2022, Alg. 1) as a ``RoundsMethod``.
 
   Args:
@@ -70,7 +70,7 @@ def star(*, rationalize: bool = True, samples_per_prompt: int = 1,
   """
 
   def warm_start(labeled):
-    ex = rounds.task_examples(labeled)
+    ex = common.task_examples(labeled)
     if rationalize and hint_warm_start:
       ex += [dict(prompt=hinted_prompt(t, hint_fn), completion=t.target,
                   task_id=f"{t.id}/hinted") for t in labeled]
@@ -107,7 +107,7 @@ def star(*, rationalize: bool = True, samples_per_prompt: int = 1,
                                   sum(r["correct"] for r in records if r["rationalized"])
                                   / max(1, sum(1 for r in records if r["rationalized"]))))
 
-  return rounds.RoundsMethod(
+  return spec.RoundsMethod(
       name=name, sample_chunk=sample_chunk, select=select, warm_start=warm_start,
       train_from="base", accumulate=False, include_labeled=include_labeled,
       steps_growth=steps_growth)

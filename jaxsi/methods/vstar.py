@@ -32,49 +32,39 @@ E-step, which samples the same G_r).
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from jaxsi import spec
 from jaxsi.methods import self_training_common as common
 from jaxsi.trajectory import Trajectory
-from jaxsi.training import checkpoint_pool as pool_lib
-from jaxsi.training import fit as fit_lib
-from jaxsi.training import rounds
 
-def train_verifier(*, model: Any, base_params: Any, tokenizer: Any,
-                   pairs: Sequence[dict], steps: int, pairs_per_batch: int,
-                   beta: float, config: rounds.RoundsConfig, seed: int
-                   ) -> tuple[Any, dict]:
-  """DPO (Eq. 2) of a verifier from ``base_params`` (reference = base).
 
-  ``fit`` on the preference pairs (``pairs_per_batch`` pairs per batch, fewer
-  pairs are tiled), the M-step's optimizer settings of ``config``.
+def train_verifier(ctx: Any, *, pairs: Sequence[dict], steps: int,
+                   pairs_per_batch: int, beta: float, seed: int,
+                   config: Any = None) -> tuple[Any, dict]:
+  """DPO (Eq. 2) of a verifier from ``ctx.base_params`` (reference = base).
+
+  ``ctx.fit_pairs`` (``fit`` on the preference pairs, ``pairs_per_batch``
+  pairs per batch, fewer pairs are tiled) with the M-step's optimizer
+  settings of ``config`` (default ``ctx.config``).
 
   Returns:
     (verifier params, metrics averaged over the last fifth of the steps).
   """
   if not pairs:
     raise ValueError("train_verifier: no preference pairs")
-  data = fit_lib.preference_data(
-      tokenizer, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs],
-      [p["rejected"] for p in pairs], max_len=config.max_len,
-      reference=(model, base_params), reference_batch=2 * pairs_per_batch)
-  tail = max(1, steps // 5)
-  res = fit_lib.fit(model=model, params=base_params,
-                    objective=fit_lib.preference("dpo", beta=beta), data=data,
-                    optimizer=rounds.optimizer_spec(config), steps=steps,
-                    batch_size=2 * pairs_per_batch, seed=seed, desc="verifier",
-                    log_every=tail)
-  return res.params, fit_lib.tail_mean(res.history, tail)
+  return ctx.fit_pairs(params=ctx.base_params, reference=ctx.base_params, pairs=pairs,
+                       steps=steps, seed=seed, objective="dpo",
+                       pairs_per_batch=pairs_per_batch, desc="verifier",
+                       config=config, beta=beta)
 
 
-def verifier_scores(model: Any, verifier_params: Any, base_params: Any,
-                    traj: Trajectory) -> np.ndarray:
-  """V-STaR score log π_V(y|x) − log π_ref(y|x) of each row (Eq. 3)."""
-  return (rounds.sequence_logprobs(model, verifier_params, traj)
-          - rounds.sequence_logprobs(model, base_params, traj))
+def verifier_scores(ctx: Any, verifier_params: Any, traj: Trajectory) -> np.ndarray:
+  """V-STaR score log π_V(y|x) − log π_ref(y|x) of each row (Eq. 3), π_ref = base."""
+  return (ctx.sequence_logprobs(traj, params=verifier_params)
+          - ctx.sequence_logprobs(traj, params=ctx.base_params))
 
 
 best_of_n_accuracy = common.best_of_n_accuracy     # kept for callers of vstar.*
@@ -88,7 +78,7 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
           verifier_learning_rate: Optional[float] = None,
           eval_on_base: bool = False, all_pairs: bool = False,
           verifier_tasks: Optional[Sequence[Any]] = None,
-          name: str = "vstar") -> rounds.RoundsMethod:
+          name: str = "vstar") -> spec.RoundsMethod:
   """V-STaR (Hosseini et al. 2024, Alg. 1, Eq. 2–3) as a ``RoundsMethod``.
 
   Args:
@@ -143,7 +133,7 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
     return dataclasses.replace(config, learning_rate=float(verifier_learning_rate))
 
   def verifier_pool(ctx):
-    return pool_lib.CheckpointPool(os.path.join(ctx.workdir, "verifier_pool"))
+    return ctx.open_pool("verifier_pool")
 
   def after_round(ctx, store):
     vpool = verifier_pool(ctx)
@@ -171,10 +161,9 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
                  "own_generator_sample_accuracy": own["stats"]["sample_accuracy"]}
       if not pairs:
         return {"verifier_pairs": 0}
-      params, m = train_verifier(model=ctx.model, base_params=ctx.base_params,
-                                 tokenizer=ctx.tokenizer, pairs=pairs,
-                                 steps=verifier_steps, pairs_per_batch=pairs_per_batch,
-                                 beta=beta, config=verifier_config(ctx.config),
+      params, m = train_verifier(ctx, pairs=pairs, steps=verifier_steps,
+                                 pairs_per_batch=pairs_per_batch, beta=beta,
+                                 config=verifier_config(ctx.config),
                                  seed=ctx.config.seed * 31 + ctx.round)
       vpool.save(ctx.round, params)
       return {"verifier_pairs": len(pairs), **extra,
@@ -188,12 +177,12 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
                                      temperature=eval_temperature, params=params)
     if vparams is not None:
       correct = np.asarray(ro.correct, bool)
-      scores = verifier_scores(ctx.model, vparams, ctx.base_params, ro.traj)
+      scores = verifier_scores(ctx, vparams, ro.traj)
       out["verifier_best_of_n"] = common.best_of_n_accuracy(scores, correct, out["n"])
       out["verifier_pair_accuracy"] = common.pair_ranking_accuracy(scores, correct,
                                                                    out["n"])
       # Diagnostic (not the paper's score): log π_V(y|x) alone.
-      lv = rounds.sequence_logprobs(ctx.model, vparams, ro.traj)
+      lv = ctx.sequence_logprobs(ro.traj, params=vparams)
       out["verifier_logpi_best_of_n"] = common.best_of_n_accuracy(lv, correct, out["n"])
     return {prefix + k: v for k, v in out.items()}
 
@@ -213,7 +202,7 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
       out.update(rank(ctx, vparams, ctx.base_params, test, "base_"))
     return out
 
-  return rounds.RoundsMethod(
+  return spec.RoundsMethod(
       name=name, sample_chunk=sample_chunk, select=select, after_round=after_round,
       evaluate=evaluate, train_from="base", accumulate=True,
       include_labeled=include_labeled)

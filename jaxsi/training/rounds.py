@@ -1,40 +1,38 @@
-"""Self-training in rounds: generate → filter → store → train → evaluate → record.
+"""Self-training in rounds: a schedule of generate → store → filter → fit → evaluate.
 
-The outer loop shared by the rejection-sampling self-training family
-(METHODS.md family 1): STaR (Zelikman et al. 2022), RFT (Yuan et al. 2023),
-ReST-EM (Singh et al. 2023), B-STaR (Zeng et al. 2024), V-STaR (Hosseini et
-al. 2024), SFT-Sharpening (Huang et al. 2024) and easy-to-hard
-self-improvement (Lee et al. 2025). A method is a :class:`RoundsMethod`: which
-problems a round uses, how it samples them (``sample_chunk``), how it turns
-the round's candidates into training examples (``select``), where training
-starts (``train_from``) and whether data accumulates. This module runs any of
-them with one schedule::
+The outer loop of the rejection-sampling self-training family (METHODS.md
+family 1: STaR, Zelikman et al. 2022; RFT, Yuan et al. 2023; ReST-EM, Singh
+et al. 2023; B-STaR, Zeng et al. 2024; V-STaR, Hosseini et al. 2024;
+SFT-Sharpening, Huang et al. 2024; easy-to-hard, Lee et al. 2025) and of
+iterative preference optimisation (DPO on pairs built from the model's own
+samples, reference = the previous iterate). A method is data,
+``jaxsi.spec.RoundsMethod``; this module runs any of them::
 
   round 0: warm start (SFT on the labeled set) → pool[0], eval, record
   round r ≥ 1:
-    plan      = method.plan(ctx, problems)              → round_r/plan.json
-    for chunk c of problems (fixed size, own PRNG key):
-      records = method.sample_chunk(ctx, chunk, plan)   → round_r/chunks/c.json
-    examples, pairs, metrics = method.select(all records of the round)
-                                                        → round_r/selected.json
-    train set = [labeled] + (selected of rounds 1..r if accumulate else r)
-    params    = SFT from pool[0] ('base') or pool[r-1] ('current')  → pool[r]
+    plan     = method.plan(ctx, problems)                 → round_r/plan.json
+    for chunk c of problems (fixed size, key fold_in(round_key, c)):
+      rollout stage + reward stages (RoundContext.sample)  → chunk_c.npz (Trajectory)
+      records (or method.sample_chunk)                     → chunk_c.json
+    select: a jaxsi.transforms filter / pair builder over the round's stored
+      trajectories, or fn(records) → examples, pairs        → round_r/selected.json
+    fit: SFT on [labeled] + selected (of 1..r if accumulate), or a DPO-family
+      term on the pairs with reference = pool[r-1] or pool[0],
+      from pool[0] ('base') or pool[r-1] ('current')       → pool[r]
     method.after_round(...)   (e.g. V-STaR's verifier)
     eval → rounds.json
 
-Resumability: every artefact is written atomically (temp file + rename) and
-each step is skipped when its artefact exists, so an interrupted run restarts
-where it stopped — a chunk is either on disk complete or regenerated with the
-same key (no data lost or duplicated). The M-step is ``jaxsi.training.fit.fit``:
-it checkpoints its TrainState with the batch position and replays the same
-batches.
+The pieces live in their own modules: the store (``round_store``), the
+callbacks' context and the sampling through rollout/reward stages
+(``round_context``), the M-step (``round_fit``). Resumability: every artefact
+is written atomically and each step is skipped when its artefact exists, so
+a killed run restarts where it stopped; the M-step's ``fit`` checkpoints its
+TrainState with the batch position and replays the same batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import shutil
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -43,303 +41,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsi.models import logprobs as logprobs_lib
+from jaxsi import spec as spec_lib
 from jaxsi.sampling import strategies
 from jaxsi.training import checkpoint_pool as pool_lib
 from jaxsi.training import evaluate as evaluate_lib
-from jaxsi.training import fit as fit_lib
 from jaxsi.training import metrics as metrics_lib
+from jaxsi.training import round_context
+from jaxsi.training import round_fit
+from jaxsi.training import round_store
+from jaxsi.transforms import base as transforms_base
 
 Record = dict      # one sampled candidate (JSON): task_id, prompt, completion, ...
 Example = dict     # one training example: prompt, completion, task_id
 
-
-# ------------------------------------------------------------------- storage
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes JSON to ``path`` atomically (temp file, fsync, rename)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
-
-
-class RoundStore:
-  """The on-disk layout of a rounds run (see module docstring).
-
-  ``workdir/rounds.json`` (records of finished rounds), ``workdir/round_{r:03d}/``
-  with ``plan.json``, ``chunks/chunk_{c:05d}.json`` and ``selected.json``,
-  ``workdir/train/round_{r:03d}`` (M-step checkpoints, removed when the round's
-  parameters are in the pool) and ``workdir/pool`` (:class:`CheckpointPool`).
-  """
-
-  def __init__(self, workdir: str):
-    self.workdir = os.path.abspath(workdir)
-    os.makedirs(self.workdir, exist_ok=True)
-
-  def round_dir(self, r: int) -> str:
-    return os.path.join(self.workdir, f"round_{int(r):03d}")
-
-  def chunk_path(self, r: int, c: int) -> str:
-    return os.path.join(self.round_dir(r), "chunks", f"chunk_{int(c):05d}.json")
-
-  def has_chunk(self, r: int, c: int) -> bool:
-    return os.path.exists(self.chunk_path(r, c))
-
-  def write_chunk(self, r: int, c: int, records: Sequence[Record]) -> None:
-    write_json_atomic(self.chunk_path(r, c), {"chunk": int(c), "records": list(records)})
-
-  def read_chunks(self, r: int, num_chunks: int) -> list[Record]:
-    """All candidate records of round ``r`` in chunk order.
-
-    Raises:
-      FileNotFoundError: a chunk is missing.
-    """
-    out = []
-    for c in range(num_chunks):
-      out.extend(read_json(self.chunk_path(r, c))["records"])
-    return out
-
-  def _path(self, r: int, name: str) -> str:
-    return os.path.join(self.round_dir(r), name)
-
-  def load(self, r: int, name: str) -> Optional[Any]:
-    p = self._path(r, name)
-    return read_json(p) if os.path.exists(p) else None
-
-  def save(self, r: int, name: str, obj: Any) -> None:
-    write_json_atomic(self._path(r, name), obj)
-
-  def train_dir(self, r: int, tag: str = "policy") -> str:
-    return os.path.join(self.workdir, "train", f"{tag}_round_{int(r):03d}")
-
-  @property
-  def pool_dir(self) -> str:
-    """The :class:`CheckpointPool` directory (round r's parameters)."""
-    return os.path.join(self.workdir, "pool")
-
-  @property
-  def records_path(self) -> str:
-    return os.path.join(self.workdir, "rounds.json")
-
-  def records(self) -> list[dict]:
-    """Records of finished rounds, by round."""
-    if not os.path.exists(self.records_path):
-      return []
-    return read_json(self.records_path)
-
-  def add_record(self, record: Mapping[str, Any]) -> None:
-    """Appends a round record (atomically rewrites ``rounds.json``).
-
-    Raises:
-      ValueError: that round already has a record.
-    """
-    recs = self.records()
-    if any(x["round"] == record["round"] for x in recs):
-      raise ValueError(f"RoundStore: round {record['round']} already recorded")
-    write_json_atomic(self.records_path, recs + [dict(record)])
-
-
-# ---------------------------------------------------------------- the method
-@dataclasses.dataclass(frozen=True)
-class RoundsMethod:
-  """A self-training method as data (what :func:`run_rounds` runs).
-
-  Attributes:
-    name: method name.
-    sample_chunk: ``fn(ctx, tasks, plan) -> list[Record]``; candidates for a
-      chunk of problems (must be deterministic given ``ctx.rng``).
-    select: ``fn(records, plan, ctx) -> (examples, pairs, metrics)``; the
-      filters over all candidates of the round. ``examples`` are
-      ``{'prompt', 'completion', 'task_id'}`` dicts, ``pairs`` are
-      ``{'prompt', 'chosen', 'rejected', 'task_id'}`` dicts (may be empty).
-    plan: ``fn(ctx, tasks) -> dict`` run once per round before sampling
-      (e.g. B-STaR's choice of temperature and threshold), or None.
-    problems: ``fn(round, unlabeled) -> tasks`` of round ``round`` (default:
-      all unlabeled problems).
-    warm_start: ``fn(labeled) -> examples`` of the warm start (default: each
-      labeled task's prompt → target).
-    train_from: 'base' (restart from the warm start every round) or
-      'current' (continue from the previous round).
-    accumulate: train on the selected data of all rounds so far (else only
-      the latest round's).
-    include_labeled: add the labeled warm-start examples to every round.
-    steps_growth: the round-r M-step runs ``steps · growth^(r-1)`` steps
-      (STaR: 1.2).
-    after_round: ``fn(ctx, store) -> metrics`` after the M-step (V-STaR's
-      verifier; must be resumable itself), or None.
-    evaluate: ``fn(ctx, test) -> metrics`` extra evaluation, or None.
-  """
-
-  name: str
-  sample_chunk: Callable[..., list]
-  select: Callable[..., tuple]
-  plan: Optional[Callable[..., dict]] = None
-  problems: Optional[Callable[[int, Sequence[Any]], Sequence[Any]]] = None
-  warm_start: Optional[Callable[[Sequence[Any]], list]] = None
-  train_from: str = "current"
-  accumulate: bool = False
-  include_labeled: bool = True
-  steps_growth: float = 1.0
-  after_round: Optional[Callable[..., dict]] = None
-  evaluate: Optional[Callable[..., dict]] = None
-
-  def __post_init__(self):
-    if self.train_from not in ("base", "current"):
-      raise ValueError(f"RoundsMethod {self.name}: train_from must be 'base' or"
-                       f" 'current', got {self.train_from!r}")
-    if self.steps_growth <= 0:
-      raise ValueError(f"RoundsMethod {self.name}: steps_growth must be > 0")
-
-
-def labeled_only(method: RoundsMethod) -> RoundsMethod:
-  """The no-self-training control of ``method``: its schedule, no generated data.
-
-  Every round samples nothing and selects nothing, so the M-step runs the
-  same number of steps (``train_from``, ``steps_growth``) on the labeled
-  warm-start examples only. Comparing ``method`` with this control separates
-  the effect of the self-generated data from that of the extra steps.
-
-  Raises:
-    ValueError: ``method`` does not train on the labeled set.
-  """
-  if not method.include_labeled:
-    raise ValueError(f"labeled_only({method.name}): the method trains without the"
-                     " labeled set, so its control would have no data")
-  return dataclasses.replace(
-      method, name=f"{method.name}_labeled_only", problems=lambda r, unlabeled: [],
-      sample_chunk=lambda ctx, tasks, plan: [],
-      select=lambda records, plan, ctx: ([], [], {}), plan=None,
-      after_round=None, evaluate=None)
-
-
-def round_train_set(method: "RoundsMethod", labeled_examples: Sequence[Example],
-                    store: "RoundStore", r: int) -> list[Example]:
-  """The M-step data of round ``r``: [labeled] + selected of 1..r (accumulate) or r."""
-  train = list(labeled_examples) if method.include_labeled else []
-  for q in (range(1, r + 1) if method.accumulate else [r]):
-    train.extend(store.load(q, "selected.json")["examples"])
-  return train
-
-
-def round_steps(method: "RoundsMethod", config: "RoundsConfig", r: int) -> int:
-  """M-step steps of round ``r`` (``steps_per_round · steps_growth^(r-1)``)."""
-  return int(round(config.steps_per_round * method.steps_growth ** (r - 1)))
-
-
-def task_examples(tasks: Sequence[Any]) -> list[Example]:
-  """Supervised examples (prompt → target) of labeled tasks."""
-  return [dict(prompt=t.prompt, completion=t.target, task_id=t.id) for t in tasks]
-
-
-# ------------------------------------------------------------------- context
-_SEQ_LOGPROB_CACHE: dict = {}
-
-
-def sequence_logprobs(model: Any, params: Any, traj: Any, *,
-                      normalize: bool = False) -> np.ndarray:
-  """f32[B]: log π(y | x) = Σ_t loss_mask·log p(y_t | ·) (mean if ``normalize``).
-
-  Scored at temperature 1 (the model's own likelihood, as in SFT-Sharpening,
-  Huang et al. 2024, Eq. 3).
-  """
-  fn = _SEQ_LOGPROB_CACHE.get(model)
-  if fn is None:
-    def f(p, tokens, positions, input_mask, loss_mask):
-      lp, _ = logprobs_lib.token_logprobs(model, p, tokens, positions,
-                                          input_mask=input_mask)
-      m = loss_mask.astype(jnp.float32)
-      return jnp.sum(lp * m, axis=-1), jnp.sum(m, axis=-1)
-    fn = _SEQ_LOGPROB_CACHE[model] = jax.jit(f)
-  total, count = jax.device_get(fn(params, traj.tokens, traj.positions,
-                                   traj.input_mask, traj.loss_mask))
-  total, count = np.asarray(total), np.asarray(count)
-  return total / np.maximum(count, 1.0) if normalize else total
-
-
-@dataclasses.dataclass
-class RoundContext:
-  """What a method's callbacks may use in round ``round``.
-
-  Attributes:
-    round: the round number (1-based; 0 = warm start).
-    model: the static model.
-    params: parameters of the model that generates this round (round r-1).
-    base_params: the warm-started parameters (round 0).
-    tokenizer: the tokenizer.
-    rng: this callback's PRNG key (per chunk for ``sample_chunk``).
-    pool: the :class:`CheckpointPool` (any past round's model).
-    config: the run's :class:`RoundsConfig`.
-    workdir: the run directory (methods may keep their own artefacts there).
-    labeled_examples: the warm-start examples (``method.warm_start`` of the
-      labeled tasks), e.g. for methods that train extra models.
-    unlabeled: the run's unlabeled tasks (e.g. V-STaR's verifier samples).
-  """
-
-  round: int
-  model: Any
-  params: Any
-  base_params: Any
-  tokenizer: Any
-  rng: jax.Array
-  pool: pool_lib.CheckpointPool
-  config: "RoundsConfig"
-  workdir: str
-  labeled_examples: Sequence[Example] = ()
-  unlabeled: Sequence[Any] = ()
-
-  def rollout(self, tasks: Sequence[Any], *, strategy: Any, n: int,
-              rng: Optional[jax.Array] = None, params: Any = None
-              ) -> evaluate_lib.Rollout:
-    """``n`` completions per task from the round's model (verified)."""
-    return evaluate_lib.rollout(
-        model=self.model, params=self.params if params is None else params,
-        tokenizer=self.tokenizer, tasks=tasks,
-        rng=self.rng if rng is None else rng, strategy=strategy, n=n,
-        max_new_tokens=self.config.max_new_tokens,
-        batch_size=self.config.rollout_batch)
-
-  def sequence_logprobs(self, traj: Any, *, params: Any = None,
-                        normalize: bool = False) -> np.ndarray:
-    return sequence_logprobs(self.model, self.params if params is None else params,
-                             traj, normalize=normalize)
-
-
-def rollout_records(tasks: Sequence[Any], ro: evaluate_lib.Rollout, **extra_fields
-                    ) -> list[Record]:
-  """One JSON record per sample of a rollout (``ro.n`` per task, in order).
-
-  Fields: task_id, prompt, answer_gold, difficulty, sample (index within
-  the task), completion, answer (extracted, canonical), correct, plus
-  ``extra_fields`` (each a per-sample sequence or a scalar).
-  """
-  out = []
-  for i, text in enumerate(ro.texts):
-    task = tasks[i // ro.n]
-    rec = dict(task_id=task.id, prompt=task.prompt, answer_gold=task.answer,
-               difficulty=int(task.difficulty), sample=i % ro.n, completion=text,
-               answer=ro.answers[i], correct=bool(ro.correct[i]))
-    for k, v in extra_fields.items():
-      rec[k] = v[i] if isinstance(v, (list, tuple, np.ndarray)) else v
-      if isinstance(rec[k], np.generic):
-        rec[k] = rec[k].item()
-    out.append(rec)
-  return out
-
-
-def group_by_task(records: Sequence[Record]) -> dict[str, list[Record]]:
-  """Records grouped by task id, in first-appearance order."""
-  groups: dict[str, list[Record]] = {}
-  for r in records:
-    groups.setdefault(r["task_id"], []).append(r)
-  return groups
+# The pieces, under their historical names.
+RoundsMethod = spec_lib.RoundsMethod
+RoundStore = round_store.RoundStore
+write_json_atomic = round_store.write_json_atomic
+read_json = round_store.read_json
+RoundContext = round_context.RoundContext
+sequence_logprobs = round_context.sequence_logprobs
+rollout_records = round_context.rollout_records
+optimizer_spec = round_fit.optimizer_spec
+fit_sft = round_fit.fit_sft
+round_train_set = round_store.round_train_set
+round_steps = round_fit.round_steps
 
 
 # --------------------------------------------------------------------- config
@@ -350,17 +76,19 @@ class RoundsConfig:
   Attributes:
     rounds: self-training rounds after the warm start.
     warm_start_steps: SFT steps of round 0.
-    steps_per_round: M-step SFT steps of round 1 (see ``steps_growth``).
-    batch_size: SFT batch size (smaller datasets are tiled to fill it).
-    max_len: padded SFT length.
+    steps_per_round: M-step steps of round 1 (see ``steps_growth``).
+    batch_size: M-step batch size in rows (a pair is two rows; smaller
+      datasets are tiled to fill it).
+    max_len: padded M-step length.
     learning_rate, warmup_steps, weight_decay, max_grad_norm: AdamW (constant
       learning rate after warmup, restarted each M-step).
-    max_new_tokens: completion budget.
+    max_new_tokens: completion budget (of rollout stages without their own).
     rollout_batch: sampler rows per call.
     chunk_size: problems per stored generation chunk (the resume granularity).
     save_every: M-step checkpoint interval in steps.
     eval_n: greedy evaluation uses 1 sample; this is the N of extra
       evaluations that sample (e.g. best-of-N).
+    reward_timeout_s: seconds per host reward call (``rewards.stages``).
     seed: global seed.
   """
 
@@ -378,51 +106,69 @@ class RoundsConfig:
   chunk_size: int = 256
   save_every: int = 50
   eval_n: int = 8
+  reward_timeout_s: float = 60.0
   seed: int = 0
 
 
-# ------------------------------------------------------------------- training
-def optimizer_spec(config: RoundsConfig) -> fit_lib.OptimizerSpec:
-  """The M-step optimizer: AdamW, linear warmup then constant, clipping.
+# ------------------------------------------------------------ method helpers
+def labeled_only(method: RoundsMethod) -> RoundsMethod:
+  """The no-self-training control of ``method``: its schedule, no generated data.
 
-  The schedule length is the M-step's (``max(steps, warmup_steps + 1)``).
+  Every round samples nothing and selects nothing, so the M-step runs the
+  same number of steps (``train_from``, ``steps_growth``) on the labeled
+  warm-start examples only. Comparing ``method`` with this control separates
+  the effect of the self-generated data from that of the extra steps.
+
+  Raises:
+    ValueError: ``method`` does not train on the labeled set.
   """
-  return fit_lib.OptimizerSpec(
-      learning_rate=config.learning_rate, schedule="constant",
-      warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
-      max_grad_norm=config.max_grad_norm)
+  if not method.include_labeled or method.pairwise:
+    raise ValueError(f"labeled_only({method.name}): the method trains without the"
+                     " labeled set, so its control would have no data")
+  return dataclasses.replace(
+      method, name=f"{method.name}_labeled_only", problems=lambda r, unlabeled: [],
+      sample_chunk=lambda ctx, tasks, plan: [],
+      select=lambda records, plan, ctx: ([], [], {}), plan=None,
+      after_round=None, evaluate=None)
 
 
-def fit_sft(*, model: Any, params: Any, tokenizer: Any,
-            examples: Sequence[Example], steps: int, config: RoundsConfig,
-            ckpt_dir: str, seed: int, writer: Optional[metrics_lib.MetricWriter] = None,
-            desc: str = "sft", step_offset: int = 0,
-            callback: Optional[Callable[..., None]] = None) -> tuple[Any, dict]:
-  """Resumable SFT of ``params`` on ``examples`` for ``steps`` updates (``fit``).
+def task_examples(tasks: Sequence[Any]) -> list[Example]:
+  """Supervised examples (prompt → target) of labeled tasks."""
+  return [dict(prompt=t.prompt, completion=t.target, task_id=t.id) for t in tasks]
 
-  Examples longer than ``config.max_len`` (self-generated completions of a
-  model that does not stop) are dropped and counted; a dataset smaller than
-  ``config.batch_size`` is tiled. ``ckpt_dir`` holds the resumable
-  checkpoints (every ``config.save_every`` steps); ``callback`` is called as
-  ``callback('train_step', tag=desc, position=p)`` after every step.
+
+def select_with_transform(transform: Any, stored: Optional[round_store.StoredChunk],
+                          tokenizer: Any) -> tuple[list, list, dict]:
+  """Runs a ``jaxsi.transforms`` filter / pair builder over a round's trajectories.
+
+  Rows left ``valid`` become SFT examples; ``pair_ids[i] = j`` (a pair
+  builder's links) becomes the pair (row i chosen ≻ row j rejected).
 
   Returns:
-    ``(params, last_metrics)``.
+    ``(examples, pairs, metrics)`` (the transform's metrics, plus
+    ``sample_accuracy`` — first reward column ≥ 1 — and counts).
   """
-  data = fit_lib.sft_examples(tokenizer, examples, max_len=config.max_len,
-                              drop_too_long=True, desc=desc)
-  step_callback = None
-  if callback is not None:
-    def step_callback(position, metrics):
-      del metrics
-      callback("train_step", tag=desc, position=position)
-  res = fit_lib.fit(model=model, params=params, objective=fit_lib.sft(), data=data,
-                    optimizer=optimizer_spec(config), steps=steps,
-                    batch_size=config.batch_size, seed=seed, ckpt_dir=ckpt_dir,
-                    save_every=config.save_every, writer=writer, desc=desc,
-                    step_offset=step_offset, callback=step_callback,
-                    log_every=max(1, min(50, steps)))
-  return res.params, res.metrics
+  if stored is None:
+    return [], [], {}
+  traj = stored.traj
+  out, _, metrics = transform.update(jax.tree.map(jnp.asarray, traj), transform.init(),
+                                     transforms_base.Context())
+  valid = np.asarray(out.valid, bool)
+  pair = np.asarray(out.pair_ids)
+  texts = [tokenizer.decode(row[m].tolist()) for row, m in zip(traj.tokens, traj.loss_mask)]
+  pid = np.asarray(traj.prompt_ids)
+
+  def base(i):
+    return dict(prompt=stored.prompt_texts[pid[i]], task_id=stored.task_ids[pid[i]])
+
+  examples = [dict(base(i), completion=texts[i]) for i in np.flatnonzero(valid)]
+  pairs = [dict(base(i), chosen=texts[i], rejected=texts[pair[i]])
+           for i in np.flatnonzero(pair >= 0)]
+  first = np.nan_to_num(np.asarray(traj.rewards)[:, 0], nan=0.0)
+  m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  m.update(sample_accuracy=float(np.mean(first >= 1.0)), kept=len(examples),
+           pairs=len(pairs))
+  return examples, pairs, m
 
 
 # ----------------------------------------------------------------- the loop
@@ -444,15 +190,15 @@ def run_rounds(
   """Runs (or resumes) warm start + ``config.rounds`` rounds of ``method``.
 
   Args:
-    method: the :class:`RoundsMethod`.
+    method: the ``spec.RoundsMethod``.
     model: static model.
     init_params: parameters before the warm start (also the restore template).
     tokenizer: the tokenizer.
     labeled: supervised warm-start tasks (their ``target`` is trained on).
-    unlabeled: problems for self-training (answers only reach the verifier).
+    unlabeled: problems for self-training (answers only reach the rewards).
     test: held-out problems (greedy pass@1 each round).
-    workdir: run directory (see :class:`RoundStore`); rerun with the same
-      arguments to resume.
+    workdir: run directory (see ``round_store.RoundStore``); rerun with the
+      same arguments to resume.
     config: schedule and optimiser settings.
     callback: ``fn(event, **info)`` called after every stored chunk
       (``'chunk'``, round, chunk) and every M-step step (``'train_step'``,
@@ -464,7 +210,15 @@ def run_rounds(
   Returns:
     The round records (round 0 = warm start): held-out pass@1 (overall and
     per difficulty), selection metrics, dataset sizes, time.
+
+  Raises:
+    spec.ConfigurationError: ``method`` is not a RoundsMethod.
   """
+  if not isinstance(method, spec_lib.RoundsMethod):
+    raise spec_lib.ConfigurationError(
+        f"run_rounds runs jaxsi.spec.RoundsMethod values; got"
+        f" {type(method).__name__} {getattr(method, 'name', method)!r}"
+        " (an on-policy method runs under the RL launcher, rl_run.run)")
   store = RoundStore(workdir)
   pool = pool_lib.CheckpointPool(store.pool_dir)
   writer = metrics_lib.MetricWriter(store.workdir)
@@ -487,29 +241,31 @@ def run_rounds(
     if verbose:
       print(f"[jaxsi.rounds:{method.name}] {msg}", flush=True)
 
-  def finish_params(r, start, examples, steps, tag):
+  def pooled(r, train):
+    """Round r's parameters: from the pool, or ``train()`` then pooled."""
     if r in pool:
       return pool.params(r, like=like)
-    params, m = fit_sft(model=model, params=start, tokenizer=tokenizer,
-                        examples=examples, steps=steps, config=config,
-                        ckpt_dir=store.train_dir(r), seed=seed * 1009 + r,
-                        writer=writer, desc=tag, step_offset=r * 100_000,
-                        callback=callback)
+    params = train()
     pool.save(r, params)
     shutil.rmtree(store.train_dir(r), ignore_errors=True)
     return params
+
+  def sft(r, start, examples, steps, tag):
+    return pooled(r, lambda: fit_sft(
+        model=model, params=start, tokenizer=tokenizer, examples=examples, steps=steps,
+        config=config, ckpt_dir=store.train_dir(r), seed=seed * 1009 + r, writer=writer,
+        desc=tag, step_offset=r * 100_000, callback=callback)[0])
 
   def ctx_for(r, params, base, rng):
     return RoundContext(round=r, model=model, params=params, base_params=base,
                         tokenizer=tokenizer, rng=rng, pool=pool, config=config,
                         workdir=store.workdir, labeled_examples=labeled_examples,
-                        unlabeled=tuple(unlabeled))
+                        unlabeled=tuple(unlabeled), method=method)
 
   # Round 0: warm start.
   if warm_params is not None and 0 not in pool:
     pool.save(0, warm_params)
-  base = finish_params(0, init_params, labeled_examples, config.warm_start_steps,
-                       "warm_start")
+  base = sft(0, init_params, labeled_examples, config.warm_start_steps, "warm_start")
   if 0 not in done:
     ev = held_out(base, seed + 10_000)
     rec = dict(round=0, test_pass1=ev["pass@1"], test_by_difficulty=ev["by_difficulty"],
@@ -533,37 +289,53 @@ def run_rounds(
                           problems) if method.plan else {})
       plan = dict(plan, num_problems=len(problems))
       store.save(r, "plan.json", plan)
-    # 2. E-step in resumable chunks.
+    # 2. E-step in resumable chunks: the trajectories, then the records.
     cs = config.chunk_size
     num_chunks = -(-len(problems) // cs)
     for c in range(num_chunks):
       if store.has_chunk(r, c):
         continue
-      recs = method.sample_chunk(ctx_for(r, current, base, jax.random.fold_in(round_key, c)),
-                                 problems[c * cs:(c + 1) * cs], plan)
-      store.write_chunk(r, c, recs)
+      ctx = ctx_for(r, current, base, jax.random.fold_in(round_key, c))
+      tasks = problems[c * cs:(c + 1) * cs]
+      if method.sample_chunk is not None:
+        recs = method.sample_chunk(ctx, tasks, plan)
+      else:
+        recs = ctx.sample(tasks).records()
+      store.write_chunk(r, c, recs, round_store.concat_chunks(
+          [g.stored() for g in ctx.generated]))
       if callback is not None:
         callback("chunk", round=r, chunk=c)
     # 3. Filters over the whole round.
     selected = store.load(r, "selected.json")
     if selected is None:
       records = store.read_chunks(r, num_chunks)
-      examples, pairs, sel_metrics = method.select(records, plan,
-                                                   ctx_for(r, current, base, round_key))
+      if method.select_is_transform:
+        examples, pairs, sel_metrics = select_with_transform(
+            method.select, store.trajectory(r, num_chunks), tokenizer)
+      else:
+        examples, pairs, sel_metrics = method.select(records, plan,
+                                                     ctx_for(r, current, base, round_key))
       selected = dict(examples=list(examples), pairs=list(pairs),
                       metrics=dict(sel_metrics), num_records=len(records))
       store.save(r, "selected.json", selected)
-    # 4. M-step.
-    train = round_train_set(method, labeled_examples, store, r)
+    # 4. M-step: SFT on examples, or a pairwise term on pairs.
+    key = "pairs" if method.pairwise else "examples"
+    train = round_train_set(method, labeled_examples, store, r, key)
     steps = round_steps(method, config, r)
     start = base if method.train_from == "base" else current
-    if train:
-      params = finish_params(r, start, train, steps, f"round{r}")
-    else:
+    if not train:
       log(f"round {r}: empty training set; the model is carried over")
-      if r not in pool:
-        pool.save(r, start)
-      params = pool.params(r, like=like)
+      params = pooled(r, lambda: start)
+    elif method.pairwise:
+      reference = current if method.reference == "previous" else base
+      params = pooled(r, lambda: round_fit.fit_pairs(
+          model=model, params=start, reference=reference, tokenizer=tokenizer,
+          pairs=train, steps=steps, config=config, seed=seed * 1009 + r,
+          objective=method.objective, ckpt_dir=store.train_dir(r), writer=writer,
+          desc=f"round{r}", step_offset=r * 100_000, callback=callback,
+          **method.objective_settings)[0])
+    else:
+      params = sft(r, start, train, steps, f"round{r}")
     ctx = ctx_for(r, params, base, jax.random.fold_in(round_key, 10**6 + 1))
     extra = method.after_round(ctx, store) if method.after_round else {}
     # 5. Evaluate and record.

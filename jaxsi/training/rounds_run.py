@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 import jax
 
+from jaxsi import spec
 from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.models import config as model_config
@@ -28,7 +29,26 @@ from jaxsi.training import rounds
 CONTROL_DIR = "control"
 
 
-def run(*, workdir: str, method: rounds.RoundsMethod, task: str = "addition",
+def check_method(method: Any) -> spec.RoundsMethod:
+  """``method`` if it is a ``spec.RoundsMethod``.
+
+  Raises:
+    spec.ConfigurationError: an on-policy ``spec.Method`` (it runs under the
+      RL launcher, ``rl_run.run``) or anything else.
+  """
+  if isinstance(method, spec.Method):
+    raise spec.ConfigurationError(
+        f"rounds_run.run: {method.name!r} is an on-policy method (jaxsi.spec.Method);"
+        " rounds_run runs rounds methods (jaxsi.spec.RoundsMethod). Use the RL"
+        " launcher: MAIN = @rl_run.run (jaxsi.training.rl_run.run)")
+  if not isinstance(method, spec.RoundsMethod):
+    raise spec.ConfigurationError(
+        f"rounds_run.run: expected a jaxsi.spec.RoundsMethod, got"
+        f" {type(method).__name__} {getattr(method, 'name', method)!r}")
+  return method
+
+
+def run(*, workdir: str, method: spec.RoundsMethod, task: str = "addition",
         task_format: Optional[dict] = None, difficulty: Sequence[int] = (2,),
         test_difficulty: Optional[Sequence[int]] = None, n_labeled: int = 1500,
         n_unlabeled: int = 2048, n_test: int = 256, model: str = "tiny",
@@ -63,7 +83,11 @@ def run(*, workdir: str, method: rounds.RoundsMethod, task: str = "addition",
   Returns:
     The method's round records (``rounds.run_rounds``; the control's are in
     ``workdir/control/rounds.json``), or the ``RoundsConfig`` if ``dry_run``.
+
+  Raises:
+    spec.ConfigurationError: ``method`` is an on-policy ``spec.Method``.
   """
+  check_method(method)
   fmt = dict({"reverse": True} if task == "addition" and task_format is None
              else (task_format or {}))
   tok = char_tokenizer.CharTokenizer()

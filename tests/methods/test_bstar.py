@@ -6,7 +6,7 @@ import pytest
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import bstar
 from jaxsi.methods import self_training_common as common
-from jaxsi.training import evaluate as evaluate_lib
+from jaxsi.training import round_context
 
 
 def rec(tid, s, completion, correct, score, answer=None):
@@ -64,9 +64,10 @@ class TempModel:
       for j in range(n):
         texts.append(t.target if (temp <= 0.6 or j % 2 == 0) else "0" + t.target)
     correct = np.asarray([tasks[i // n].verify(x) >= 1 for i, x in enumerate(texts)])
-    return evaluate_lib.Rollout(traj=None, texts=texts, correct=correct, answers=[
-        tasks[i // n].answer for i in range(len(texts))], n=n, seconds=0.0,
-        tokens_generated=0)
+    return round_context.Samples(
+        traj=None, rewards=correct[:, None].astype(np.float32), reward_names=("correct",),
+        texts=texts, correct=correct,
+        answers=[tasks[i // n].answer for i in range(len(texts))], tasks=list(tasks), n=n)
 
 
 def test_plan_picks_the_balanced_config_and_select_applies_it():

@@ -103,7 +103,8 @@ def test_voting_across_independently_initialised_models(tmp_path):
                            workdir=str(tmp_path), config=config, verbose=False)
   assert [r["round"] for r in recs] == [0, 1, 2]
   chunk = rounds.read_json(str(tmp_path / "round_001/chunks/chunk_00000.json"))["records"]
-  per_task = rounds.group_by_task(chunk)
+  from jaxsi.methods import self_training_common as common
+  per_task = common.group_by_task(chunk)
   for group in per_task.values():
     # main greedy first, 2 main samples, then one greedy vote per peer
     assert [r["voter"] for r in group] == [0, 0, 0, 1, 2]

@@ -1,5 +1,6 @@
 """RFT: distinct-correct rejection filter (hand cases) and the method's wiring."""
 
+import numpy as np
 import pytest
 
 from jaxsi.methods import rft
@@ -51,3 +52,22 @@ def test_gin():
   m = gin.query_parameter("%METHOD").scoped_configurable_fn()
   gin.clear_config()
   assert m.name == "rft" and m.train_from == "base"
+
+
+def test_verified_filter_on_a_trajectory():
+  """Hand example: groups {0,1,2}, {3,4}, {5}; rewards 0,1,1 | 0,0 | 1 → keep
+  rows 1, 5 (first verified of each group), all verified without a cap."""
+  import jax.numpy as jnp
+  from jaxsi.trajectory import Trajectory
+  from jaxsi.transforms import base
+  traj = Trajectory.create(jnp.ones((6, 4), jnp.int32)).replace(
+      rewards=jnp.asarray([[0.], [1.], [1.], [0.], [0.], [1.]]),
+      group_ids=jnp.asarray([0, 0, 0, 3, 3, 5], jnp.int32))
+  f = rft.verified_filter(max_per_prompt=1)
+  out, _, _ = f.update(traj, f.init(), base.Context())
+  assert np.flatnonzero(np.asarray(out.valid)).tolist() == [1, 5]
+  f = rft.verified_filter(max_per_prompt=None)
+  out, _, _ = f.update(traj, f.init(), base.Context())
+  assert np.flatnonzero(np.asarray(out.valid)).tolist() == [1, 2, 5]
+  assert rft.rft(max_per_prompt=1).select_is_transform
+  assert not rft.rft(max_per_prompt=2).select_is_transform   # text dedupe: records

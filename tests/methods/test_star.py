@@ -6,7 +6,7 @@ import pytest
 
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import star
-from jaxsi.training import evaluate as evaluate_lib
+from jaxsi.training import round_context
 
 
 class HintOnlyModel:
@@ -23,8 +23,9 @@ class HintOnlyModel:
       ok = t.id not in self.hopeless and ("[" in t.prompt or t.id in self.solves)
       texts += [t.target if ok else "0"] * n
     correct = np.asarray([tasks[i // n].verify(x) >= 1 for i, x in enumerate(texts)])
-    return evaluate_lib.Rollout(traj=None, texts=texts, correct=correct, answers=texts,
-                                n=n, seconds=0.0, tokens_generated=0)
+    return round_context.Samples(traj=None, rewards=correct[:, None].astype(np.float32),
+                                 reward_names=("correct",), texts=texts, correct=correct,
+                                 answers=texts, tasks=list(tasks), n=n)
 
 
 def _tasks():

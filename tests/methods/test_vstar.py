@@ -74,9 +74,11 @@ def test_dpo_verifier_learns_to_rank(tiny):
   pairs = [dict(prompt=f"{a}+{a}=", chosen=str(2 * a), rejected=str(2 * a + 1), task_id=str(a))
            for a in range(1, 9)]
   config = rounds.RoundsConfig(max_len=10, learning_rate=3e-3, warmup_steps=1)
-  vparams, metrics = vstar.train_verifier(model=model, base_params=params, tokenizer=tok,
-                                          pairs=pairs, steps=30, pairs_per_batch=8,
-                                          beta=0.5, config=config, seed=0)
+  ctx = rounds.RoundContext(round=1, model=model, params=params, base_params=params,
+                            tokenizer=tok, rng=jax.random.key(0), pool=None,
+                            config=config, workdir="")
+  vparams, metrics = vstar.train_verifier(ctx, pairs=pairs, steps=30, pairs_per_batch=8,
+                                          beta=0.5, seed=0)
   assert metrics["rewards/accuracies"] > 0.9
   # The verifier score (Eq. 3) ranks chosen above rejected on the training pairs.
   from jaxsi.data import batching
@@ -86,10 +88,10 @@ def test_dpo_verifier_learns_to_rank(tiny):
                             max_len=10)
   traj = Trajectory.create(arr["tokens"], input_mask=arr["input_mask"],
                            loss_mask=arr["loss_mask"])
-  s = vstar.verifier_scores(model, vparams, params, traj)
+  s = vstar.verifier_scores(ctx, vparams, traj)
   assert np.all(s[:8] > s[8:])
   # The base model scores 0 against itself.
-  np.testing.assert_allclose(vstar.verifier_scores(model, params, params, traj), 0.0,
+  np.testing.assert_allclose(vstar.verifier_scores(ctx, params, traj), 0.0,
                              atol=1e-5)
 
 

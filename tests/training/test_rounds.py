@@ -49,7 +49,7 @@ def _run(setup, workdir, callback=None, method=None):
 
 def _files(workdir, r):
   d = os.path.join(workdir, f"round_{r:03d}")
-  chunks = sorted(os.listdir(os.path.join(d, "chunks")))
+  chunks = sorted(c for c in os.listdir(os.path.join(d, "chunks")) if c.endswith(".json"))
   return ([json.load(open(os.path.join(d, "chunks", c))) for c in chunks],
           json.load(open(os.path.join(d, "selected.json"))))
 
@@ -74,8 +74,9 @@ def test_resume_mid_round_loses_and_duplicates_nothing(setup, tmp_path):
   with pytest.raises(Interrupt):
     _run(setup, run_dir, stop_in_generation)
   # Two of three chunks of round 1 are on disk, nothing more.
+  # (each chunk: its Trajectory, then its records)
   assert sorted(os.listdir(run_dir / "round_001" / "chunks")) == [
-      "chunk_00000.json", "chunk_00001.json"]
+      "chunk_00000.json", "chunk_00000.npz", "chunk_00001.json", "chunk_00001.npz"]
   with pytest.raises(Interrupt):
     _run(setup, run_dir, stop_in_training)
   got = _run(setup, run_dir)

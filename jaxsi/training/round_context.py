@@ -1,0 +1,367 @@
+"""What a rounds method's callbacks may use: sampling, scoring, fitting, pools.
+
+A rounds method (``jaxsi.spec.RoundsMethod``, built in ``jaxsi.methods``)
+never imports ``jaxsi.training``; its callbacks receive a
+:class:`RoundContext`. Sampling goes through the on-policy loop's own pieces:
+a rollout stage (``jaxsi.sampling.rollouts.Sample`` with a
+``spec.RolloutSpec``) called on a :class:`RoundStageContext` — the rounds
+counterpart of the loop's ``StageContext``, whose reward path it inherits —
+so rewards are the same ``jaxsi.rewards.stages`` (named columns, group ids,
+per-group retry on failure) in both schedules.
+
+Sampling layout (the PRNG stream of a chunk): the tasks are cut into sampler
+batches of ``config.rollout_batch // n`` prompts (the last one padded with
+invalid dummy rows, so the sampler compiles once per prompt bucket); the
+batch starting at task c0 is the rollout stage called with key
+``fold_in(rng, c0)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsi import spec as spec_lib
+from jaxsi import trajectory as traj_lib
+from jaxsi.data import batching
+from jaxsi.models import logprobs as logprobs_lib
+from jaxsi.rewards import reward_fn as reward_lib
+from jaxsi.rewards import stages as reward_stages
+from jaxsi.rewards import verifiers
+from jaxsi.sampling import buckets as buckets_lib
+from jaxsi.sampling import rollouts
+from jaxsi.sampling import sampler as sampler_lib
+from jaxsi.training import checkpoint_pool as pool_lib
+from jaxsi.training import placement
+from jaxsi.training import round_fit
+from jaxsi.training import round_store
+from jaxsi.training import stage_context
+
+PROMPT_BUCKETS = (16, 32, 64, 128, 256)
+DEFAULT_REWARDS = (reward_lib.correctness_reward,)
+
+
+# ------------------------------------------------------------------ samples
+@dataclasses.dataclass
+class Samples:
+  """Graded samples of a task list (``n`` per task, contiguous).
+
+  Attributes:
+    traj: host Trajectory with ``rewards`` f32[B, K] set; ``prompt_ids``
+      index ``tasks``.
+    rewards: f32[B, K] (NaN: failed).
+    reward_names: the K column names.
+    texts: decoded completions.
+    correct: bool[B] first reward column ≥ 1.
+    answers: extracted canonical answers (None: unparseable).
+    tasks: the tasks sampled (prompt as sampled).
+    n: samples per task.
+    seconds: wall time.
+    tokens_generated: completion tokens.
+  """
+
+  traj: Any
+  rewards: np.ndarray
+  reward_names: tuple
+  texts: list
+  correct: np.ndarray
+  answers: list
+  tasks: list
+  n: int
+  seconds: float = 0.0
+  tokens_generated: int = 0
+
+  def records(self, **extra_fields) -> list[dict]:
+    """One JSON record per sample (``n`` per task, in order).
+
+    Fields: task_id, prompt, answer_gold, difficulty, sample (index within
+    the task), completion, answer, correct, plus ``extra_fields`` (each a
+    per-sample sequence or a scalar).
+    """
+    out = []
+    for i, text in enumerate(self.texts):
+      task = self.tasks[i // self.n]
+      rec = dict(task_id=task.id, prompt=task.prompt, answer_gold=task.answer,
+                 difficulty=int(task.difficulty), sample=i % self.n, completion=text,
+                 answer=self.answers[i], correct=bool(self.correct[i]))
+      for k, v in extra_fields.items():
+        rec[k] = v[i] if isinstance(v, (list, tuple, np.ndarray)) else v
+        if isinstance(rec[k], np.generic):
+          rec[k] = rec[k].item()
+      out.append(rec)
+    return out
+
+  def stored(self) -> round_store.StoredChunk:
+    return round_store.StoredChunk(
+        traj=self.traj, reward_names=tuple(self.reward_names),
+        task_ids=[t.id for t in self.tasks], prompt_texts=[t.prompt for t in self.tasks])
+
+
+def rollout_records(tasks: Sequence[Any], ro: Samples, **extra_fields) -> list[dict]:
+  """``ro.records(**extra_fields)`` (``tasks`` must be the sampled ones)."""
+  del tasks
+  return ro.records(**extra_fields)
+
+
+# ------------------------------------------------------------ stage context
+class _Phase:
+  """The slice of the loop's ``Phase`` the inherited reward path reads."""
+
+  def __init__(self, stages, names):
+    self.stages, self.reward_names = stages, names
+
+
+class RoundStageContext(stage_context.StageContext):
+  """A rollout stage's context over a fixed task list (see module docstring).
+
+  ``next_prompts`` hands out the next sampler batch of task indices;
+  ``generate`` pads it to the batch size and samples; ``rewards`` is the
+  loop's (reward stages over the valid rows, failures isolated per group).
+  """
+
+  def __init__(self, *, model, tokenizer, tasks, stages, reward_names, strategy,
+               batch_prompts: int, max_new_tokens: int, reward_timeout_s: float):
+    # pylint: disable=super-init-not-called  (no loop behind this context)
+    self._phase = _Phase(tuple(stages), tuple(reward_names))
+    self.model, self.tokenizer, self.tasks = model, tokenizer, list(tasks)
+    self.stop_ids = (int(tokenizer.eos_id),)
+    self.pad_id = int(tokenizer.pad_id)
+    self.strategy = strategy
+    self.reward_timeout_s = reward_timeout_s
+    self.to_host = placement.to_host
+    self.batch_prompts = int(batch_prompts)
+    self.max_new_tokens = int(max_new_tokens)
+    self.prompts = batching.encode_prompts(tokenizer, self.tasks)
+    self.position = 0
+
+  def next_prompts(self) -> np.ndarray:
+    start = self.position * self.batch_prompts % max(1, len(self.tasks))
+    self.position += 1
+    return np.arange(start, min(start + self.batch_prompts, len(self.tasks)))
+
+  def prompt_arrays(self, task_index, variant: Optional[str] = None):
+    if variant is not None:
+      raise ValueError("rounds: rollout stages with prompt variants are not supported")
+    rows = [self.prompts[i] for i in task_index]
+    rows += [[self.pad_id]] * (self.batch_prompts - len(rows))
+    length = buckets_lib.bucket_size(max(len(x) for x in rows), PROMPT_BUCKETS)
+    return buckets_lib.left_pad(rows, length=length, pad_id=self.pad_id)
+
+  def generate(self, params, task_index, rng, *, n: int,
+               variant: Optional[str] = None, valid=None):
+    task_index = np.asarray(task_index)
+    num = len(task_index)
+    tokens, mask = self.prompt_arrays(task_index, variant)
+    ok = np.arange(self.batch_prompts) < num
+    if valid is not None:
+      ok[:num] &= np.asarray(valid, bool)
+    ids = np.full((self.batch_prompts,), -1, np.int32)
+    ids[:num] = task_index
+    traj, _ = sampler_lib.generate(
+        self.model, params, tokens, mask, rng=rng,
+        max_new_tokens=np.int32(self.max_new_tokens), strategy=self.strategy,
+        n=int(n), gen_length=self.max_new_tokens, stop_ids=self.stop_ids,
+        pad_id=self.pad_id, valid=ok, prompt_ids=ids)
+    host = placement.to_host(traj)
+    return jax.tree.map(lambda x: x[:num * n], host)   # drop the dummy rows
+
+
+# ------------------------------------------------------------ log-likelihood
+_SEQ_LOGPROB_CACHE: dict = {}
+
+
+def sequence_logprobs(model: Any, params: Any, traj: Any, *,
+                      normalize: bool = False) -> np.ndarray:
+  """f32[B]: log π(y | x) = Σ_t loss_mask·log p(y_t | ·) (mean if ``normalize``).
+
+  Scored at temperature 1 (the model's own likelihood, as in SFT-Sharpening,
+  Huang et al. 2024, Eq. 3).
+  """
+  fn = _SEQ_LOGPROB_CACHE.get(model)
+  if fn is None:
+    def f(p, tokens, positions, input_mask, loss_mask):
+      lp, _ = logprobs_lib.token_logprobs(model, p, tokens, positions,
+                                          input_mask=input_mask)
+      m = loss_mask.astype(jnp.float32)
+      return jnp.sum(lp * m, axis=-1), jnp.sum(m, axis=-1)
+    fn = _SEQ_LOGPROB_CACHE[model] = jax.jit(f)
+  total, count = jax.device_get(fn(params, traj.tokens, traj.positions,
+                                   traj.input_mask, traj.loss_mask))
+  total, count = np.asarray(total), np.asarray(count)
+  return total / np.maximum(count, 1.0) if normalize else total
+
+
+# ------------------------------------------------------------------ context
+@dataclasses.dataclass
+class RoundContext:
+  """What a method's callbacks may use in round ``round``.
+
+  Attributes:
+    round: the round number (1-based; 0 = warm start).
+    model: the static model.
+    params: parameters of the model that generates this round (round r-1;
+      after the M-step, in ``after_round`` / ``evaluate``: round r's).
+    base_params: the warm-started parameters (round 0).
+    tokenizer: the tokenizer.
+    rng: this callback's PRNG key (per chunk for ``sample_chunk``).
+    pool: the :class:`CheckpointPool` (any past round's model).
+    config: the run's ``RoundsConfig``.
+    workdir: the run directory (methods may keep their own artefacts there).
+    labeled_examples: the warm-start examples (``method.warm_start`` of the
+      labeled tasks), e.g. for methods that train extra models.
+    unlabeled: the run's unlabeled tasks (e.g. V-STaR's verifier samples).
+    method: the running ``spec.RoundsMethod`` (its rollout and rewards
+      stages are the defaults of :meth:`sample`).
+    generated: every :meth:`sample` made through this context, in order
+      (a chunk's stored trajectories).
+  """
+
+  round: int
+  model: Any
+  params: Any
+  base_params: Any
+  tokenizer: Any
+  rng: jax.Array
+  pool: Any
+  config: Any
+  workdir: str
+  labeled_examples: Sequence[dict] = ()
+  unlabeled: Sequence[Any] = ()
+  method: Optional[spec_lib.RoundsMethod] = None
+  generated: list = dataclasses.field(default_factory=list)
+
+  # -- sampling
+  def sample(self, tasks: Sequence[Any], *, stage: Any = None, n: Optional[int] = None,
+             temperature: Optional[float] = None, strategy: Any = None,
+             rng: Optional[jax.Array] = None, params: Any = None,
+             rewards: Optional[Sequence[Any]] = None) -> Samples:
+    """Graded samples of ``tasks`` by a rollout stage and reward stages.
+
+    Args:
+      tasks: the tasks (their prompts are sampled).
+      stage: the rollout stage (default: the method's ``rollout``, else
+        ``rollouts.Sample`` of a RolloutSpec of ``n`` / ``temperature`` /
+        ``strategy``). Given ``n``, ``temperature`` or ``strategy`` override
+        the stage's spec; its budget is always ``config.max_new_tokens``.
+      rng: the key (default ``self.rng``).
+      params: the sampling parameters (default ``self.params``).
+      rewards: reward stages or functions (default: the method's, else the
+        task verifier).
+    """
+    stage = self._stage(stage, n, temperature, strategy)
+    spec = stage.spec
+    n = int(spec.n)
+    fns = rewards if rewards is not None else (
+        (self.method.rewards if self.method is not None else ()) or DEFAULT_REWARDS)
+    stages = reward_stages.as_stages(fns)
+    names = stage.reward_names(reward_stages.stage_names(stages))
+    rng = self.rng if rng is None else rng
+    params = self.params if params is None else params
+    tasks = list(tasks)
+    per_batch = max(1, self.config.rollout_batch // n)
+    sctx = RoundStageContext(model=self.model, tokenizer=self.tokenizer, tasks=tasks,
+                             stages=stages, reward_names=names,
+                             strategy=rollouts.strategy_of(spec),
+                             batch_prompts=per_batch,
+                             max_new_tokens=int(spec.max_new_tokens),
+                             reward_timeout_s=getattr(self.config, "reward_timeout_s",
+                                                      60.0))
+    t0 = time.perf_counter()
+    trajs, cols = [], []
+    for c0 in range(0, len(tasks), per_batch):
+      batch = stage(sctx, params, jax.random.fold_in(rng, c0))
+      trajs.append(batch.traj)
+      cols.append(np.asarray(batch.rewards, np.float32))
+    if not trajs:
+      raise ValueError("RoundContext.sample: no tasks")
+    length = max(t.tokens.shape[1] for t in trajs)
+    traj = jax.tree.map(np.asarray, traj_lib.concat(
+        [traj_lib.pad_length(t, length) for t in trajs]))
+    rew = np.concatenate(cols)
+    traj = traj.replace(rewards=rew, extras=dict(
+        traj.extras, part=np.full((rew.shape[0],), len(self.generated), np.int32)))
+    texts = [self.tokenizer.decode(row[m].tolist())
+             for row, m in zip(traj.tokens, traj.loss_mask)]
+    correct = np.nan_to_num(rew[:, 0], nan=0.0) >= 1.0
+    answers = [verifiers.canonical_answer(tasks[i // n], t) for i, t in enumerate(texts)]
+    out = Samples(traj=traj, rewards=rew, reward_names=tuple(names), texts=texts,
+                  correct=correct, answers=answers, tasks=tasks, n=n,
+                  seconds=time.perf_counter() - t0,
+                  tokens_generated=int(traj.loss_mask.sum()))
+    self.generated.append(out)
+    return out
+
+  def _stage(self, stage, n, temperature, strategy):
+    if stage is None and self.method is not None and self.method.rollout is not None:
+      stage = self.method.rollout
+    if stage is None:
+      stage = rollouts.Sample(spec_lib.RolloutSpec(
+          n=1 if n is None else int(n), max_new_tokens=int(self.config.max_new_tokens),
+          temperature=0.0 if temperature is None else float(temperature),
+          strategy=strategy))
+      return stage
+    # One completion budget for the whole run (sampling and evaluation).
+    changes = {k: v for k, v in (("n", n), ("temperature", temperature),
+                                 ("strategy", strategy)) if v is not None}
+    changes["max_new_tokens"] = int(self.config.max_new_tokens)
+    return dataclasses.replace(stage, spec=dataclasses.replace(stage.spec, **changes))
+
+  def rollout(self, tasks: Sequence[Any], *, strategy: Any, n: int,
+              rng: Optional[jax.Array] = None, params: Any = None) -> Samples:
+    """``n`` completions per task under ``strategy`` (:meth:`sample`)."""
+    return self.sample(tasks, n=n, strategy=strategy,
+                       temperature=float(getattr(strategy, "temperature", 0.0)),
+                       rng=rng, params=params)
+
+  # -- scoring
+  def sequence_logprobs(self, traj: Any, *, params: Any = None,
+                        normalize: bool = False) -> np.ndarray:
+    """log π(y|x) of each row under ``params`` (default: the round's model)."""
+    return sequence_logprobs(self.model, self.params if params is None else params,
+                             traj, normalize=normalize)
+
+  # -- training and storage
+  def fit_sft(self, *, params: Any, examples: Sequence[dict], steps: int,
+              ckpt_dir: Optional[str], seed: int, desc: str = "sft") -> Any:
+    """Resumable SFT (``round_fit.fit_sft`` with the run's settings); params."""
+    out, _ = round_fit.fit_sft(model=self.model, params=params, tokenizer=self.tokenizer,
+                               examples=examples, steps=steps, config=self.config,
+                               ckpt_dir=ckpt_dir, seed=seed, desc=desc)
+    return out
+
+  def fit_pairs(self, *, params: Any, reference: Any, pairs: Sequence[dict], steps: int,
+                seed: int, objective: str = "dpo", pairs_per_batch: Optional[int] = None,
+                ckpt_dir: Optional[str] = None, desc: str = "pairs",
+                config: Any = None, **settings) -> tuple[Any, dict]:
+    """A pairwise M-step (``round_fit.fit_pairs``); (params, tail metrics)."""
+    return round_fit.fit_pairs(model=self.model, params=params, reference=reference,
+                               tokenizer=self.tokenizer, pairs=pairs, steps=steps,
+                               config=config or self.config, seed=seed,
+                               objective=objective, pairs_per_batch=pairs_per_batch,
+                               ckpt_dir=ckpt_dir, desc=desc, **settings)
+
+  def open_pool(self, *parts: str) -> pool_lib.CheckpointPool:
+    """A CheckpointPool under ``workdir/parts…`` (close it after use)."""
+    return pool_lib.CheckpointPool(os.path.join(self.workdir, *parts))
+
+  @property
+  def store(self) -> round_store.RoundStore:
+    return round_store.RoundStore(self.workdir)
+
+  def round_train_set(self, r: int) -> list[dict]:
+    """The method's SFT M-step data of round ``r`` (``round_store.round_train_set``)."""
+    return round_store.round_train_set(self.method, self.labeled_examples, self.store, r)
+
+  def round_steps(self, r: int) -> int:
+    """The method's M-step length of round ``r``."""
+    return round_fit.round_steps(self.method, self.config, r)
+
+  def init_params(self, seed: int) -> Any:
+    """Fresh parameters of the model from ``seed`` (an independent model)."""
+    return self.model.init_params(jax.random.key(seed))

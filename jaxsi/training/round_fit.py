@@ -1,0 +1,111 @@
+"""The M-step of a round: ``fit`` on selected examples (SFT) or pairs (DPO family).
+
+Both are ``jaxsi.training.fit.fit`` with the run's optimiser settings
+(``RoundsConfig``): AdamW, linear warmup then constant, clipping, restarted
+every M-step; resumable through ``ckpt_dir`` (the batch order is a function
+of ``seed``, so a resumed fit replays the same batches).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+from jaxsi.training import fit as fit_lib
+from jaxsi.training import metrics as metrics_lib
+
+
+def optimizer_spec(config: Any) -> fit_lib.OptimizerSpec:
+  """The M-step optimizer of a ``RoundsConfig``: AdamW, warmup then constant.
+
+  The schedule length is the M-step's (``max(steps, warmup_steps + 1)``).
+  """
+  return fit_lib.OptimizerSpec(
+      learning_rate=config.learning_rate, schedule="constant",
+      warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+      max_grad_norm=config.max_grad_norm)
+
+
+def _step_callback(callback, desc):
+  if callback is None:
+    return None
+
+  def step_callback(position, metrics):
+    del metrics
+    callback("train_step", tag=desc, position=position)
+
+  return step_callback
+
+
+def fit_sft(*, model: Any, params: Any, tokenizer: Any, examples: Sequence[dict],
+            steps: int, config: Any, ckpt_dir: Optional[str], seed: int,
+            writer: Optional[metrics_lib.MetricWriter] = None, desc: str = "sft",
+            step_offset: int = 0, callback: Optional[Callable[..., None]] = None
+            ) -> tuple[Any, dict]:
+  """Resumable SFT of ``params`` on ``examples`` for ``steps`` updates.
+
+  Examples longer than ``config.max_len`` (self-generated completions of a
+  model that does not stop) are dropped and counted; a dataset smaller than
+  ``config.batch_size`` is tiled. ``callback('train_step', tag=desc,
+  position=p)`` runs after every step.
+
+  Returns:
+    ``(params, last_metrics)``.
+  """
+  data = fit_lib.sft_examples(tokenizer, examples, max_len=config.max_len,
+                              drop_too_long=True, desc=desc)
+  res = fit_lib.fit(model=model, params=params, objective=fit_lib.sft(), data=data,
+                    optimizer=optimizer_spec(config), steps=steps,
+                    batch_size=config.batch_size, seed=seed, ckpt_dir=ckpt_dir,
+                    save_every=config.save_every, writer=writer, desc=desc,
+                    step_offset=step_offset, callback=_step_callback(callback, desc),
+                    log_every=max(1, min(50, steps)))
+  return res.params, res.metrics
+
+
+def fit_pairs(*, model: Any, params: Any, reference: Any, tokenizer: Any,
+              pairs: Sequence[dict], steps: int, config: Any, seed: int,
+              objective: str = "dpo", pairs_per_batch: Optional[int] = None,
+              ckpt_dir: Optional[str] = None,
+              writer: Optional[metrics_lib.MetricWriter] = None, desc: str = "pairs",
+              step_offset: int = 0, callback: Optional[Callable[..., None]] = None,
+              **settings) -> tuple[Any, dict]:
+  """A pairwise M-step: ``fit.preference(objective, **settings)`` on ``pairs``.
+
+  E.g. DPO (Rafailov et al. 2023, Eq. 7) with the frozen ``reference``
+  parameters (the previous iterate in iterative DPO / Self-Rewarding LMs,
+  Yuan et al. 2024 §2.3; the SFT base in V-STaR, Hosseini et al. 2024 Eq. 2):
+  L = −log σ(β·((log π(y⁺) − log π_ref(y⁺)) − (log π(y⁻) − log π_ref(y⁻)))).
+  ``reference=None`` for reference-free terms (ORPO, CPO).
+
+  Args:
+    pairs: ``{'prompt', 'chosen', 'rejected'}`` dicts.
+    pairs_per_batch: pairs per update (default ``config.batch_size // 2``);
+      fewer pairs are tiled.
+
+  Returns:
+    (params, metrics averaged over the last fifth of the steps).
+
+  Raises:
+    ValueError: no pairs.
+  """
+  if not pairs:
+    raise ValueError(f"fit_pairs({desc}): no preference pairs")
+  per = int(pairs_per_batch or max(1, config.batch_size // 2))
+  data = fit_lib.preference_data(
+      tokenizer, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs],
+      [p["rejected"] for p in pairs], max_len=config.max_len,
+      reference=None if reference is None else (model, reference),
+      reference_batch=2 * per)
+  tail = max(1, steps // 5)
+  res = fit_lib.fit(model=model, params=params,
+                    objective=fit_lib.preference(objective, **settings), data=data,
+                    optimizer=optimizer_spec(config), steps=steps, batch_size=2 * per,
+                    seed=seed, ckpt_dir=ckpt_dir, save_every=config.save_every,
+                    writer=writer, desc=desc, step_offset=step_offset,
+                    callback=_step_callback(callback, desc), log_every=tail)
+  return res.params, fit_lib.tail_mean(res.history, tail)
+
+
+def round_steps(method: Any, config: Any, r: int) -> int:
+  """M-step steps of round ``r`` (``steps_per_round · steps_growth^(r-1)``)."""
+  return int(round(config.steps_per_round * method.steps_growth ** (r - 1)))
