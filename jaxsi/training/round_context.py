@@ -12,8 +12,9 @@ per-group retry on failure) in both schedules.
 Sampling layout (the PRNG stream of a chunk): the tasks are cut into sampler
 batches of ``config.rollout_batch // n`` prompts (the last one padded with
 invalid dummy rows, so the sampler compiles once per prompt bucket); the
-batch starting at task c0 is the rollout stage called with key
-``fold_in(rng, c0)``.
+batch starting at task c0 is sampled with key ``fold_in(rng, c0)`` (a plain
+``Sample`` stage's ``one_batch`` gets that key itself; another stage gets it
+as its rng).
 """
 
 from __future__ import annotations
@@ -275,7 +276,12 @@ class RoundContext:
     t0 = time.perf_counter()
     trajs, cols = [], []
     for c0 in range(0, len(tasks), per_batch):
-      batch = stage(sctx, params, jax.random.fold_in(rng, c0))
+      key = jax.random.fold_in(rng, c0)
+      # A plain Sample draws its one generation batch under the chunk key
+      # itself — the stream rounds have always used, so stored runs and the
+      # documented results reproduce; other stages get it as their rng.
+      batch = (stage.one_batch(sctx, params, key) if type(stage) is rollouts.Sample
+               else stage(sctx, params, key))
       trajs.append(batch.traj)
       cols.append(np.asarray(batch.rewards, np.float32))
     if not trajs:
