@@ -81,7 +81,7 @@ def reference_role(kl_coef: float) -> Tuple[Role, ...]:
   return (REFERENCE_ROLE,) if kl_coef else ()
 
 
-def make_method(*, name: str, rollout: RolloutSpec, optim: OptimSpec,
+def make_method(*, name: str, rollout: RolloutSpec, optim: OptimSpec = OptimSpec(),
                 reward_fns, transform: TrajectoryTransform,
                 objective: ObjectiveTerm, roles: Sequence[Role] = (),
                 stage: Optional[Callable[[RolloutSpec], Any]] = None,

@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 
 from jaxsi import methods
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi.methods import base as base_lib
 from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.training import loop
 from jaxsi.trajectory import select
 from tests.methods import rl_fixtures as fx
 
-COMMON = dict(n=fx.N, max_new_tokens=fx.MAX_NEW,
+COMMON = dict(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
               reward_fns=(fx.first_is_digit,))
 
 
@@ -248,7 +249,7 @@ def test_d3s_one_step_downsamples():
 
 def test_guide_places_hinted_samples_under_plain_prompt():
   tok, model, params, tasks, opt = fx.setup()
-  m = methods.guide(n=fx.N, max_new_tokens=fx.MAX_NEW,
+  m = methods.guide(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                     reward_fns=(fx.starts_with_one,), hint_fn=lambda t: "1",
                     fraction=0.5)
   trainer, p0, perm, metrics, moved = run_one(m)
@@ -275,7 +276,7 @@ def test_every_factory_builds():
       "grpo", "dr_grpo", "dapo", "rloo", "reinforce_pp", "gspo", "cispo",
       "ppo", "nft", "d3s", "guide", "kdrl", "spoc"}
   for name in methods.METHODS:
-    m = methods.get_method(name, n=2, max_new_tokens=4)
+    m = methods.get_method(name, rollout=RolloutSpec(n=2, max_new_tokens=4))
     assert isinstance(m, base_lib.Method) and m.n == 2
     assert m.transform.init() is not None
   with pytest.raises(ValueError, match="Unknown method"):

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from jaxsi import methods
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi.training import loop
 from tests.methods import rl_fixtures as fx
 
@@ -95,7 +96,7 @@ def test_two_processes_equal_one(tmp_path):
     assert "done 2 4" in out, out[-2000:]
 
   tok, model, params, tasks, opt = fx.setup()
-  method = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+  method = methods.grpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                         reward_fns=(fx.first_is_digit,), kl_coef=0.1)
   single = loop.Loop(model=model, params=params, method=method,
                         tokenizer=tok, tasks=tasks, optimizer=opt,

@@ -9,6 +9,7 @@ import pytest
 gin = pytest.importorskip("gin")
 
 from jaxsi import launch  # pylint: disable=g-import-not-at-top
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi import methods  # pylint: disable=g-import-not-at-top
 
 # Tiny settings: 1-layer d=32 decoder, 2 prompts × 4 samples, 5 SFT steps.
@@ -92,7 +93,7 @@ def test_first_grpo_update_is_on_policy_and_advantages_align():
   from tests.methods import rl_fixtures as fx  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   tok, model, params, tasks, opt = fx.setup()
-  method = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+  method = methods.grpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                         reward_fns=(fx.first_is_digit,), kl_coef=0.04,
                         drop_zero_variance=False)
   trainer = loop.Loop(model=model, params=params, method=method,
