@@ -35,6 +35,7 @@ from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.models import config as model_config
 from jaxsi.models import model as model_lib
+from jaxsi.sampling import rollouts
 from jaxsi.sampling import strategies
 from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import evaluate as evaluate_lib
@@ -226,7 +227,8 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
                labeled=len(labeled), warm_start_examples=len(sft),
                rl_pool=len(pool), test=len(test),
                params=model_lib.count_params(init_params),
-               prompts_per_step=prompts_per_step, n=method.n, steps=steps)
+               prompts_per_step=prompts_per_step, n=method.n, steps=steps,
+               multi_turn=isinstance(method.rollout, rollouts.Episodes))
   print(f"[rl_run] {setup}", flush=True)
   if dry_run:
     return setup

@@ -296,7 +296,7 @@ def test_gin_files_build_every_method():
     assert isinstance(m, base_lib.Method) and m.name == f.stem
   gin.clear_config()
   gin.parse_config_files_and_bindings(
-      [str(root / "grpo.gin")], ["grpo.grpo.n = 3", "grpo.grpo.kl_coef = 0.0"])
+      [str(root / "grpo.gin")], ["spec.RolloutSpec.n = 3", "grpo.grpo.kl_coef = 0.0"])
   m = gin.query_parameter("%METHOD").scoped_configurable_fn()
   assert m.n == 3 and not m.needs("reference")
   gin.clear_config()

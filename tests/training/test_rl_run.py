@@ -24,8 +24,8 @@ _TINY = [
     "rl_run.run.checkpoint_every = 1",
     "rl_run.run.eval_every = 0",
     "rl_run.run.eval_samples = 2",
-    "grpo.grpo.n = 4",
-    "grpo.grpo.max_new_tokens = 4",
+    "spec.RolloutSpec.n = 4",
+    "spec.RolloutSpec.max_new_tokens = 4",
 ]
 
 

@@ -1,0 +1,173 @@
+"""Every recipe runs: each gin file under gin_configs/ for one tiny step.
+
+The files are found by globbing, so a new recipe without a working run fails
+here. Each runs in-process under its launcher (``jaxsi.launch.launch``, the
+``python -m jaxsi.launch`` path) with gin overrides that make it tiny (a
+1-layer d=32 decoder, a few tasks, n = 2, one step):
+
+* ``methods/*.gin`` that bind ``METHOD`` only (the on-policy family) run
+  with ``experiments/rl_addition.gin`` (``MAIN = @rl_run.run``), one RL
+  iteration; multi-turn methods must report per-turn rewards;
+* files with ``MAIN = @rounds_run.run`` (the self-training methods and
+  quickstart.gin) run one round;
+* files with ``MAIN = @rl_run.run`` run one RL iteration;
+* files with ``MAIN = @dry_run.run_experiment`` (the Qwen GPU/TPU
+  experiments, which need local checkpoints and data for a real run) run
+  with ``--dry_run`` on a shrunken model of their preset: the state is
+  planned on the file's own 8-device mesh (the test session's fake CPU
+  devices) and rollout / prepare / update are compiled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import re
+import types
+
+import pytest
+
+gin = pytest.importorskip("gin")
+
+from jaxsi import launch  # pylint: disable=g-import-not-at-top
+from jaxsi import methods  # pylint: disable=g-import-not-at-top
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "gin_configs"
+RECIPES = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.gin"))
+
+_TINY_MODEL = ('{"d_model": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1,'
+               ' "head_dim": 16, "d_ff": 64}')
+_SPEC = ["spec.RolloutSpec.n = 2", "spec.RolloutSpec.max_new_tokens = 4"]
+
+RL = _SPEC + [
+    "rl_run.run.n_train = 16",
+    "rl_run.run.n_test = 2",
+    f"rl_run.run.model_overrides = {_TINY_MODEL}",
+    "rl_run.run.warm_start_steps = 1",
+    "rl_run.run.warm_start_batch = 4",
+    "rl_run.run.teacher_steps = 1",
+    "rl_run.run.prompts_per_step = 2",
+    "rl_run.run.steps = 1",
+    "rl_run.run.checkpoint_every = 1",
+    "rl_run.run.eval_every = 0",
+    "rl_run.run.eval_samples = 0",
+]
+
+ROUNDS = [
+    "rounds_run.run.n_labeled = 8",
+    "rounds_run.run.n_unlabeled = 8",
+    "rounds_run.run.n_test = 2",
+    f"rounds_run.run.model_overrides = {_TINY_MODEL}",
+    'rounds_run.run.rounds_config = {"rounds": 1, "warm_start_steps": 1,'
+    ' "steps_per_round": 1, "batch_size": 4, "max_len": 24,'
+    ' "max_new_tokens": 4, "rollout_batch": 16, "chunk_size": 8,'
+    ' "eval_n": 2, "warmup_steps": 0}',
+    "rounds_run.run.control = False",
+    "rounds_run.run.plot = False",
+]
+
+DRY = _SPEC + [
+    'dry_run.run_experiment.model_overrides = {"remat": True, "n_layers": 1,'
+    ' "d_model": 32, "n_heads": 2, "n_kv_heads": 1, "head_dim": 16,'
+    ' "d_ff": 64, "vocab_size": 512}',
+    "dry_run.run_experiment.prompts_per_step = 8",
+    "dry_run.run_experiment.prompt_len = 8",
+    "spec.OptimSpec.minibatches = 2",
+]
+
+# Method-specific knobs that have no tiny default (sample counts, verifier
+# steps, probe sizes). A recipe not listed runs with the generic overrides.
+EXTRA = {
+    "bstar": ["bstar.bstar.samples_per_prompt = 2", "bstar.bstar.probe_size = 4",
+              "bstar.bstar.n_star = 1", "bstar.bstar.max_per_prompt = 1"],
+    "vstar": ["vstar.vstar.samples_per_prompt = 2", "vstar.vstar.verifier_steps = 1",
+              "vstar.vstar.pairs_per_batch = 2", "vstar.vstar.max_per_prompt = 1"],
+    "rest_em": ["rest_em.rest_em.samples_per_prompt = 2"],
+    "rft": ["rft.rft.samples_per_prompt = 2"],
+    "quickstart": ["rft.rft.samples_per_prompt = 2"],
+    "sharpening": ["sharpening.sharpening.samples_per_prompt = 2"],
+    "easy_to_hard": ["easy_to_hard.easy_to_hard.vote_models = 1",
+                     "rounds_run.run.difficulty = (1, 2)",
+                     "rounds_run.run.labeled_max_difficulty = 1",
+                     "easy_to_hard.easy_to_hard.start_difficulty = 2"],
+}
+
+
+def _main_of(text: str):
+  m = re.search(r"^MAIN\s*=\s*@([\w.]+)", text, re.M)
+  return m.group(1) if m else None
+
+
+def _launch(workdir, files, bindings, dry_run=False):
+  gin.clear_config()
+  try:
+    flags = types.SimpleNamespace(gin_file=list(files), gin_bindings=list(bindings),
+                                  gin_search_path=[], workdir=str(workdir),
+                                  dry_run=dry_run)
+    return launch.launch(flags)
+  finally:
+    gin.clear_config()
+
+
+def _finite(x) -> bool:
+  return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _lines(path):
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _check_rl(workdir, out, *, multi_turn: bool):
+  assert out["iterations"] == 1
+  metrics = _lines(os.path.join(workdir, "metrics.jsonl"))
+  assert [m["step"] for m in metrics] == [1]
+  for k in ("loss", "reward/mean", "grad_norm"):
+    assert _finite(metrics[0][k]), (k, metrics[0].get(k))
+  if multi_turn:  # a real multi-turn run: a reward per model turn
+    assert _finite(metrics[0]["reward/turn1/mean"])
+    assert _finite(metrics[0]["reward/turn2/mean"])
+  with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+    res = json.load(f)
+  assert _finite(res["after"]["greedy"]["all"])
+  assert _finite(res["train_reward_last10"])
+
+
+def _check_rounds(workdir, records):
+  assert records and all(_finite(r["test_pass1"]) for r in records)
+  assert os.path.exists(os.path.join(workdir, "results.md"))
+
+
+def test_recipes_are_found():
+  assert "quickstart.gin" in RECIPES
+  assert any(r.startswith("methods/") for r in RECIPES)
+  assert any(r.startswith("experiments/") for r in RECIPES)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_runs(tmp_path, recipe):
+  text = (ROOT / recipe).read_text(encoding="utf-8")
+  main = _main_of(text)
+  stem = pathlib.Path(recipe).stem
+  extra = EXTRA.get(stem, [])
+  if main is None:  # an on-policy method file: run it under the RL experiment
+    assert re.search(r"^METHOD\s*=", text, re.M), f"{recipe} binds neither MAIN nor METHOD"
+    out = _launch(tmp_path, ["experiments/rl_addition.gin", recipe], RL + extra)
+    multi = out["method"] in methods.MULTI_TURN_METHODS
+    assert out["multi_turn"] == multi
+    _check_rl(tmp_path, out, multi_turn=multi)
+  elif main == "rl_run.run":
+    out = _launch(tmp_path, [recipe], RL + extra)
+    _check_rl(tmp_path, out, multi_turn=False)
+  elif main == "rounds_run.run":
+    records = _launch(tmp_path, [recipe], ROUNDS + extra)
+    _check_rounds(tmp_path, records)
+  elif main == "dry_run.run_experiment":
+    report = _launch(tmp_path, [recipe], DRY + extra, dry_run=True)
+    assert set(report["compiled"]) >= {"rollout", "prepare", "update"}
+    assert all(_finite(c["seconds"]) for c in report["compiled"].values())
+    assert all(_finite(v) for v in report["memory"].values() if v is not None)
+  else:
+    pytest.fail(f"{recipe}: no tiny run known for MAIN = @{main}; add one here")
