@@ -45,7 +45,7 @@ RL = _SPEC + [
     "rl_run.run.n_train = 16",
     "rl_run.run.n_test = 2",
     f"rl_run.run.model_overrides = {_TINY_MODEL}",
-    "rl_run.run.warm_start_steps = 1",
+    "rl_run.run.warm_start_steps = 0",
     "rl_run.run.warm_start_batch = 4",
     "rl_run.run.teacher_steps = 1",
     "rl_run.run.prompts_per_step = 2",
@@ -159,7 +159,10 @@ def test_recipe_runs(tmp_path, recipe):
     assert out["multi_turn"] == multi
     _check_rl(tmp_path, out, multi_turn=multi)
   elif main == "rl_run.run":
-    out = _launch(tmp_path, [recipe], RL + extra)
+    files = [recipe]
+    if not re.search(r"^METHOD\s*=", text, re.M) and "include" not in text:
+      files.append("methods/grpo.gin")  # the experiment takes the method next
+    out = _launch(tmp_path, files, RL + extra)
     _check_rl(tmp_path, out, multi_turn=False)
   elif main == "rounds_run.run":
     records = _launch(tmp_path, [recipe], ROUNDS + extra)
