@@ -75,6 +75,9 @@ DRY = _SPEC + [
     "dry_run.run_experiment.prompts_per_step = 8",
     "dry_run.run_experiment.prompt_len = 8",
     "spec.OptimSpec.minibatches = 2",
+    "dry_run.run_experiment.compiler_options = ("
+    '("xla_backend_optimization_level", 0),'
+    ' ("xla_llvm_disable_expensive_passes", True))',
 ]
 
 # Method-specific knobs that have no tiny default (sample counts, verifier
@@ -91,8 +94,26 @@ EXTRA = {
     "easy_to_hard": ["easy_to_hard.easy_to_hard.vote_models = 1",
                      "rounds_run.run.difficulty = (1, 2)",
                      "rounds_run.run.labeled_max_difficulty = 1",
-                     "easy_to_hard.easy_to_hard.start_difficulty = 2"],
+                     "easy_to_hard.easy_to_hard.start_difficulty = 1"],
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+  """One persistent XLA cache for the module: the recipes share programs
+  (evaluation sampler, SFT step, rollouts of one shape) that each run
+  builds afresh."""
+  import jax  # pylint: disable=g-import-not-at-top
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  old = {n: getattr(jax.config, n) for n in names}
+  jax.config.update("jax_compilation_cache_dir",
+                    str(tmp_path_factory.mktemp("xla_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  yield
+  for n, v in old.items():
+    jax.config.update(n, v)
 
 
 def _main_of(text: str):
