@@ -84,6 +84,8 @@ DRY = _SPEC + [
 # steps, probe sizes). A recipe not listed runs with the generic overrides.
 EXTRA = {
     "bstar": ["bstar.bstar.samples_per_prompt = 2", "bstar.bstar.probe_size = 4",
+              "bstar.bstar.temperatures = (1.0,)",
+              "bstar.bstar.thresholds = (0.0, 0.5)",
               "bstar.bstar.n_star = 1", "bstar.bstar.max_per_prompt = 1"],
     "vstar": ["vstar.vstar.samples_per_prompt = 2", "vstar.vstar.verifier_steps = 1",
               "vstar.vstar.pairs_per_batch = 2", "vstar.vstar.max_per_prompt = 1"],
@@ -100,15 +102,19 @@ EXTRA = {
 
 @pytest.fixture(scope="module", autouse=True)
 def _compilation_cache(tmp_path_factory):
-  """One persistent XLA cache for the module: the recipes share programs
-  (evaluation sampler, SFT step, rollouts of one shape) that each run
-  builds afresh."""
+  """One persistent XLA cache for the module (shared by xdist workers): the
+  recipes share programs (evaluation sampler, SFT step, rollouts of one
+  shape) that each run builds afresh."""
   import jax  # pylint: disable=g-import-not-at-top
   names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
            "jax_persistent_cache_min_entry_size_bytes")
   old = {n: getattr(jax.config, n) for n in names}
-  jax.config.update("jax_compilation_cache_dir",
-                    str(tmp_path_factory.mktemp("xla_cache")))
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):  # .../pytest-N/popen-gwK
+    base = base.parent
+  cache = base / "recipes_xla_cache"
+  cache.mkdir(exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(cache))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   yield
