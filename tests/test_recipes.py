@@ -159,6 +159,9 @@ def _check_rl(workdir, out, *, multi_turn: bool):
   with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
     res = json.load(f)
   assert _finite(res["after"]["greedy"]["all"])
+  if multi_turn:  # and evaluated on held-out episodes
+    for k in ("acc_t1", "acc_t2", "wrong_to_right"):
+      assert _finite(res["after"]["episode"][k]), (k, res["after"])
   assert _finite(res["train_reward_last10"])
 
 
