@@ -11,11 +11,12 @@ here. Each runs in-process under its launcher (``jaxsi.launch.launch``, the
 * files with ``MAIN = @rounds_run.run`` (the self-training methods and
   quickstart.gin) run one round;
 * files with ``MAIN = @rl_run.run`` run one RL iteration;
-* files with ``MAIN = @dry_run.run_experiment`` (the Qwen GPU/TPU
-  experiments, which need local checkpoints and data for a real run) run
-  with ``--dry_run`` on a shrunken model of their preset: the state is
-  planned on the file's own 8-device mesh (the test session's fake CPU
-  devices) and rollout / prepare / update are compiled.
+* files with ``MAIN = @dry_run.run_experiment`` (the Qwen GPU/TPU GSM8K
+  experiments) run for real, one GRPO iteration on their own 8-device mesh
+  (the session's fake CPU devices), on local files written here: a tiny
+  Qwen2-architecture HF checkpoint (saved by jaxsi; its config.json
+  replaces the file's preset), a BPE tokenizer.json with the Qwen special
+  tokens and a GSM8K JSONL (as tests/test_dry_run.py's real run).
 """
 
 from __future__ import annotations
@@ -69,16 +70,54 @@ ROUNDS = [
 ]
 
 DRY = _SPEC + [
-    'dry_run.run_experiment.model_overrides = {"remat": True, "n_layers": 1,'
-    ' "d_model": 32, "n_heads": 2, "n_kv_heads": 1, "head_dim": 16,'
-    ' "d_ff": 64, "vocab_size": 512}',
-    "dry_run.run_experiment.prompts_per_step = 8",
-    "dry_run.run_experiment.prompt_len = 8",
-    "spec.OptimSpec.minibatches = 2",
+    "dry_run.run_experiment.prompts_per_step = 4",
+    "dry_run.run_experiment.num_steps = 1",
+    "dry_run.run_experiment.prompt_len = 128",
+    "dry_run.run_experiment.model_overrides = {}",
+    "spec.OptimSpec.minibatches = 1",
     "dry_run.run_experiment.compiler_options = ("
     '("xla_backend_optimization_level", 0),'
     ' ("xla_llvm_disable_expensive_passes", True))',
 ]
+
+
+@pytest.fixture(scope="module")
+def local_qwen_files(tmp_path_factory):
+  """(checkpoint dir, GSM8K dir): a tiny HF checkpoint + tokenizer, 4 tasks."""
+  tokenizers = pytest.importorskip("tokenizers")
+  pytest.importorskip("math_verify")
+  import jax  # pylint: disable=g-import-not-at-top
+  from tokenizers import decoders, models, pre_tokenizers, trainers  # pylint: disable=g-import-not-at-top
+  from jaxsi.data import math_datasets  # pylint: disable=g-import-not-at-top
+  from jaxsi.models import config as mcfg  # pylint: disable=g-import-not-at-top
+  from jaxsi.models import hf  # pylint: disable=g-import-not-at-top
+  from jaxsi.models import model as model_lib  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("qwen_files")
+  ckpt = root / "ckpt"
+  tk = tokenizers.Tokenizer(models.BPE())
+  tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tk.decoder = decoders.ByteLevel()
+  corpus = ["You are Qwen, created by Alibaba Cloud. You are a helpful "
+            "assistant. Please reason step by step, and put your final answer "
+            "within \\boxed{}. How many apples? 12 + 30 = 42"] * 4
+  tk.train_from_iterator(corpus, trainers.BpeTrainer(
+      vocab_size=300, show_progress=False,
+      special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  ckpt.mkdir()
+  tk.save(str(ckpt / "tokenizer.json"))
+  (ckpt / "tokenizer_config.json").write_text(json.dumps(
+      {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
+  cfg = mcfg.get_config("tiny", vocab_size=320, d_model=32, n_layers=1,
+                        n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64,
+                        qkv_bias=True)
+  _, params = model_lib.init(cfg, jax.random.key(0))
+  hf.save_pretrained(str(ckpt), cfg, params)
+  math_datasets.write_jsonl(
+      [{"question": f"How many apples? {a} + 30", "answer": f"#### {a + 30}"}
+       for a in range(8)], root / "gsm8k" / "train.jsonl")
+  return str(ckpt), str(root / "gsm8k")
+
 
 # Method-specific knobs that have no tiny default (sample counts, verifier
 # steps, probe sizes). A recipe not listed runs with the generic overrides.
@@ -177,7 +216,7 @@ def test_recipes_are_found():
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_recipe_runs(tmp_path, recipe):
+def test_recipe_runs(tmp_path, recipe, request):
   text = (ROOT / recipe).read_text(encoding="utf-8")
   main = _main_of(text)
   stem = pathlib.Path(recipe).stem
@@ -198,9 +237,17 @@ def test_recipe_runs(tmp_path, recipe):
     records = _launch(tmp_path, [recipe], ROUNDS + extra)
     _check_rounds(tmp_path, records)
   elif main == "dry_run.run_experiment":
-    report = _launch(tmp_path, [recipe], DRY + extra, dry_run=True)
-    assert set(report["compiled"]) >= {"rollout", "prepare", "update"}
-    assert all(_finite(c["seconds"]) for c in report["compiled"].values())
-    assert all(_finite(v) for v in report["memory"].values() if v is not None)
+    ckpt, data = request.getfixturevalue("local_qwen_files")
+    files = DRY + [f"dry_run.run_experiment.hf_checkpoint = '{ckpt}'",
+                   f"dry_run.run_experiment.data_path = '{data}'"]
+    trainer = _launch(tmp_path, [recipe], files + extra)
+    try:
+      assert trainer.iteration == 1 and len(trainer.history) == 1
+      for k in ("loss", "reward/mean", "grad_norm"):
+        assert _finite(trainer.history[0][k]), (k, trainer.history[0].get(k))
+      assert trainer.tokenizer.eos_id == trainer.tokenizer.token_to_id("<|im_end|>")
+    finally:
+      trainer.close()
+    assert os.path.exists(os.path.join(tmp_path, "operative_config.gin"))
   else:
     pytest.fail(f"{recipe}: no tiny run known for MAIN = @{main}; add one here")
