@@ -39,12 +39,12 @@ _WORKER = textwrap.dedent("""
                                process_id=pid)
     import numpy as np
     from jax.experimental import multihost_utils
-    from jaxsi import methods
+    from jaxsi import methods, spec
     from jaxsi import partitioning
     from jaxsi.training import loop
     from tests.methods import rl_fixtures as fx
     tok, model, params, tasks, opt = fx.setup()
-    method = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+    method = methods.grpo(rollout=spec.RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                           reward_fns=(fx.first_is_digit,), kl_coef=0.1)
     mesh = partitioning.make_mesh(data=2, fsdp=2, tensor=1)
     trainer = loop.Loop(model=model, params=params, method=method,
