@@ -318,26 +318,84 @@ def _present(traj: Trajectory) -> list[str]:
 
 
 # Validation -----------------------------------------------------------------
-def validate(traj: Trajectory) -> Trajectory:
-  """Checks shapes and dtypes of every field; raises naming field and shapes.
+LOGPROB_FIELDS = ("behaviour_logprobs", "old_logprobs", "ref_logprobs",
+                  "teacher_logprobs")
 
-  Runs on concrete or abstract arrays (only shapes/dtypes are read), so it is
-  safe to call under jit.
+
+def _concrete(x) -> Optional[np.ndarray]:
+  """``x`` as a host array when its values can be read for free, else None
+  (tracers under jit, ``ShapeDtypeStruct``s, arrays not addressable from this
+  host, and arrays on an accelerator: reading those back would be a blocking
+  device-to-host copy in the inner loop)."""
+  if isinstance(x, np.ndarray):
+    return x
+  if (isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+      and getattr(x, "is_fully_addressable", True)
+      and all(d.platform == "cpu" for d in x.devices())):
+    return np.asarray(x)
+  return None
+
+
+def _where(mask: np.ndarray) -> str:
+  first = tuple(int(i) for i in np.argwhere(mask)[0])
+  return f"{int(mask.sum())} entr{'y' if mask.sum() == 1 else 'ies'}, first at {list(first)}"
+
+
+def _check_values(traj: Trajectory, b: int) -> None:
+  """The value invariants of the module doc, on concrete arrays only."""
+  g = traj.group_ids
+  gv = _concrete(g)
+  if gv is not None:
+    bad = (gv < 0) | (gv >= b)
+    if bad.any():
+      raise TrajectoryError(
+          f"Trajectory.group_ids must be in [0, B) = [0, {b}); "
+          f"{_where(bad)} (value {int(gv[bad][0])}; group_ids shape "
+          f"{tuple(np.shape(g))}, tokens {tuple(traj.tokens.shape)})")
+  lm, im = _concrete(traj.loss_mask), _concrete(traj.input_mask)
+  if lm is not None and im is not None:
+    bad = lm & ~im
+    if bad.any():
+      raise TrajectoryError(
+          f"Trajectory.loss_mask is True outside input_mask (padding) at "
+          f"{_where(bad)} [b, t] (loss_mask {tuple(lm.shape)}, input_mask "
+          f"{tuple(im.shape)})")
+  for name in LOGPROB_FIELDS:
+    v = _concrete(getattr(traj, name))
+    if v is not None:
+      bad = np.isnan(v)
+      if bad.any():
+        raise TrajectoryError(
+            f"Trajectory.{name} has NaN at {_where(bad)} [b, t] (shape "
+            f"{tuple(v.shape)})")
+
+
+def validate(traj: Trajectory) -> Trajectory:
+  """Checks shapes, dtypes and value invariants; raises naming field and shapes.
+
+  Shapes and dtypes are checked on concrete or abstract arrays, so it is safe
+  to call under jit. On concrete arrays (not under jit) the values are checked
+  too: ``group_ids`` in ``[0, B)``, ``loss_mask`` only where ``input_mask``,
+  no NaN in the ``*_logprobs`` fields.
 
   Returns:
     The trajectory itself, for chaining.
 
   Raises:
-    TrajectoryError: a field whose shape or dtype disagrees with ``tokens``.
+    TrajectoryError: a field whose shape or dtype disagrees with ``tokens``,
+      a field that is not an array, or a broken value invariant.
   """
-  if traj.tokens.ndim != 2:
+  if np.ndim(traj.tokens) != 2:
     raise TrajectoryError(
-        f"Trajectory.tokens must be [B, T], got shape {tuple(traj.tokens.shape)}")
-  b, t = traj.tokens.shape
+        f"Trajectory.tokens must be [B, T], got shape {tuple(np.shape(traj.tokens))}")
+  b, t = np.shape(traj.tokens)
   for name in TOKEN_FIELDS + SAMPLE_FIELDS + REWARD_FIELDS:
     v = getattr(traj, name)
     if v is None:
       continue
+    if not hasattr(v, "dtype"):
+      raise TrajectoryError(
+          f"Trajectory.{name} must be an array, got {type(v).__name__}")
     shape = tuple(np.shape(v))
     if name in TOKEN_FIELDS:
       want = (b, t)
@@ -367,4 +425,5 @@ def validate(traj: Trajectory) -> Trajectory:
         raise TrajectoryError(
             f"Trajectory.extras[{key!r}] leaf has shape {tuple(np.shape(leaf))};"
             f" extras need a leading batch axis of size {b}")
+  _check_values(traj, b)
   return traj

@@ -26,12 +26,13 @@ prompts).
 from __future__ import annotations
 
 import glob
-import json
+import math
 import os
 import re
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from jaxsi.data import chat_templates as ct
+from jaxsi.data import jsonl
 from jaxsi.data.registry import Task
 from jaxsi.rewards import answers
 from jaxsi.rewards import math_verify_reward  # registers 'math_verify'
@@ -44,7 +45,7 @@ GSM8K_TEMPLATE = "{question}\n" + BOXED_INSTRUCTION
 MATH_TEMPLATE = "{problem}\n" + BOXED_INSTRUCTION
 
 _CALC_RE = re.compile(r"<<[^<>]*>>")
-_LEVEL_RE = re.compile(r"(\d+)")
+_LEVEL_RE = re.compile(r"\d+(?:\.\d+)?")
 
 _HINT = {
     "gsm8k": ("GSM8K: put train.jsonl / test.jsonl there (one "
@@ -64,27 +65,40 @@ def read_records(path: PathLike) -> list:
 
   Raises:
     FileNotFoundError: no such file.
-    ValueError: an unparsable line (file:line named) or an unknown suffix.
+    ValueError: an unparsable line, bytes that are not UTF-8 or a line that is
+      not a JSON object (file:line named), an unreadable parquet file (file
+      named) or an unknown suffix.
   """
+  return [rec for _, rec in _numbered_records(path)]
+
+
+def _numbered_records(path: PathLike) -> list:
+  """``(where, record)`` pairs: ``where`` is ``'<file>:record <k>'``, plus the
+  line for JSONL (``'<file>:record 3 (line 5)'``)."""
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no data file {path!r}")
   if path.endswith(".parquet"):
     try:
+      import pyarrow  # pylint: disable=g-import-not-at-top
       import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise ImportError("reading parquet needs pyarrow: pip install pyarrow") from e
-    return pq.read_table(path).to_pylist()
+    try:
+      rows = pq.read_table(path).to_pylist()
+    except (pyarrow.ArrowException, OSError) as e:
+      raise ValueError(f"{path}: not a readable parquet file ({e})") from e
+    return [(f"{path}:record {k}", r) for k, r in enumerate(rows)]
   if path.endswith((".jsonl", ".json")):
     records = []
-    with open(path, encoding="utf-8") as f:
-      for lineno, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{path}:{lineno}: invalid JSON: {e}") from e
+    for lineno, line in jsonl.iter_lines(path):
+      if not line.strip():
+        continue
+      rec = jsonl.parse_line(line, path, lineno)
+      if not isinstance(rec, dict):
+        raise ValueError(f"{path}:{lineno}: expected a JSON object, got "
+                         f"{type(rec).__name__}")
+      records.append((f"{path}:record {len(records)} (line {lineno})", rec))
     return records
   raise ValueError(f"{path!r}: unsupported file type (use .jsonl or .parquet)")
 
@@ -129,17 +143,47 @@ def gsm8k_answer(solution: str) -> Optional[str]:
 
 
 def math_answer(record: Mapping[str, Any]) -> Optional[str]:
-  """The ``answer`` field, else the last ``\\boxed{}`` of ``solution``."""
-  if isinstance(record.get("answer"), str) and record["answer"].strip():
-    return record["answer"].strip()
-  return answers.extract_boxed(str(record.get("solution", "")))
+  """The ``answer`` field (text or a number), else the last ``\\boxed{}`` of
+  ``solution``."""
+  value = record.get("answer")
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    value = str(value)
+  if isinstance(value, str) and value.strip():
+    return value.strip()
+  solution = record.get("solution")
+  return answers.extract_boxed(solution) if isinstance(solution, str) else None
 
 
-def _level(value: Any) -> int:
+def _optional_text(record: Mapping[str, Any], name: str, where: str) -> str:
+  """A text field that may be absent or null (``''``)."""
+  value = record.get(name)
+  if value is None:
+    return ""
+  if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    raise ValueError(f"{where}: field {name!r} must be text, got "
+                     f"{type(value).__name__}")
+  return str(value)
+
+
+def _level(value: Any, where: str) -> int:
+  """``3``, ``3.0``, ``'Level 3'`` → 3; absent or ``'Level ?'`` → 0.
+
+  Raises:
+    ValueError: ``true``, ``2.7``, ``'Level 2.5'``, a list… (never truncated).
+  """
+  if value is None:
+    return 0
   if isinstance(value, int) and not isinstance(value, bool):
     return value
-  m = _LEVEL_RE.search(str(value or ""))
-  return int(m.group(1)) if m else 0
+  if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+    return int(value)
+  m = _LEVEL_RE.search(value) if isinstance(value, str) else None
+  if isinstance(value, str) and m is None:
+    return 0
+  if m is not None and float(m.group()).is_integer():
+    return int(m.group().split(".")[0])
+  raise ValueError(f"{where}: field 'level' must be an integer or 'Level <n>', "
+                   f"got {value!r}")
 
 
 def _render(prompt: str, chat: Optional[ct.ChatTemplate],
@@ -174,18 +218,23 @@ def load_gsm8k(path: PathLike, *, split: Optional[str] = "train",
 
   Raises:
     FileNotFoundError: missing data (what to put where).
-    ValueError: a malformed record (file and record index named).
+    ValueError: a malformed record (file, record index, line and field
+      named), or no task at all (``no tasks in <path>``).
   """
   chat = ct.get_template(chat_template) if isinstance(chat_template, str) else chat_template
+  _check_limit(limit)
   tasks = []
-  for file in find_split_files(path, split, dataset="gsm8k"):
-    for k, rec in enumerate(read_records(file)):
-      where = f"{file}:record {k}"
+  if limit == 0:
+    return tasks
+  files = find_split_files(path, split, dataset="gsm8k")
+  for file in files:
+    for k, (where, rec) in enumerate(_numbered_records(file)):
       question = _text(rec, "question", where)
       solution = _text(rec, "answer", where)
       answer = gsm8k_answer(solution)
       if not answer:
-        raise ValueError(f"{where}: GSM8K answer has no '#### <answer>' line")
+        raise ValueError(f"{where}: field 'answer' (GSM8K) has no "
+                         "'#### <answer>' line")
       target = _CALC_RE.sub("", solution)
       prompt = _render(prompt_template.replace("{question}", question), chat,
                        system_prompt)
@@ -195,7 +244,14 @@ def load_gsm8k(path: PathLike, *, split: Optional[str] = "train",
           meta={"verifier": "math_verify", "question": question}))
       if limit is not None and len(tasks) >= limit:
         return tasks
+  if not tasks:
+    raise ValueError(f"no tasks in {', '.join(files)} (no records)")
   return tasks
+
+
+def _check_limit(limit: Optional[int]) -> None:
+  if limit is not None and (isinstance(limit, bool) or limit < 0):
+    raise ValueError(f"limit must be None or >= 0, got {limit!r}")
 
 
 def load_math(path: PathLike, *, split: Optional[str] = "test",
@@ -222,20 +278,28 @@ def load_math(path: PathLike, *, split: Optional[str] = "test",
 
   Raises:
     FileNotFoundError: missing data (what to put where).
-    ValueError: a record without a problem or an answer.
+    ValueError: a record without a problem or an answer, a mistyped field
+      (file, record index, line and field named), or no task at all (an
+      empty file, or filters that keep nothing: ``no tasks in <path>``).
   """
   chat = ct.get_template(chat_template) if isinstance(chat_template, str) else chat_template
-  tasks = []
-  for file in find_split_files(path, split, dataset="math"):
-    for k, rec in enumerate(read_records(file)):
-      where = f"{file}:record {k}"
+  _check_limit(limit)
+  tasks, n_records = [], 0
+  if limit == 0:
+    return tasks
+  files = find_split_files(path, split, dataset="math")
+  for file in files:
+    for k, (where, rec) in enumerate(_numbered_records(file)):
+      n_records += 1
       problem = _text(rec, "problem", where)
+      solution = _optional_text(rec, "solution", where)
       answer = math_answer(rec)
       if not answer:
         raise ValueError(f"{where}: no 'answer' field and no \\boxed{{}} in "
                          "the solution")
-      level = _level(rec.get("level"))
-      subject = str(rec.get("type", rec.get("subject", "")))
+      level = _level(rec.get("level"), where)
+      subject = _optional_text(rec, "type" if "type" in rec else "subject",
+                               where)
       if levels is not None and level not in levels:
         continue
       if subjects is not None and subject not in subjects:
@@ -245,11 +309,16 @@ def load_math(path: PathLike, *, split: Optional[str] = "test",
           prompt=_render(prompt_template.replace("{problem}", problem), chat,
                          system_prompt),
           answer=answer, category="math", difficulty=level,
-          target=str(rec.get("solution", "")),
+          target=solution,
           meta={"verifier": "math_verify", "subject": subject,
                 "problem": problem}))
       if limit is not None and len(tasks) >= limit:
         return tasks
+  if not tasks:
+    kept = (f"; none of the {n_records} records has levels={list(levels)!r}"
+            f" / subjects={None if subjects is None else list(subjects)!r}"
+            if n_records else " (no records)")
+    raise ValueError(f"no tasks in {', '.join(files)}{kept}")
   return tasks
 
 
@@ -289,11 +358,14 @@ def grain_dataset(tasks: Sequence[Task], *, batch_size: int, seed: int = 0,
 
 
 def write_jsonl(records: Iterable[Mapping[str, Any]], path: PathLike) -> None:
-  """Writes records as JSON lines (for fixtures and converted datasets)."""
-  os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    for r in records:
-      f.write(json.dumps(dict(r), ensure_ascii=False) + "\n")
+  """Writes records as JSON lines (for fixtures and converted datasets).
+
+  Atomic like ``jsonl.save_jsonl_tasks``: a record that is not JSON leaves an
+  existing file as it was.
+  """
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  jsonl.write_lines_atomically(path, [jsonl.json_line(dict(r)) for r in records])
 
 
 __all__ = ["load_gsm8k", "load_math", "read_records", "find_split_files",

@@ -41,9 +41,14 @@ def strip_special(text: str) -> str:
   """Removes turn markers (``<|end|>``…) and ``<pad>/<bos>/<eos>/<unk>`` texts.
 
   Completions decoded up to and including a stop token end in ``'<|end|>'``;
-  verifiers strip these before reading the answer.
+  verifiers strip these before reading the answer. Idempotent: pieces that
+  join into a marker once the inner one is gone (``'<<|end|>|end|>'``) go too.
   """
-  return _SPECIAL_RE.sub("", text)
+  while True:
+    stripped = _SPECIAL_RE.sub("", text)
+    if stripped == text:
+      return text
+    text = stripped
 
 
 def format_answer(answer: str) -> str:
@@ -125,12 +130,17 @@ def extract_answer(text: str, *, marker: str = ANSWER_MARKER,
 
 
 def _clean(value: str) -> Optional[str]:
-  value = value.strip()
-  if value.endswith(".") and not value.endswith(".."):
-    value = value[:-1].rstrip()
-  if value.startswith("$") and value.endswith("$") and len(value) > 1:
-    value = value.strip("$").strip()
-  return value or None
+  """Strips spaces, a sentence-ending period (not an ellipsis) and ``$…$``
+  until nothing changes (``'5. .'``, ``'$5.$'`` → ``'5'``), so that an
+  answer extracted again from its own answer line is unchanged."""
+  while True:
+    before = value = value.strip()
+    if value.endswith(".") and not value.endswith(".."):
+      value = value[:-1].rstrip()
+    if value.startswith("$") and value.endswith("$") and len(value) > 1:
+      value = value.strip("$").strip()
+    if value == before:
+      return value or None
 
 
 _FRAC_RE = re.compile(r"^\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}$")
@@ -153,7 +163,7 @@ def parse_number(text: Optional[str]) -> Optional[Fraction]:
     s = s[2:]
   if not s or len(s) > 64:
     return None
-  m = _FRAC_RE.match(s.lstrip("-"))
+  m = _FRAC_RE.match(s[1:] if s.startswith("-") else s)  # one sign only
   if m:
     num, den = parse_number(m.group(1)), parse_number(m.group(2))
     if num is None or den is None or den == 0:

@@ -27,14 +27,22 @@ _VERIFIERS: Dict[str, Verifier] = {}
 
 # ------------------------------------------------------------- primitives
 def normalize_text(s: Optional[str]) -> str:
-  """Lower-cases, strips ``$``/``\\text{}``/spaces/trailing period for exact match."""
+  """Lower-cases, strips ``$``/``\\text{}``/spaces/trailing period for exact match.
+
+  Idempotent: repeated until nothing changes, so nested ``\\text{\\text{a}}``
+  and ``'a . .'`` normalise fully (``'a'``).
+  """
   if s is None:
     return ""
-  s = s.strip()
-  s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
-  s = s.replace("$", "").replace("\\!", "").replace("\\,", "")
-  s = re.sub(r"\s+", " ", s).strip().rstrip(".").strip()
-  return s.lower()
+  while True:
+    before = s
+    s = s.strip()
+    s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
+    s = s.replace("$", "").replace("\\!", "").replace("\\,", "")
+    s = re.sub(r"\s+", " ", s).strip().rstrip(".").strip()
+    s = s.lower()
+    if s == before:
+      return s
 
 
 def exact_match(pred: Optional[str], gold: str) -> bool:
@@ -184,7 +192,7 @@ def verify_countdown(task, completion: str) -> float:
 def pair_sum_pair(completion: str) -> Optional[tuple[int, int]]:
   """The two digits a pair-sum completion names (``'49'`` → (4, 9)), else None."""
   text = completion.strip()
-  if len(text) != 2 or not text.isdigit():
+  if len(text) != 2 or not text.isdigit() or not text.isascii():  # not '0²'
     return None
   return int(text[0]), int(text[1])
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import time
 from typing import Any, Iterable, Mapping, Optional, Tuple
 
 import jax
@@ -36,6 +38,16 @@ import orbax.checkpoint as ocp
 
 _KEY_IMPLS = "_jaxsi_key_impls"
 _STATE, _EXTRA = "state", "extra"
+DAMAGED = "damaged"   # where unreadable checkpoints are moved (kept, never deleted)
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be restored (damaged, or not this run's)."""
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return text[0][:300] if text else ""
 
 
 def _is_key(x) -> bool:
@@ -160,24 +172,65 @@ class Checkpointer:
               ) -> Tuple[Any, dict]:
     """Restores a checkpoint into the structure/shardings of ``abstract_state``.
 
+    Without ``step``, the newest checkpoint that reads back is restored: a
+    damaged one (truncated or missing files, unreadable metadata, a tree that
+    does not match ``abstract_state``) is reported on stderr, moved aside to
+    ``<directory>/damaged/<step>`` (kept for inspection, never deleted) and
+    the previous one is tried, as orbax's own "latest valid step" promise
+    suggests. The run then continues from the older step and writes the
+    newer steps again.
+
     Args:
       abstract_state: pytree of ShapeDtypeStruct (with ``.sharding`` for
         placement) or arrays, e.g. ``partitioning.with_shardings(
         jax.eval_shape(init), shardings)``. Typed key leaves are restored as
         typed keys.
-      step: the step to restore (default: the latest).
+      step: the step to restore (default: the newest good one). An explicit
+        step is never skipped: its damage is raised.
 
     Returns:
       ``(state, extra)``; ``extra`` is the dict passed to ``save``.
 
     Raises:
       FileNotFoundError: no checkpoint in the directory.
+      CheckpointError: every checkpoint is damaged (each one's error named),
+        or the explicit ``step`` is.
     """
     self.wait()
-    if step is None:
-      step = self.latest_step()
-      if step is None:
-        raise FileNotFoundError(f"Checkpointer.restore: no checkpoint in {self.directory}")
+    if step is not None:
+      try:
+        return self._restore_step(abstract_state, int(step))
+      except Exception as e:  # pylint: disable=broad-except
+        raise CheckpointError(
+            f"checkpoint {step} in {self.directory} cannot be restored:"
+            f" {type(e).__name__}: {_first_line(e)}") from e
+    steps = self.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"Checkpointer.restore: no checkpoint in {self.directory}")
+    # Newest first. A step that fails while an older one restores into the
+    # same template is damaged; if none restores, the template is not this
+    # run's (a changed model) or all are damaged: nothing is moved then.
+    errors = []
+    for s in reversed(steps):
+      try:
+        out = self._restore_step(abstract_state, s)
+      except Exception as e:  # pylint: disable=broad-except
+        errors.append((s, f"{type(e).__name__}: {_first_line(e)}"))
+        continue
+      for bad, msg in errors:
+        moved = self._move_aside(bad)
+        print(f"[jaxsi.checkpoint] checkpoint {bad} in {self.directory} is damaged"
+              f" ({msg}); moved to {moved}", file=sys.stderr, flush=True)
+      if errors:
+        print(f"[jaxsi.checkpoint] resumed from checkpoint {s}, the newest that"
+              " reads back", file=sys.stderr, flush=True)
+      return out
+    raise CheckpointError(
+        f"no checkpoint in {self.directory} restores into this run's state (a"
+        " changed model or optimizer, or every checkpoint damaged; nothing was"
+        " moved or deleted): " + "; ".join(f"step {s}: {m}" for s, m in errors))
+
+  def _restore_step(self, abstract_state: Any, step: int) -> Tuple[Any, dict]:
     abstract = jax.tree.map(
         lambda x: x if isinstance(x, jax.ShapeDtypeStruct) else jax.ShapeDtypeStruct(
             x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
@@ -189,10 +242,29 @@ class Checkpointer:
             _STATE: ocp.args.StandardRestore(target),
             _EXTRA: ocp.args.JsonRestore(),
         }))
-    meta = dict(out[_EXTRA] or {})
+    meta = out[_EXTRA]
+    if not isinstance(meta, dict) or _KEY_IMPLS not in meta:
+      raise CheckpointError(f"step {step}: the {_EXTRA!r} item is missing or unreadable")
+    meta = dict(meta)
     impls = meta.pop(_KEY_IMPLS, {})
     state = _data_to_keys(out[_STATE], abstract, impls)
+    # Materialise now so a damaged array fails here, not in the first step.
+    state = jax.block_until_ready(state)
     return state, meta
+
+  def _move_aside(self, step: int) -> str:
+    """Moves step ``step``'s directory to ``damaged/`` (only on process 0)."""
+    src = os.path.join(self.directory, str(int(step)))
+    dst_dir = os.path.join(self.directory, DAMAGED)
+    dst = os.path.join(dst_dir, f"{int(step)}.{time.strftime('%Y%m%dT%H%M%S')}")
+    if jax.process_index() == 0 and os.path.isdir(src):
+      os.makedirs(dst_dir, exist_ok=True)
+      os.replace(src, dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"jaxsi_ckpt_move_{step}")
+    self._manager.reload()
+    return dst
 
   def latest_step(self) -> Optional[int]:
     """The newest saved step, or None."""

@@ -53,6 +53,7 @@ from jaxsi.rewards import stages as reward_stages
 from jaxsi.sampling import buckets as buckets_lib
 from jaxsi.sampling import rollouts
 from jaxsi.training import checkpoint as checkpoint_lib
+from jaxsi.training import guards
 from jaxsi.training import loop_steps
 from jaxsi.training import metrics as metrics_lib
 from jaxsi import partitioning
@@ -63,6 +64,9 @@ from jaxsi.training import train_state as train_state_lib
 FAST_COMPILE = loop_steps.FAST_COMPILE
 Batch = rollouts.Batch
 RoleValue = Union[Any, tuple, str]
+
+
+RunFailure = guards.RunFailure
 
 
 class Loop:
@@ -96,6 +100,14 @@ class Loop:
     rules: logical-axis rules (default ``partitioning.DEFAULT_RULES``).
     copy_params: keep the caller's ``params`` valid by training a copy
       (default); ``False`` donates them to the first update.
+    max_skipped_iterations: stop (:class:`RunFailure`) after this many
+      iterations in a row whose every update was skipped as non-finite
+      (loss, gradient or update: NaN data, a NaN learning rate).
+    max_reward_failure_rate: stop after ``reward_failure_patience``
+      iterations in a row in which more than this fraction of the graded
+      samples failed their reward (raised, timed out, NaN, wrong shape); the
+      message quotes the first errors.
+    reward_failure_patience: see ``max_reward_failure_rate``.
 
   Raises:
     ConfigurationError: a method needs a role, a value head or a batch
@@ -108,7 +120,10 @@ class Loop:
                workdir: Optional[str] = None, checkpoint_every: int = 0,
                reward_timeout_s: float = 60.0, console: bool = False,
                compiler_options: Optional[tuple] = None, mesh=None,
-               rules: Optional[Sequence] = None, copy_params: bool = True):
+               rules: Optional[Sequence] = None, copy_params: bool = True,
+               max_skipped_iterations: int = 3,
+               max_reward_failure_rate: float = 0.5,
+               reward_failure_patience: int = 2):
     methods = (tuple(method) if isinstance(method, (tuple, list)) else (method,))
     for m in methods:
       if not isinstance(m, spec_lib.Method):
@@ -128,6 +143,9 @@ class Loop:
                        f" {prompts_per_step!r}")
     self.seed = int(seed)
     self.reward_timeout_s = reward_timeout_s
+    self.guard = guards.FailureGuard(max_skipped_iterations=max_skipped_iterations,
+                              max_reward_failure_rate=max_reward_failure_rate,
+                              reward_failure_patience=reward_failure_patience)
     self.stop_ids = (int(tokenizer.eos_id),)
     self.pad_id = int(tokenizer.pad_id)
     self.mesh = mesh
@@ -391,6 +409,7 @@ class Loop:
     key = jax.random.fold_in(jax.random.key(self.seed), self.iteration)
     t_start = time.perf_counter()
     state = self.states[role]
+    phase.ctx.reward_errors = []
     batch = self.collect(state.params, jax.random.fold_in(key, 1), phase)
     traj = batch.traj.replace(rewards=batch.rewards.astype(np.float32))
     if self.mesh is not None:
@@ -419,6 +438,7 @@ class Loop:
     self.history.append(metrics)
     if self.writer is not None:
       self.writer.write_scalars(self.iteration, metrics)
+    self.guard.check(self.iteration, m.name, metrics, phase.ctx.reward_errors)
     if (self.ckpt is not None and self.checkpoint_every
         and self.iteration % self.checkpoint_every == 0):
       self.save()
@@ -454,6 +474,8 @@ class Loop:
     for k in ("frac_zero_variance_groups", "effective_batch_frac",
               "gen_batches", "reward_failed"):
       out[k] = float(batch.info[k])
+    graded = max(1, traj.batch_size * int(batch.info["gen_batches"]))
+    out["reward_failed_frac"] = min(1.0, out["reward_failed"] / graded)
     lengths = np.asarray(traj.loss_mask, bool).sum(axis=1)
     out["completion_length/mean"] = float(lengths[valid].mean()) if valid.any() else 0.0
     out["completion_length/max"] = float(lengths[valid].max()) if valid.any() else 0.0
@@ -487,7 +509,8 @@ class Loop:
   def run(self, num_steps: int, *, log_every: int = 1,
           callback: Optional[Callable[[int, dict], None]] = None) -> list[dict]:
     """Runs iterations until ``self.iteration == num_steps``."""
-    keys = ("reward/mean", "loss", "kl", "effective_batch_frac")
+    keys = ("reward/mean", "loss", "kl", "effective_batch_frac",
+            "skipped_nonfinite", "reward_failed_frac")
     name = "+".join(m.name for m in self.methods)
     with metrics_lib.ProgressBar(num_steps, f"loop/{name}", keys=keys,
                                  log_every=max(1, log_every),
@@ -506,10 +529,10 @@ class Loop:
     del force
     if self.ckpt is None:
       return
+    if self.writer is not None:
+      self.writer.flush()   # metrics up to this checkpoint are durable first
     self.ckpt.save(self.iteration, self.states, force=True,
                    extra={"position": self.position, "iteration": self.iteration})
-    if self.writer is not None:
-      self.writer.flush()
 
   def restore(self) -> None:
     """Restores the latest checkpoint of ``workdir/ckpt`` (exact resume)."""
@@ -517,6 +540,9 @@ class Loop:
     self.states = dict(states)
     self.position = int(extra["position"])
     self.iteration = int(extra["iteration"])
+    if self.writer is not None:
+      # Iterations after the checkpoint are replayed: their rows go once.
+      self.writer.rewind(self.iteration)
 
   def close(self) -> None:
     if self.ckpt is not None:

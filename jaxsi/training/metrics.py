@@ -114,6 +114,45 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
   return rows
 
 
+def rewind_jsonl(path: str, step: int, *, key: str = "step") -> tuple[int, int]:
+  """Keeps the rows of a JSON-lines log with ``row[key] <= step`` (atomically).
+
+  One row per ``key`` value survives (the last written: a replayed step
+  replaces the first attempt's row); a torn (unparseable) line, which only a
+  kill during a write leaves, is dropped. Missing file: nothing to do.
+
+  Returns:
+    ``(rows kept, rows dropped)``.
+  """
+  if not os.path.exists(path):
+    return 0, 0
+  rows, dropped = {}, 0
+  with open(path, "r", encoding="utf-8") as f:
+    for line in f:
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        dropped += 1
+        continue
+      if int(row.get(key, -1)) > step:
+        dropped += 1
+        continue
+      if row.get(key) in rows:
+        dropped += 1
+        del rows[row.get(key)]
+      rows[row.get(key)] = line if line.endswith("\n") else line + "\n"
+  if dropped:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.writelines(rows.values())
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  return len(rows), dropped
+
+
 class MetricWriter:
   """Writes scalar metrics to TensorBoard, a JSON-lines file and the console.
 
@@ -203,11 +242,32 @@ class MetricWriter:
     self._tb.add_text(name, text, global_step=int(step))
 
   def flush(self) -> None:
-    """Flushes all open outputs to disk."""
+    """Flushes all open outputs to disk (the JSON lines fsync'ed: a checkpoint
+    written after this never exists without the metrics before it)."""
     if self._jsonl is not None and not self._jsonl.closed:
       self._jsonl.flush()
+      os.fsync(self._jsonl.fileno())
     if self._tb is not None:
       self._tb.flush()
+
+  def rewind(self, step: int) -> int:
+    """Drops JSON lines after ``step`` (a resumed run replays them).
+
+    Keeps the rows with ``step <= step``, one per step (the last written),
+    drops a torn last line, rewrites the file atomically and reopens it for
+    appending. Call it when resuming from the checkpoint of ``step``, so the
+    file is exactly-once after any kill.
+
+    Returns:
+      The number of rows dropped.
+    """
+    if not self.enabled or self._jsonl is None:
+      return 0
+    self._jsonl.close()
+    kept, dropped = rewind_jsonl(self.jsonl_path, step)
+    self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+    del kept
+    return dropped
 
   def close(self) -> None:
     """Flushes and closes all outputs; further writes raise."""

@@ -25,6 +25,8 @@ summed, i.e. multiply the learning rate by k). Use one flavour, not both.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Callable, Optional, Union
 
 import jax
@@ -168,6 +170,19 @@ def make_optimizer(
   """
   if grad_accum_steps < 1:
     raise ValueError(f"make_optimizer: grad_accum_steps={grad_accum_steps} must be >= 1")
+  for name, value, low in (("learning_rate", learning_rate, 0.0),
+                           ("weight_decay", weight_decay, 0.0),
+                           ("end_lr_ratio", end_lr_ratio, 0.0),
+                           ("eps", eps, 0.0)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and value >= low):
+      raise ValueError(f"make_optimizer: {name} must be a finite number >= {low},"
+                       f" got {value!r}")
+  if max_grad_norm is not None and not (
+      isinstance(max_grad_norm, (int, float)) and math.isfinite(max_grad_norm)
+      and max_grad_norm > 0):
+    raise ValueError(f"make_optimizer: max_grad_norm must be a finite number > 0"
+                     f" or None, got {max_grad_norm!r}")
   lr_schedule = make_schedule(
       learning_rate=learning_rate, schedule=schedule, warmup_steps=warmup_steps,
       total_steps=total_steps, end_lr_ratio=end_lr_ratio)

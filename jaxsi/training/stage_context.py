@@ -61,6 +61,7 @@ class StageContext:
     self.strategy = phase.strategy
     self.reward_timeout_s = loop.reward_timeout_s
     self.to_host = placement.to_host
+    self.reward_errors: list[str] = []   # first error texts of this iteration
 
   # -- rollout stage interface
   def next_prompts(self) -> np.ndarray:
@@ -119,6 +120,13 @@ class StageContext:
     for stage in self._phase.stages:
       r, info = stage(self, inputs)
       failed += int(info.get("num_failed", 0))
+      for e in info.get("errors", ()):
+        # 'sample 3: f raised …' — keep a few distinct texts, with one place.
+        where, _, text = str(e).partition(": ")
+        seen = {x.split(": ", 2)[-1] for x in self.reward_errors}
+        if len(self.reward_errors) < 3 and (text or where) not in seen:
+          names = ",".join(reward_stages.stage_names((stage,)))
+          self.reward_errors.append(f"{names}: {where}: {text}" if text else f"{names}: {where}")
       cols.append(np.asarray(r, np.float32).reshape(len(inputs), -1))
     return np.concatenate(cols, axis=1), failed
 

@@ -7,9 +7,10 @@ objective term) and returns ``update(state, traj) -> (state, metrics)``:
    ``jaxsi.models.logprobs`` (chunked ``token_logprobs``); optional entropy, values, logits);
 2. ``loss, metrics = objective(outputs, traj)``; ``jax.value_and_grad``;
 3. optional gradient accumulation: a ``lax.scan`` over k micro-batches;
-4. ``optimizer.update`` → new params/opt_state, unless the loss or the global
-   gradient norm is non-finite: then params and opt_state are kept (the whole
-   tree, via ``jnp.where``) and ``metrics['skipped_nonfinite'] = 1``;
+4. ``optimizer.update`` → new params/opt_state, unless the loss, the global
+   gradient norm or the update is non-finite (a NaN learning rate): then
+   params and opt_state are kept (the whole tree, via ``jnp.where``) and
+   ``metrics['skipped_nonfinite'] = 1``;
 5. ``step + 1`` (skipped steps count).
 
 With a mesh the step is ``jax.jit(..., in_shardings=(state, batch),
@@ -280,6 +281,8 @@ def make_update_step(
     # them before the update and then discard the update as a whole.
     safe_grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
     updates, new_opt_state = optimizer.update(safe_grads, state.opt_state, state.params)
+    # A non-finite update (a NaN/inf learning rate or moment) is skipped too.
+    finite = finite & jnp.isfinite(optax.tree.norm(updates))
     new_params = optax.apply_updates(state.params, updates)
     params = _tree_where(finite, new_params, state.params)
     opt_state = _tree_where(finite, new_opt_state, state.opt_state)

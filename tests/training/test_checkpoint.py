@@ -17,6 +17,9 @@ from jaxsi.training import steps as steps_lib
 from jaxsi.training import train_state as ts_lib
 
 B, T, V = 4, 8, 32
+# Orbax leaves the read coroutines of damaged arrays to the GC (noise only).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning")
 
 
 def batch_at(position):
@@ -157,3 +160,61 @@ def test_preemption_guard_sigterm():
     assert guard.requested and guard.should_stop(1)
     assert guard.signum == signal.SIGTERM
   assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def _damage(step_dir, how):
+  """Damages one saved checkpoint the ways a crash or a full disk leaves it."""
+  files = sorted((p for p in step_dir.rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+  if how == "truncate":          # the largest array file cut short
+    with open(files[-1], "r+b") as f:
+      f.truncate(7)
+  elif how == "metadata":        # the tree metadata overwritten
+    (step_dir / "state" / "_METADATA").write_text("{not json")
+  elif how == "extra":           # the JSON item gone
+    for p in (step_dir / "extra").iterdir():
+      p.unlink()
+
+
+@pytest.mark.parametrize("how", ["truncate", "metadata", "extra"])
+def test_damaged_newest_checkpoint_falls_back_to_previous(sft, tmp_path, how, capfd):
+  init, update = sft
+  ref, _ = _train(init(jax.random.key(0)), update, 0, 4)
+  ckpt = ckpt_lib.Checkpointer(tmp_path / "ckpt", keep=3, save_every=2,
+                               async_save=False)
+  _train(init(jax.random.key(0)), update, 0, 4, ckpt)
+  ckpt.close()
+  assert ckpt.all_steps() == [2, 4]
+  _damage(tmp_path / "ckpt" / "4", how)
+
+  ckpt = ckpt_lib.Checkpointer(tmp_path / "ckpt", keep=3, save_every=2,
+                               async_save=False)
+  state, extra = ckpt.restore(_abstract(init))
+  err = capfd.readouterr().err
+  assert "checkpoint 4" in err and "damaged" in err and "resumed from checkpoint 2" in err
+  assert extra["data_position"] == 2 and int(state.step) == 2
+  # The damaged step is kept for inspection, out of the step listing.
+  assert ckpt.all_steps() == [2]
+  assert [p.name.split(".")[0] for p in (tmp_path / "ckpt" / "damaged").iterdir()] == ["4"]
+  # The run continues from 2 and writes step 4 again: same result as never damaged.
+  state, _ = _train(state, update, extra["data_position"], 2, ckpt)
+  assert ckpt.all_steps() == [2, 4]
+  _assert_bitwise_equal(state, ref)
+  ckpt.close()
+
+
+def test_checkpoint_of_another_model_is_refused_and_nothing_moved(sft, tmp_path):
+  init, update = sft
+  ckpt = ckpt_lib.Checkpointer(tmp_path / "ckpt", keep=3, save_every=1,
+                               async_save=False)
+  _train(init(jax.random.key(0)), update, 0, 2, ckpt)
+  ckpt.close()
+  other = {"w": jax.ShapeDtypeStruct((3,), jnp.float32)}
+  ckpt = ckpt_lib.Checkpointer(tmp_path / "ckpt", keep=3, save_every=1)
+  with pytest.raises(ckpt_lib.CheckpointError, match="nothing was moved"):
+    ckpt.restore(other)
+  assert ckpt.all_steps() == [1, 2]
+  assert not (tmp_path / "ckpt" / "damaged").exists()
+  with pytest.raises(ckpt_lib.CheckpointError, match="checkpoint 2 .* cannot be restored"):
+    ckpt.restore(other, step=2)
+  ckpt.close()

@@ -45,6 +45,27 @@ def test_writer_appends_and_console(tmp_path):
   assert not (tmp_path / "tensorboard").exists()
 
 
+def test_rewind_keeps_rows_through_the_checkpoint_once(tmp_path):
+  # A run checkpointed at step 2, killed while writing step 4's row, then
+  # resumed: it replays 3 and 4, so the file must end with 1, 2, 3, 4 once.
+  path = tmp_path / "metrics.jsonl"
+  with M.MetricWriter(str(tmp_path), tensorboard=False, console=False) as w:
+    for step in (1, 2, 2, 3):        # step 2 written twice (an older resume)
+      w.write_scalars(step, {"loss": float(step)})
+  with open(path, "a") as f:
+    f.write('{"step": 4, "loss"')    # torn by the kill
+  w = M.MetricWriter(str(tmp_path), tensorboard=False, console=False)
+  assert w.rewind(2) == 3            # the duplicate 2, the 3, the torn line
+  for step in (3, 4):
+    w.write_scalars(step, {"loss": float(step) + 0.5})
+  w.close()
+  rows = M.read_jsonl(str(path))
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  assert [r["loss"] for r in rows] == [1.0, 2.0, 3.5, 4.5]
+  assert M.rewind_jsonl(str(tmp_path / "missing.jsonl"), 3) == (0, 0)
+  assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+
+
 def test_writer_rejects_bad_input_and_non_chief_is_silent(tmp_path):
   with M.MetricWriter(str(tmp_path), tensorboard=False, console=False) as w:
     with pytest.raises(ValueError, match="'v'"):

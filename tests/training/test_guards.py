@@ -1,0 +1,110 @@
+"""The loop stops loudly on sustained failure (jaxsi.training.guards)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from jaxsi import methods
+from jaxsi.spec import OptimSpec, RolloutSpec
+from jaxsi.training import guards
+from jaxsi.training import loop
+from jaxsi.training import optimizer as opt_lib
+from tests.methods import rl_fixtures as fx
+
+
+def _loop(method, optimizer=None, **kw):
+  tok, model, params, tasks, opt = fx.setup()
+  return loop.Loop(model=model, params=params, method=method, tokenizer=tok,
+                   tasks=tasks, optimizer=optimizer or opt,
+                   prompts_per_step=fx.PROMPTS,
+                   compiler_options=loop.FAST_COMPILE, **kw)
+
+
+def _grpo(reward):
+  return methods.grpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW), reward_fns=(reward,),
+                      kl_coef=0.0, drop_zero_variance=False)
+
+
+@pytest.mark.parametrize("lr", [float("nan"), float("inf"), -1e-3, "3e-4", None])
+def test_make_optimizer_refuses_bad_numbers(lr):
+  with pytest.raises(ValueError, match="learning_rate"):
+    opt_lib.make_optimizer(learning_rate=lr)
+
+
+def test_nan_learning_rate_stops_the_run_and_keeps_params_finite():
+  # An optimizer built outside make_optimizer (no validation) with a NaN
+  # step size: every update is non-finite, is skipped, and after
+  # max_skipped_iterations the run stops naming the cause.
+  run = _loop(_grpo(fx.first_is_digit), optimizer=optax.sgd(float("nan")),
+              max_skipped_iterations=2)
+  before = fx.host_params(run.state.params)
+  run.step()
+  with pytest.raises(guards.RunFailure, match="skipped as non-finite.*learning"
+                     ".*max_skipped_iterations"):
+    run.step()
+  assert run.history[-1]["skipped_nonfinite"] == 1.0
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(run.state.params)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def _raises(tasks, completions):
+  raise KeyError("answer field missing in task 7")
+
+
+def _nan(tasks, completions):
+  return np.full((len(completions),), np.nan, np.float32)
+
+
+def _wrong_shape(tasks, completions):
+  return np.zeros((len(completions) + 1,), np.float32)
+
+
+@pytest.mark.parametrize("reward, text", [
+    (_raises, "KeyError: 'answer field missing in task 7'"),
+    (_nan, "_nan returned [nan]"),
+    (_wrong_shape, "_wrong_shape"),
+])
+def test_failing_reward_stops_the_run_with_its_error(reward, text):
+  run = _loop(_grpo(reward), reward_failure_patience=2)
+  m = run.step()
+  assert m["reward_failed_frac"] == 1.0
+  with pytest.raises(guards.RunFailure) as e:
+    run.step()
+  assert "100% of the samples failed their reward" in str(e.value)
+  assert text in str(e.value), str(e.value)
+
+
+def test_occasional_failures_do_not_stop_the_run():
+  calls = []
+
+  def flaky(tasks, completions):
+    calls.append(1)
+    if len(calls) == 1:        # the first batch call fails; retries succeed
+      raise RuntimeError("transient")
+    return fx.first_is_digit(tasks, completions)
+
+  run = _loop(_grpo(flaky))
+  for _ in range(3):
+    m = run.step()
+  assert m["reward_failed_frac"] == 0.0
+
+
+def test_guard_arguments_are_validated():
+  with pytest.raises(ValueError, match="max_reward_failure_rate"):
+    guards.FailureGuard(max_skipped_iterations=1, max_reward_failure_rate=1.5,
+                        reward_failure_patience=1)
+  with pytest.raises(ValueError, match="max_skipped_iterations"):
+    guards.FailureGuard(max_skipped_iterations=0, max_reward_failure_rate=0.5,
+                        reward_failure_patience=1)
+  g = guards.FailureGuard(max_skipped_iterations=2, max_reward_failure_rate=0.5,
+                          reward_failure_patience=2)
+  g.check(1, "m", {"skipped_nonfinite": 1.0, "reward_failed_frac": 0.6}, [])
+  g.check(2, "m", {"skipped_nonfinite": 0.5, "reward_failed_frac": 0.4}, [])
+  g.check(3, "m", {"skipped_nonfinite": 1.0, "reward_failed_frac": 0.6}, [])
+  with pytest.raises(guards.RunFailure, match="no error text"):
+    g.check(4, "m", {"skipped_nonfinite": 0.0, "reward_failed_frac": math.inf}, [])

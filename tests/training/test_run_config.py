@@ -1,0 +1,83 @@
+"""A workdir belongs to one configuration (jaxsi.training.run_config)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jaxsi.training import run_config as rc
+
+CONFIG = """from __gin__ import dynamic_registration
+from jaxsi.training import rl_run
+
+# Macros:
+# ==============================================================================
+MAIN = @rl_run.run
+
+# Parameters for rl_run.run:
+# ==============================================================================
+rl_run.run.learning_rate = 0.0003
+rl_run.run.model_overrides = \\
+    {'d_ff': 256,
+     'd_model': 64}
+rl_run.run.seed = 0
+rl_run.run.steps = 100
+"""
+
+
+def test_bindings_parse_gin_text():
+  b = rc.bindings(CONFIG)
+  assert b == {"MAIN": "@rl_run.run", "rl_run.run.learning_rate": "0.0003",
+               "rl_run.run.model_overrides": "{'d_ff': 256, 'd_model': 64}",
+               "rl_run.run.seed": "0", "rl_run.run.steps": "100"}
+  # Reformatting a value is not a change.
+  assert rc.diff(b, rc.bindings(CONFIG.replace("{'d_ff': 256,\n     'd_model'",
+                                               "{'d_ff': 256, 'd_model'"))) == []
+
+
+def test_new_run_is_recorded_and_same_rerun_passes(tmp_path):
+  assert rc.check_resume(str(tmp_path), CONFIG) == []
+  assert (tmp_path / "config.gin").read_text() == CONFIG
+  assert rc.check_resume(str(tmp_path), CONFIG) == []
+  assert not (tmp_path / "config_changes.jsonl").exists()
+
+
+def test_changed_bindings_are_refused_naming_each(tmp_path):
+  rc.check_resume(str(tmp_path), CONFIG)
+  new = (CONFIG.replace("seed = 0", "seed = 1").replace("steps = 100", "steps = 40")
+         + "rl_run.run.warmup_steps = 5\n")
+  with pytest.raises(rc.ConfigChangeError) as e:
+    rc.check_resume(str(tmp_path), new)
+  msg = str(e.value)
+  assert "rl_run.run.seed: 0 -> 1" in msg
+  assert "rl_run.run.steps: 100 -> 40" in msg
+  assert "rl_run.run.warmup_steps: (unset) -> 5" in msg
+  assert "--allow_config_change=" in msg and "--workdir" in msg
+  # Nothing written by the refused run.
+  assert (tmp_path / "config.gin").read_text() == CONFIG
+  assert not (tmp_path / "config_changes.jsonl").exists()
+  # Allowing only some of them still refuses the rest.
+  with pytest.raises(rc.ConfigChangeError, match="seed") as e:
+    rc.check_resume(str(tmp_path), new, allow=("steps", "warmup_steps"))
+  assert "steps: 100" not in str(e.value)
+
+
+def test_allowed_change_is_recorded(tmp_path):
+  rc.check_resume(str(tmp_path), CONFIG)
+  new = CONFIG.replace("steps = 100", "steps = 300")
+  changes = rc.check_resume(str(tmp_path), new, allow=("rl_run.run.steps",))
+  assert changes == [("rl_run.run.steps", "100", "300")]
+  rows = [json.loads(l) for l in (tmp_path / "config_changes.jsonl").read_text().splitlines()]
+  assert [(r["binding"], r["old"], r["new"]) for r in rows] == [
+      ("rl_run.run.steps", "100", "300")]
+  assert (tmp_path / "config.gin").read_text() == CONFIG   # the run's record
+  # A dry run checks without writing.
+  assert rc.check_resume(str(tmp_path), new, allow=("steps",), record=False)
+  assert len((tmp_path / "config_changes.jsonl").read_text().splitlines()) == 1
+
+
+def test_console_bindings_pass_unnamed(tmp_path):
+  rc.check_resume(str(tmp_path), CONFIG)
+  assert rc.check_resume(str(tmp_path), CONFIG + "rl_run.run.console = True\n") == [
+      ("rl_run.run.console", None, "True")]
