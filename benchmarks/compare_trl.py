@@ -70,13 +70,14 @@ def _prompts_and_tasks(n_prompts: int):
 def time_jaxsi(cfg, tok, tasks) -> tuple[float, float]:
   import jax  # pylint: disable=g-import-not-at-top
   from jaxsi import methods  # pylint: disable=g-import-not-at-top
+  from jaxsi.spec import RolloutSpec  # pylint: disable=g-import-not-at-top
   from jaxsi.models import model as mmodel  # pylint: disable=g-import-not-at-top
   from jaxsi.training import optimizer as opt_lib  # pylint: disable=g-import-not-at-top
   from jaxsi.training import loop  # pylint: disable=g-import-not-at-top
   model, params = mmodel.init(cfg, jax.random.key(0))
   from jaxsi.transforms import advantages, importance, rescoring  # pylint: disable=g-import-not-at-top
   from jaxsi.transforms.base import chain  # pylint: disable=g-import-not-at-top
-  method = methods.grpo(n=_N.value, max_new_tokens=_MAX_NEW.value,
+  method = methods.grpo(rollout=RolloutSpec(n=_N.value, max_new_tokens=_MAX_NEW.value),
                         kl_coef=0.04, drop_zero_variance=False)
   if _OLD.value == "on_policy":
     # Same chain as methods.grpo(kl_coef>0, drop_zero_variance=False) with

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from jaxsi import methods
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.models import config as mcfg
@@ -44,7 +45,7 @@ def bench_model(preset: str) -> dict:
   tasks = tasks_lib.make_tasks("addition", 256, difficulty=[1, 2], seed=0)
   # Keep zero-variance groups in the loss: at random init every reward is 0,
   # and the timed update should process the whole batch.
-  method = methods.grpo(n=_N.value, max_new_tokens=_MAX_NEW.value,
+  method = methods.grpo(rollout=RolloutSpec(n=_N.value, max_new_tokens=_MAX_NEW.value),
                         kl_coef=_KL.value, drop_zero_variance=False)
   opt = opt_lib.make_optimizer(learning_rate=1e-4, schedule="constant")
   trainer = loop.Loop(model=model, params=params, method=method,

@@ -42,6 +42,7 @@ import jax
 import numpy as np
 
 from jaxsi import methods as methods_lib
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi.data import char_tokenizer
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
@@ -111,7 +112,7 @@ def build_model(tok, *, d_model: int, layers: int, seed: int):
 
 
 def make_method(name: str, *, n: int):
-  kw = dict(n=n, max_new_tokens=MAX_NEW,
+  kw = dict(rollout=RolloutSpec(n=n, max_new_tokens=MAX_NEW),
             reward_fns=(reward_lib.correctness_reward,))
   if name in ("guide", "guide_plain"):
     kw["hint_fn"] = hint_answer

@@ -65,6 +65,7 @@ import jax
 import numpy as np
 
 from jaxsi import methods as methods_lib
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.models import config as mcfg
@@ -409,7 +410,7 @@ def main(argv):
   results["warm_start"] = dict(eval=warm_eval, seconds=0.0, train={})
   print(f"[sc-bench] warm start: {_fmt(warm_eval)}", flush=True)
   steps = _RL_STEPS.value
-  common = dict(n=_N.value, max_new_tokens=max_new,
+  common = dict(rollout=RolloutSpec(n=_N.value, max_new_tokens=max_new),
                 reward_fns=(reward_lib.correctness_reward,),
                 feedback_text=FEEDBACK, inject_length=INJECT_LENGTH)
   for name in _METHODS.value:
@@ -438,7 +439,7 @@ def main(argv):
       train_info = _train_summary(hist)
     elif name == "grpo":
       # Single-turn GRPO on attempt 1 (the Critique-GRPO paper's baseline).
-      method = methods_lib.grpo(n=_N.value, max_new_tokens=max_new,
+      method = methods_lib.grpo(rollout=RolloutSpec(n=_N.value, max_new_tokens=max_new),
                                 reward_fns=(reward_lib.correctness_reward,),
                                 kl_coef=0.0, name="grpo")
       params, hist = run_rl(method, model=model, params=warm, tok=tok,
@@ -450,7 +451,7 @@ def main(argv):
       # the answer's last digit for addition); refinements off-policy as
       # answers to the bare question (the paper) or in their context.
       method = methods_lib.critique_grpo(
-          n=_N.value, max_new_tokens=max_new,
+          rollout=RolloutSpec(n=_N.value, max_new_tokens=max_new),
           reward_fns=(reward_lib.correctness_reward,),
           critique_template=CRITIQUE[_TASK.value],
           inject_length=INJECT_LENGTH,
@@ -467,7 +468,7 @@ def main(argv):
       vcfg = dataclasses.replace(cfg, value_head=True)
       vmodel, vinit = mmodel.init(vcfg, jax.random.key(seed + 5))
       method = methods_lib.multi_turn_ppo(
-          n=_N.value, max_new_tokens=max_new,
+          rollout=RolloutSpec(n=_N.value, max_new_tokens=max_new),
           reward_fns=(reward_lib.correctness_reward,), feedback_text=FEEDBACK,
           inject_length=INJECT_LENGTH, alpha=_ALPHA.value, name=name)
       vparams, hist = run_rl(method, model=vmodel,

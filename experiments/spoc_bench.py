@@ -42,6 +42,7 @@ import jax
 import numpy as np
 
 from jaxsi import methods as methods_lib
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi.data import batching
 from jaxsi.data import char_tokenizer
 from jaxsi.data import spans as spans_lib
@@ -143,7 +144,8 @@ def evaluate(*, model, params, tok, tasks, fmt, max_new: int, seed: int
 
 
 def make_method(name: str, *, tok, fmt, max_new: int):
-  common = dict(n=_N.value, max_new_tokens=max_new, kl_coef=0.0,
+  common = dict(rollout=RolloutSpec(n=_N.value, max_new_tokens=max_new),
+                kl_coef=0.0,
                 eps_low=0.2, eps_high=0.2, agg="seq-mean-token-mean")
   if name in ("spoc", "spoc_role"):
     return spoc_lib.spoc(tokenizer=tok, correct=fmt.correct, wrong=fmt.wrong,

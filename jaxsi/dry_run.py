@@ -43,7 +43,7 @@ from jax.sharding import NamedSharding
 from jaxsi import partitioning
 from jaxsi.rewards import stages as reward_stages
 from jaxsi.spec import (POLICY, POLICY_ENTROPY, POLICY_VALUES, REFERENCE,
-                        Method)
+                        ConfigurationError, Method)
 from jaxsi.models import config as mcfg
 from jaxsi.models import kv_cache as kv_lib
 from jaxsi.models import lora as lora_lib
@@ -212,6 +212,12 @@ def dry_run(*, model_config: mcfg.ModelConfig, method: Method, optimizer,
     opt_state, reference, kv_cache, xla_temp, total), ``compiled``
     ({step: {seconds, memory}}), ``mesh`` (axis sizes), ``batch``.
   """
+  if isinstance(method.rollout, rollouts.Episodes):
+    raise ConfigurationError(
+        f"dry_run.dry_run: method {method.name!r} samples multi-turn episodes"
+        " (rollouts.Episodes), but the dry run plans and compiles one"
+        " single-turn rollout; run it for real (run_experiment without"
+        " dry_run, or rl_run.run: MAIN = @rl_run.run), which trains episodes")
   rules = tuple(partitioning.DEFAULT_RULES if rules is None else rules)
   try:
     mesh = partitioning.make_mesh(data=data, fsdp=fsdp, tensor=tensor,

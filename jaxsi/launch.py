@@ -36,6 +36,7 @@ from __future__ import annotations
 import datetime
 import inspect
 import os
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -89,12 +90,43 @@ def parse_config(gin_files: Sequence[str], bindings: Sequence[str],
   if not gin_files:
     raise LaunchError("no --gin_file given (e.g. --gin_file=quickstart.gin)")
   gin_files = [resolve_gin_file(f, paths) for f in gin_files]
+  check_one_main(gin_files)
   try:
     gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=True)
   except Exception as e:  # gin raises many types (incl. tokenize.TokenError)
     listed = "".join(f"\n  bindings line {i}: {b}" for i, b in enumerate(bindings, 1))
     raise LaunchError(f"invalid gin configuration: {e}"
                       + (f"\n(command-line bindings:{listed})" if bindings else "")) from e
+
+
+_MAIN_RE = re.compile(r"^MAIN\s*=\s*@([\w.]+)", re.M)
+_METHOD_RE = re.compile(r"^METHOD\s*=\s*@([\w.]+)", re.M)
+
+
+def check_one_main(gin_files: Sequence[str]) -> None:
+  """Refuses gin files that name different ``MAIN`` functions (launchers).
+
+  ``MAIN`` is a macro, so the last file would silently win: e.g. an
+  experiment for the RL loop (``MAIN = @rl_run.run``) followed by a
+  self-training method file (``MAIN = @rounds_run.run``) would run the
+  rounds loop and ignore the experiment. A command-line binding of MAIN
+  still overrides on purpose.
+  """
+  mains, methods = {}, {}
+  for path in gin_files:
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+    for m in _MAIN_RE.finditer(text):
+      mains.setdefault(m.group(1), path)
+    for m in _METHOD_RE.finditer(text):
+      methods[m.group(1)] = path
+  if len(mains) > 1:
+    method = ", ".join(f"{m} ({os.path.basename(p)})" for m, p in methods.items())
+    listed = "; ".join(f"{os.path.basename(p)}: MAIN = @{m}" for m, p in mains.items())
+    raise LaunchError(
+        f"the gin files name different launchers ({listed}); method"
+        f" {method or '?'} runs under one loop only: pass the method file"
+        " alone (it binds its own MAIN) or with an experiment of its loop")
 
 
 def resolve_gin_file(name: str, search_paths: Sequence[str]) -> str:

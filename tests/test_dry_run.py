@@ -10,6 +10,7 @@ import jax
 import pytest
 
 from jaxsi import dry_run as dr
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi import methods
 from jaxsi.models import config as mcfg
 from jaxsi.models import lora
@@ -24,7 +25,8 @@ MICRO = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
 
 def test_plan_memory_and_compiled_steps_on_a_2x2x2_mesh():
   cfg = mcfg.get_config("tiny", **MICRO)
-  method = methods.grpo(n=2, max_new_tokens=4, minibatches=2)
+  method = methods.grpo(rollout=RolloutSpec(n=2, max_new_tokens=4),
+                        optim=OptimSpec(minibatches=2))
   lines = []
   report = dr.dry_run(model_config=cfg, method=method,
                       optimizer=opt_lib.make_optimizer(learning_rate=1e-3),
@@ -58,7 +60,7 @@ def test_plan_memory_and_compiled_steps_on_a_2x2x2_mesh():
 def test_lora_plan_shares_the_reference():
   cfg = mcfg.get_config("tiny", **MICRO)
   report = dr.dry_run(
-      model_config=cfg, method=methods.grpo(n=2, max_new_tokens=4),
+      model_config=cfg, method=methods.grpo(rollout=RolloutSpec(n=2, max_new_tokens=4)),
       optimizer=opt_lib.make_optimizer(learning_rate=1e-3),
       prompts_per_step=4, prompt_len=8, fsdp=8, compile_steps=False,
       lora_config=lora.LoraConfig(rank=2), log=lambda _: None)
@@ -113,7 +115,7 @@ def test_experiment_gin_dry_run_plans_the_real_model(path):
 
 def test_real_run_without_files_says_what_to_put_where(tmp_path):
   with pytest.raises(FileNotFoundError, match="config.json"):
-    dr.run_experiment(method=methods.grpo(n=2), optimizer=None,
+    dr.run_experiment(method=methods.grpo(rollout=RolloutSpec(n=2)), optimizer=None,
                       mesh={"data": 8}, prompts_per_step=8, prompt_len=8,
                       hf_checkpoint=str(tmp_path), data_path=str(tmp_path))
 
@@ -173,7 +175,7 @@ def test_real_run_one_grpo_step_on_tiny_local_files(tmp_path):
        for a in range(4)], tmp_path / "gsm8k" / "train.jsonl")
 
   trainer = dr.run_experiment(
-      method=methods.grpo(n=2, max_new_tokens=4,
+      method=methods.grpo(rollout=RolloutSpec(n=2, max_new_tokens=4),
                           reward_fns=(math_verify_reward.math_verify_reward,)),
       optimizer=opt_lib.make_optimizer(learning_rate=1e-3),
       mesh={"data": 2, "fsdp": 2, "tensor": 2}, prompts_per_step=2,

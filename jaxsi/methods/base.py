@@ -12,6 +12,7 @@ and the two transforms only loop-produced data needs: :func:`policy_values`
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
@@ -34,7 +35,8 @@ __all__ = [
     "GUIDED_KEY", "HINT_LOGPROBS_KEY", "POLICY", "POLICY_ENTROPY",
     "POLICY_VALUES", "REFERENCE", "TEACHER", "Method", "OptimSpec", "Role",
     "RolloutSpec", "as_reward_fns", "default_strategy", "guided_old_logprobs",
-    "make_method", "policy_values", "reference_role", "rollout_spec",
+    "make_method", "policy_values", "reference_role", "resolve_rollout",
+    "rollout_spec",
 ]
 
 REFERENCE_ROLE = Role(REFERENCE, source=spec_lib.FROM_INITIAL)
@@ -54,9 +56,24 @@ def as_reward_fns(reward_fns) -> Tuple[Callable, ...]:
 
 def rollout_spec(*, n: int, max_new_tokens: int, temperature: float = 1.0,
                  strategy: Any = None) -> RolloutSpec:
-  """The shared RolloutSpec (a temperature-sampling strategy by default)."""
-  return RolloutSpec(n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                     strategy=strategy or default_strategy(temperature))
+  """A RolloutSpec with its strategy resolved (:func:`resolve_rollout`)."""
+  return resolve_rollout(RolloutSpec(n=n, max_new_tokens=max_new_tokens,
+                                     temperature=temperature, strategy=strategy))
+
+
+def resolve_rollout(spec: RolloutSpec) -> RolloutSpec:
+  """``spec`` with an explicit strategy: the given one, else temperature
+  sampling, or greedy decoding (``strategies.Greedy``) at temperature 0.
+
+  The scoring temperature (:attr:`RolloutSpec.scoring_temperature`) is the
+  strategy's (1 for greedy), as before the strategy was filled in.
+  """
+  if not isinstance(spec, RolloutSpec):
+    raise TypeError(f"rollout must be a jaxsi.spec.RolloutSpec, got"
+                    f" {type(spec).__name__} {spec!r}")
+  if spec.strategy is not None:
+    return spec
+  return dataclasses.replace(spec, strategy=rollouts.strategy_of(spec))
 
 
 def reference_role(kl_coef: float) -> Tuple[Role, ...]:
@@ -64,23 +81,24 @@ def reference_role(kl_coef: float) -> Tuple[Role, ...]:
   return (REFERENCE_ROLE,) if kl_coef else ()
 
 
-def make_method(*, name: str, n: int, max_new_tokens: int, temperature: float,
-                strategy: Any, reward_fns, transform: TrajectoryTransform,
-                objective: ObjectiveTerm, epochs: int = 1, minibatches: int = 1,
-                roles: Sequence[Role] = (), rollout: Optional[Any] = None,
+def make_method(*, name: str, rollout: RolloutSpec, optim: OptimSpec = OptimSpec(),
+                reward_fns, transform: TrajectoryTransform,
+                objective: ObjectiveTerm, roles: Sequence[Role] = (),
+                stage: Optional[Callable[[RolloutSpec], Any]] = None,
                 value_head: bool = False, extra_transforms: Sequence[Any] = ()
                 ) -> Method:
-  """A :class:`~jaxsi.spec.Method` sampled by ``rollout`` (default plain).
+  """A :class:`~jaxsi.spec.Method` sampled by ``stage`` (default plain).
 
   Args:
     name: method name.
-    n, max_new_tokens, temperature, strategy: the shared rollout settings.
+    rollout: the shared rollout settings (samples per prompt, budget,
+      temperature, strategy; temperature 0 without a strategy is greedy).
+    optim: the shared optimisation settings (epochs x minibatches).
     reward_fns: reward stages or ``fn(tasks, completions)`` functions.
     transform: the method's transform chain.
     objective: its objective term.
-    epochs, minibatches: the shared optimisation settings.
     roles: roles the method reads (e.g. :func:`reference_role`).
-    rollout: ``fn(RolloutSpec) -> stage`` building a rollout stage around
+    stage: ``fn(RolloutSpec) -> stage`` building a rollout stage around
       the spec (default :class:`~jaxsi.sampling.rollouts.Sample`).
     value_head: the model needs a value head.
     extra_transforms: transforms chained after ``transform`` (a variant of
@@ -89,14 +107,15 @@ def make_method(*, name: str, n: int, max_new_tokens: int, temperature: float,
   Returns:
     The Method.
   """
-  spec = rollout_spec(n=n, max_new_tokens=max_new_tokens,
-                      temperature=temperature, strategy=strategy)
-  stage = rollouts.Sample(spec) if rollout is None else rollout(spec)
+  if not isinstance(optim, OptimSpec):
+    raise TypeError(f"{name}: optim must be a jaxsi.spec.OptimSpec, got"
+                    f" {type(optim).__name__} {optim!r}")
+  spec = resolve_rollout(rollout)
+  built = rollouts.Sample(spec) if stage is None else stage(spec)
   if extra_transforms:
     transform = chain(transform, *extra_transforms)
-  return Method(name=name, rollout=stage, rewards=as_reward_fns(reward_fns),
-                transform=transform, objective=objective,
-                optim=OptimSpec(epochs=epochs, minibatches=minibatches),
+  return Method(name=name, rollout=built, rewards=as_reward_fns(reward_fns),
+                transform=transform, objective=objective, optim=optim,
                 roles=tuple(roles), value_head=value_head)
 
 

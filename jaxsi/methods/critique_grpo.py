@@ -40,6 +40,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence, Union
 
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.methods.score import clipped_pg_method
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import multiturn
@@ -49,8 +50,9 @@ RewardFns = Union[Callable, Sequence[Callable]]
 CRITIQUE = "The answer {answer} is wrong; the correct answer ends in {last}."
 
 
-def critique_grpo(*, n: int = 4, max_new_tokens: int = 8,
-                  temperature: float = 1.0,
+def critique_grpo(*, rollout: RolloutSpec = RolloutSpec(n=4, max_new_tokens=8,
+                                                        temperature=1.0),
+                  optim: OptimSpec = OptimSpec(),
                   reward_fns: RewardFns = (reward_lib.correctness_reward,),
                   critique_template: str = CRITIQUE,
                   feedback: Optional[multiturn.Feedback] = None,
@@ -58,9 +60,8 @@ def critique_grpo(*, n: int = 4, max_new_tokens: int = 8,
                   refinements: str = "off_policy", gamma: float = 0.1,
                   kl_coef: float = 0.0, kl_estimator: str = "k3",
                   agg: str = "token-mean", eps_low: float = 0.2,
-                  eps_high: float = 0.2, epochs: int = 1, minibatches: int = 1,
-                  strategy: Any = None, name: str = "critique_grpo"
-                  ) -> base.Method:
+                  eps_high: float = 0.2, extra_transforms: Sequence[Any] = (),
+                  name: str = "critique_grpo") -> base.Method:
   r"""Critique-GRPO (Zhang et al. 2025, arXiv:2506.03106, §3).
 
   A_{b,k} = r_{b,k} − μ_g (the paper; ``scale='group'`` also divides by
@@ -70,9 +71,9 @@ def critique_grpo(*, n: int = 4, max_new_tokens: int = 8,
   ``refinements``.
 
   Args:
-    n: initial responses per prompt.
-    max_new_tokens: budget of the response and of the refinement.
-    temperature: sampling / scoring temperature.
+    rollout: ``n`` initial responses per prompt, budget of the response
+      and of the refinement, sampling / scoring temperature, strategy.
+    optim: optimisation passes x minibatches.
     reward_fns: graders.
     critique_template: ``VerifierCritique`` template (fields ``answer``,
       ``last``, ``first``, ``gold``).
@@ -87,7 +88,8 @@ def critique_grpo(*, n: int = 4, max_new_tokens: int = 8,
     kl_estimator: KL estimator.
     agg: aggregation (the paper: token mean over the joint group).
     eps_low, eps_high: clip range.
-    epochs, minibatches, strategy, name: loop options.
+    extra_transforms: transforms chained after the method's own chain.
+    name: method name.
 
   Returns:
     The Method (episodes rollout).
@@ -100,11 +102,10 @@ def critique_grpo(*, n: int = 4, max_new_tokens: int = 8,
                                   stop_on_correct=True,
                                   inject_length=inject_length)
   adv = turns.pooled_turn_advantages(scale=scale)
-  common = dict(name=name, n=n, temperature=temperature, strategy=strategy,
-                max_new_tokens=max_new_tokens, reward_fns=reward_fns,
+  common = dict(name=name, rollout=rollout, optim=optim,
+                extra_transforms=extra_transforms, reward_fns=reward_fns,
                 kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg,
-                eps_low=eps_low, eps_high=eps_high, epochs=epochs,
-                minibatches=minibatches, episode=episode)
+                eps_low=eps_low, eps_high=eps_high, episode=episode)
   if refinements == "in_context":
     return clipped_pg_method(shaping=(adv,), **common)
   # Off-policy refinements: re-laid before any scoring, so old / ref

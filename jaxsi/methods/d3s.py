@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.transforms import (advantages, downsampling, importance,
                               policy_losses)
@@ -28,14 +29,15 @@ RewardFns = Union[Callable, Sequence[Callable]]
 ENTROPY_KEY = "entropy"
 
 
-def d3s(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
+def d3s(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
+                                              temperature=1.0),
+        optim: OptimSpec = OptimSpec(),
         reward_fns: RewardFns = (reward_lib.correctness_reward,),
         sample_keep_start: float = 0.5, sample_keep_end: float = 1.0,
         token_keep_start: float = 0.5, token_keep_end: float = 1.0,
         transition_steps: int = 100, eps_low: float = 0.2,
-        eps_high: float = 0.28, agg: str = "token-mean", epochs: int = 1,
-        minibatches: int = 1, strategy: Any = None,
-        name: str = "d3s") -> base.Method:
+        eps_high: float = 0.28, agg: str = "token-mean",
+        extra_transforms: Sequence[Any] = (), name: str = "d3s") -> base.Method:
   r"""D³S (module docstring): max-variance rollout subset + |A|·H tokens.
 
   The keep ratios move linearly from ``*_start`` (aggressive) to ``*_end``
@@ -43,8 +45,8 @@ def d3s(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   evaluated at ``ctx.step`` = the iteration).
 
   Args:
-    n, max_new_tokens, temperature, reward_fns, eps_low, eps_high, agg,
-      epochs, minibatches, strategy, name: as ``grpo`` / ``dapo``.
+    rollout, optim, reward_fns, eps_low, eps_high, agg, extra_transforms,
+      name: as ``grpo`` / ``dapo``.
     sample_keep_start: fraction of each group kept at step 0.
     sample_keep_end: … after ``transition_steps``.
     token_keep_start: fraction of loss tokens kept at step 0.
@@ -68,7 +70,6 @@ def d3s(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
       downsampling.d3s_token_selection(keep=token_keep, entropy_key=ENTROPY_KEY))
   pg = policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high, agg=agg)
   return base.make_method(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      strategy=strategy, reward_fns=reward_fns,
-      transform=transform, objective=objective((1.0, pg, "pg")),
-      epochs=epochs, minibatches=minibatches)
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns,
+      transform=transform, objective=objective((1.0, pg, "pg")))

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence, Union
 
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import rollouts
 from jaxsi.transforms import (advantages, filters, importance, kl,
@@ -29,12 +30,14 @@ from jaxsi.transforms.base import chain, objective
 RewardFns = Union[Callable, Sequence[Callable]]
 
 
-def grpo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
+def grpo(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
+                                               temperature=1.0),
+         optim: OptimSpec = OptimSpec(),
          reward_fns: RewardFns = (reward_lib.correctness_reward,),
          eps_low: float = 0.2, eps_high: float = 0.2, kl_coef: float = 0.04,
          kl_estimator: str = "k3", scale: str = "group",
          agg: str = "seq-mean-token-mean", drop_zero_variance: bool = True,
-         epochs: int = 1, minibatches: int = 1, strategy: Any = None,
+         extra_transforms: Sequence[Any] = (),
          name: str = "grpo") -> base.Method:
   r"""GRPO (Shao et al. 2024, DeepSeekMath, arXiv:2402.03300, Eq. 3 and 4).
 
@@ -47,9 +50,11 @@ def grpo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   (``valid = False``), as the DESIGN composition prescribes.
 
   Args:
-    n: group size G.
-    max_new_tokens: completion budget.
-    temperature: sampling (and scoring) temperature.
+    rollout: group size G (``n``), completion budget, sampling (and
+      scoring) temperature, strategy (default temperature sampling;
+      greedy at temperature 0).
+    optim: optimisation passes (``epochs``) x ``minibatches`` per rollout
+      batch.
     reward_fns: host reward fn(s) ``fn(tasks, completions)``.
     eps_low: ε_low of the clip.
     eps_high: ε_high of the clip.
@@ -58,26 +63,24 @@ def grpo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
     scale: advantage scaling 'group' | 'batch' | 'none'.
     agg: token aggregation of the policy and KL terms.
     drop_zero_variance: drop all-equal groups from the loss.
-    epochs: optimisation passes over each rollout batch.
-    minibatches: minibatches per pass.
-    strategy: sampling strategy (default temperature sampling).
+    extra_transforms: transforms chained after the method's own chain.
     name: method name.
 
   Returns:
     The Method.
   """
   return _group_pg(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+      name=name, rollout=rollout, optim=optim,
       reward_fns=reward_fns, kl_coef=kl_coef, kl_estimator=kl_estimator,
-      agg=agg, epochs=epochs, minibatches=minibatches, strategy=strategy,
+      agg=agg, extra_transforms=extra_transforms,
       advantage=advantages.group_advantages(scale=scale),
       pg_term=policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high, agg=agg),
       drop_zero_variance=drop_zero_variance)
 
 
-def _group_pg(*, name, n, max_new_tokens, temperature, reward_fns, kl_coef,
-              kl_estimator, agg, epochs, minibatches, strategy, advantage,
-              pg_term, drop_zero_variance, shaping=(), max_len=None,
+def _group_pg(*, name, rollout, optim, reward_fns, kl_coef, kl_estimator, agg,
+              advantage, pg_term, drop_zero_variance, extra_transforms=(),
+              shaping=(), max_len=None,
               dynamic_sampling=None, guide=None, extra_terms=(),
               teacher=False, pre=(), guide_importance=True) -> base.Method:
   """Shared composition of the group-relative policy-gradient methods."""
@@ -99,9 +102,9 @@ def _group_pg(*, name, n, max_new_tokens, temperature, reward_fns, kl_coef,
   roles = base.reference_role(kl_coef)
   if teacher:
     roles += (base.Role(base.TEACHER),)
-  rollout = None
+  stage = None
   if dynamic_sampling is not None or guide is not None:
-    def rollout(spec):
+    def stage(spec):
       stage = rollouts.Sample(spec)
       if dynamic_sampling is not None:
         stage = rollouts.RefillUntil(spec, **dynamic_sampling)
@@ -109,18 +112,19 @@ def _group_pg(*, name, n, max_new_tokens, temperature, reward_fns, kl_coef,
         stage = rollouts.HintedResample(stage, **guide)
       return stage
   return base.make_method(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
-      objective=objective(*terms), epochs=epochs, minibatches=minibatches,
-      roles=roles, rollout=rollout)
+      name=name, rollout=rollout, optim=optim, reward_fns=reward_fns,
+      transform=chain(*parts), objective=objective(*terms), roles=roles,
+      stage=stage, extra_transforms=extra_transforms)
 
 
-def dr_grpo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
+def dr_grpo(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
+                                                  temperature=1.0),
+            optim: OptimSpec = OptimSpec(),
             reward_fns: RewardFns = (reward_lib.correctness_reward,),
             eps_low: float = 0.2, eps_high: float = 0.2, kl_coef: float = 0.0,
             kl_estimator: str = "k3", max_len: Optional[int] = None,
-            drop_zero_variance: bool = True, epochs: int = 1,
-            minibatches: int = 1, strategy: Any = None,
+            drop_zero_variance: bool = True,
+            extra_transforms: Sequence[Any] = (),
             name: str = "dr_grpo") -> base.Method:
   r"""Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training: A
   Critical Perspective", arXiv:2503.20783, §3.2, the Dr. GRPO objective).
@@ -140,21 +144,23 @@ def dr_grpo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   """
   agg = "seq-mean-token-sum-norm"
   return _group_pg(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+      name=name, rollout=rollout, optim=optim,
       reward_fns=reward_fns, kl_coef=kl_coef, kl_estimator=kl_estimator,
-      agg=agg, epochs=epochs, minibatches=minibatches, strategy=strategy,
+      agg=agg, extra_transforms=extra_transforms,
       advantage=advantages.group_advantages(scale="none"),
       pg_term=policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high, agg=agg,
                                     max_len=max_len),
       drop_zero_variance=drop_zero_variance, max_len=max_len)
 
 
-def dapo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
+def dapo(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
+                                               temperature=1.0),
+         optim: OptimSpec = OptimSpec(),
          reward_fns: RewardFns = (reward_lib.correctness_reward,),
          eps_low: float = 0.2, eps_high: float = 0.28,
          overlong_buffer: Optional[int] = 4, overlong_factor: float = 1.0,
          dynamic_sampling: bool = True, max_gen_batches: int = 4,
-         epochs: int = 1, minibatches: int = 1, strategy: Any = None,
+         extra_transforms: Sequence[Any] = (),
          name: str = "dapo") -> base.Method:
   r"""DAPO (Yu et al. 2025, arXiv:2503.14476, §3, the DAPO objective).
 
@@ -173,8 +179,7 @@ def dapo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   and no KL term. The reward must have one column (compose several first).
 
   Args:
-    n, max_new_tokens, temperature, reward_fns, epochs, minibatches,
-      strategy, name: as :func:`grpo`.
+    rollout, optim, reward_fns, extra_transforms, name: as :func:`grpo`.
     eps_low: ε_low (0.2).
     eps_high: ε_high (0.28).
     overlong_buffer: L_cache in tokens (None disables the shaping).
@@ -189,12 +194,12 @@ def dapo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   shaping = []
   if overlong_buffer:
     shaping.append(rewards.overlong_penalty(
-        max_length=max_new_tokens, buffer_length=overlong_buffer,
+        max_length=rollout.max_new_tokens, buffer_length=overlong_buffer,
         penalty_factor=overlong_factor))
   return _group_pg(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+      name=name, rollout=rollout, optim=optim,
       reward_fns=reward_fns, kl_coef=0.0, kl_estimator="k3", agg=agg,
-      epochs=epochs, minibatches=minibatches, strategy=strategy,
+      extra_transforms=extra_transforms,
       advantage=advantages.group_advantages(scale="group"),
       pg_term=policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high, agg=agg),
       drop_zero_variance=True, shaping=shaping,

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.methods.grpo import _group_pg
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.transforms import advantages, policy_losses
@@ -37,19 +38,21 @@ def answer_hint(task) -> str:
   return task.target or task.answer
 
 
-def guide(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
+def guide(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
+                                                temperature=1.0),
+          optim: OptimSpec = OptimSpec(),
           reward_fns: RewardFns = (reward_lib.correctness_reward,),
           hint_fn: Callable[[Any], str] = answer_hint, fraction: float = 0.5,
           importance: str = "hint", eps_low: float = 0.2,
           eps_high: float = 0.2, kl_coef: float = 0.0,
-          agg: str = "seq-mean-token-mean", epochs: int = 1,
-          minibatches: int = 1, strategy: Any = None,
-          name: str = "guide") -> base.Method:
+          agg: str = "seq-mean-token-mean",
+          extra_transforms: Sequence[Any] = (), name: str = "guide"
+          ) -> base.Method:
   r"""Guide-GRPO (module docstring).
 
   Args:
-    n, max_new_tokens, temperature, reward_fns, eps_low, eps_high, kl_coef,
-      agg, epochs, minibatches, strategy, name: as ``grpo``.
+    rollout, optim, reward_fns, eps_low, eps_high, kl_coef, agg,
+      extra_transforms, name: as ``grpo``.
     hint_fn: task → hint text appended to the prompt text.
     fraction: fraction of an all-fail group replaced by hinted samples.
     importance: 'hint' (π_old = behaviour policy under the hint, the paper)
@@ -62,9 +65,9 @@ def guide(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   if importance not in ("hint", "plain"):
     raise ValueError(f"importance={importance!r}; expected 'hint' or 'plain'")
   return _group_pg(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      reward_fns=reward_fns, kl_coef=kl_coef, kl_estimator="k3", agg=agg,
-      epochs=epochs, minibatches=minibatches, strategy=strategy,
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns,
+      kl_coef=kl_coef, kl_estimator="k3", agg=agg,
       advantage=advantages.group_advantages(scale="group"),
       pg_term=policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high, agg=agg),
       drop_zero_variance=True,

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.methods.grpo import _group_pg
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.transforms import advantages, distillation, policy_losses, rescoring
@@ -28,17 +29,18 @@ from jaxsi.transforms import advantages, distillation, policy_losses, rescoring
 RewardFns = Union[Callable, Sequence[Callable]]
 
 
-def kdrl(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
+def kdrl(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
+                                               temperature=1.0),
+         optim: OptimSpec = OptimSpec(),
          reward_fns: RewardFns = (reward_lib.correctness_reward,),
          kd_coef: float = 0.1, kd_estimator: str = "k2", eps: float = 0.2,
-         agg: str = "seq-mean-token-mean", epochs: int = 1,
-         minibatches: int = 1, strategy: Any = None,
-         name: str = "kdrl") -> base.Method:
+         agg: str = "seq-mean-token-mean",
+         extra_transforms: Sequence[Any] = (), name: str = "kdrl"
+         ) -> base.Method:
   r"""KDRL (module docstring): GRPO + β·KL(π_θ ‖ π_teacher).
 
   Args:
-    n, max_new_tokens, temperature, reward_fns, epochs, minibatches, strategy,
-      name: as ``grpo``.
+    rollout, optim, reward_fns, extra_transforms, name: as ``grpo``.
     kd_coef: β of the reverse KL to the teacher.
     kd_estimator: 'k2' (default), 'k3', 'k1' or 'pg'
       (``distillation.sampled_reverse_kl``).
@@ -50,9 +52,9 @@ def kdrl(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   """
   kd = distillation.sampled_reverse_kl(estimator=kd_estimator, agg=agg)
   return _group_pg(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      reward_fns=reward_fns, kl_coef=0.0, kl_estimator="k3", agg=agg,
-      epochs=epochs, minibatches=minibatches, strategy=strategy,
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns,
+      kl_coef=0.0, kl_estimator="k3", agg=agg,
       advantage=advantages.group_advantages(scale="group"),
       pg_term=policy_losses.pg_clip(eps_low=eps, eps_high=eps, agg=agg),
       drop_zero_variance=False, pre=(rescoring.teacher_logprobs(scorer=base.TEACHER),),

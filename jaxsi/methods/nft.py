@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.trajectory import Trajectory, group_count, group_sum
 from jaxsi.transforms import aggregation, importance
@@ -124,17 +125,17 @@ def nft_loss(*, eps: float = 1e-2, max_accuracy: float = 0.99,
   return term
 
 
-def nft(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
+def nft(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
+                                              temperature=1.0),
+        optim: OptimSpec = OptimSpec(),
         reward_fns: RewardFns = (reward_lib.correctness_reward,),
         eps: float = 1e-2, threshold: float = 0.5,
         prompt_weight: str = "none", agg: str = "token-mean",
-        epochs: int = 1, minibatches: int = 1, strategy: Any = None,
-        name: str = "nft") -> base.Method:
+        extra_transforms: Sequence[Any] = (), name: str = "nft") -> base.Method:
   """NFT as a method (see the module docstring for the paper and equation).
 
   Args:
-    n, max_new_tokens, temperature, reward_fns, epochs, minibatches, strategy,
-      name: as ``grpo``.
+    rollout, optim, reward_fns, extra_transforms, name: as ``grpo``.
     eps: lower clip of the negative branch.
     threshold: reward > threshold counts as correct.
     prompt_weight: ω(q), see :func:`nft_loss`.
@@ -144,9 +145,8 @@ def nft(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
     The Method.
   """
   return base.make_method(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      strategy=strategy, reward_fns=reward_fns,
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns,
       transform=chain(importance.old_logprobs(), group_accuracy(threshold=threshold)),
       objective=objective((1.0, nft_loss(eps=eps, agg=agg,
-                                         prompt_weight=prompt_weight), "nft")),
-      epochs=epochs, minibatches=minibatches)
+                                         prompt_weight=prompt_weight), "nft")))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.methods.grpo import _group_pg
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.transforms import advantages, policy_losses
@@ -19,11 +20,13 @@ from jaxsi.transforms import advantages, policy_losses
 RewardFns = Union[Callable, Sequence[Callable]]
 
 
-def gspo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
+def gspo(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
+                                               temperature=1.0),
+         optim: OptimSpec = OptimSpec(),
          reward_fns: RewardFns = (reward_lib.correctness_reward,),
          eps_low: float = 3e-4, eps_high: float = 4e-4, kl_coef: float = 0.0,
-         epochs: int = 1, minibatches: int = 1, strategy: Any = None,
-         name: str = "gspo") -> base.Method:
+         extra_transforms: Sequence[Any] = (), name: str = "gspo"
+         ) -> base.Method:
   r"""GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization",
   arXiv:2507.18071, the GSPO objective and its sequence ratio s_i).
 
@@ -39,20 +42,22 @@ def gspo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   """
   agg = "seq-mean-token-mean"
   return _group_pg(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      reward_fns=reward_fns, kl_coef=kl_coef, kl_estimator="k3", agg=agg,
-      epochs=epochs, minibatches=minibatches, strategy=strategy,
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns,
+      kl_coef=kl_coef, kl_estimator="k3", agg=agg,
       advantage=advantages.group_advantages(scale="group"),
       pg_term=policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high,
                                     ratio="sequence", agg=agg),
       drop_zero_variance=True)
 
 
-def cispo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
+def cispo(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
+                                                temperature=1.0),
+          optim: OptimSpec = OptimSpec(),
           reward_fns: RewardFns = (reward_lib.correctness_reward,),
           eps_high: float = 5.0, form: str = "trl", kl_coef: float = 0.0,
-          epochs: int = 1, minibatches: int = 1, strategy: Any = None,
-          name: str = "cispo") -> base.Method:
+          extra_transforms: Sequence[Any] = (), name: str = "cispo"
+          ) -> base.Method:
   r"""CISPO (MiniMax 2025, "MiniMax-M1", arXiv:2506.13585, the CISPO objective).
 
   J(θ) = E[ 1/Σ_i|o_i| Σ_i Σ_t sg[r̂_{i,t}(θ)] Â_{i,t} log π_θ(o_{i,t}|·) ]
@@ -67,9 +72,9 @@ def cispo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   """
   agg = "token-mean"
   return _group_pg(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      reward_fns=reward_fns, kl_coef=kl_coef, kl_estimator="k3", agg=agg,
-      epochs=epochs, minibatches=minibatches, strategy=strategy,
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns,
+      kl_coef=kl_coef, kl_estimator="k3", agg=agg,
       advantage=advantages.group_advantages(scale="group"),
       pg_term=policy_losses.cispo(form=form, eps_high=eps_high, agg=agg),
       drop_zero_variance=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.methods.score import REVISE_PROMPT
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import multiturn
@@ -24,12 +25,13 @@ from jaxsi.transforms.base import chain, objective
 RewardFns = Union[Callable, Sequence[Callable]]
 
 
-def ppo(*, n: int = 4, max_new_tokens: int = 16, temperature: float = 1.0,
+def ppo(*, rollout: RolloutSpec = RolloutSpec(n=4, max_new_tokens=16,
+                                              temperature=1.0),
+        optim: OptimSpec = OptimSpec(epochs=2, minibatches=2),
         reward_fns: RewardFns = (reward_lib.correctness_reward,),
         eps: float = 0.2, vf_coef: float = 0.5, vf_clip: float = 0.2,
         gamma: float = 1.0, lam: float = 0.95, kl_coef: float = 0.0,
-        epochs: int = 2, minibatches: int = 2, strategy: Any = None,
-        name: str = "ppo") -> base.Method:
+        extra_transforms: Sequence[Any] = (), name: str = "ppo") -> base.Method:
   r"""PPO (Schulman et al. 2017, arXiv:1707.06347, Eq. 7 and 9) with GAE
   (Schulman et al. 2016, arXiv:1506.02438, Eq. 16), as in RLHF (Ouyang et al.
   2022) and TRL/verl PPO (formulas.md §2.9, §3.1).
@@ -41,16 +43,17 @@ def ppo(*, n: int = 4, max_new_tokens: int = 16, temperature: float = 1.0,
   model must be built with ``ModelConfig.value_head=True``.
 
   Args:
-    n: samples per prompt (PPO needs no groups; n > 1 just batches prompts).
-    max_new_tokens, temperature, reward_fns, strategy, name: as ``grpo``.
+    rollout: ``n`` samples per prompt (PPO needs no groups; n > 1 just
+      batches prompts), budget, temperature, strategy.
+    optim: ``epochs`` passes over each rollout batch x ``minibatches`` per
+      pass (default 2 x 2).
+    reward_fns, extra_transforms, name: as ``grpo``.
     eps: PPO clip ε.
     vf_coef: value loss weight c_v.
     vf_clip: value clip ε_v.
     gamma: discount γ.
     lam: GAE λ.
     kl_coef: β of the per-token KL reward (0: no reference model).
-    epochs: passes over each rollout batch.
-    minibatches: minibatches per pass.
 
   Returns:
     The Method (``value_head=True``).
@@ -58,10 +61,10 @@ def ppo(*, n: int = 4, max_new_tokens: int = 16, temperature: float = 1.0,
   parts, obj = _ppo_parts(rewards.score_at_eos(), kl_coef=kl_coef, gamma=gamma,
                           lam=lam, eps=eps, vf_coef=vf_coef, vf_clip=vf_clip)
   return base.make_method(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
-      objective=obj, epochs=epochs, minibatches=minibatches,
-      roles=base.reference_role(kl_coef), value_head=True)
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns,
+      transform=chain(*parts),
+      objective=obj, roles=base.reference_role(kl_coef), value_head=True)
 
 
 def _ppo_parts(*placing, kl_coef, gamma, lam, eps, vf_coef, vf_clip):
@@ -81,16 +84,17 @@ def _ppo_parts(*placing, kl_coef, gamma, lam, eps, vf_coef, vf_clip):
   return parts, obj
 
 
-def multi_turn_ppo(*, n: int = 4, max_new_tokens: int = 8,
-                   temperature: float = 1.0,
+def multi_turn_ppo(*, rollout: RolloutSpec = RolloutSpec(n=4, max_new_tokens=8,
+                                                         temperature=1.0),
+                   optim: OptimSpec = OptimSpec(epochs=2, minibatches=2),
                    reward_fns: RewardFns = (reward_lib.correctness_reward,),
                    max_turns: int = 2, feedback_text: str = REVISE_PROMPT,
                    stop_on_correct: bool = False, inject_length: int = 24,
                    alpha: float = 0.0, eps: float = 0.2, vf_coef: float = 0.5,
-                   vf_clip: float = 0.2, gamma: float = 1.0, lam: float = 0.95,
-                   kl_coef: float = 0.0, epochs: int = 2, minibatches: int = 2,
-                   strategy: Any = None, name: str = "multi_turn_ppo"
-                   ) -> base.Method:
+                   vf_clip: float = 0.2, gamma: float = 1.0,
+                   lam: float = 0.95, kl_coef: float = 0.0,
+                   extra_transforms: Sequence[Any] = (),
+                   name: str = "multi_turn_ppo") -> base.Method:
   r"""PPO with GAE over a multi-turn episode (token-level credit across turns).
 
   The per-turn rewards r_k sit on the last token of model turn k
@@ -105,9 +109,9 @@ def multi_turn_ppo(*, n: int = 4, max_new_tokens: int = 8,
   first correct turn (UFO-style retries).
 
   Args:
-    n: episodes per prompt.
-    max_new_tokens: budget of every model turn.
-    temperature: sampling / scoring temperature.
+    rollout: ``n`` episodes per prompt, budget of every model turn,
+      sampling / scoring temperature, strategy.
+    optim: as :func:`ppo`.
     reward_fns: per-turn graders.
     max_turns: model turns per episode.
     feedback_text: the text injected between turns.
@@ -115,9 +119,8 @@ def multi_turn_ppo(*, n: int = 4, max_new_tokens: int = 8,
     inject_length: columns of every injected turn.
     alpha: SCoRe progress bonus on attempt 2 (0: none; needs max_turns = 2
       and gamma = 1, where it cancels out of attempt 1's return).
-    eps, vf_coef, vf_clip, gamma, lam, kl_coef, epochs, minibatches: as
-      :func:`ppo`.
-    strategy, name: as :func:`ppo`.
+    eps, vf_coef, vf_clip, gamma, lam, kl_coef: as :func:`ppo`.
+    extra_transforms, name: as :func:`ppo`.
 
   Returns:
     The Method (episodes rollout, ``value_head=True``: the model needs a value head).
@@ -137,8 +140,8 @@ def multi_turn_ppo(*, n: int = 4, max_new_tokens: int = 8,
       max_turns=max_turns, feedback=multiturn.FixedFeedback(feedback_text),
       stop_on_correct=stop_on_correct, inject_length=inject_length)
   return base.make_method(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
-      objective=obj, epochs=epochs, minibatches=minibatches,
-      roles=base.reference_role(kl_coef), value_head=True,
-      rollout=lambda spec: rollouts.Episodes(spec, episode=episode))
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns,
+      transform=chain(*parts),
+      objective=obj, roles=base.reference_role(kl_coef), value_head=True,
+      stage=lambda spec: rollouts.Episodes(spec, episode=episode))

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence, Union
 
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.methods.score import clipped_pg_method
 from jaxsi.sampling import multiturn
 from jaxsi.transforms import advantages, rewards, turns
@@ -32,16 +33,16 @@ REFLECT_PROMPT = "Wrong. Reflect:"
 RETRY_PROMPT = "Retry:"
 
 
-def reflect_retry(*, n: int = 4, max_new_tokens: int = 8,
-                  temperature: float = 1.0,
+def reflect_retry(*, rollout: RolloutSpec = RolloutSpec(n=4, max_new_tokens=8,
+                                                        temperature=1.0),
+                  optim: OptimSpec = OptimSpec(),
                   reward_fns: RewardFns = (reward_lib.correctness_reward,),
                   reflect_prompt: str = REFLECT_PROMPT,
                   retry_prompt: str = RETRY_PROMPT, inject_length: int = 16,
                   kl_coef: float = 0.0, kl_estimator: str = "k3",
                   agg: str = "seq-mean-token-mean", eps_low: float = 0.2,
-                  eps_high: float = 0.2, epochs: int = 1, minibatches: int = 1,
-                  strategy: Any = None, name: str = "reflect_retry"
-                  ) -> base.Method:
+                  eps_high: float = 0.2, extra_transforms: Sequence[Any] = (),
+                  name: str = "reflect_retry") -> base.Method:
   r"""Reflect, Retry, Reward (Bensal et al. 2025, arXiv:2505.24726, §3).
 
   Per failed first attempt: reflection y_ref then retry y2; reward
@@ -49,9 +50,9 @@ def reflect_retry(*, n: int = 4, max_new_tokens: int = 8,
   rows of each prompt's group. Successful first attempts are not trained on.
 
   Args:
-    n: episodes per prompt.
-    max_new_tokens: budget of each model turn (answer or reflection).
-    temperature: sampling / scoring temperature.
+    rollout: ``n`` episodes per prompt, budget of each model turn (answer
+      or reflection), sampling / scoring temperature, strategy.
+    optim: optimisation passes x minibatches.
     reward_fns: graders of the answer turns (1 and 3).
     reflect_prompt: injected after a wrong first answer.
     retry_prompt: injected after the reflection.
@@ -60,7 +61,8 @@ def reflect_retry(*, n: int = 4, max_new_tokens: int = 8,
     kl_estimator: KL estimator.
     agg: aggregation.
     eps_low, eps_high: clip range.
-    epochs, minibatches, strategy, name: loop options.
+    extra_transforms: transforms chained after the method's own chain.
+    name: method name.
 
   Returns:
     The Method (episodes rollout).
@@ -70,10 +72,10 @@ def reflect_retry(*, n: int = 4, max_new_tokens: int = 8,
              turns.restrict_loss_to_turns(turns=(2,)),
              advantages.group_advantages(scale="group"))
   return clipped_pg_method(
-      name=name, n=n, temperature=temperature, strategy=strategy,
-      max_new_tokens=max_new_tokens, reward_fns=reward_fns, shaping=shaping,
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns, shaping=shaping,
       kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg, eps_low=eps_low,
-      eps_high=eps_high, epochs=epochs, minibatches=minibatches, eval_turns=(1, 3),
+      eps_high=eps_high, eval_turns=(1, 3),
       episode=multiturn.EpisodeSpec(
           max_turns=3,
           feedback=(multiturn.FixedFeedback(reflect_prompt),

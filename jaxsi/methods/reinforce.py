@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.transforms import advantages, importance, policy_losses, rescoring, rewards
 from jaxsi.transforms.base import chain, objective
@@ -22,11 +23,13 @@ from jaxsi.transforms.base import chain, objective
 RewardFns = Union[Callable, Sequence[Callable]]
 
 
-def rloo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
+def rloo(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
+                                               temperature=1.0),
+         optim: OptimSpec = OptimSpec(),
          reward_fns: RewardFns = (reward_lib.correctness_reward,),
          eps: float = 0.2, kl_coef: float = 0.05, normalize: bool = False,
-         epochs: int = 1, minibatches: int = 1, strategy: Any = None,
-         name: str = "rloo") -> base.Method:
+         extra_transforms: Sequence[Any] = (), name: str = "rloo"
+         ) -> base.Method:
   r"""RLOO (Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style
   Optimization for Learning from Human Feedback in LLMs", arXiv:2402.14740,
   the RLOO estimator; Kool et al. 2019).
@@ -37,9 +40,8 @@ def rloo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   the PPO clip (TRL's RLOO loss). β = 0 drops the reference model.
 
   Args:
-    n: k samples per prompt.
-    max_new_tokens, temperature, reward_fns, epochs, minibatches, strategy,
-      name: as ``grpo``.
+    rollout: ``n`` = k samples per prompt; budget, temperature, strategy.
+    optim, reward_fns, extra_transforms, name: as ``grpo``.
     eps: PPO clip ε.
     kl_coef: β of the sequence KL in the reward.
     normalize: whiten the advantages over the batch (TRL ``normalize_advantages``).
@@ -59,19 +61,19 @@ def rloo(*, n: int = 8, max_new_tokens: int = 16, temperature: float = 1.0,
   pg = policy_losses.pg_clip(eps_low=eps, eps_high=eps, ratio="sequence",
                              agg="seq-mean-token-mean")
   return base.make_method(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
-      objective=objective((1.0, pg, "pg")), epochs=epochs,
-      minibatches=minibatches, roles=base.reference_role(kl_coef))
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns,
+      transform=chain(*parts),
+      objective=objective((1.0, pg, "pg")), roles=base.reference_role(kl_coef))
 
 
-def reinforce_pp(*, n: int = 8, max_new_tokens: int = 16,
-                 temperature: float = 1.0,
+def reinforce_pp(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
+                                                       temperature=1.0),
+                 optim: OptimSpec = OptimSpec(),
                  reward_fns: RewardFns = (reward_lib.correctness_reward,),
                  eps: float = 0.2, kl_coef: float = 0.01, gamma: float = 1.0,
-                 baseline: bool = False, epochs: int = 1, minibatches: int = 1,
-                 strategy: Any = None, name: str = "reinforce_pp"
-                 ) -> base.Method:
+                 baseline: bool = False, extra_transforms: Sequence[Any] = (),
+                 name: str = "reinforce_pp") -> base.Method:
   r"""REINFORCE++ (Hu 2025, arXiv:2501.03262, the token-level KL reward and
   global advantage normalisation).
 
@@ -83,8 +85,7 @@ def reinforce_pp(*, n: int = 8, max_new_tokens: int = 16,
   batch-whitened; KL then belongs in the loss and is not used here).
 
   Args:
-    n, max_new_tokens, temperature, reward_fns, epochs, minibatches, strategy,
-      name: as ``grpo``.
+    rollout, optim, reward_fns, extra_transforms, name: as ``grpo``.
     eps: PPO clip ε.
     kl_coef: β of the per-token KL reward (0: no reference model).
     gamma: discount γ.
@@ -107,8 +108,8 @@ def reinforce_pp(*, n: int = 8, max_new_tokens: int = 16,
     parts.append(advantages.reinforce_pp_advantages(gamma=gamma))
   pg = policy_losses.pg_clip(eps_low=eps, eps_high=eps, agg="token-mean")
   return base.make_method(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
-      objective=objective((1.0, pg, "pg")), epochs=epochs,
-      minibatches=minibatches,
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns,
+      transform=chain(*parts),
+      objective=objective((1.0, pg, "pg")),
       roles=base.reference_role(kl_coef and not baseline))

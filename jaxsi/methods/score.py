@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence, Union
 import jax.numpy as jnp
 
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import multiturn
 from jaxsi.sampling import rollouts
@@ -52,8 +53,8 @@ def episode_method(*, episode: multiturn.EpisodeSpec, eval_turns: tuple = (1, 2)
   self-correction metrics compare). ``fields`` as :func:`base.make_method`.
   """
   return base.make_method(
-      rollout=lambda spec: rollouts.Episodes(spec, episode=episode,
-                                             eval_turns=tuple(eval_turns)),
+      stage=lambda spec: rollouts.Episodes(spec, episode=episode,
+                                           eval_turns=tuple(eval_turns)),
       **fields)
 
 
@@ -62,12 +63,12 @@ def is_multi_turn(method: base.Method) -> bool:
   return isinstance(method.rollout, rollouts.Episodes)
 
 
-def clipped_pg_method(*, name: str, n: int, temperature: float,
-                      strategy: Any, max_new_tokens: int,
+def clipped_pg_method(*, name: str, rollout: RolloutSpec, optim: OptimSpec,
                       reward_fns: RewardFns, shaping: Sequence[Any],
                       kl_coef: float, kl_estimator: str, agg: str,
-                      eps_low: float, eps_high: float, epochs: int,
-                      minibatches: int, episode: multiturn.EpisodeSpec,
+                      eps_low: float, eps_high: float,
+                      episode: multiturn.EpisodeSpec,
+                      extra_transforms: Sequence[Any] = (),
                       pre: Sequence[Any] = (), pg_term: Any = None,
                       **method_fields) -> base.Method:
   """The episode Method of a clipped policy gradient.
@@ -90,33 +91,35 @@ def clipped_pg_method(*, name: str, n: int, temperature: float,
   if kl_coef:
     terms.append((kl_coef, kl.kl_penalty(estimator=kl_estimator, agg=agg), "kl"))
   return episode_method(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
-      objective=objective(*terms), epochs=epochs, minibatches=minibatches,
-      roles=base.reference_role(kl_coef), episode=episode, **method_fields)
+      name=name, rollout=rollout, optim=optim, reward_fns=reward_fns,
+      transform=chain(*parts), objective=objective(*terms),
+      roles=base.reference_role(kl_coef), episode=episode,
+      extra_transforms=extra_transforms, **method_fields)
 
 
 REVISE_PROMPT = "Check and revise:"
 
 
-def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
-          temperature: float = 1.0,
+def score(*, rollout: RolloutSpec = RolloutSpec(n=4, max_new_tokens=8,
+                                                temperature=1.0),
+          optim: OptimSpec = OptimSpec(), stage: int = 2,
           reward_fns: RewardFns = (reward_lib.correctness_reward,),
           feedback_text: str = REVISE_PROMPT, inject_length: int = 24,
           alpha: float = 10.0, kl_first: float = 0.0, kl_base: float = 0.01,
           kl_estimator: str = "k3", agg: str = "token-mean",
           eps_low: float = 0.2, eps_high: float = 0.2,
-          baseline: str = "group", scale: str = "none", epochs: int = 1,
-          minibatches: int = 1, strategy: Any = None,
+          baseline: str = "group", scale: str = "none",
           bonus_to_first: bool = True, anchor_first: float = 0.0,
+          extra_transforms: Sequence[Any] = (),
           name: str = "score") -> base.Method:
   r"""SCoRe stage I or II (Kumar et al. 2024, arXiv:2409.12917, Eq. 3 / Eq. 4).
 
   Args:
+    rollout: episodes per prompt (``n``, the group of the per-turn
+      baseline), budget of each attempt, sampling and scoring temperature,
+      strategy (default temperature sampling).
+    optim: optimisation passes / minibatches per batch.
     stage: 1 (maximise r2, strong KL on turn 1) or 2 (r1 + r2 + α(r2 − r1)).
-    n: episodes per prompt (the group of the per-turn baseline).
-    max_new_tokens: budget of each attempt.
-    temperature: sampling and scoring temperature.
     reward_fns: per-turn graders.
     feedback_text: the instruction injected between the attempts.
     inject_length: columns of the injected turn.
@@ -131,8 +134,6 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
     scale: 'none' (the paper's raw returns) or 'group' (divide each turn's
       advantages by the group std, GRPO-style; keeps the update size
       independent of α).
-    epochs, minibatches: optimisation passes / minibatches per batch.
-    strategy: sampling strategy (default temperature sampling).
     bonus_to_first: stage II: whether the first attempt's return includes
       the progress bonus (the literal Eq. 4 sum; default) or only r1 + r2
       (``turns.score_bonus``): with α > 1 the literal sum rewards a wrong
@@ -141,6 +142,7 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
       option, 0 in the paper): keeps attempt 1 near the reference so the
       bonus can only be won by attempt 2 (guards against the sandbagging the
       literal bonus invites; docs/self_correction.md).
+    extra_transforms: transforms chained after the method's own chain.
     name: method name.
 
   Returns:
@@ -174,24 +176,23 @@ def score(*, stage: int = 2, n: int = 4, max_new_tokens: int = 8,
                                              estimator=kl_estimator, agg=agg),
                   "kl"))
   return episode_method(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      strategy=strategy, reward_fns=reward_fns, transform=chain(*parts),
-      objective=objective(*terms), epochs=epochs, minibatches=minibatches,
-      roles=base.reference_role(use_kl),
+      name=name, rollout=rollout, optim=optim, reward_fns=reward_fns,
+      transform=chain(*parts), objective=objective(*terms),
+      roles=base.reference_role(use_kl), extra_transforms=extra_transforms,
       episode=multiturn.EpisodeSpec(
           max_turns=2, feedback=multiturn.FixedFeedback(feedback_text),
           stop_on_correct=False, inject_length=inject_length))
 
 
-def two_turn_grpo(*, reward: str = "r2", n: int = 4, max_new_tokens: int = 8,
-                  temperature: float = 1.0,
+def two_turn_grpo(*, rollout: RolloutSpec = RolloutSpec(n=4, max_new_tokens=8,
+                                                        temperature=1.0),
+                  optim: OptimSpec = OptimSpec(), reward: str = "r2",
                   reward_fns: RewardFns = (reward_lib.correctness_reward,),
                   feedback_text: str = REVISE_PROMPT, inject_length: int = 24,
                   kl_coef: float = 0.0, kl_estimator: str = "k3",
                   agg: str = "token-mean", eps_low: float = 0.2,
-                  eps_high: float = 0.2, epochs: int = 1, minibatches: int = 1,
-                  strategy: Any = None, name: str = "two_turn_grpo"
-                  ) -> base.Method:
+                  eps_high: float = 0.2, extra_transforms: Sequence[Any] = (),
+                  name: str = "two_turn_grpo") -> base.Method:
   r"""Plain GRPO on two-attempt episodes: SCoRe without its structure.
 
   The baseline of SCoRe's ablations (Kumar et al. 2024, §6, "multi-turn RL
@@ -213,11 +214,11 @@ def two_turn_grpo(*, reward: str = "r2", n: int = 4, max_new_tokens: int = 8,
   else:
     raise ValueError(f"two_turn_grpo: reward={reward!r}; expected 'r2' or 'sum'")
   return clipped_pg_method(
-      name=name, n=n, temperature=temperature, strategy=strategy,
-      max_new_tokens=max_new_tokens, reward_fns=reward_fns,
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns,
       shaping=(shaping, advantages.group_advantages(scale="group")),
       kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg, eps_low=eps_low,
-      eps_high=eps_high, epochs=epochs, minibatches=minibatches,
+      eps_high=eps_high,
       episode=multiturn.EpisodeSpec(
           max_turns=2, feedback=multiturn.FixedFeedback(feedback_text),
           stop_on_correct=False, inject_length=inject_length))

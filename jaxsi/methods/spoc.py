@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxsi.data import spans as spans_lib
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.methods.grpo import _group_pg
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.transforms import policy_losses
@@ -106,16 +107,17 @@ def marker_ids(tokenizer, fmt: spans_lib.VerdictFormat) -> tuple[tuple[int, ...]
   return tuple(tokenizer.encode(fmt.correct)), tuple(tokenizer.encode(fmt.wrong))
 
 
-def spoc(*, tokenizer=None, correct: str = "[correct]", wrong: str = "[wrong]",
-         max_attempts: int = 3, n: int = 8, max_new_tokens: int = 32,
-         temperature: float = 1.0, normalize: str = "role",
-         scale: str = "group", solution_weight: float = 1.0,
-         verdict_weight: float = 1.0, outcome_coef: float = 0.0,
-         extra_reward: float = 0.0, split_verdicts_by_truth: bool = False,
-         eps_low: float = 0.2,
-         eps_high: float = 0.2, kl_coef: float = 0.0, kl_estimator: str = "k3",
-         agg: str = "seq-mean-token-mean", drop_zero_signal: bool = True,
-         epochs: int = 1, minibatches: int = 1, strategy: Any = None,
+def spoc(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=32,
+                                               temperature=1.0),
+         optim: OptimSpec = OptimSpec(), tokenizer=None,
+         correct: str = "[correct]", wrong: str = "[wrong]",
+         max_attempts: int = 3, normalize: str = "role", scale: str = "group",
+         solution_weight: float = 1.0, verdict_weight: float = 1.0,
+         outcome_coef: float = 0.0, extra_reward: float = 0.0,
+         split_verdicts_by_truth: bool = False, eps_low: float = 0.2,
+         eps_high: float = 0.2, kl_coef: float = 0.0,
+         kl_estimator: str = "k3", agg: str = "seq-mean-token-mean",
+         drop_zero_signal: bool = True, extra_transforms: Sequence[Any] = (),
          name: str = "spoc") -> base.Method:
   r"""SPOC-style span-reward RL for in-sequence self-verification.
 
@@ -136,14 +138,14 @@ def spoc(*, tokenizer=None, correct: str = "[correct]", wrong: str = "[wrong]",
   final answer (``correctness_reward``) to every token.
 
   Args:
+    rollout: group size G (``n``), completion budget (M attempts and
+      verdicts must fit), sampling (and scoring) temperature, strategy.
+    optim: optimisation passes x minibatches per rollout batch.
     tokenizer: tokenizer of the policy (marker and EOS ids); default the
       jaxsi ``CharTokenizer``.
     correct: positive verdict marker.
     wrong: negative verdict marker.
     max_attempts: M.
-    n: group size G.
-    max_new_tokens: completion budget (M attempts and verdicts must fit).
-    temperature: sampling (and scoring) temperature.
     normalize: 'role' | 'span' pooling of the group statistics.
     scale: 'group' (÷ std) or 'none'.
     solution_weight: w of solution spans.
@@ -160,9 +162,7 @@ def spoc(*, tokenizer=None, correct: str = "[correct]", wrong: str = "[wrong]",
     kl_estimator: KL estimator name.
     agg: token aggregation of the loss terms.
     drop_zero_signal: drop groups whose every token advantage is 0.
-    epochs: optimisation passes per rollout batch.
-    minibatches: minibatches per pass.
-    strategy: sampling strategy (default temperature sampling).
+    extra_transforms: transforms chained after the method's own chain.
     name: method name.
 
   Returns:
@@ -193,11 +193,10 @@ def spoc(*, tokenizer=None, correct: str = "[correct]", wrong: str = "[wrong]",
   if drop_zero_signal:
     parts.append(span_transforms.drop_zero_advantage_groups())
   return _group_pg(
-      name=name, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-      reward_fns=tuple(reward_fns), kl_coef=kl_coef,
-      kl_estimator=kl_estimator, agg=agg, epochs=epochs,
-      minibatches=minibatches, strategy=strategy,
-      advantage=chain(*parts),
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=tuple(reward_fns),
+      kl_coef=kl_coef,
+      kl_estimator=kl_estimator, agg=agg, advantage=chain(*parts),
       pg_term=policy_losses.pg_clip(eps_low=eps_low, eps_high=eps_high, agg=agg),
       drop_zero_variance=False)
 

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence, Union
 
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.methods.score import clipped_pg_method
 from jaxsi.sampling import multiturn
 from jaxsi.transforms import advantages, turns
@@ -32,15 +33,16 @@ RewardFns = Union[Callable, Sequence[Callable]]
 TRY_AGAIN = "Try again."
 
 
-def ufo(*, n: int = 4, max_turns: int = 3, max_new_tokens: int = 8,
-        temperature: float = 1.0,
+def ufo(*, rollout: RolloutSpec = RolloutSpec(n=4, max_new_tokens=8,
+                                              temperature=1.0),
+        optim: OptimSpec = OptimSpec(), max_turns: int = 3,
         reward_fns: RewardFns = (reward_lib.correctness_reward,),
         feedback_text: str = TRY_AGAIN, inject_length: int = 16,
         gamma: float = 0.8, repeat_penalty: float = 0.25,
         kl_coef: float = 0.0, kl_estimator: str = "k3",
         agg: str = "seq-mean-token-mean", eps_low: float = 0.2,
-        eps_high: float = 0.2, epochs: int = 1, minibatches: int = 1,
-        strategy: Any = None, name: str = "ufo") -> base.Method:
+        eps_high: float = 0.2, extra_transforms: Sequence[Any] = (),
+        name: str = "ufo") -> base.Method:
   r"""UFO (Liu et al. 2025, arXiv:2507.14295): "try again" multi-turn GRPO.
 
   Episode reward R = Σ_k γ^{k−1}(r_k − λ·repeat_k) over the turns taken
@@ -48,10 +50,10 @@ def ufo(*, n: int = 4, max_turns: int = 3, max_new_tokens: int = 8,
   advantage per episode, applied to the model's turns only.
 
   Args:
-    n: episodes per prompt (GRPO group).
+    rollout: ``n`` episodes per prompt (GRPO group), budget of each answer,
+      sampling / scoring temperature, strategy.
+    optim: optimisation passes x minibatches.
     max_turns: K, answers per episode at most.
-    max_new_tokens: budget of each answer.
-    temperature: sampling / scoring temperature.
     reward_fns: per-turn graders.
     feedback_text: the unary feedback turn.
     inject_length: columns of the feedback turn.
@@ -61,7 +63,8 @@ def ufo(*, n: int = 4, max_turns: int = 3, max_new_tokens: int = 8,
     kl_estimator: KL estimator.
     agg: aggregation of the terms.
     eps_low, eps_high: clip range.
-    epochs, minibatches, strategy, name: loop options.
+    extra_transforms: transforms chained after the method's own chain.
+    name: method name.
 
   Returns:
     The Method (episodes rollout).
@@ -70,10 +73,9 @@ def ufo(*, n: int = 4, max_turns: int = 3, max_new_tokens: int = 8,
              turns.turn_discount(gamma=gamma),
              advantages.group_advantages(scale="group"))
   return clipped_pg_method(
-      name=name, n=n, temperature=temperature, strategy=strategy,
-      max_new_tokens=max_new_tokens, reward_fns=reward_fns, shaping=shaping,
+      name=name, rollout=rollout, optim=optim,
+      extra_transforms=extra_transforms, reward_fns=reward_fns, shaping=shaping,
       kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg, eps_low=eps_low,
-      eps_high=eps_high, epochs=epochs, minibatches=minibatches,
-      episode=multiturn.EpisodeSpec(
+      eps_high=eps_high, episode=multiturn.EpisodeSpec(
           max_turns=max_turns, feedback=multiturn.FixedFeedback(feedback_text),
           stop_on_correct=True, inject_length=inject_length))

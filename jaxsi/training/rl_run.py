@@ -14,7 +14,11 @@ and after RL. Every ``gin_configs/methods/NAME.gin`` of the RL family defines
 Outputs in ``workdir``: ``warm_start/`` (the SFT params, Orbax), ``teacher/``
 (KDRL only), ``ckpt/`` and ``metrics.jsonl`` (the RL loop), ``eval.jsonl``
 (one line per evaluation: iteration, greedy and sampled pass@1 per difficulty
-on the held-out set) and ``results.json`` (before / after summary). Rerunning
+on the held-out set; for a multi-turn method also its greedy held-out
+episode metrics under 'episode': acc_t1, acc_t2, wrong_to_right, ...) and
+``results.json`` (before / after summary, ``multi_turn``). A multi-turn
+method (``rollouts.Episodes``: SCoRe, UFO, ...) trains on episodes, with a
+reward per model turn in the metrics (``reward/turnK/mean``). Rerunning
 with the same ``workdir`` resumes: the warm start is restored, the RL loop
 continues from its latest checkpoint and evaluations already written are not
 repeated.
@@ -35,6 +39,7 @@ from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.models import config as model_config
 from jaxsi.models import model as model_lib
+from jaxsi.sampling import rollouts
 from jaxsi.sampling import strategies
 from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import evaluate as evaluate_lib
@@ -114,8 +119,16 @@ def pass_at_1(*, model, params, tokenizer, tasks, strategy, n: int,
 
 
 def evaluate(*, model, params, tokenizer, tasks, temperature: float,
-             samples: int, max_new_tokens: int, seed: int) -> dict:
-  """Held-out greedy pass@1 and sampled pass@1 (``samples`` per task)."""
+             samples: int, max_new_tokens: int, seed: int,
+             episode: Any = None, reward_fns: Sequence[Callable] = (),
+             eval_turns: Sequence[int] = (1, 2)) -> dict:
+  """Held-out greedy pass@1 and sampled pass@1 (``samples`` per task).
+
+  With ``episode`` (a multi-turn method's ``multiturn.EpisodeSpec``) also
+  the greedy episode metrics under 'episode' (``acc_t1``, ``acc_t2``,
+  ``gap``, ``wrong_to_right``, ... of ``eval_turns``; one episode per task,
+  graded by ``reward_fns``): pass@1 above is the first attempt alone.
+  """
   out = {"greedy": pass_at_1(model=model, params=params, tokenizer=tokenizer,
                              tasks=tasks, strategy=strategies.Greedy(), n=1,
                              max_new_tokens=max_new_tokens, seed=seed)}
@@ -124,6 +137,15 @@ def evaluate(*, model, params, tokenizer, tasks, temperature: float,
         model=model, params=params, tokenizer=tokenizer, tasks=tasks,
         strategy=strategies.Sampling(temperature=temperature), n=samples,
         max_new_tokens=max_new_tokens, seed=seed + 1)
+  if episode is not None:
+    stats = evaluate_lib.evaluate_multi_turn(
+        model=model, params=params, tokenizer=tokenizer, tasks=tasks,
+        spec=episode, reward_fns=tuple(reward_fns),
+        strategy=strategies.Greedy(), max_new_tokens=max_new_tokens,
+        seed=seed + 2, batch_size=max(1, min(128, len(tasks))),
+        first=int(eval_turns[0]), second=int(eval_turns[1]))
+    out["episode"] = {k: float(v) for k, v in stats.items()
+                      if isinstance(v, (int, float, np.floating))}
   return out
 
 
@@ -226,7 +248,8 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
                labeled=len(labeled), warm_start_examples=len(sft),
                rl_pool=len(pool), test=len(test),
                params=model_lib.count_params(init_params),
-               prompts_per_step=prompts_per_step, n=method.n, steps=steps)
+               prompts_per_step=prompts_per_step, n=method.n, steps=steps,
+               multi_turn=isinstance(method.rollout, rollouts.Episodes))
   print(f"[rl_run] {setup}", flush=True)
   if dry_run:
     return setup
@@ -265,6 +288,13 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
                                       init_params, build_teacher)
     teacher = (mdl, teacher_params)
 
+  # A multi-turn method trains episodes (the Loop runs its rollouts.Episodes
+  # stage) and is evaluated on them too, besides first-attempt pass@1.
+  episode_eval = {}
+  if setup["multi_turn"]:
+    episode_eval = dict(episode=method.rollout.episode,
+                        reward_fns=method.rewards,
+                        eval_turns=method.rollout.eval_turns)
   eval_path = os.path.join(workdir, "eval.jsonl")
   done = {int(r["iteration"]): r for r in _read_jsonl(eval_path)}
 
@@ -273,7 +303,8 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
       return done[iteration]
     res = evaluate(model=mdl, params=params, tokenizer=tok, tasks=test,
                    temperature=method.temperature, samples=eval_samples,
-                   max_new_tokens=method.max_new_tokens, seed=seed + 7)
+                   max_new_tokens=method.max_new_tokens, seed=seed + 7,
+                   **episode_eval)
     record = {"iteration": iteration, **res}
     _append_jsonl(eval_path, record)
     done[iteration] = record

@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 
 from jaxsi import methods
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi.methods import base as base_lib
 from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.training import loop
 from jaxsi.trajectory import select
 from tests.methods import rl_fixtures as fx
 
-COMMON = dict(n=fx.N, max_new_tokens=fx.MAX_NEW,
+COMMON = dict(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
               reward_fns=(fx.first_is_digit,))
 
 
@@ -248,7 +249,7 @@ def test_d3s_one_step_downsamples():
 
 def test_guide_places_hinted_samples_under_plain_prompt():
   tok, model, params, tasks, opt = fx.setup()
-  m = methods.guide(n=fx.N, max_new_tokens=fx.MAX_NEW,
+  m = methods.guide(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                     reward_fns=(fx.starts_with_one,), hint_fn=lambda t: "1",
                     fraction=0.5)
   trainer, p0, perm, metrics, moved = run_one(m)
@@ -275,7 +276,7 @@ def test_every_factory_builds():
       "grpo", "dr_grpo", "dapo", "rloo", "reinforce_pp", "gspo", "cispo",
       "ppo", "nft", "d3s", "guide", "kdrl", "spoc"}
   for name in methods.METHODS:
-    m = methods.get_method(name, n=2, max_new_tokens=4)
+    m = methods.get_method(name, rollout=RolloutSpec(n=2, max_new_tokens=4))
     assert isinstance(m, base_lib.Method) and m.n == 2
     assert m.transform.init() is not None
   with pytest.raises(ValueError, match="Unknown method"):
@@ -295,7 +296,49 @@ def test_gin_files_build_every_method():
     assert isinstance(m, base_lib.Method) and m.name == f.stem
   gin.clear_config()
   gin.parse_config_files_and_bindings(
-      [str(root / "grpo.gin")], ["grpo.grpo.n = 3", "grpo.grpo.kl_coef = 0.0"])
+      [str(root / "grpo.gin")], ["spec.RolloutSpec.n = 3", "grpo.grpo.kl_coef = 0.0"])
   m = gin.query_parameter("%METHOD").scoped_configurable_fn()
   assert m.n == 3 and not m.needs("reference")
   gin.clear_config()
+
+
+# --------------------------------------------------- the shared specs
+_ALL = dict(methods.METHODS, **methods.MULTI_TURN_METHODS)
+
+
+@pytest.mark.parametrize("name", sorted(_ALL))
+def test_factories_take_only_their_own_math(name):
+  """The shared settings are RolloutSpec / OptimSpec values, not kwargs."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  params = inspect.signature(_ALL[name]).parameters
+  assert {"rollout", "optim", "extra_transforms"} <= set(params)
+  assert isinstance(params["rollout"].default, RolloutSpec)
+  assert isinstance(params["optim"].default, OptimSpec)
+  loose = {"n", "max_new_tokens", "temperature", "strategy", "epochs",
+           "minibatches"} & set(params)
+  assert not loose, loose
+  m = _ALL[name](rollout=RolloutSpec(n=2, max_new_tokens=3),
+                 optim=OptimSpec(epochs=2, minibatches=2))
+  assert (m.n, m.max_new_tokens, m.epochs, m.minibatches) == (2, 3, 2, 2)
+
+
+def test_rollout_spec_strategy_and_extra_transforms():
+  from jaxsi.sampling import strategies  # pylint: disable=g-import-not-at-top
+  from jaxsi.transforms.base import TrajectoryTransform  # pylint: disable=g-import-not-at-top
+  greedy = methods.grpo(rollout=RolloutSpec(n=2, temperature=0.0))
+  assert isinstance(greedy.spec.strategy, strategies.Greedy)
+  assert greedy.temperature == 1.0  # greedy scores at temperature 1
+  hot = methods.grpo(rollout=RolloutSpec(n=2, temperature=0.7))
+  assert hot.spec.strategy == strategies.Sampling(temperature=0.7)
+  assert hot.temperature == 0.7
+  top_k = strategies.Sampling(temperature=0.5, top_k=3)
+  given = methods.grpo(rollout=RolloutSpec(n=2, temperature=0.0, strategy=top_k))
+  assert given.spec.strategy is top_k and given.temperature == 0.5
+  extra = TrajectoryTransform(lambda: "extra-state",
+                              lambda traj, s, ctx: (traj, s, {}))
+  plain = methods.grpo(rollout=RolloutSpec(n=2))
+  varied = methods.grpo(rollout=RolloutSpec(n=2), extra_transforms=(extra,))
+  assert varied.transform.init()[0] == plain.transform.init()
+  assert varied.transform.init()[-1] == "extra-state"
+  with pytest.raises(TypeError, match="RolloutSpec"):
+    methods.grpo(rollout=8)

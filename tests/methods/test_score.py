@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from jaxsi import methods
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi.training import loop
 from tests.methods import rl_fixtures as fx
 
-COMMON = dict(n=fx.N, max_new_tokens=fx.MAX_NEW,
+COMMON = dict(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
               reward_fns=(fx.first_is_digit,), inject_length=4)
 
 
@@ -168,7 +169,7 @@ def test_multi_turn_ppo_rejects_bonus_with_discount():
 
 def test_multi_turn_ppo_gae_over_turns():
   m = methods.multi_turn_ppo(**COMMON, feedback_text="+=", alpha=3.0,
-                             lam=0.9, epochs=1, minibatches=1)
+                             lam=0.9, optim=OptimSpec(epochs=1, minibatches=1))
   assert m.value_head and methods.is_multi_turn(m)
   trainer, p0, metrics, moved = run_one(m)
   traj, r, ids, lm, valid, lp = raw_batch(trainer, p0)

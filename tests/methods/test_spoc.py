@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from jaxsi import methods
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi.data import spans as sv
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.training import loop
@@ -78,7 +79,7 @@ def test_self_verification_stats_hand():
 
 
 def test_factory_and_gin():
-  m = methods.spoc(n=4, max_new_tokens=20, max_attempts=2)
+  m = methods.spoc(rollout=RolloutSpec(n=4, max_new_tokens=20), max_attempts=2)
   assert m.name == "spoc" and m.n == 4 and not m.needs("reference")
   assert m.rewards[0].names[-1] == "extra"
   assert m.transform.init() is not None
@@ -117,7 +118,7 @@ def test_one_rl_step_loss_matches_reference():
   tasks = _tasks(correct="+", wrong="=", max_attempts=2)
   fmt = sv.VerdictFormat(correct="+", wrong="=", max_attempts=2)
   m = methods.spoc(tokenizer=tok, correct="+", wrong="=", max_attempts=2,
-                   n=fx.N, max_new_tokens=6)
+                   rollout=RolloutSpec(n=fx.N, max_new_tokens=6))
   trainer = loop.Loop(model=model, params=params, method=m, tokenizer=tok,
                          tasks=tasks, optimizer=opt,
                          prompts_per_step=fx.PROMPTS, seed=0,

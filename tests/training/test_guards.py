@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from jaxsi import methods
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi.training import guards
 from jaxsi.training import loop
 from jaxsi.training import optimizer as opt_lib
@@ -25,7 +26,7 @@ def _loop(method, optimizer=None, **kw):
 
 
 def _grpo(reward):
-  return methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW, reward_fns=(reward,),
+  return methods.grpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW), reward_fns=(reward,),
                       kl_coef=0.0, drop_zero_variance=False)
 
 

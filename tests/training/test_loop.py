@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxsi import methods
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi.sampling import sampler as sampler_lib
 from jaxsi.training import loop
 from jaxsi.sampling import rollouts
@@ -22,7 +23,7 @@ def _trainer(method, **kw):
 
 
 # One method object per process: trainers of the same method share compiles.
-GRPO = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+GRPO = methods.grpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                     reward_fns=(fx.first_is_digit,), kl_coef=0.0)
 
 
@@ -87,9 +88,9 @@ def test_resume_is_exact(tmp_path):
 
 def test_dynamic_sampling_refills_zero_variance_groups():
   # "starts with 1" is rare at init: most groups are all-zero.
-  m = methods.dapo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+  m = methods.dapo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                    reward_fns=(fx.starts_with_one,), max_gen_batches=4)
-  plain = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+  plain = methods.grpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                        reward_fns=(fx.starts_with_one,), kl_coef=0.0)
   tok, model, params, tasks, opt = fx.setup()
   dyn = _trainer(m, seed=5)
@@ -118,9 +119,10 @@ def test_dynamic_sampling_refills_zero_variance_groups():
 def test_trainer_validates_configuration():
   tok, model, params, tasks, opt = fx.setup()
   with pytest.raises(ValueError, match="teacher"):
-    loop.Loop(model=model, params=params, method=methods.kdrl(n=2),
+    loop.Loop(model=model, params=params, method=methods.kdrl(rollout=RolloutSpec(n=2)),
                  tokenizer=tok, tasks=tasks, optimizer=opt, prompts_per_step=2)
   with pytest.raises(ValueError, match="divisible"):
     loop.Loop(model=model, params=params,
-                 method=methods.grpo(n=3, minibatches=2), tokenizer=tok,
+                 method=methods.grpo(rollout=RolloutSpec(n=3),
+                                     optim=OptimSpec(minibatches=2)), tokenizer=tok,
                  tasks=tasks, optimizer=opt, prompts_per_step=3)

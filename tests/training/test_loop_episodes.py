@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxsi import methods
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi import spec
 from jaxsi.sampling import multiturn
 from jaxsi.sampling import rollouts
@@ -18,7 +19,7 @@ from jaxsi.training import loop
 from jaxsi.training import loop_steps
 from tests.methods import rl_fixtures as fx
 
-COMMON = dict(n=fx.N, max_new_tokens=fx.MAX_NEW,
+COMMON = dict(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
               reward_fns=(fx.first_is_digit,), inject_length=4)
 
 
@@ -67,14 +68,14 @@ def test_episodes_stage_needs_an_episode_spec():
   with pytest.raises(ValueError, match="EpisodeSpec"):
     rollouts.Episodes(spec.RolloutSpec(n=2, max_new_tokens=2))
   # A single-turn method samples plain completions under the same loop.
-  assert not methods.is_multi_turn(methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW))
+  assert not methods.is_multi_turn(methods.grpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW)))
 
 
 def test_registry_and_gin_files_build_every_multi_turn_method():
   gin = pytest.importorskip("gin")
   for name in ("score", "ufo", "reflect_retry", "critique_grpo",
                "two_turn_grpo", "multi_turn_ppo"):
-    m = methods.get_method(name, n=2, max_new_tokens=4)
+    m = methods.get_method(name, rollout=RolloutSpec(n=2, max_new_tokens=4))
     assert methods.is_multi_turn(m) and m.n == 2
   root = pathlib.Path(__file__).resolve().parents[2] / "gin_configs" / "methods"
   for stem in ("score", "ufo", "reflect_retry", "critique_grpo",

@@ -36,13 +36,13 @@ _WORKER = textwrap.dedent('''
       os.kill(os.getpid(), signal.SIGKILL)
 
     tok, model, params, tasks, opt = fx.setup()
-    grpo = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+    grpo = methods.grpo(rollout=spec.RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                         reward_fns=(fx.first_is_digit,), kl_coef=0.04)
     roles = None
     method = grpo
     if kind == "two_role":
       solver = dataclasses.replace(
-          methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+          methods.grpo(rollout=spec.RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                        reward_fns=(fx.starts_with_one,), kl_coef=0.0,
                        name="solver"), train=spec.SOLVER)
       method = [grpo, solver]

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from jaxsi import methods
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi import spec
 from jaxsi.data import batching
 from jaxsi.rewards import stages
@@ -43,7 +44,8 @@ def _loop(method, roles=None, **kw):
 
 
 def _grpo(reward, **kw):
-  return methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW, reward_fns=(reward,),
+  return methods.grpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
+                      reward_fns=(reward,),
                       kl_coef=0.0, **kw)
 
 
@@ -77,7 +79,7 @@ JUDGE_OF_SOLVER = stages.Judge(role=spec.SOLVER, template="{completion}=",
                                parse=_parse_digit, max_new_tokens=2,
                                name="solver_says")
 CHALLENGER = dataclasses.replace(
-    methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+    methods.grpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                  reward_fns=(fx.first_is_digit, JUDGE_OF_SOLVER), kl_coef=0.0,
                  name="challenger"),
     train=spec.CHALLENGER, roles=(spec.Role(spec.SOLVER, trained=True),))
@@ -155,8 +157,8 @@ def test_judge_role_parsed_judgments_are_the_reward():
 def test_dpo_on_pairs_built_online_from_each_group():
   beta = 0.1
   m = methods.make_method(
-      name="online_dpo", n=fx.N, max_new_tokens=fx.MAX_NEW, temperature=1.0,
-      strategy=None, reward_fns=(fx.first_is_digit,),
+      name="online_dpo", rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW, temperature=1.0),
+                         reward_fns=(fx.first_is_digit,),
       transform=chain(rescoring.ref_logprobs(), pairs.best_vs_worst()),
       objective=objective((1.0, preference.dpo(beta=beta), "dpo")),
       roles=methods.base.reference_role(1.0))
@@ -196,15 +198,15 @@ def test_teacher_scores_the_students_samples_under_a_privileged_prompt():
   teacher = fx.perturbed(params, scale=0.2, seed=5)
   context = lambda t: t.prompt + t.answer + "="      # the answer, then '='
   m = methods.make_method(
-      name="privileged", n=fx.N, max_new_tokens=fx.MAX_NEW, temperature=1.0,
-      strategy=None, reward_fns=(fx.first_is_digit,),
+      name="privileged", rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW, temperature=1.0),
+                         reward_fns=(fx.first_is_digit,),
       transform=chain(importance.old_logprobs(),
                       rescoring.rescore(scorer=spec.TEACHER, params=spec.TEACHER,
                                         field="teacher_logprobs")),
       objective=objective((1.0, distillation.sampled_reverse_kl(
           estimator="k2", agg="token-mean"), "kd")),
       roles=(spec.Role(spec.TEACHER),),
-      rollout=lambda s: rollouts.WithContext(rollouts.Sample(s), context_fn=context))
+      stage=lambda s: rollouts.WithContext(rollouts.Sample(s), context_fn=context))
   lp = _loop(m, roles={spec.TEACHER: (model, teacher)})
   metrics = lp.step()
   traj = lp.last_traj
@@ -269,7 +271,7 @@ def test_group_reward_is_retried_per_group_never_per_sample():
 # -------------------------------------------------------------- refusals
 def test_methods_whose_needs_the_run_does_not_meet_are_refused():
   with pytest.raises(spec.ConfigurationError, match="'kdrl'.*role 'teacher'"):
-    _loop(methods.kdrl(n=2, max_new_tokens=2))
+    _loop(methods.kdrl(rollout=RolloutSpec(n=2, max_new_tokens=2)))
   judge = stages.Judge(role=spec.JUDGE, parse=_parse_digit)
   with pytest.raises(spec.ConfigurationError, match="role 'judge'"):
     _loop(_grpo(judge))
@@ -280,7 +282,7 @@ def test_methods_whose_needs_the_run_does_not_meet_are_refused():
     cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=16,
                           n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, d_ff=32)
     plain, p = mmodel.init(cfg, jax.random.key(0))
-    loop.Loop(model=plain, params=p, method=methods.ppo(n=2, max_new_tokens=2),
+    loop.Loop(model=plain, params=p, method=methods.ppo(rollout=RolloutSpec(n=2, max_new_tokens=2)),
               tokenizer=tok, tasks=tasks, optimizer=opt, prompts_per_step=2)
   with pytest.raises(spec.ConfigurationError, match="initial params"):
     _loop([CHALLENGER, SOLVER])                   # no params for the solver

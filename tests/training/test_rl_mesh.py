@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxsi import partitioning
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi import methods
 from jaxsi.methods.base import REFERENCE
 from jaxsi.models import lora
@@ -20,7 +21,7 @@ from jaxsi.training import optimizer as opt_lib
 from jaxsi.training import loop
 from tests.methods import rl_fixtures as fx
 
-GRPO_KL = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+GRPO_KL = methods.grpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                        reward_fns=(fx.first_is_digit,), kl_coef=0.1)
 
 
@@ -84,7 +85,7 @@ def test_sharded_resume(tmp_path):
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 def test_mesh_batch_must_divide():
   mesh = partitioning.make_mesh(data=8, fsdp=1, tensor=1)
-  method = methods.grpo(n=3, max_new_tokens=fx.MAX_NEW,
+  method = methods.grpo(rollout=RolloutSpec(n=3, max_new_tokens=fx.MAX_NEW),
                         reward_fns=(fx.first_is_digit,), kl_coef=0.0)
   with pytest.raises(ValueError, match="batch shards"):
     _trainer(method, mesh=mesh)

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from jaxsi import methods
+from jaxsi.spec import OptimSpec, RolloutSpec
 from jaxsi.training import loop
 from tests.methods import rl_fixtures as fx
 
@@ -38,12 +39,12 @@ _WORKER = textwrap.dedent("""
                                process_id=pid)
     import numpy as np
     from jax.experimental import multihost_utils
-    from jaxsi import methods
+    from jaxsi import methods, spec
     from jaxsi import partitioning
     from jaxsi.training import loop
     from tests.methods import rl_fixtures as fx
     tok, model, params, tasks, opt = fx.setup()
-    method = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+    method = methods.grpo(rollout=spec.RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                           reward_fns=(fx.first_is_digit,), kl_coef=0.1)
     mesh = partitioning.make_mesh(data=2, fsdp=2, tensor=1)
     trainer = loop.Loop(model=model, params=params, method=method,
@@ -95,7 +96,7 @@ def test_two_processes_equal_one(tmp_path):
     assert "done 2 4" in out, out[-2000:]
 
   tok, model, params, tasks, opt = fx.setup()
-  method = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+  method = methods.grpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                         reward_fns=(fx.first_is_digit,), kl_coef=0.1)
   single = loop.Loop(model=model, params=params, method=method,
                         tokenizer=tok, tasks=tasks, optimizer=opt,

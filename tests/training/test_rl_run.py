@@ -9,7 +9,10 @@ import pytest
 gin = pytest.importorskip("gin")
 
 from jaxsi import launch  # pylint: disable=g-import-not-at-top
+from jaxsi import spec  # pylint: disable=g-import-not-at-top
+from jaxsi.spec import RolloutSpec  # pylint: disable=g-import-not-at-top
 from jaxsi import methods  # pylint: disable=g-import-not-at-top
+from jaxsi.training import rl_run  # pylint: disable=g-import-not-at-top
 
 # Tiny settings: 1-layer d=32 decoder, 2 prompts × 4 samples, 5 SFT steps.
 _TINY = [
@@ -23,8 +26,8 @@ _TINY = [
     "rl_run.run.checkpoint_every = 1",
     "rl_run.run.eval_every = 0",
     "rl_run.run.eval_samples = 2",
-    "grpo.grpo.n = 4",
-    "grpo.grpo.max_new_tokens = 4",
+    "spec.RolloutSpec.n = 4",
+    "spec.RolloutSpec.max_new_tokens = 4",
 ]
 
 
@@ -92,7 +95,7 @@ def test_first_grpo_update_is_on_policy_and_advantages_align():
   from tests.methods import rl_fixtures as fx  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   tok, model, params, tasks, opt = fx.setup()
-  method = methods.grpo(n=fx.N, max_new_tokens=fx.MAX_NEW,
+  method = methods.grpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
                         reward_fns=(fx.first_is_digit,), kl_coef=0.04,
                         drop_zero_variance=False)
   trainer = loop.Loop(model=model, params=params, method=method,
@@ -118,3 +121,49 @@ def test_first_grpo_update_is_on_policy_and_advantages_align():
   assert np.all(np.sign(row_adv[np.abs(centred) > 1e-6])
                 == np.sign(centred[np.abs(centred) > 1e-6]))
   assert (np.abs(centred) > 1e-6).any()  # the batch has signal to check
+
+
+# ------------------------------------------------------- the wrong loop
+def test_a_rounds_method_file_after_an_rl_experiment_is_refused(tmp_path):
+  """star.gin binds MAIN = @rounds_run.run: with rl_addition.gin (MAIN =
+  @rl_run.run) the last MAIN would silently win; the launcher refuses,
+  naming both launchers and the method."""
+  for files in (["experiments/rl_addition.gin", "methods/star.gin"],
+                ["methods/star.gin", "experiments/rl_addition.gin"]):
+    with pytest.raises(launch.LaunchError) as e:
+      _launch(tmp_path, files, [])
+    msg = str(e.value)
+    assert "rl_run.run" in msg and "rounds_run.run" in msg, msg
+    assert "star.star" in msg, msg
+  assert not (tmp_path / "config.gin").exists()  # refused before any work
+
+
+def test_rl_run_refuses_a_rounds_method(tmp_path):
+  from jaxsi.methods import star  # pylint: disable=g-import-not-at-top
+  with pytest.raises(spec.ConfigurationError) as e:
+    rl_run.run(workdir=str(tmp_path), method=star.star())
+  msg = str(e.value)
+  assert "rl_run.run" in msg and "'star'" in msg and "rounds_run" in msg, msg
+
+
+def test_an_episode_method_under_rl_run_is_multi_turn(tmp_path):
+  """SCoRe given to the single-turn addition experiment trains two-turn
+  episodes (tests/test_recipes.py runs it: reward/turn1, reward/turn2)."""
+  out = _launch(tmp_path, ["experiments/rl_addition.gin", "methods/score.gin"],
+                ["rl_run.run.n_train = 48", "rl_run.run.n_test = 8"],
+                dry_run=True)
+  assert out["method"] == "score" and out["multi_turn"]
+  out = _launch(tmp_path, ["experiments/rl_addition.gin", "methods/grpo.gin"],
+                ["rl_run.run.n_train = 48", "rl_run.run.n_test = 8"],
+                dry_run=True)
+  assert out["method"] == "grpo" and not out["multi_turn"]
+
+
+def test_dry_run_refuses_an_episode_method(tmp_path):
+  """The GSM8K dry run compiles one single-turn rollout: an episode method
+  (SCoRe) is refused, naming the method and the dry run."""
+  with pytest.raises(spec.ConfigurationError) as e:
+    _launch(tmp_path, ["experiments/grpo_gsm8k_qwen3_0_6b_gpu.gin",
+                       "methods/score.gin"], [], dry_run=True)
+  msg = str(e.value)
+  assert "'score'" in msg and "dry_run" in msg and "episodes" in msg, msg
