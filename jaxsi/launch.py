@@ -26,9 +26,13 @@ start on N fake CPU devices, to rehearse a GPU/TPU mesh on a workstation). ``--g
 
 Before any work starts the config is parsed and finalized, so an unknown
 configurable, a misspelled parameter or a malformed value fails at once with gin's
-message naming the binding and its file and line. The parsed config is written to
-``<workdir>/config.gin`` before the run and gin's operative config (every value
-actually used) to ``<workdir>/operative_config.gin`` after it.
+message naming the binding and its file and line. The parsed config of a new run is written to
+``<workdir>/config.gin`` before any work, and gin's operative config (every value
+actually used) to ``<workdir>/operative_config.gin`` after it. A rerun in the
+same workdir resumes that run, so its configuration must be the same: a changed
+binding is refused before any work, naming each one
+(``jaxsi.training.run_config``), unless ``--allow_config_change=NAME,...``
+names it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from absl import flags
 from absl import logging
 import gin
 
+from jaxsi.training import run_config
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_multi_string("gin_file", [], "Gin config files (searched in --gin_search_path).")
@@ -53,6 +59,9 @@ flags.DEFINE_multi_string("gin_search_path", [], "Extra directories to search fo
 flags.DEFINE_string("workdir", None, "Output directory (default ./workdir/<timestamp>).")
 flags.DEFINE_bool("dry_run", False, "Ask MAIN to build and compile without running "
                   "(passed as dry_run=True when MAIN accepts it).")
+flags.DEFINE_list("allow_config_change", [], "Rerunning a workdir with changed "
+                  "bindings is refused; name the bindings (parameter names such "
+                  "as 'steps', or full names) to continue the run with them.")
 flags.DEFINE_integer("cpu_devices", 0, "If > 0, run on this many fake CPU devices "
                      "(rehearse a GPU/TPU mesh, e.g. with --dry_run, on a workstation).")
 
@@ -161,8 +170,15 @@ def launch(argv_flags, *, workdir: Optional[str] = None):
   workdir = workdir or argv_flags.workdir or os.path.join(
       "workdir", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.gin"), "w") as f:
-    f.write(gin.config_str())
+  # A workdir is one run: a rerun must mean the same run (honest resume).
+  # (A dry run writes no state: it is neither checked nor recorded.)
+  if not argv_flags.dry_run:
+    try:
+      run_config.check_resume(
+          workdir, gin.config_str(),
+          allow=tuple(getattr(argv_flags, "allow_config_change", None) or ()))
+    except run_config.ConfigChangeError as e:
+      raise LaunchError(str(e)) from None
   kwargs = {"workdir": workdir}
   if argv_flags.dry_run:
     params = inspect.signature(inspect.unwrap(fn)).parameters
@@ -171,8 +187,11 @@ def launch(argv_flags, *, workdir: Optional[str] = None):
     kwargs["dry_run"] = True
   print(f"jaxsi.launch: running {getattr(fn, '__name__', fn)} in {workdir}", flush=True)
   result = fn(**kwargs)
-  with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
-    f.write(gin.operative_config_str())
+  if not argv_flags.dry_run:
+    path = os.path.join(workdir, "operative_config.gin")
+    with open(f"{path}.tmp{os.getpid()}", "w") as f:
+      f.write(gin.operative_config_str())
+    os.replace(f"{path}.tmp{os.getpid()}", path)
   return result
 
 
@@ -192,9 +211,16 @@ def _main(argv):
     # Library INFO logs (orbax writes ~40 lines per checkpoint) would bury the
     # run's own progress and tables; --verbosity=0 brings them back.
     logging.set_verbosity(logging.WARNING)
-  if FLAGS.cpu_devices:
-    use_fake_cpu_devices(FLAGS.cpu_devices)
   try:
+    if FLAGS.cpu_devices:
+      use_fake_cpu_devices(FLAGS.cpu_devices)
+      import jax  # pylint: disable=g-import-not-at-top
+      if jax.device_count() != FLAGS.cpu_devices:
+        raise LaunchError(
+            f"--cpu_devices={FLAGS.cpu_devices}: JAX started with"
+            f" {jax.device_count()} {jax.default_backend()} device(s) (XLA_FLAGS="
+            f"{os.environ.get('XLA_FLAGS')!r}); the backend was initialised before"
+            " the flag could apply")
     launch(FLAGS)
   except LaunchError as e:
     print(f"jaxsi.launch: {e}", file=sys.stderr)

@@ -61,6 +61,35 @@ def test_launch_runs_bound_function_and_saves_configs(setup):
   assert "lr = 0.5" in operative
 
 
+def test_rerun_with_changed_bindings_is_refused_unless_allowed(setup):
+  w = f"--workdir={setup}/w"
+  assert _run(setup, "--gin_file=exp.gin", "--gin.fx.train.steps=4", w).returncode == 0
+  out = _run(setup, "--gin_file=exp.gin", "--gin.fx.train.steps=5",
+             "--gin.fx.train.lr=0.25", w)
+  assert out.returncode == 2
+  assert "fx.train.steps: 4 -> 5" in out.stderr and "fx.train.lr" in out.stderr
+  assert "--allow_config_change=" in out.stderr
+  assert (setup / "w" / "ran.txt").read_text() == "0.5 4 False"   # not rerun
+  out = _run(setup, "--gin_file=exp.gin", "--gin.fx.train.steps=5",
+             "--allow_config_change=steps", w)
+  assert out.returncode == 0, out.stderr
+  assert (setup / "w" / "ran.txt").read_text() == "0.5 5 False"
+  assert "steps = 4" in (setup / "w" / "config.gin").read_text()   # the run's record
+  assert (setup / "w" / "config_changes.jsonl").exists()
+
+
+def test_cpu_devices_flag_takes_effect(setup):
+  (setup / "dev_mod.py").write_text(
+      "import jax\n"
+      "def main(*, workdir):\n"
+      "  open(workdir + '/n.txt', 'w').write(str(jax.device_count()))\n")
+  (setup / "dev.gin").write_text("from __gin__ import dynamic_registration\n"
+                                 "import dev_mod\nMAIN = @dev_mod.main\n")
+  out = _run(setup, "--gin_file=dev.gin", "--cpu_devices=3", f"--workdir={setup}/d")
+  assert out.returncode == 0, out.stderr
+  assert (setup / "d" / "n.txt").read_text() == "3"
+
+
 def test_dry_run_flag_is_passed(setup):
   out = _run(setup, "--gin_file=exp.gin", "--dry_run", f"--workdir={setup}/w")
   assert out.returncode == 0, out.stderr

@@ -486,9 +486,16 @@ def fit(*, model: Any, params: Any, objective: Objective, data: FitData,
     ckpt = checkpoint_lib.Checkpointer(ckpt_dir, keep=1, save_every=save_every,
                                        async_save=False)
   try:
+    acc_restored = []
     if ckpt is not None and ckpt.latest_step() is not None:
       state, extra = ckpt.restore(state)
       position = int(extra["data_position"])
+      # The steps since the last logged row (so that row averages the same
+      # steps as in an uninterrupted fit) and no rows past the checkpoint.
+      acc_restored = [{k: np.float32(v) for k, v in m.items()}   # as fetched
+                      for m in extra.get("log_acc", [])]
+      if writer is not None:
+        writer.rewind(step_offset + position)
       if position > steps:
         raise ValueError(f"fit({desc}): {ckpt_dir} holds a checkpoint at step {position}"
                          f" > steps={steps} (a longer run's); use a fresh directory")
@@ -497,7 +504,7 @@ def fit(*, model: Any, params: Any, objective: Objective, data: FitData,
                          f" {extra['data_size']} items, not {n}; use a fresh directory")
     start = position
     it = batching.EpochIterator(n, items, seed=seed)
-    history, acc, last, skipped = [], [], {}, 0
+    history, acc, last, skipped = [], acc_restored, {}, 0
     log_every = max(1, int(log_every))
     remaining = steps - start
     with metrics_lib.ProgressBar(max(remaining, 0), desc, keys=("loss", "grad_norm"),
@@ -507,10 +514,8 @@ def fit(*, model: Any, params: Any, objective: Objective, data: FitData,
         position += 1
         acc.append(m)
         bar.update(position - start, m)
-        if ckpt is not None and position < steps:  # the final state is returned
-          ckpt.save(position, state, extra={"data_position": position, "data_size": n})
-        if callback is not None:
-          callback(position, m)
+        # Log before the checkpoint (and flush with it): a row is on disk
+        # before the state after it, and replayed steps are rewound.
         if position % log_every == 0 or position == steps:
           host = jax.device_get(acc)
           history.extend(host)
@@ -520,6 +525,14 @@ def fit(*, model: Any, params: Any, objective: Objective, data: FitData,
           if writer is not None:
             writer.write_scalars(step_offset + position,
                                  {f"{desc}/{k}": v for k, v in last.items()})
+        if ckpt is not None and position < steps and ckpt.should_save(position):
+          if writer is not None:
+            writer.flush()
+          pending = [{k: float(v) for k, v in h.items()} for h in jax.device_get(acc)]
+          ckpt.save(position, state, extra={"data_position": position, "data_size": n,
+                                            "log_acc": pending})
+        if callback is not None:
+          callback(position, m)
   finally:
     if ckpt is not None:
       ckpt.close()

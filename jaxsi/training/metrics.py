@@ -250,13 +250,13 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.flush()
 
-  def rewind(self, step: int) -> int:
+  def rewind(self, step: Optional[int] = None) -> int:
     """Drops JSON lines after ``step`` (a resumed run replays them).
 
-    Keeps the rows with ``step <= step``, one per step (the last written),
-    drops a torn last line, rewrites the file atomically and reopens it for
-    appending. Call it when resuming from the checkpoint of ``step``, so the
-    file is exactly-once after any kill.
+    Keeps the rows with ``step <= step`` (every row when ``step`` is None),
+    one per step (the last written), drops a torn last line, rewrites the
+    file atomically and reopens it for appending. Call it when resuming from
+    the checkpoint of ``step``, so the file is exactly-once after any kill.
 
     Returns:
       The number of rows dropped.
@@ -264,7 +264,7 @@ class MetricWriter:
     if not self.enabled or self._jsonl is None:
       return 0
     self._jsonl.close()
-    kept, dropped = rewind_jsonl(self.jsonl_path, step)
+    kept, dropped = rewind_jsonl(self.jsonl_path, 2 ** 62 if step is None else step)
     self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
     del kept
     return dropped

@@ -46,6 +46,7 @@ from jaxsi.training import evaluate as evaluate_lib
 from jaxsi.training import fit as fit_lib
 from jaxsi.training import optimizer as optimizer_lib
 from jaxsi.training import loop as loop_lib
+from jaxsi.training import metrics as metrics_lib
 
 
 # ------------------------------------------------------------------ pieces
@@ -149,6 +150,13 @@ def evaluate(*, model, params, tokenizer, tasks, temperature: float,
   return out
 
 
+def _read_json(path: str):
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
 def _read_jsonl(path: str) -> list[dict]:
   if not os.path.exists(path):
     return []
@@ -159,6 +167,8 @@ def _read_jsonl(path: str) -> list[dict]:
 def _append_jsonl(path: str, record: dict) -> None:
   with open(path, "a", encoding="utf-8") as f:
     f.write(json.dumps(record) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
 
 
 # --------------------------------------------------------------------- run
@@ -296,6 +306,8 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
                         reward_fns=method.rewards,
                         eval_turns=method.rollout.eval_turns)
   eval_path = os.path.join(workdir, "eval.jsonl")
+  # One row per iteration, no torn line (an earlier run killed mid-write).
+  metrics_lib.rewind_jsonl(eval_path, 2 ** 62, key="iteration")
   done = {int(r["iteration"]): r for r in _read_jsonl(eval_path)}
 
   def do_eval(params, iteration: int) -> dict:
@@ -330,6 +342,16 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
     if eval_every and iteration % eval_every == 0 and iteration < steps:
       do_eval(trainer.state.params, iteration)
 
+  # Killed after the checkpoint of an evaluation iteration, before its row:
+  # the restored params are that iteration's, evaluate them now.
+  if 0 < trainer.iteration < steps:
+    callback(trainer.iteration, None)
+  previous = _read_json(os.path.join(workdir, "results.json"))
+  if previous is not None and trainer.iteration >= steps:
+    trainer.close()   # a finished run: its results stay as they are
+    print(f"[rl_run] {workdir} is finished ({trainer.iteration} iterations);"
+          " results.json unchanged", flush=True)
+    return previous
   try:
     history = trainer.run(steps, log_every=max(1, steps // 10),
                           callback=callback)
@@ -343,6 +365,11 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
     last = history[-min(10, len(history)):]
     summary["train_reward_last10"] = float(np.mean(
         [h["reward/mean"] for h in last]))
-  with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+  path = os.path.join(workdir, "results.json")
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=1)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
   return summary

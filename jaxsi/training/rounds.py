@@ -222,6 +222,7 @@ def run_rounds(
   store = RoundStore(workdir)
   pool = pool_lib.CheckpointPool(store.pool_dir)
   writer = metrics_lib.MetricWriter(store.workdir)
+  writer.rewind()   # one row per step, no torn line (a killed earlier run)
   like = init_params
   t0 = time.time()
   done = {r["round"] for r in store.records()}
@@ -244,6 +245,7 @@ def run_rounds(
   def pooled(r, train):
     """Round r's parameters: from the pool, or ``train()`` then pooled."""
     if r in pool:
+      shutil.rmtree(store.train_dir(r), ignore_errors=True)   # killed before
       return pool.params(r, like=like)
     params = train()
     pool.save(r, params)
@@ -272,8 +274,11 @@ def run_rounds(
                train_size=len(labeled_examples), seconds=round(time.time() - t0, 1))
     if method.evaluate is not None:
       rec["eval"] = method.evaluate(ctx_for(0, base, base, jax.random.key(seed + 20_000)), test)
-    store.add_record(rec)
+    # The row before the record that marks the round done (a rerun after a
+    # kill in between writes it again; rewind() keeps one).
     writer.write_scalars(0, {"eval/test_pass@1": ev["pass@1"]})
+    writer.flush()
+    store.add_record(rec)
     log(f"warm start: held-out pass@1 {ev['pass@1']:.3f}")
 
   for r in range(1, config.rounds + 1):
@@ -349,9 +354,10 @@ def run_rounds(
                seconds=round(time.time() - t0, 1))
     if method.evaluate is not None:
       rec["eval"] = method.evaluate(ctx, test)
-    store.add_record(rec)
     writer.write_scalars(r * 100_000, {"eval/test_pass@1": ev["pass@1"],
                                        "rounds/selected": len(selected["examples"])})
+    writer.flush()
+    store.add_record(rec)
     log(f"round {r}: selected {len(selected['examples'])}/{selected['num_records']}"
         f" candidates, train {len(train)} x {steps} steps, held-out pass@1"
         f" {ev['pass@1']:.3f}")

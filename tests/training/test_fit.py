@@ -158,6 +158,41 @@ def test_resume_after_an_interruption_is_exact(tiny, tmp_path):
     fit.fit(ckpt_dir=ckpt, **dict(kw, steps=3))
 
 
+def test_metrics_rows_are_exactly_once_across_an_interruption(tiny, tmp_path):
+  # Rows every 3 steps, checkpoints every 2: interrupted after step 5 (past
+  # the row at 3 and the checkpoint at 4), the resumed fit rewinds nothing
+  # it needs, writes the row at 6 from the same three steps, and the file
+  # equals an uninterrupted fit's.
+  from jaxsi.training import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  tok, model, params, tasks = tiny
+  data = fit.sft_examples(tok, _examples(tasks), max_len=12)
+  kw = dict(model=model, params=params, objective=fit.sft(), data=data,
+            optimizer=fit.OptimizerSpec(learning_rate=1e-2), steps=7,
+            batch_size=4, seed=3, save_every=2, log_every=3, compiler_options=FAST)
+
+  def rows(workdir, **extra):
+    w = metrics_lib.MetricWriter(str(workdir), tensorboard=False, console=False)
+    try:
+      fit.fit(writer=w, **kw, **extra)
+    finally:
+      w.close()
+    return [{k: v for k, v in r.items() if k != "time"}
+            for r in metrics_lib.read_jsonl(str(workdir / "metrics.jsonl"))]
+
+  ref = rows(tmp_path / "ref")
+  assert [r["step"] for r in ref] == [3, 6, 7]
+
+  def stop(position, metrics):
+    del metrics
+    if position == 5:
+      raise Interrupt()
+
+  ckpt = str(tmp_path / "ckpt")
+  with pytest.raises(Interrupt):
+    rows(tmp_path / "run", ckpt_dir=ckpt, callback=stop)
+  assert rows(tmp_path / "run", ckpt_dir=ckpt) == ref
+
+
 def test_equal_settings_compile_once(tiny):
   tok, model, params, tasks = tiny
   data = fit.sft_examples(tok, _examples(tasks), max_len=12)

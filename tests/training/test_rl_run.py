@@ -31,12 +31,12 @@ _TINY = [
 ]
 
 
-def _launch(workdir, files, bindings, dry_run=False):
+def _launch(workdir, files, bindings, dry_run=False, allow=()):
   gin.clear_config()
   try:
     flags = types.SimpleNamespace(gin_file=list(files), gin_bindings=list(bindings),
                                   gin_search_path=[], workdir=str(workdir),
-                                  dry_run=dry_run)
+                                  dry_run=dry_run, allow_config_change=list(allow))
     return launch.launch(flags)
   finally:
     gin.clear_config()
@@ -64,10 +64,29 @@ def test_grpo_addition_runs_checkpoints_and_resumes(tmp_path):
       assert 0.0 <= e[kind]["all"] <= 1.0
   assert (tmp_path / "operative_config.gin").exists()
 
-  # Resume: same workdir, one more iteration; the warm start, the RL state and
-  # the evaluation at iteration 0 are restored, not recomputed.
-  out = _launch(tmp_path, files, _TINY + ["rl_run.run.steps = 3"])
+  # A rerun that changes what the run means is refused before any work,
+  # naming each binding; nothing in the workdir changes.
+  config = (tmp_path / "config.gin").read_text()
+  results = (tmp_path / "results.json").read_text()
+  with pytest.raises(launch.LaunchError) as e:
+    _launch(tmp_path, files, _TINY + ["rl_run.run.steps = 3", "rl_run.run.seed = 1"])
+  assert "rl_run.run.seed: 0 -> 1" in str(e.value)
+  assert "rl_run.run.steps: 2 -> 3" in str(e.value)
+  assert "--allow_config_change=" in str(e.value)
+  assert (tmp_path / "config.gin").read_text() == config
+  assert (tmp_path / "results.json").read_text() == results
+  # Rerunning the finished run unchanged: results.json stays as it is.
+  again = _launch(tmp_path, files, _TINY + ["rl_run.run.steps = 2"])
+  assert (tmp_path / "results.json").read_text() == results
+  assert again["iterations"] == 2 and "train_reward_last10" in again
+
+  # Resume on purpose with more steps: the warm start, the RL state and the
+  # evaluation at iteration 0 are restored, not recomputed.
+  out = _launch(tmp_path, files, _TINY + ["rl_run.run.steps = 3"], allow=["steps"])
   assert out["iterations"] == 3 and out["warm_start_restored"]
+  changes = _lines(tmp_path / "config_changes.jsonl")
+  assert [(c["binding"], c["old"], c["new"]) for c in changes] == [
+      ("rl_run.run.steps", "2", "3")]
   assert [m["step"] for m in _lines(tmp_path / "metrics.jsonl")] == [1, 2, 3]
   assert [e["iteration"] for e in _lines(tmp_path / "eval.jsonl")] == [0, 2, 3]
   assert "3" in os.listdir(tmp_path / "ckpt")
