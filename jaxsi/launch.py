@@ -38,6 +38,7 @@ names it.
 from __future__ import annotations
 
 import datetime
+import errno
 import inspect
 import os
 import re
@@ -222,9 +223,41 @@ def _main(argv):
             f"{os.environ.get('XLA_FLAGS')!r}); the backend was initialised before"
             " the flag could apply")
     launch(FLAGS)
-  except LaunchError as e:
-    print(f"jaxsi.launch: {e}", file=sys.stderr)
+  except (LaunchError, ValueError) as e:
+    if not _is_configuration_error(e):
+      raise
+    print(f"jaxsi.launch: {_message(e)}", file=sys.stderr)
     sys.exit(2)
+  except RuntimeError as e:
+    if type(e).__name__ != "RunFailure":
+      raise
+    print(f"jaxsi.launch: the run failed: {_message(e)}", file=sys.stderr)
+    sys.exit(3)
+  except OSError as e:
+    # gin re-raises a proxy of the exception whose errno attributes are
+    # unset; the "[Errno N] text: 'path'" message still has them.
+    m = re.match(r"\[Errno (\d+)\] ([^:]*)(?:: '(.*?)')?", str(e))
+    code = e.errno if e.errno is not None else (int(m.group(1)) if m else None)
+    if code not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+      raise
+    path = e.filename or (m.group(3) if m else None) or "to the workdir"
+    text = e.strerror or (m.group(2) if m else os.strerror(code))
+    print(f"jaxsi.launch: cannot write {path}: {text} (errno {code}); free"
+          " space or use another --workdir, then rerun to resume from the last"
+          " checkpoint", file=sys.stderr)
+    sys.exit(3)
+
+
+def _message(e: BaseException) -> str:
+  """The exception text without gin's "In call to configurable" suffix."""
+  return str(e).split("\n  In call to configurable")[0]
+
+
+def _is_configuration_error(e: BaseException) -> bool:
+  """Errors found before any work: a short message, exit status 2."""
+  names = {c.__name__ for c in type(e).__mro__}
+  return bool(names & {"LaunchError", "ArgumentError", "ConfigurationError",
+                       "ConfigChangeError"})
 
 
 def run():

@@ -90,6 +90,27 @@ def test_cpu_devices_flag_takes_effect(setup):
   assert (setup / "d" / "n.txt").read_text() == "3"
 
 
+@pytest.mark.parametrize("body, status, text", [
+    ("raise OSError(errno.ENOSPC, 'No space left on device', workdir + '/ckpt/7')",
+     3, "cannot write "),
+    ("raise OSError(errno.EFBIG, 'File too large', workdir + '/metrics.jsonl')",
+     3, "File too large"),
+    ("raise guards.RunFailure('every update was skipped')", 3,
+     "the run failed: every update was skipped"),
+    ("raise arguments.ArgumentError('x.steps = 0: expected >= 1')", 2,
+     "x.steps = 0"),
+])
+def test_failures_exit_nonzero_with_one_line(setup, body, status, text):
+  (setup / "fail_mod.py").write_text(
+      "import errno\nfrom jaxsi.training import arguments, guards\n"
+      f"def main(*, workdir):\n  {body}\n")
+  (setup / "fail.gin").write_text("from __gin__ import dynamic_registration\n"
+                                  "import fail_mod\nMAIN = @fail_mod.main\n")
+  out = _run(setup, "--gin_file=fail.gin", f"--workdir={setup}/f")
+  assert out.returncode == status, out.stderr
+  assert text in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 def test_dry_run_flag_is_passed(setup):
   out = _run(setup, "--gin_file=exp.gin", "--dry_run", f"--workdir={setup}/w")
   assert out.returncode == 0, out.stderr

@@ -41,6 +41,7 @@ from jaxsi.models import config as model_config
 from jaxsi.models import model as model_lib
 from jaxsi.sampling import rollouts
 from jaxsi.sampling import strategies
+from jaxsi.training import arguments
 from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import evaluate as evaluate_lib
 from jaxsi.training import fit as fit_lib
@@ -233,6 +234,19 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
     dict is written to ``workdir/results.json``.
   """
   t_start = time.time()
+  A = arguments
+  A.check("rl_run.run", locals(), dict(
+      difficulty=A.integers(0), test_difficulty=A.integers(0),
+      n_train=A.integer(2), n_test=A.integer(1), labeled_fraction=A.number(0, 1),
+      rl_pool=A.integer(1), warm_start_max_difficulty=A.integer(0),
+      warm_start_steps=A.integer(0), warm_start_lr=A.number(0, open_low=True),
+      warm_start_batch=A.integer(1), teacher_steps=A.integer(1),
+      learning_rate=A.number(0, open_low=True), warmup_steps=A.integer(0),
+      max_grad_norm=A.number(0, open_low=True), steps=A.integer(0),
+      prompts_per_step=A.integer(1), seed=A.integer(0),
+      checkpoint_every=A.integer(0), eval_every=A.integer(0),
+      eval_samples=A.integer(0), fast_compile=A.flag(), console=A.flag(),
+      dry_run=A.flag()))
   if not isinstance(method, spec_lib.Method):
     raise spec_lib.ConfigurationError(
         f"rl_run.run trains an on-policy jaxsi.spec.Method; got"

@@ -22,6 +22,7 @@ from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.models import config as model_config
 from jaxsi.models import model as model_lib
+from jaxsi.training import arguments
 from jaxsi.training import checkpoint_pool as pool_lib
 from jaxsi.training import evaluation
 from jaxsi.training import rounds
@@ -87,6 +88,26 @@ def run(*, workdir: str, method: spec.RoundsMethod, task: str = "addition",
   Raises:
     spec.ConfigurationError: ``method`` is an on-policy ``spec.Method``.
   """
+  A = arguments
+  A.check("rounds_run.run", locals(), dict(
+      difficulty=A.integers(0), test_difficulty=A.integers(0),
+      n_labeled=A.integer(1), n_unlabeled=A.integer(0), n_test=A.integer(1),
+      labeled_max_difficulty=A.integer(0), control=A.flag(), plot=A.flag(),
+      seed=A.integer(0), dry_run=A.flag()))
+  A.check("rounds_run.run.rounds_config", dict(rounds_config or {}), dict(
+      rounds=A.integer(0), warm_start_steps=A.integer(0),
+      steps_per_round=A.integer(0), batch_size=A.integer(1), max_len=A.integer(2),
+      learning_rate=A.number(0, open_low=True), warmup_steps=A.integer(0),
+      weight_decay=A.number(0), max_grad_norm=A.number(0, open_low=True),
+      max_new_tokens=A.integer(1), rollout_batch=A.integer(1),
+      chunk_size=A.integer(1), save_every=A.integer(1), eval_n=A.integer(1),
+      seed=A.integer(0)))
+  known = {f.name for f in dataclasses.fields(rounds.RoundsConfig)}
+  unknown = sorted(set(rounds_config or {}) - known)
+  if unknown:
+    raise arguments.ArgumentError(
+        f"rounds_run.run.rounds_config: unknown field(s) {unknown}; RoundsConfig"
+        f" has {sorted(known)}")
   check_method(method)
   fmt = dict({"reverse": True} if task == "addition" and task_format is None
              else (task_format or {}))

@@ -81,3 +81,32 @@ def test_console_bindings_pass_unnamed(tmp_path):
   rc.check_resume(str(tmp_path), CONFIG)
   assert rc.check_resume(str(tmp_path), CONFIG + "rl_run.run.console = True\n") == [
       ("rl_run.run.console", None, "True")]
+
+
+def test_launcher_arguments_are_checked_up_front(tmp_path):
+  from jaxsi import methods  # pylint: disable=g-import-not-at-top
+  from jaxsi.methods import rft  # pylint: disable=g-import-not-at-top
+  from jaxsi.training import arguments, rl_run, rounds_run  # pylint: disable=g-import-not-at-top
+  m = methods.grpo()
+  with pytest.raises(arguments.ArgumentError) as e:
+    rl_run.run(workdir=str(tmp_path / "a"), method=m, prompts_per_step=8.5,
+               steps="10", learning_rate=float("nan"), labeled_fraction=1.5,
+               difficulty=[2, "3"], console=1)
+  msg = str(e.value)
+  for part in ("rl_run.run.prompts_per_step = 8.5: expected an integer",
+               "rl_run.run.steps = '10': expected an integer",
+               "rl_run.run.learning_rate = nan: expected a finite number",
+               "rl_run.run.labeled_fraction = 1.5: expected <= 1",
+               "rl_run.run.difficulty = [2, '3']: expected a list of integers",
+               "rl_run.run.console = 1: expected True or False"):
+    assert part in msg, msg
+  with pytest.raises(arguments.ArgumentError, match="prompts_per_step = 0: expected >= 1"):
+    rl_run.run(workdir=str(tmp_path / "a"), method=m, prompts_per_step=0)
+  assert not (tmp_path / "a").exists()     # refused before any work
+  with pytest.raises(arguments.ArgumentError, match=r"rounds_config.rounds = -1"):
+    rounds_run.run(workdir=str(tmp_path / "b"), method=rft.rft(),
+                   rounds_config={"rounds": -1})
+  with pytest.raises(arguments.ArgumentError, match=r"unknown field\(s\) \['round'\]"):
+    rounds_run.run(workdir=str(tmp_path / "b"), method=rft.rft(),
+                   rounds_config={"round": 2})
+  assert not (tmp_path / "b").exists()
