@@ -147,7 +147,8 @@ def test_dpo_round_on_best_vs_worst_pairs(setup, tmp_path):
 
 def test_launchers_refuse_the_other_kind_of_method(tmp_path):
   from jaxsi import methods  # pylint: disable=g-import-not-at-top
-  on_policy = methods.grpo(n=2, max_new_tokens=3, reward_fns=(length_reward,))
+  on_policy = methods.grpo(rollout=spec.RolloutSpec(n=2, max_new_tokens=3),
+                           reward_fns=(length_reward,))
   with pytest.raises(spec.ConfigurationError, match=r"'grpo'.*RL launcher"):
     rounds_run.run(workdir=str(tmp_path), method=on_policy)
   with pytest.raises(spec.ConfigurationError, match="rl_run"):
