@@ -3,8 +3,9 @@ r"""Kill-9 fuzzing of resume: parameters *and* logs, at random points.
 For each run kind (one-role RL, two alternating trained roles, self-training
 rounds) the script runs a small job once uninterrupted (the reference), then
 ``--points`` times: start the same job in a fresh workdir, SIGKILL it after a
-random delay (uniform over the reference's wall time, so kills land during
-generation, updates, checkpoint and log writes alike), rerun it in the same
+random delay (uniform over the reference's wall time from its first file in
+the workdir on, so kills land during generation, updates, checkpoint and log
+writes alike, never in the JAX start-up), rerun it in the same
 workdir — killing again with probability ``--rekill`` — until it finishes,
 and compare with the reference:
 
@@ -150,6 +151,13 @@ def _start(script: str, kind: str, workdir: str, out: str) -> subprocess.Popen:
                           stderr=subprocess.PIPE, text=True)
 
 
+def _wait_for(path: str, p: subprocess.Popen) -> float:
+  """Waits until ``path`` exists (the job wrote its first file) or ``p`` ends."""
+  while not os.path.exists(path) and p.poll() is None:
+    time.sleep(0.05)
+  return time.perf_counter()
+
+
 def _compare(want_params, want_logs, out, workdir) -> list:
   problems = []
   got = dict(np.load(out))
@@ -182,8 +190,9 @@ def fuzz(kind: str, points: int, rng: random.Random, rekill: float, tmp: str) ->
   ref_dir, ref_out = os.path.join(tmp, f"{kind}_ref"), os.path.join(tmp, f"{kind}_ref.npz")
   t0 = time.perf_counter()
   p = _start(script, kind, ref_dir, ref_out)
+  startup = _wait_for(ref_dir, p) - t0
   _, err = p.communicate(timeout=900)
-  wall = time.perf_counter() - t0
+  wall = time.perf_counter() - t0 - startup   # from the first file on
   if p.returncode != 0:
     raise SystemExit(f"{kind}: the reference run failed:\n{err[-3000:]}")
   want_params, want_logs = dict(np.load(ref_out)), _logs(ref_dir)
@@ -195,6 +204,7 @@ def fuzz(kind: str, points: int, rng: random.Random, rekill: float, tmp: str) ->
     while True:
       p = _start(script, kind, work, out)
       if delay is not None:
+        _wait_for(work, p)    # kills land after start-up, in the run itself
         try:
           p.wait(timeout=delay)
         except subprocess.TimeoutExpired:
