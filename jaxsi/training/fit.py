@@ -494,14 +494,14 @@ def fit(*, model: Any, params: Any, objective: Objective, data: FitData,
       # steps as in an uninterrupted fit) and no rows past the checkpoint.
       acc_restored = [{k: np.float32(v) for k, v in m.items()}   # as fetched
                       for m in extra.get("log_acc", [])]
-      if writer is not None:
-        writer.rewind(step_offset + position)
       if position > steps:
         raise ValueError(f"fit({desc}): {ckpt_dir} holds a checkpoint at step {position}"
                          f" > steps={steps} (a longer run's); use a fresh directory")
       if extra.get("data_size", n) != n:
         raise ValueError(f"fit({desc}): {ckpt_dir} holds a checkpoint of a fit over"
                          f" {extra['data_size']} items, not {n}; use a fresh directory")
+    if ckpt is not None and writer is not None:
+      writer.rewind(step_offset + position)   # no rows past the checkpoint
     start = position
     it = batching.EpochIterator(n, items, seed=seed)
     history, acc, last, skipped = [], acc_restored, {}, 0

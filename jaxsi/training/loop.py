@@ -175,6 +175,8 @@ class Loop:
           save_every=max(1, checkpoint_every or 10 ** 9), async_save=False)
       if self.ckpt.latest_step() is not None:
         self.restore()
+      else:   # killed before its first checkpoint: the rows start over
+        self.writer.rewind(0)
 
   # ----------------------------------------------------------------- roles
   def _set_up_roles(self, model, params, given: dict, copy_params: bool):
