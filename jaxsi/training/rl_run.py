@@ -187,6 +187,8 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
         steps: int = 100, prompts_per_step: int = 16, seed: int = 0,
         checkpoint_every: int = 25, eval_every: int = 0,
         eval_samples: int = 4, fast_compile: bool = True,
+        reward_timeout_s: float = 60.0, max_skipped_iterations: int = 3,
+        max_reward_failure_rate: float = 0.5, reward_failure_patience: int = 2,
         console: bool = False, dry_run: bool = False) -> dict:
   """Warm start + RL of ``method`` on a synthetic task; returns the summary.
 
@@ -226,6 +228,10 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
     eval_samples: sampled completions per held-out problem at the method's
       temperature (0: greedy only).
     fast_compile: cheaper XLA compilation (``loop.FAST_COMPILE``).
+    reward_timeout_s: per-call timeout of host reward functions (a hang
+      marks its samples failed after this long).
+    max_skipped_iterations, max_reward_failure_rate, reward_failure_patience:
+      when a run stops as failed (``loop.Loop``, ``training/guards.py``).
     console: print one metrics line per RL iteration.
     dry_run: build data, model and method, run nothing; returns the set-up.
 
@@ -246,6 +252,9 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
       prompts_per_step=A.integer(1), seed=A.integer(0),
       checkpoint_every=A.integer(0), eval_every=A.integer(0),
       eval_samples=A.integer(0), fast_compile=A.flag(), console=A.flag(),
+      reward_timeout_s=A.number(0, open_low=True),
+      max_skipped_iterations=A.integer(1),
+      max_reward_failure_rate=A.number(0, 1), reward_failure_patience=A.integer(1),
       dry_run=A.flag()))
   if not isinstance(method, spec_lib.Method):
     raise spec_lib.ConfigurationError(
@@ -348,7 +357,10 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
       model=mdl, params=warm, method=method, tokenizer=tok, tasks=pool,
       optimizer=optimizer, prompts_per_step=prompts_per_step, seed=seed,
       roles=roles, workdir=workdir, checkpoint_every=checkpoint_every,
-      console=console,
+      console=console, reward_timeout_s=reward_timeout_s,
+      max_skipped_iterations=max_skipped_iterations,
+      max_reward_failure_rate=max_reward_failure_rate,
+      reward_failure_patience=reward_failure_patience,
       compiler_options=loop_lib.FAST_COMPILE if fast_compile else None)
 
   def callback(iteration, metrics):

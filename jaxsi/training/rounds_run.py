@@ -101,6 +101,7 @@ def run(*, workdir: str, method: spec.RoundsMethod, task: str = "addition",
       weight_decay=A.number(0), max_grad_norm=A.number(0, open_low=True),
       max_new_tokens=A.integer(1), rollout_batch=A.integer(1),
       chunk_size=A.integer(1), save_every=A.integer(1), eval_n=A.integer(1),
+      reward_timeout_s=A.number(0, open_low=True),
       seed=A.integer(0)))
   known = {f.name for f in dataclasses.fields(rounds.RoundsConfig)}
   unknown = sorted(set(rounds_config or {}) - known)

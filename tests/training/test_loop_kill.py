@@ -5,6 +5,7 @@ uninterrupted run. One-role RL and a two-role alternating schedule."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -122,3 +123,6 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path, reference, kind, kill):
   assert sorted(got) == sorted(want)
   for k in want:
     np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+  # The log is exactly-once: every iteration one row, whatever the kill point.
+  rows = [json.loads(l) for l in (work / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == list(range(1, ITERATIONS + 1))
