@@ -28,7 +28,7 @@ from jaxsi.methods.reflect_retry import reflect_retry
 from jaxsi.methods.score import episode_method, is_multi_turn, score, two_turn_grpo
 from jaxsi.methods.ufo import ufo
 # Rejection-sampling self-training (METHODS.md §1): factories return a
-# jaxsi.training.rounds.RoundsMethod run by rounds.run_rounds. Imported as
+# jaxsi.spec.RoundsMethod run by jaxsi.training.rounds.run_rounds. Imported as
 # modules (``methods.star.star``) so the package attribute stays the module.
 from jaxsi.methods import bstar as _bstar
 from jaxsi.methods import easy_to_hard as _easy_to_hard

@@ -136,6 +136,7 @@ class RoundStageContext(stage_context.StageContext):
     self.strategy = strategy
     self.reward_timeout_s = reward_timeout_s
     self.to_host = placement.to_host
+    self.reward_errors: list = []
     self.batch_prompts = int(batch_prompts)
     self.max_new_tokens = int(max_new_tokens)
     self.prompts = batching.encode_prompts(tokenizer, self.tasks)

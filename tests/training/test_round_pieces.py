@@ -171,3 +171,21 @@ def test_rounds_method_validation():
   assert m.pairwise and m.select_is_transform
   with pytest.raises(ValueError, match="without the labeled set"):
     rounds.labeled_only(m)
+
+
+def test_a_failing_reward_is_isolated_in_rounds(setup, tmp_path):
+  """A reward that raises on some completions marks those samples failed (not
+  selected) and the round goes on, as in the on-policy loop."""
+  def picky(tasks, completions):
+    if any(c.startswith("1") for c in completions):
+      raise ValueError("cannot grade a completion starting with 1")
+    return np.asarray([float(len(c) > 1) for c in completions], np.float32)
+
+  method = spec.RoundsMethod(
+      name="picky", rollout=rollouts.Sample(spec.RolloutSpec(n=4, temperature=1.0)),
+      rewards=(picky,), select=filters.threshold_filter(threshold=1.0),
+      train_from="current")
+  records = rounds.run_rounds(method=method, workdir=str(tmp_path),
+                              config=dataclasses.replace(CONFIG, rounds=1),
+                              verbose=False, **setup)
+  assert [r["round"] for r in records] == [0, 1]
