@@ -18,7 +18,7 @@ from jaxsi.methods.score import REVISE_PROMPT
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import multiturn
 from jaxsi.sampling import rollouts
-from jaxsi.transforms import (advantages, policy_losses, rescoring, rewards,
+from jaxsi.transforms import (advantages, gae, policy_losses, rescoring, rewards,
                               turns, value)
 from jaxsi.transforms.base import chain, objective
 
@@ -76,7 +76,7 @@ def _ppo_parts(*placing, kl_coef, gamma, lam, eps, vf_coef, vf_clip):
   if kl_coef:
     parts.append(rewards.kl_in_reward(beta=kl_coef, estimator="k1",
                                       mode="token", clamp=False))
-  parts.append(advantages.gae_advantages(gamma=gamma, lam=lam))
+  parts.append(gae.gae_advantages(gamma=gamma, lam=lam))
   obj = objective(
       (1.0, policy_losses.pg_clip(eps_low=eps, eps_high=eps, agg="token-mean"),
        "pg"),

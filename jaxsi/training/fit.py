@@ -53,6 +53,7 @@ from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.trajectory import Trajectory, positions_from_mask
 from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import metrics as metrics_lib
+from jaxsi.training import progress as progress_lib
 from jaxsi.training import optimizer as optimizer_lib
 from jaxsi.training import steps as steps_lib
 from jaxsi.training import train_state as train_state_lib
@@ -507,7 +508,7 @@ def fit(*, model: Any, params: Any, objective: Objective, data: FitData,
     history, acc, last, skipped = [], acc_restored, {}, 0
     log_every = max(1, int(log_every))
     remaining = steps - start
-    with metrics_lib.ProgressBar(max(remaining, 0), desc, keys=("loss", "grad_norm"),
+    with progress_lib.ProgressBar(max(remaining, 0), desc, keys=("loss", "grad_norm"),
                                  log_every=max(1, min(log_every, remaining))) as bar:
       while position < steps:
         state, m = update(state, data.batch(it.indices(position)))

@@ -56,6 +56,7 @@ from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import guards
 from jaxsi.training import loop_steps
 from jaxsi.training import metrics as metrics_lib
+from jaxsi.training import progress as progress_lib
 from jaxsi import partitioning
 from jaxsi.training import placement
 from jaxsi.training import stage_context
@@ -514,7 +515,7 @@ class Loop:
     keys = ("reward/mean", "loss", "kl", "effective_batch_frac",
             "skipped_nonfinite", "reward_failed_frac")
     name = "+".join(m.name for m in self.methods)
-    with metrics_lib.ProgressBar(num_steps, f"loop/{name}", keys=keys,
+    with progress_lib.ProgressBar(num_steps, f"loop/{name}", keys=keys,
                                  log_every=max(1, log_every),
                                  initial=self.iteration) as bar:
       while self.iteration < num_steps:

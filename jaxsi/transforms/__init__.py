@@ -28,7 +28,8 @@ from jaxsi.transforms.base import (Context, EmptyState, ModelOutputs,
                                    TrajectoryTransform, chain, objective,
                                    stateless)
 # Advantage estimators.
-from jaxsi.transforms.advantages import (gae_advantages, group_advantages,
+from jaxsi.transforms.gae import gae_advantages
+from jaxsi.transforms.advantages import (group_advantages,
                                          grpo_passk_advantages,
                                          passk_analytic_advantages,
                                          reinforce_pp_advantages,

@@ -338,7 +338,7 @@ def turn_rewards_at_ends(*, accumulate: bool = False) -> TrajectoryTransform:
 
   ``token_rewards[b, t_k(b)] = r_{b,k}`` with t_k the last loss token of
   model turn k (turns not taken, NaN rewards: nothing), 0 elsewhere. Followed
-  by ``advantages.gae_advantages`` — whose GAE skips non-loss tokens, so the
+  by ``gae.gae_advantages`` — whose GAE skips non-loss tokens, so the
   injected turns are environment transitions and the value of turn k + 1's
   first token bootstraps turn k — this is PPO over a multi-turn episode (the
   per-turn generalisation of ``rewards.score_at_eos``; Zhou et al. 2024,

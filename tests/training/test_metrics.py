@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxsi.training import metrics as M
+from jaxsi.training import progress as P
 
 
 def test_writer_jsonl_and_tensorboard(tmp_path):
@@ -91,7 +92,7 @@ def test_progress_bar_non_tty_prints_every_n(monkeypatch):
   monkeypatch.setenv("CI", "true")
   out = io.StringIO()
   clock = _Clock()
-  bar = M.ProgressBar(100, "train", keys=("loss", "reward/mean"), log_every=25,
+  bar = P.ProgressBar(100, "train", keys=("loss", "reward/mean"), log_every=25,
                       stream=out, clock=clock, enabled=True)
   assert not bar.interactive
   for step in range(1, 101):
@@ -109,7 +110,7 @@ def test_progress_bar_non_tty_prints_every_n(monkeypatch):
 def test_progress_bar_tty_uses_tqdm(monkeypatch):
   monkeypatch.delenv("CI", raising=False)
   out = io.StringIO()
-  bar = M.ProgressBar(10, "x", stream=out, interactive=True, enabled=True,
+  bar = P.ProgressBar(10, "x", stream=out, interactive=True, enabled=True,
                       refresh_seconds=0.0)
   for step in range(1, 11):
     bar.update(step, {"loss": 1.5})

@@ -9,6 +9,7 @@ import pytest
 
 from jaxsi.trajectory import Trajectory
 from jaxsi.transforms import advantages as adv_lib
+from jaxsi.transforms import gae as gae_lib
 from jaxsi.transforms.base import Context
 
 CTX = Context()
@@ -337,7 +338,7 @@ def test_gae_matches_verl_loop():
   traj = Trajectory.create(np.ones(m.shape, np.int32), loss_mask=m,
                            token_rewards=jnp.asarray(r), values=jnp.asarray(v))
   params = [(1.0, 1.0), (0.9, 0.7)]
-  outs = run_many([adv_lib.gae_advantages(gamma=g, lam=l) for g, l in params],
+  outs = run_many([gae_lib.gae_advantages(gamma=g, lam=l) for g, l in params],
                   traj)
   for (gamma, lam), (out, _) in zip(params, outs):
     _check_gae(out, m, r, v, gamma, lam)
@@ -356,7 +357,7 @@ def _check_gae(out, m, r, v, gamma, lam):
 
 def test_gae_skips_observation_tokens_and_special_cases():
   m, r, v = _token_case()
-  gae = jax.jit(adv_lib.gae, static_argnames=("gamma", "lam"))
+  gae = jax.jit(gae_lib.gae, static_argnames=("gamma", "lam"))
   a1, r1 = gae(jnp.asarray(r), jnp.asarray(v), jnp.asarray(m),
                gamma=0.95, lam=0.9)
   v2, r_obs = v.copy(), r.copy()
@@ -384,7 +385,7 @@ def test_gae_jit_and_score_at_eos():
   traj = Trajectory.create(np.ones((2, 5), np.int32), loss_mask=m,
                            rewards=jnp.asarray([[1.0], [0.0]]),
                            values=jnp.zeros((2, 5)))
-  t = adv_lib.gae_advantages(whiten=False)
+  t = gae_lib.gae_advantages(whiten=False)
   out, _, _ = jax.jit(t.update)(traj, t.init(), CTX)
   np.testing.assert_allclose(out.advantages, [[0, 1, 1, 1, 0], [0, 0, 0, 0, 0]])
   np.testing.assert_allclose(out.returns, out.advantages)
