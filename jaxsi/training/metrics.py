@@ -266,7 +266,30 @@ class MetricWriter:
     kept, dropped = rewind_jsonl(self.jsonl_path, 2 ** 62 if step is None else step)
     self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
     del kept
+    if self._tb is not None and (dropped or self._tb_has_extra_events()):
+      self._rebuild_tensorboard()
     return dropped
+
+  def _tb_has_extra_events(self) -> bool:
+    # More than one events file: an earlier (killed) writer left its own.
+    return len([f for f in os.listdir(self.tensorboard_dir)
+                if f.startswith("events.out.tfevents")]) > 1
+
+  def _rebuild_tensorboard(self) -> None:
+    """Event files are derived data: rewritten from the exactly-once JSON
+    lines, so TensorBoard shows each step once after any kill."""
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb.close()
+    for f in os.listdir(self.tensorboard_dir):
+      if f.startswith("events.out.tfevents"):
+        os.remove(os.path.join(self.tensorboard_dir, f))
+    self._tb = SummaryWriter(logdir=self.tensorboard_dir)
+    for row in read_jsonl(self.jsonl_path):
+      step, now = int(row.get("step", 0)), float(row.get("time", time.time()))
+      for name, v in row.items():
+        if name not in ("step", "time") and isinstance(v, (int, float)):
+          self._tb.add_scalar(name, float(v), global_step=step, walltime=now)
+    self._tb.flush()
 
   def close(self) -> None:
     """Flushes and closes all outputs; further writes raise."""

@@ -67,6 +67,33 @@ def test_rewind_keeps_rows_through_the_checkpoint_once(tmp_path):
   assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
 
 
+def test_rewind_rebuilds_tensorboard_events_once_per_step(tmp_path):
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+
+  def scalars(path):
+    """(step, value) of every scalar in a TFRecord events file."""
+    out, data = [], open(path, "rb").read()
+    i = 0
+    while i < len(data):
+      (n,) = struct.unpack("<Q", data[i:i + 8])
+      e = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      out += [(e.step, v.simple_value) for v in e.summary.value if v.tag == "loss"]
+      i += 12 + n + 4
+    return out
+
+  with M.MetricWriter(str(tmp_path), console=False) as w:
+    for step in (1, 2, 3):
+      w.write_scalars(step, {"loss": float(step)})
+  w = M.MetricWriter(str(tmp_path), console=False)   # resumed from step 2
+  w.rewind(2)
+  w.write_scalars(3, {"loss": 3.5})
+  w.close()
+  files = os.listdir(tmp_path / "tensorboard")
+  assert len(files) == 1
+  assert scalars(tmp_path / "tensorboard" / files[0]) == [(1, 1.0), (2, 2.0), (3, 3.5)]
+
+
 def test_writer_rejects_bad_input_and_non_chief_is_silent(tmp_path):
   with M.MetricWriter(str(tmp_path), tensorboard=False, console=False) as w:
     with pytest.raises(ValueError, match="'v'"):
