@@ -36,6 +36,7 @@ import time
 import jax
 import numpy as np
 
+from jaxsi import spec
 from jaxsi.data import char_tokenizer
 from jaxsi.data import synthetic
 from jaxsi.data import tasks as tasks_lib
@@ -106,10 +107,10 @@ def demo_rounds(args, out):
                            seed=args.seed * 1009)
   methods = {
       "labeled_only": labeled_only(),
-      "rest_em": rest_em_lib.rest_em(samples_per_prompt=args.k, temperature=1.0,
+      "rest_em": rest_em_lib.rest_em(rollout=spec.RolloutSpec(n=args.k, temperature=1.0),
                                      max_per_prompt=4),
       "star": star_lib.star(),
-      "rft": rft_lib.rft(samples_per_prompt=args.k, temperature=0.7,
+      "rft": rft_lib.rft(rollout=spec.RolloutSpec(n=args.k, temperature=0.7),
                          max_per_prompt=4),
   }
   results = {}
@@ -271,7 +272,8 @@ def demo_e2h(args, out):
   for name in args.e2h_runs.split(","):
     filtering = name == "filtered"
     method = e2h_lib.easy_to_hard(start_difficulty=args.e2h_start,
-                                  samples_per_prompt=args.e2h_samples, temperature=0.7,
+                                  rollout=(spec.RolloutSpec(n=args.e2h_samples, temperature=0.7)
+                                           if args.e2h_samples >= 1 else None),
                                   filtering=filtering,
                                   min_agreement=args.e2h_min_agreement,
                                   vote_models=args.e2h_vote_models if filtering else 1,
@@ -308,7 +310,7 @@ def demo_bstar(args, out):
       "addition", n_train=args.n_labeled + args.n_unlabeled, n_test=args.n_test,
       difficulty=levels, seed=args.seed, reverse=True)
   model, init = make_model(args, tok)
-  method = bstar_lib.bstar(samples_per_prompt=args.k, temperatures=(0.5, 0.8, 1.1),
+  method = bstar_lib.bstar(rollout=spec.RolloutSpec(n=args.k), temperatures=(0.5, 0.8, 1.1),
                            thresholds=(0.0, 0.25, 0.5), n_star=4, probe_size=128)
   recs = rounds.run_rounds(method=method, model=model, init_params=init, tokenizer=tok,
                            labeled=pool[:args.n_labeled],
@@ -384,7 +386,7 @@ def demo_vstar(args, out):
           ckpt_dir=os.path.join(out, f"seed{seed}_warm_search"))
       print(f"[bench] seed {seed}: warm start {a.warm_steps} steps, validation greedy"
             f" {val_acc:.3f} ({len(val)} problems)", flush=True)
-    method = vstar_lib.vstar(samples_per_prompt=args.k, temperature=1.0,
+    method = vstar_lib.vstar(rollout=spec.RolloutSpec(n=args.k, temperature=1.0),
                              verifier_steps=args.verifier_steps, pairs_per_batch=32,
                              beta=args.verifier_beta, eval_temperature=1.0,
                              verifier_learning_rate=args.verifier_lr,
@@ -578,9 +580,9 @@ def demo_sharpening(args, out):
         difficulty=levels, seed=seed, reverse=True)
     a = argparse.Namespace(**dict(vars(args), seed=seed))
     model, init = make_model(a, tok)
-    method = sharpening_lib.sharpening(samples_per_prompt=args.k_sharpen,
-                                       temperature=1.0, include_labeled=False,
-                                       train_from="current", eval_temperature=1.0)
+    method = sharpening_lib.sharpening(
+        rollout=spec.RolloutSpec(n=args.k_sharpen, temperature=1.0),
+        include_labeled=False, train_from="current", eval_temperature=1.0)
     recs = rounds.run_rounds(
         method=method, model=model, init_params=init, tokenizer=tok,
         labeled=pool[:args.n_labeled], unlabeled=pool[args.n_labeled:], test=test,

@@ -122,16 +122,16 @@ def local_qwen_files(tmp_path_factory):
 # Method-specific knobs that have no tiny default (sample counts, verifier
 # steps, probe sizes). A recipe not listed runs with the generic overrides.
 EXTRA = {
-    "bstar": ["bstar.bstar.samples_per_prompt = 2", "bstar.bstar.probe_size = 4",
+    "bstar": ["spec.RolloutSpec.n = 2", "bstar.bstar.probe_size = 4",
               "bstar.bstar.temperatures = (1.0,)",
               "bstar.bstar.thresholds = (0.0, 0.5)",
               "bstar.bstar.n_star = 1", "bstar.bstar.max_per_prompt = 1"],
-    "vstar": ["vstar.vstar.samples_per_prompt = 2", "vstar.vstar.verifier_steps = 1",
+    "vstar": ["spec.RolloutSpec.n = 2", "vstar.vstar.verifier_steps = 1",
               "vstar.vstar.pairs_per_batch = 2", "vstar.vstar.max_per_prompt = 1"],
-    "rest_em": ["rest_em.rest_em.samples_per_prompt = 2"],
-    "rft": ["rft.rft.samples_per_prompt = 2"],
-    "quickstart": ["rft.rft.samples_per_prompt = 2"],
-    "sharpening": ["sharpening.sharpening.samples_per_prompt = 2"],
+    "rest_em": ["spec.RolloutSpec.n = 2"],
+    "rft": ["spec.RolloutSpec.n = 2"],
+    "quickstart": ["spec.RolloutSpec.n = 2"],
+    "sharpening": ["spec.RolloutSpec.n = 2"],
     "easy_to_hard": ["easy_to_hard.easy_to_hard.vote_models = 1",
                      "rounds_run.run.difficulty = (1, 2)",
                      "rounds_run.run.labeled_max_difficulty = 1",

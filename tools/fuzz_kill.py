@@ -81,6 +81,7 @@ _ROUNDS_WORKER = textwrap.dedent('''
     sys.path.insert(0, sys.argv[1])
     import jax
     import numpy as np
+    from jaxsi import spec
     from jaxsi.data import char_tokenizer
     from jaxsi.data import tasks as tasks_lib
     from jaxsi.methods import rft
@@ -98,7 +99,7 @@ _ROUNDS_WORKER = textwrap.dedent('''
     config = rounds.RoundsConfig(rounds=2, warm_start_steps=3, steps_per_round=5,
                                  batch_size=8, max_len=16, max_new_tokens=3,
                                  rollout_batch=8, chunk_size=4, save_every=2, seed=0)
-    rounds.run_rounds(method=rft.rft(samples_per_prompt=2), model=model,
+    rounds.run_rounds(method=rft.rft(rollout=spec.RolloutSpec(n=2, temperature=0.7)), model=model,
                       init_params=params, tokenizer=tok, labeled=pool[:8],
                       unlabeled=pool[8:], test=test, workdir=workdir,
                       config=config, verbose=False)

@@ -38,6 +38,7 @@ import numpy as np
 
 from jaxsi import spec
 from jaxsi.methods import self_training_common as common
+from jaxsi.sampling import rollouts
 
 
 def balance_score(records: Sequence[dict], *, threshold: float, n_star: int,
@@ -85,7 +86,7 @@ def _scored(records):
   return records
 
 
-def bstar(*, samples_per_prompt: int = 8,
+def bstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8),
           temperatures: Sequence[float] = (0.5, 0.8, 1.1),
           thresholds: Sequence[float] = (0.0, 0.25, 0.5),
           n_star: int = 4, probe_size: int = 128, require_correct: bool = True,
@@ -94,8 +95,11 @@ def bstar(*, samples_per_prompt: int = 8,
   """B-STaR (Zeng et al. 2024, Eq. 3) as a ``RoundsMethod``.
 
   Args:
-    samples_per_prompt: K.
-    temperatures: candidate sampling temperatures.
+    rollout: the shared sampling settings: ``n`` = K samples per problem
+      (the completion budget is ``RoundsConfig.max_new_tokens``). Its
+      ``temperature`` and ``strategy`` are not used: each round samples at
+      the temperature chosen from ``temperatures``.
+    temperatures: candidate sampling temperatures (B-STaR's own grid).
     thresholds: candidate reward thresholds τ.
     n_star: n* of the balance score.
     probe_size: problems used to choose (T, τ) each round.
@@ -107,6 +111,7 @@ def bstar(*, samples_per_prompt: int = 8,
   Returns:
     The method: continue from current, latest round's data only.
   """
+  common.check_rollout("bstar", rollout)
   if not temperatures or not thresholds:
     raise ValueError("bstar: give at least one temperature and one threshold")
 
@@ -115,7 +120,7 @@ def bstar(*, samples_per_prompt: int = 8,
     grid, rng = [], ctx.rng
     for i, temp in enumerate(temperatures):
       recs = _scored(common.sample_records(
-          ctx, probe, n=samples_per_prompt, temperature=temp, rng=rng))
+          ctx, probe, n=rollout.n, temperature=temp, rng=rng))
       for tau in thresholds:
         grid.append(dict(temperature=float(temp), threshold=float(tau),
                          balance=balance_score(recs, threshold=tau, n_star=n_star,
@@ -127,7 +132,7 @@ def bstar(*, samples_per_prompt: int = 8,
                 probe_balance=best["balance"], grid=grid)
 
   def sample_chunk(ctx, tasks, plan):
-    return _scored(common.sample_records(ctx, tasks, n=samples_per_prompt,
+    return _scored(common.sample_records(ctx, tasks, n=rollout.n,
                                          temperature=plan["temperature"]))
 
   def select(records, plan, ctx):
@@ -142,6 +147,6 @@ def bstar(*, samples_per_prompt: int = 8,
         balance=balance_score(records, threshold=tau, n_star=n_star,
                               require_correct=require_correct))
 
-  return spec.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
-                           plan=plan, train_from="current", accumulate=False,
+  return spec.RoundsMethod(name=name, rollout=rollouts.Sample(rollout),
+                           sample_chunk=sample_chunk, select=select, plan=plan, train_from="current", accumulate=False,
                            include_labeled=include_labeled)

@@ -15,7 +15,7 @@ The paper votes across independently trained models (different seeds):
 initialisations alongside the main one — each with its own warm start on the
 labeled set and, every round, its own M-step (from its previous round) on
 exactly the main model's training set — and every model's greedy answer
-(plus ``samples_per_prompt`` temperature samples of the main model) votes.
+(plus the ``rollout`` temperature samples of the main model, if any) votes.
 Peers live in ``workdir/peers/model_{i}/pool`` (one checkpoint per round,
 resumable like the main pool). With ``vote_models = 1`` the vote is over
 temperature samples of one model, whose errors are strongly correlated (a
@@ -32,15 +32,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 
 from jaxsi import spec
 from jaxsi.methods import self_training_common as common
+from jaxsi.sampling import rollouts
 
 
-def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
-                 temperature: float = 0.7, filtering: bool = True,
+def easy_to_hard(*, start_difficulty: int,
+                 rollout: Optional[spec.RolloutSpec] = spec.RolloutSpec(
+                     n=4, temperature=0.7),
+                 filtering: bool = True,
                  min_agreement: float = 0.6, length_filter: bool = True,
                  length_tolerance: int = 0, max_problems_per_round: int = 0,
                  vote_models: int = 1, name: str = "easy_to_hard"
@@ -50,8 +53,10 @@ def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
   Args:
     start_difficulty: d₀, the highest labeled difficulty; round r labels
       level d₀ + r.
-    samples_per_prompt: temperature samples voting with the greedy answer.
-    temperature: temperature of the voting samples.
+    rollout: the shared sampling settings of the main model's voting
+      samples (``n`` per problem at ``temperature``) that vote with its
+      greedy answer, or None for none (greedy answers only); the completion
+      budget is ``RoundsConfig.max_new_tokens``.
     filtering: majority vote + length filter (False: unfiltered greedy
       self-labels).
     min_agreement: minimum vote share of the majority answer.
@@ -66,6 +71,8 @@ def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
   Returns:
     The method: continue from current, accumulate, labeled data included.
   """
+  if rollout is not None:
+    common.check_rollout("easy_to_hard", rollout)
   if vote_models < 1:
     raise ValueError("easy_to_hard: vote_models must be >= 1")
 
@@ -112,9 +119,8 @@ def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
     if not filtering:
       return greedy
     votes = [greedy]
-    if samples_per_prompt >= 1:
-      votes.append(common.sample_records(ctx, tasks, n=samples_per_prompt,
-                                         temperature=temperature, voter=0))
+    if rollout is not None:
+      votes.append(common.spec_records(ctx, tasks, rollout, voter=0))
     for i in range(1, vote_models):
       votes.append(common.sample_records(ctx, tasks, n=1, temperature=0.0,
                                          params=peer_params(ctx, i, ctx.round - 1),
@@ -141,6 +147,7 @@ def easy_to_hard(*, start_difficulty: int, samples_per_prompt: int = 4,
                      label_accuracy=acc, unfiltered_label_accuracy=acc)
     return common.to_examples(kept), [], metrics
 
-  return spec.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
-                           problems=problems, train_from="current",
+  return spec.RoundsMethod(name=name,
+                           rollout=None if rollout is None else rollouts.Sample(rollout),
+                           sample_chunk=sample_chunk, select=select, problems=problems, train_from="current",
                            accumulate=True, include_labeled=True)

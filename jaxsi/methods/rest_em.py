@@ -14,7 +14,7 @@ E_{q(y|x)}[log r(x, y) + log p_θ(y|x)] with a binary reward r:
   on the latest iteration's data only.
 
 As a composition (``jaxsi.spec.RoundsMethod``): rollout stage
-``rollouts.Sample(RolloutSpec(n=K, temperature=T))`` · reward stage
+``rollouts.Sample(rollout)`` (a RolloutSpec: K samples at temperature T) · reward stage
 ``correctness_reward`` · keep reward ≥ 1, at most ``max_per_prompt`` per
 problem · ``fit(sft)`` from the base.
 """
@@ -27,14 +27,15 @@ from jaxsi.rewards import reward_fn
 from jaxsi.sampling import rollouts
 
 
-def rest_em(*, samples_per_prompt: int = 8, temperature: float = 1.0,
+def rest_em(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0),
             max_per_prompt: int = 4, include_labeled: bool = True,
             name: str = "rest_em") -> spec.RoundsMethod:
   """ReST-EM (Singh et al. 2023, Alg. 1) as a ``RoundsMethod``.
 
   Args:
-    samples_per_prompt: K samples per problem (paper: 32).
-    temperature: sampling temperature (paper: 1.0 for MATH).
+    rollout: the shared sampling settings: ``n`` = K samples per problem
+      (paper: 32) at ``temperature`` (paper: 1.0 for MATH); the completion
+      budget is ``RoundsConfig.max_new_tokens``.
     max_per_prompt: cap of kept correct solutions per problem (paper: 10).
     include_labeled: also train on the labeled warm-start set each M-step
       (our warm start stands in for the paper's pretrained model; without it
@@ -44,13 +45,13 @@ def rest_em(*, samples_per_prompt: int = 8, temperature: float = 1.0,
   Returns:
     The method: restart from the base, latest round's data only.
   """
-  if samples_per_prompt < 1 or max_per_prompt < 1:
-    raise ValueError("rest_em: samples_per_prompt and max_per_prompt must be >= 1")
+  common.check_rollout("rest_em", rollout)
+  if max_per_prompt < 1:
+    raise ValueError("rest_em: max_per_prompt must be >= 1")
 
   return spec.RoundsMethod(
       name=name,
-      rollout=rollouts.Sample(spec.RolloutSpec(n=samples_per_prompt,
-                                               temperature=temperature)),
+      rollout=rollouts.Sample(rollout),
       rewards=(reward_fn.correctness_reward,),
       select=common.verified_select(max_per_prompt=max_per_prompt, distinct=True),
       train_from="base", accumulate=False, include_labeled=include_labeled)

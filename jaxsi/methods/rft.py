@@ -9,7 +9,7 @@ the completion text), and fine-tune the *base* model on SFT data ∪ RFT data
 iterated rounds regenerate with the latest model and retrain from the base.
 
 As a composition (``jaxsi.spec.RoundsMethod``): rollout stage
-``rollouts.Sample(RolloutSpec(n=k, temperature=T))`` · reward stage
+``rollouts.Sample(rollout)`` (a RolloutSpec: k samples at temperature T) · reward stage
 ``correctness_reward`` (the task verifier) · ``keep_correct(distinct)`` ·
 ``fit(sft)`` on labeled ∪ kept, from the base.
 """
@@ -39,14 +39,15 @@ def verified_filter(*, max_per_prompt: Optional[int]) -> transforms_base.Traject
   return transforms_base.chain(*chain)
 
 
-def rft(*, samples_per_prompt: int = 8, temperature: float = 0.7,
+def rft(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=0.7),
         max_per_prompt: Optional[int] = None, distinct: bool = True,
         name: str = "rft") -> spec.RoundsMethod:
   """RFT (Yuan et al. 2023, §3.3) as a :class:`~jaxsi.spec.RoundsMethod`.
 
   Args:
-    samples_per_prompt: k sampled paths per question (paper: k = 100).
-    temperature: sampling temperature (paper: 0.7).
+    rollout: the shared sampling settings: ``n`` = k sampled paths per
+      question (paper: k = 100) at ``temperature`` (paper: 0.7); the
+      completion budget is ``RoundsConfig.max_new_tokens``.
     max_per_prompt: cap on kept distinct correct paths per question (None:
       all distinct ones, as the paper).
     distinct: dedupe identical completions of a question.
@@ -58,13 +59,11 @@ def rft(*, samples_per_prompt: int = 8, temperature: float = 0.7,
     stored trajectories, except for a cap > 1 with ``distinct`` (dedupe by
     completion text: ``common.keep_correct`` over the records).
   """
-  if samples_per_prompt < 1:
-    raise ValueError(f"rft: samples_per_prompt must be >= 1, got {samples_per_prompt}")
+  common.check_rollout("rft", rollout)
 
   return spec.RoundsMethod(
       name=name,
-      rollout=rollouts.Sample(spec.RolloutSpec(n=samples_per_prompt,
-                                               temperature=temperature)),
+      rollout=rollouts.Sample(rollout),
       rewards=(reward_fn.correctness_reward,),
       select=(common.verified_select(max_per_prompt=max_per_prompt, distinct=distinct)
               if distinct and max_per_prompt != 1

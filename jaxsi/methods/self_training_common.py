@@ -17,7 +17,9 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import numpy as np
 
+from jaxsi import spec as spec_lib
 from jaxsi.rewards import voting
+from jaxsi.sampling import rollouts
 from jaxsi.sampling import strategies
 
 Record = dict      # one sampled candidate (JSON): task_id, prompt, completion, ...
@@ -46,19 +48,31 @@ def strategy_for(temperature: float) -> Any:
   return strategies.Sampling(temperature=float(temperature))
 
 
+def check_rollout(method: str, rollout: Any) -> spec_lib.RolloutSpec:
+  """``rollout`` if it is a :class:`~jaxsi.spec.RolloutSpec` (a factory's
+  shared sampling settings), else a TypeError naming ``method``."""
+  if not isinstance(rollout, spec_lib.RolloutSpec):
+    raise TypeError(f"{method}: rollout must be a jaxsi.spec.RolloutSpec, got"
+                    f" {type(rollout).__name__} {rollout!r}")
+  return rollout
+
+
 def sample_records(ctx: Any, tasks: Sequence[Any], *, n: int,
                    temperature: float, with_logprob: bool = False,
-                   params: Any = None, rng: Any = None, **extra) -> list[Record]:
+                   params: Any = None, rng: Any = None, strategy: Any = None,
+                   **extra) -> list[Record]:
   """``n`` verified samples per task as records (optionally with log π(y|x)).
 
   ``logprob`` is the sequence log-likelihood under the sampling model at
   temperature 1, ``logprob_mean`` its per-token mean. ``rng`` defaults to
-  ``ctx.rng``; ``extra`` fields are added to every record.
+  ``ctx.rng``; ``strategy`` to :func:`strategy_for` ``(temperature)``;
+  ``extra`` fields are added to every record.
   """
   if not tasks:
     return []
-  ro = ctx.rollout(tasks, strategy=strategy_for(temperature), n=n, params=params,
-                   rng=rng)
+  if strategy is None:
+    strategy = strategy_for(temperature)
+  ro = ctx.rollout(tasks, strategy=strategy, n=n, params=params, rng=rng)
   fields = dict(extra)
   if with_logprob:
     total = ctx.sequence_logprobs(ro.traj, params=params)
@@ -66,6 +80,16 @@ def sample_records(ctx: Any, tasks: Sequence[Any], *, n: int,
     fields.update(logprob=[float(x) for x in total],
                   logprob_mean=[float(x) for x in mean])
   return ro.records(**fields)
+
+
+def spec_records(ctx: Any, tasks: Sequence[Any], rollout: spec_lib.RolloutSpec,
+                 **kw) -> list[Record]:
+  """:func:`sample_records` with the samples per task and the strategy of a
+  RolloutSpec (``rollouts.strategy_of``: greedy at temperature 0). Its
+  ``max_new_tokens`` is not used: a rounds run has one completion budget,
+  ``RoundsConfig.max_new_tokens``."""
+  return sample_records(ctx, tasks, n=int(rollout.n), temperature=float(rollout.temperature),
+                        strategy=rollouts.strategy_of(rollout), **kw)
 
 
 # ---------------------------------------------------------------- filters

@@ -18,9 +18,10 @@ import numpy as np
 
 from jaxsi import spec
 from jaxsi.methods import self_training_common as common
+from jaxsi.sampling import rollouts
 
 
-def sharpening(*, samples_per_prompt: int = 8, temperature: float = 1.0,
+def sharpening(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0),
                length_normalize: bool = False, include_labeled: bool = False,
                train_from: str = "current", eval_temperature: float = 1.0,
                evaluate_best_of_n: bool = True, name: str = "sharpening"
@@ -28,9 +29,9 @@ def sharpening(*, samples_per_prompt: int = 8, temperature: float = 1.0,
   """SFT-Sharpening (Huang et al. 2024, §3.1, Eq. 3) as a ``RoundsMethod``.
 
   Args:
-    samples_per_prompt: N responses per prompt.
-    temperature: sampling temperature of the N responses (scoring is always
-      at temperature 1: the model's own likelihood).
+    rollout: the shared sampling settings: ``n`` = N responses per prompt
+      at ``temperature`` (scoring is always at temperature 1: the model's own
+      likelihood); the completion budget is ``RoundsConfig.max_new_tokens``.
     length_normalize: select by the per-token mean log-likelihood.
     include_labeled: also train on the labeled warm-start set.
     train_from: 'current' (iterated sharpening) or 'base'.
@@ -45,14 +46,12 @@ def sharpening(*, samples_per_prompt: int = 8, temperature: float = 1.0,
   Returns:
     The method (latest round's data only).
   """
-  if samples_per_prompt < 1:
-    raise ValueError("sharpening: samples_per_prompt must be >= 1")
+  common.check_rollout("sharpening", rollout)
   score = "logprob_mean" if length_normalize else "logprob"
 
   def sample_chunk(ctx, tasks, plan):
     del plan
-    return common.sample_records(ctx, tasks, n=samples_per_prompt,
-                                 temperature=temperature, with_logprob=True)
+    return common.spec_records(ctx, tasks, rollout, with_logprob=True)
 
   def select(records, plan, ctx):
     del plan, ctx
@@ -70,7 +69,8 @@ def sharpening(*, samples_per_prompt: int = 8, temperature: float = 1.0,
     out["mean_logprob"] = float(np.mean(logp))
     return out
 
-  return spec.RoundsMethod(name=name, sample_chunk=sample_chunk, select=select,
+  return spec.RoundsMethod(name=name, rollout=rollouts.Sample(rollout),
+                           sample_chunk=sample_chunk, select=select,
                            train_from=train_from, accumulate=False,
                            include_labeled=include_labeled,
                            evaluate=evaluate if evaluate_best_of_n else None)

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from jaxsi import spec
 from jaxsi.methods import self_training_common as common
+from jaxsi.sampling import rollouts
 
 
 def answer_hint(task: Any) -> str:
@@ -45,8 +46,9 @@ def hinted_prompt(task: Any, hint_fn: Callable[[Any], str]) -> str:
   return p + hint_fn(task)
 
 
-def star(*, rationalize: bool = True, samples_per_prompt: int = 1,
-         temperature: float = 0.0, hint_fn: Callable[[Any], str] = answer_hint,
+def star(*, rationalize: bool = True,
+         rollout: spec.RolloutSpec = spec.RolloutSpec(n=1, temperature=0.0),
+         hint_fn: Callable[[Any], str] = answer_hint,
          hint_warm_start: bool = True, steps_growth: float = 1.2,
          include_labeled: bool = True, max_per_prompt: int = 1,
          name: str = "star") -> spec.RoundsMethod:
@@ -55,8 +57,9 @@ def star(*, rationalize: bool = True, samples_per_prompt: int = 1,
   Args:
     rationalize: regenerate failures with the answer as a hint (Alg. 1
       lines 4–6); off = "STaR without rationalisation".
-    samples_per_prompt: samples per problem (paper: 1, greedy).
-    temperature: 0 = greedy (paper).
+    rollout: the shared sampling settings of both generations: ``n``
+      samples per problem at ``temperature`` (paper: 1, greedy = temperature
+      0); the completion budget is ``RoundsConfig.max_new_tokens``.
     hint_fn: task → hint text inserted into the prompt.
     hint_warm_start: add hinted copies of the labeled examples to the warm
       start so the model can use hints (see module docstring).
@@ -68,6 +71,7 @@ def star(*, rationalize: bool = True, samples_per_prompt: int = 1,
   Returns:
     The method: base restart, no accumulation.
   """
+  common.check_rollout("star", rollout)
 
   def warm_start(labeled):
     ex = common.task_examples(labeled)
@@ -78,8 +82,7 @@ def star(*, rationalize: bool = True, samples_per_prompt: int = 1,
 
   def sample_chunk(ctx, tasks, plan):
     del plan
-    recs = common.sample_records(ctx, tasks, n=samples_per_prompt,
-                                 temperature=temperature, rationalized=False)
+    recs = common.spec_records(ctx, tasks, rollout, rationalized=False)
     if not rationalize:
       return recs
     failed = [t for t in tasks
@@ -87,8 +90,7 @@ def star(*, rationalize: bool = True, samples_per_prompt: int = 1,
     if not failed:
       return recs
     hinted = [t.replace(prompt=hinted_prompt(t, hint_fn)) for t in failed]
-    hrecs = common.sample_records(ctx, hinted, n=samples_per_prompt,
-                                  temperature=temperature, rationalized=True)
+    hrecs = common.spec_records(ctx, hinted, rollout, rationalized=True)
     plain = {t.id: t.prompt for t in failed}
     for r in hrecs:
       r["hinted_prompt"] = r["prompt"]
@@ -108,6 +110,7 @@ def star(*, rationalize: bool = True, samples_per_prompt: int = 1,
                                   / max(1, sum(1 for r in records if r["rationalized"]))))
 
   return spec.RoundsMethod(
-      name=name, sample_chunk=sample_chunk, select=select, warm_start=warm_start,
+      name=name, rollout=rollouts.Sample(rollout), sample_chunk=sample_chunk,
+      select=select, warm_start=warm_start,
       train_from="base", accumulate=False, include_labeled=include_labeled,
       steps_growth=steps_growth)

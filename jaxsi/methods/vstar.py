@@ -38,6 +38,7 @@ import numpy as np
 
 from jaxsi import spec
 from jaxsi.methods import self_training_common as common
+from jaxsi.sampling import rollouts
 from jaxsi.trajectory import Trajectory
 
 
@@ -71,7 +72,7 @@ best_of_n_accuracy = common.best_of_n_accuracy     # kept for callers of vstar.*
 majority_accuracy = common.majority_accuracy
 
 
-def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
+def vstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0),
           max_per_prompt: int = 4, max_pairs_per_problem: int = 4,
           verifier_steps: int = 200, pairs_per_batch: int = 32, beta: float = 0.1,
           eval_temperature: float = 1.0, include_labeled: bool = True,
@@ -82,8 +83,10 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
   """V-STaR (Hosseini et al. 2024, Alg. 1, Eq. 2–3) as a ``RoundsMethod``.
 
   Args:
-    samples_per_prompt: k solutions sampled per problem per iteration.
-    temperature: sampling temperature of the iterations.
+    rollout: the shared sampling settings of the iterations (and of the
+      generator's own samples for ``verifier_tasks``): ``n`` = k solutions
+      per problem at ``temperature``; the completion budget is
+      ``RoundsConfig.max_new_tokens``.
     max_per_prompt: correct solutions kept for D_GEN per problem and round.
     max_pairs_per_problem: DPO pairs per problem and round.
     verifier_steps: DPO steps of each verifier training.
@@ -110,14 +113,14 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
     DPO after each round, best-of-N evaluation (random choice = mean sample
     accuracy, maj@N, pass@N and verifier best-of-N).
   """
+  common.check_rollout("vstar", rollout)
   if isinstance(verifier_tasks, str) and verifier_tasks != "unlabeled":
     raise ValueError("vstar: verifier_tasks must be a list of tasks or "
                      f"'unlabeled', got {verifier_tasks!r}")
 
   def sample_chunk(ctx, tasks, plan):
     del plan
-    return common.sample_records(ctx, tasks, n=samples_per_prompt,
-                                 temperature=temperature)
+    return common.spec_records(ctx, tasks, rollout)
 
   def select(records, plan, ctx):
     del plan, ctx
@@ -150,8 +153,7 @@ def vstar(*, samples_per_prompt: int = 8, temperature: float = 1.0,
           # this round's verifier will rank.
           tasks = (ctx.unlabeled if isinstance(verifier_tasks, str)
                    else verifier_tasks)
-          recs = common.sample_records(ctx, list(tasks), n=samples_per_prompt,
-                                       temperature=temperature)
+          recs = common.spec_records(ctx, list(tasks), rollout)
           own = dict(pairs=common.build_pairs(recs, all_pairs=all_pairs,
                                               max_pairs_per_problem=max_pairs_per_problem),
                      stats=common.sample_stats(recs))

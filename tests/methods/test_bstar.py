@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from jaxsi import spec
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import bstar
 from jaxsi.methods import self_training_common as common
@@ -73,7 +74,7 @@ class TempModel:
 def test_plan_picks_the_balanced_config_and_select_applies_it():
   import jax
   tasks = tasks_lib.make_tasks("addition", 3, difficulty=2, seed=1)
-  m = bstar.bstar(samples_per_prompt=4, temperatures=(0.5, 1.0), thresholds=(0.0, 0.9),
+  m = bstar.bstar(rollout=spec.RolloutSpec(n=4), temperatures=(0.5, 1.0), thresholds=(0.0, 0.9),
                   n_star=2, probe_size=2)
   ctx = TempModel()
   ctx.rng = jax.random.key(0)

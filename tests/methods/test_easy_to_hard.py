@@ -2,6 +2,7 @@
 
 import pytest
 
+from jaxsi import spec
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import easy_to_hard
 from jaxsi.methods import self_training_common as common
@@ -96,7 +97,8 @@ def test_voting_across_independently_initialised_models(tmp_path):
   config = rounds.RoundsConfig(rounds=2, warm_start_steps=3, steps_per_round=2,
                                batch_size=8, max_len=16, max_new_tokens=4,
                                rollout_batch=16, chunk_size=64, save_every=10)
-  method = easy_to_hard.easy_to_hard(start_difficulty=1, samples_per_prompt=2,
+  method = easy_to_hard.easy_to_hard(start_difficulty=1,
+                                     rollout=spec.RolloutSpec(n=2, temperature=0.7),
                                      vote_models=3, min_agreement=0.0)
   recs = rounds.run_rounds(method=method, model=model, init_params=params, tokenizer=tok,
                            labeled=labeled, unlabeled=unlabeled, test=unlabeled[:4],

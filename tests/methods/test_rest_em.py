@@ -2,6 +2,7 @@
 
 import pytest
 
+from jaxsi import spec
 from jaxsi.methods import rest_em
 
 
@@ -11,7 +12,7 @@ def rec(tid, sample, completion, correct):
 
 
 def test_select_caps_per_problem():
-  m = rest_em.rest_em(samples_per_prompt=4, max_per_prompt=2)
+  m = rest_em.rest_em(rollout=spec.RolloutSpec(n=4, temperature=1.0), max_per_prompt=2)
   records = [rec("a", i, str(i), True) for i in range(4)] + [
       rec("b", 0, "x", False), rec("b", 1, "y", True), rec("b", 2, "y", True)]
   examples, pairs, metrics = m.select(records, {}, None)

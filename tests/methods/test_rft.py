@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from jaxsi import spec
 from jaxsi.methods import rft
 from jaxsi.methods import self_training_common as common
 
@@ -35,12 +36,14 @@ def test_sample_stats():
 
 
 def test_rft_method():
-  m = rft.rft(samples_per_prompt=4, temperature=0.7)
+  m = rft.rft(rollout=spec.RolloutSpec(n=4, temperature=0.7))
   assert m.train_from == "base" and not m.accumulate and m.include_labeled
   examples, pairs, metrics = m.select(RECORDS, {}, None)
   assert len(examples) == 3 and pairs == [] and metrics["kept"] == 3
-  with pytest.raises(ValueError):
-    rft.rft(samples_per_prompt=0)
+  with pytest.raises(TypeError):      # the sampling settings are a RolloutSpec
+    rft.rft(rollout=dict(n=4, temperature=0.7))
+  with pytest.raises(TypeError):      # no loose sampling arguments
+    rft.rft(samples_per_prompt=4)     # pylint: disable=unexpected-keyword-arg
 
 
 def test_gin():

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxsi import spec
 from jaxsi.data import batching
 from jaxsi.data import char_tokenizer
 from jaxsi.methods import self_training_common as common
@@ -33,7 +34,7 @@ def test_best_of_n_by_likelihood():
 
 
 def test_select_metrics():
-  m = sharpening.sharpening(samples_per_prompt=3)
+  m = sharpening.sharpening(rollout=spec.RolloutSpec(n=3, temperature=1.0))
   examples, _, metrics = m.select(RECORDS, {}, None)
   assert [e["completion"] for e in examples] == ["22", "4"]
   assert metrics["selected_accuracy"] == pytest.approx(0.5)
@@ -97,7 +98,7 @@ def test_sampled_eval_and_evaluate(tmp_path):
 
   again, _, _ = common.sampled_eval(ctx, tasks, n=4, temperature=1.0)
   same(again, out)
-  m = sharpening.sharpening(samples_per_prompt=2)
+  m = sharpening.sharpening(rollout=spec.RolloutSpec(n=2, temperature=1.0))
   ev = m.evaluate(ctx, tasks)
   same({k: v for k, v in ev.items() if k != "mean_logprob"}, out)
   assert ev["mean_logprob"] == pytest.approx(float(np.mean(logp)))

@@ -4,6 +4,7 @@ trains them without it."""
 import numpy as np
 import pytest
 
+from jaxsi import spec
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import star
 from jaxsi.training import round_context
@@ -15,9 +16,11 @@ class HintOnlyModel:
 
   def __init__(self, solves=(), hopeless=()):
     self.solves, self.hopeless, self.calls = set(solves), set(hopeless), []
+    self.strategies = []
 
   def rollout(self, tasks, *, strategy, n, params=None, rng=None):
     self.calls.append([t.prompt for t in tasks])
+    self.strategies.append((type(strategy).__name__, n))
     texts = []
     for t in tasks:
       ok = t.id not in self.hopeless and ("[" in t.prompt or t.id in self.solves)
@@ -81,3 +84,22 @@ def test_gin():
   m = gin.query_parameter("%METHOD").scoped_configurable_fn()
   gin.clear_config()
   assert m.name == "star" and m.steps_growth == pytest.approx(1.2)
+  assert (m.rollout.spec.n, m.rollout.spec.temperature) == (1, 0.0)   # greedy (paper)
+
+
+def test_rollout_spec_sets_sampling():
+  """The shared RolloutSpec gives both generations' n and strategy (greedy by
+  default); loose sampling arguments are gone."""
+  a, b, c = _tasks()
+  ctx = HintOnlyModel(solves=[a.id])
+  star.star().sample_chunk(ctx, [a, b, c], {})
+  assert ctx.strategies == [("Greedy", 1), ("Greedy", 1)]
+  ctx = HintOnlyModel(solves=[a.id])
+  m = star.star(rollout=spec.RolloutSpec(n=3, temperature=0.5))
+  assert m.rollout.spec == spec.RolloutSpec(n=3, temperature=0.5)
+  m.sample_chunk(ctx, [a, b, c], {})
+  assert ctx.strategies == [("Sampling", 3), ("Sampling", 3)]
+  with pytest.raises(TypeError):
+    star.star(samples_per_prompt=1)   # pylint: disable=unexpected-keyword-arg
+  with pytest.raises(TypeError):
+    star.star(rollout=1)

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxsi import spec
 from jaxsi.data import char_tokenizer
 from jaxsi.methods import self_training_common as common
 from jaxsi.methods import vstar
@@ -146,7 +147,7 @@ def test_after_round_adds_the_ranked_generators_own_pairs(tiny, tmp_path):
   from jaxsi.training import checkpoint_pool as pool_lib
   tok, model, params = tiny
   tasks = tasks_lib.make_tasks("addition", 16, difficulty=1, seed=3, reverse=True)
-  m = vstar.vstar(samples_per_prompt=4, verifier_steps=3, pairs_per_batch=4,
+  m = vstar.vstar(rollout=spec.RolloutSpec(n=4, temperature=1.0), verifier_steps=3, pairs_per_batch=4,
                   verifier_tasks="unlabeled", max_pairs_per_problem=8)
   store = rounds.RoundStore(str(tmp_path))
   e_step = [dict(prompt="1+1=", chosen="2", rejected="3", task_id="x")]

@@ -81,7 +81,7 @@ def test_stored_trajectories_and_transforms(setup, tmp_path):
   prompt ids; a jaxsi.transforms filter over the stored round reproduces the
   records' selection."""
   method = dataclasses.replace(
-      rft.rft(samples_per_prompt=2, temperature=1.0),
+      rft.rft(rollout=spec.RolloutSpec(n=2, temperature=1.0)),
       rewards=(reward_fn.correctness_reward, group_rank),
       select=common.verified_select(max_per_prompt=None, distinct=False))   # records
   rounds.run_rounds(method=method, workdir=str(tmp_path), config=CONFIG, verbose=False,

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxsi import spec
 from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import rest_em
@@ -41,7 +42,7 @@ def setup():
 
 def _run(setup, workdir, callback=None, method=None):
   return rounds.run_rounds(
-      method=method or rest_em.rest_em(samples_per_prompt=2, temperature=1.0,
+      method=method or rest_em.rest_em(rollout=spec.RolloutSpec(n=2, temperature=1.0),
                                        max_per_prompt=2),
       callback=callback, workdir=str(workdir), config=CONFIG, verbose=False,
       **setup)
@@ -155,7 +156,7 @@ TINY = dict(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=6
 
 
 def test_rounds_run_control_report_and_resume(tmp_path):
-  kw = dict(workdir=str(tmp_path), method=rft.rft(samples_per_prompt=2, temperature=1.0,
+  kw = dict(workdir=str(tmp_path), method=rft.rft(rollout=spec.RolloutSpec(n=2, temperature=1.0),
                                                   max_per_prompt=1),
             method_overrides={"train_from": "current"}, difficulty=[1], n_labeled=16,
             n_unlabeled=8, n_test=8, model_overrides=TINY, control=True,
@@ -203,8 +204,9 @@ def test_quickstart_gin_is_rft_in_rounds(tmp_path, monkeypatch):
     main = launch.main_function()
     config = main(workdir=str(tmp_path), dry_run=True)
     assert isinstance(config, rounds.RoundsConfig) and config.rounds >= 2
-    assert [gin.query_parameter(f"rft.rft.{k}") for k in
-            ("samples_per_prompt", "temperature", "max_per_prompt")] == [4, 1.0, 1]
+    assert [gin.query_parameter(f"spec.RolloutSpec.{k}") for k in
+            ("n", "temperature")] == [4, 1.0]
+    assert gin.query_parameter("rft.rft.max_per_prompt") == 1
     main(workdir=str(tmp_path))
   finally:
     gin.clear_config()

@@ -22,6 +22,7 @@ _WORKER = textwrap.dedent('''
     import jax
     import numpy as np
     from jaxsi.data import char_tokenizer
+    from jaxsi import spec
     from jaxsi.data import tasks as tasks_lib
     from jaxsi.methods import rft
     from jaxsi.models import config as mcfg
@@ -65,7 +66,7 @@ _WORKER = textwrap.dedent('''
           threading.Timer(0.01, die).start()
         return save(self, r, p)
       checkpoint_pool.CheckpointPool.save = patched
-    method = rft.rft(samples_per_prompt=2, temperature=1.0, max_per_prompt=2)
+    method = rft.rft(rollout=spec.RolloutSpec(n=2, temperature=1.0), max_per_prompt=2)
     recs = rounds.run_rounds(method=method, model=model, init_params=params,
                              tokenizer=tok, labeled=pool[:16], unlabeled=pool[16:],
                              test=test, workdir=workdir, config=config,
