@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 from typing import Any, Callable, Optional
 
 import jax
@@ -98,6 +99,36 @@ class CheckpointPool:
     while len(self._cache) > self._cache_size:
       self._cache.popitem(last=False)
     return out
+
+  def check(self, *, like: Any) -> list[int]:
+    """Reads every stored round back; a damaged one is moved aside.
+
+    A round that fails to restore while another restores into ``like`` is
+    damaged (truncated by a crash or a full disk): it is reported, moved to
+    ``<directory>/damaged/`` (kept, never deleted) and leaves the pool, so
+    the schedule recomputes it. If no round restores, ``like`` is not this
+    pool's model: :class:`~jaxsi.training.checkpoint.CheckpointError`,
+    nothing moved.
+
+    Returns:
+      The rounds moved aside.
+    """
+    bad, good = [], []
+    for r in self.rounds():
+      try:
+        self.params(r, like=like)
+        good.append(r)
+      except Exception as e:  # pylint: disable=broad-except
+        bad.append((r, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"))
+    if bad and not good:
+      raise checkpoint_lib.CheckpointError(
+          f"no round of the pool {self.directory} restores into this model"
+          " (nothing was moved): " + "; ".join(f"round {r}: {m}" for r, m in bad))
+    for r, msg in bad:
+      moved = self._ckpt._move_aside(r)  # pylint: disable=protected-access
+      print(f"[jaxsi.pool] round {r} in {self.directory} is damaged ({msg});"
+            f" moved to {moved}; it will be recomputed", file=sys.stderr, flush=True)
+    return [r for r, _ in bad]
 
   def apply_fn(self, round_index: int, *, model: Any, like: Any
                ) -> Callable[..., jax.Array]:

@@ -221,6 +221,7 @@ def run_rounds(
         " (an on-policy method runs under the RL launcher, rl_run.run)")
   store = RoundStore(workdir)
   pool = pool_lib.CheckpointPool(store.pool_dir)
+  pool.check(like=init_params)   # a damaged round is recomputed, not fatal later
   writer = metrics_lib.MetricWriter(store.workdir)
   writer.rewind()   # one row per step, no torn line (a killed earlier run)
   like = init_params
@@ -252,10 +253,11 @@ def run_rounds(
     shutil.rmtree(store.train_dir(r), ignore_errors=True)
     return params
 
-  def sft(r, start, examples, steps, tag):
+  def sft(r, start, examples, steps, tag, log=True):
     return pooled(r, lambda: fit_sft(
         model=model, params=start, tokenizer=tokenizer, examples=examples, steps=steps,
-        config=config, ckpt_dir=store.train_dir(r), seed=seed * 1009 + r, writer=writer,
+        config=config, ckpt_dir=store.train_dir(r), seed=seed * 1009 + r,
+        writer=writer if log else None,
         desc=tag, step_offset=r * 100_000, callback=callback)[0])
 
   def ctx_for(r, params, base, rng):
@@ -267,7 +269,8 @@ def run_rounds(
   # Round 0: warm start.
   if warm_params is not None and 0 not in pool:
     pool.save(0, warm_params)
-  base = sft(0, init_params, labeled_examples, config.warm_start_steps, "warm_start")
+  base = sft(0, init_params, labeled_examples, config.warm_start_steps, "warm_start",
+             log=0 not in done)
   if 0 not in done:
     ev = held_out(base, seed + 10_000)
     rec = dict(round=0, test_pass1=ev["pass@1"], test_by_difficulty=ev["by_difficulty"],
@@ -282,8 +285,12 @@ def run_rounds(
     log(f"warm start: held-out pass@1 {ev['pass@1']:.3f}")
 
   for r in range(1, config.rounds + 1):
-    if r in done:
+    if r in done and r in pool:
       continue
+    # A recorded round whose pool entry was damaged (moved aside by
+    # pool.check) recomputes its parameters from its stored data; its record
+    # and log rows stand.
+    recompute = r in done
     current = pool.params(r - 1, like=like)
     problems = list(method.problems(r, unlabeled) if method.problems else unlabeled)
     round_key = jax.random.fold_in(jax.random.key(seed), r)
@@ -336,11 +343,15 @@ def run_rounds(
       params = pooled(r, lambda: round_fit.fit_pairs(
           model=model, params=start, reference=reference, tokenizer=tokenizer,
           pairs=train, steps=steps, config=config, seed=seed * 1009 + r,
-          objective=method.objective, ckpt_dir=store.train_dir(r), writer=writer,
+          objective=method.objective, ckpt_dir=store.train_dir(r),
+          writer=None if recompute else writer,
           desc=f"round{r}", step_offset=r * 100_000, callback=callback,
           **method.objective_settings)[0])
     else:
-      params = sft(r, start, train, steps, f"round{r}")
+      params = sft(r, start, train, steps, f"round{r}", log=not recompute)
+    if recompute:
+      log(f"round {r}: parameters recomputed (the pool entry was damaged)")
+      continue
     ctx = ctx_for(r, params, base, jax.random.fold_in(round_key, 10**6 + 1))
     extra = method.after_round(ctx, store) if method.after_round else {}
     # 5. Evaluate and record.

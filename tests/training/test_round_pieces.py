@@ -27,6 +27,10 @@ from jaxsi.training import rounds_run
 from jaxsi.transforms import filters
 from jaxsi.transforms import pairs as pairs_lib
 
+# Orbax leaves the read coroutines of a damaged checkpoint to the GC (noise).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning")
+
 CONFIG = rounds.RoundsConfig(
     rounds=2, warm_start_steps=4, steps_per_round=5, batch_size=8, max_len=16,
     max_new_tokens=3, rollout_batch=16, chunk_size=4, save_every=2, seed=0)
@@ -191,3 +195,32 @@ def test_a_failing_reward_is_isolated_in_rounds(setup, tmp_path):
                               config=dataclasses.replace(CONFIG, rounds=1),
                               verbose=False, **setup)
   assert [r["round"] for r in records] == [0, 1]
+
+
+def test_a_damaged_pool_round_is_recomputed(setup, tmp_path):
+  """Truncating a stored round (a crash or a full disk) is noticed by the
+  rerun, reported, moved aside and recomputed from the round's stored data:
+  the same parameters, records and log rows as before."""
+  from jaxsi.training import checkpoint_pool  # pylint: disable=g-import-not-at-top
+  method = spec.RoundsMethod(
+      name="lengths", rollout=rollouts.Sample(spec.RolloutSpec(n=2, temperature=1.0)),
+      rewards=(length_reward,), select=filters.threshold_filter(threshold=2.0),
+      train_from="current")
+  kw = dict(method=method, workdir=str(tmp_path),
+            config=dataclasses.replace(CONFIG, rounds=1), verbose=False, **setup)
+  records = rounds.run_rounds(**kw)
+  pool = checkpoint_pool.CheckpointPool(str(tmp_path / "pool"))
+  want = [np.asarray(x) for x in jax.tree.leaves(pool.params(1, like=setup["init_params"]))]
+  pool.close()
+  rows = (tmp_path / "metrics.jsonl").read_text()
+  files = sorted((tmp_path / "pool" / "1").rglob("*"), key=lambda p: p.stat().st_size)
+  with open([f for f in files if f.is_file()][-1], "r+b") as f:
+    f.truncate(5)
+  assert rounds.run_rounds(**kw) == records
+  assert [p.name.split(".")[0] for p in (tmp_path / "pool" / "damaged").iterdir()] == ["1"]
+  pool = checkpoint_pool.CheckpointPool(str(tmp_path / "pool"))
+  assert pool.rounds() == [0, 1]
+  for a, b in zip(want, jax.tree.leaves(pool.params(1, like=setup["init_params"]))):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  pool.close()
+  assert (tmp_path / "metrics.jsonl").read_text() == rows
