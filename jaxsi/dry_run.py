@@ -22,7 +22,7 @@ mesh's devices), or on a CPU with ``--xla_force_host_platform_device_count``.
 
 ``run_experiment`` is the gin-bound entry of ``gin_configs/experiments/*.gin``:
 ``dry_run=True`` does the above, ``False`` loads the local checkpoint,
-tokenizer and GSM8K files and runs ``RLTrainer``. ``python -m jaxsi.dry_run
+tokenizer and GSM8K files and runs the ``Loop``. ``python -m jaxsi.dry_run
 --gin_file=... [--gin_bindings=...] [--nodry_run]`` is its command line (the
 only part of this module that imports gin).
 """
@@ -318,7 +318,7 @@ def dry_run(*, model_config: mcfg.ModelConfig, method: Method, optimizer,
     if c.value_head:
       scorers.append((POLICY_VALUES, loop_steps.score_fn(model, t, with_values=True)))  # pylint: disable=protected-access
     # LoRA: the reference is derived from the live params inside the step
-    # (frozen base, zero adapters), as in RLTrainer; no second copy.
+    # (frozen base, zero adapters), as in the Loop; no second copy.
     lora_ref = lora_config is not None and method.needs(REFERENCE)
     aux = {REFERENCE: params_abs} if method.needs(REFERENCE) and not lora_ref else {}
     method_state = jax.tree.map(
@@ -430,9 +430,20 @@ def run_experiment(*, method: Method, optimizer, mesh: Mapping[str, int],
     log: printer.
 
   Returns:
-    The dry-run report, or the finished ``RLTrainer``.
+    The dry-run report, or the finished ``Loop``.
   """
   from jaxsi.models import hf  # pylint: disable=g-import-not-at-top
+  from jaxsi.training import arguments as A  # pylint: disable=g-import-not-at-top
+  A.check("dry_run.run_experiment", locals(), dict(
+      prompts_per_step=A.integer(1), prompt_len=A.integer(1),
+      use_chat_template=A.flag(), num_steps=A.integer(0), seed=A.integer(0),
+      checkpoint_every=A.integer(0), limit=A.integer(1), dry_run=A.flag(),
+      compile_steps=A.flag()))
+  A.check("dry_run.run_experiment.mesh", dict(mesh or {}), dict(
+      data=A.integer(-1), fsdp=A.integer(-1), tensor=A.integer(-1)))
+  if dataset not in ("gsm8k", "math"):
+    raise A.ArgumentError(f"dry_run.run_experiment.dataset = {dataset!r}: expected"
+                          " 'gsm8k' or 'math'")
   overrides = dict(model_overrides or {})
   if hf_checkpoint is not None and os.path.isfile(
       os.path.join(hf_checkpoint, "config.json")):

@@ -188,7 +188,9 @@ def launch(argv_flags, *, workdir: Optional[str] = None):
     kwargs["dry_run"] = True
   print(f"jaxsi.launch: running {getattr(fn, '__name__', fn)} in {workdir}", flush=True)
   result = fn(**kwargs)
-  if not argv_flags.dry_run:
+  # A dry run in a real run's workdir leaves that run's files alone.
+  if not argv_flags.dry_run or not os.path.exists(
+      os.path.join(workdir, run_config.CONFIG_FILE)):
     path = os.path.join(workdir, "operative_config.gin")
     with open(f"{path}.tmp{os.getpid()}", "w") as f:
       f.write(gin.operative_config_str())
