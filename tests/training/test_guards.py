@@ -105,3 +105,31 @@ def test_guard_arguments_are_validated():
   g.check(3, "m", {"skipped_nonfinite": 1.0, "reward_failed_frac": 0.6}, [])
   with pytest.raises(guards.RunFailure, match="no error text"):
     g.check(4, "m", {"skipped_nonfinite": 0.0, "reward_failed_frac": math.inf}, [])
+
+
+def test_disk_full_at_a_checkpoint_loses_nothing_written(tmp_path, monkeypatch):
+  # The disk fills while checkpoint 2 is written: the run stops with the OS
+  # error; checkpoint 1 and the metrics rows up to it are intact, and a rerun
+  # (space freed) resumes from 1 and ends with every row once.
+  import errno  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  from jaxsi.training import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  m = _grpo(fx.first_is_digit)
+  save = ckpt_lib.Checkpointer.save
+
+  def full(self, step, *a, **k):
+    if step == 2:
+      raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "ckpt"))
+    return save(self, step, *a, **k)
+
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "save", full)
+  run = _loop(m, workdir=str(tmp_path), checkpoint_every=1)
+  with pytest.raises(OSError, match="No space left"):
+    run.run(3)
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "save", save)
+  resumed = _loop(m, workdir=str(tmp_path), checkpoint_every=1)
+  assert resumed.iteration == 1
+  resumed.run(3)
+  resumed.close()
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [1, 2, 3]
