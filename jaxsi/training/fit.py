@@ -534,6 +534,10 @@ def fit(*, model: Any, params: Any, objective: Objective, data: FitData,
                                             "log_acc": pending})
         if callback is not None:
           callback(position, m)
+    if writer is not None:
+      # The last rows are durable before the caller persists the result
+      # (a rounds pool entry): a kill after that would never replay them.
+      writer.flush()
   finally:
     if ckpt is not None:
       ckpt.close()
