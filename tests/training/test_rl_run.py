@@ -186,3 +186,31 @@ def test_dry_run_refuses_an_episode_method(tmp_path):
                        "methods/score.gin"], [], dry_run=True)
   msg = str(e.value)
   assert "'score'" in msg and "dry_run" in msg and "episodes" in msg, msg
+
+
+def test_eval_log_is_exactly_once_after_an_interruption(tmp_path, monkeypatch):
+  """Interrupted right after the checkpoint of an evaluation iteration (before
+  its eval row) and with a torn last line: the rerun evaluates that iteration
+  from the restored params and eval.jsonl ends with one row per iteration."""
+  files = ["experiments/grpo_addition.gin"]
+  bindings = _TINY + ["rl_run.run.steps = 2", "rl_run.run.eval_every = 1",
+                      "rl_run.run.checkpoint_every = 1"]
+  real = rl_run.evaluate
+  calls = []
+
+  def flaky(**kw):
+    calls.append(1)
+    if len(calls) == 2:            # the eval of iteration 1, after its checkpoint
+      raise KeyboardInterrupt("killed")
+    return real(**kw)
+
+  monkeypatch.setattr(rl_run, "evaluate", flaky)
+  with pytest.raises(KeyboardInterrupt):
+    _launch(tmp_path, files, bindings)
+  with open(tmp_path / "eval.jsonl", "a", encoding="utf-8") as f:
+    f.write('{"iteration": 1, "gree')          # torn by the kill
+  monkeypatch.setattr(rl_run, "evaluate", real)
+  out = _launch(tmp_path, files, bindings)
+  assert out["iterations"] == 2
+  assert [e["iteration"] for e in _lines(tmp_path / "eval.jsonl")] == [0, 1, 2]
+  assert [m["step"] for m in _lines(tmp_path / "metrics.jsonl")] == [1, 2]
