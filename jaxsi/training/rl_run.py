@@ -261,6 +261,11 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
         f"rl_run.run trains an on-policy jaxsi.spec.Method; got"
         f" {type(method).__name__} {getattr(method, 'name', method)!r}, which"
         " needs another launcher (self-training rounds: MAIN = @rounds_run.run)")
+  if (prompts_per_step * method.n) % method.minibatches:
+    raise arguments.ArgumentError(
+        f"rl_run.run.prompts_per_step = {prompts_per_step}: the batch"
+        f" {prompts_per_step} × n={method.n} is not divisible by method"
+        f" {method.name!r}'s minibatches={method.minibatches} (nothing was run)")
   os.makedirs(workdir, exist_ok=True)
   if task_format is None:
     task_format = {"reverse": True} if task == "addition" else {}

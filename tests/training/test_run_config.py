@@ -102,6 +102,10 @@ def test_launcher_arguments_are_checked_up_front(tmp_path):
     assert part in msg, msg
   with pytest.raises(arguments.ArgumentError, match="prompts_per_step = 0: expected >= 1"):
     rl_run.run(workdir=str(tmp_path / "a"), method=m, prompts_per_step=0)
+  with pytest.raises(arguments.ArgumentError, match="not divisible by method 'ppo'"):
+    from jaxsi import spec  # pylint: disable=g-import-not-at-top
+    rl_run.run(workdir=str(tmp_path / "a"), prompts_per_step=3,
+               method=methods.ppo(optim=spec.OptimSpec(epochs=1, minibatches=5)))
   assert not (tmp_path / "a").exists()     # refused before any work
   with pytest.raises(arguments.ArgumentError, match=r"rounds_config.rounds = -1"):
     rounds_run.run(workdir=str(tmp_path / "b"), method=rft.rft(),
