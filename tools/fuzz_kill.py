@@ -219,8 +219,6 @@ def fuzz(kind: str, points: int, rng: random.Random, rekill: float, tmp: str) ->
         results.append((kind, trial, delays, [f"exit {p.returncode}: {err[-500:]}"]))
         break
       delay = rng.uniform(0.0, wall) if rng.random() < rekill else None
-    else:  # pragma: no cover
-      pass
     if p.returncode == 0:
       results.append((kind, trial, delays, _compare(want_params, want_logs, out, work)))
     r = results[-1]
