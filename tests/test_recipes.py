@@ -16,7 +16,10 @@ here. Each runs in-process under its launcher (``jaxsi.launch.launch``, the
   (the session's fake CPU devices), on local files written here: a tiny
   Qwen2-architecture HF checkpoint (saved by jaxsi; its config.json
   replaces the file's preset), a BPE tokenizer.json with the Qwen special
-  tokens and a GSM8K JSONL (as tests/test_dry_run.py's real run).
+  tokens and a GSM8K JSONL (as tests/test_dry_run.py's real run);
+* files with ``task = "tfds"`` read a tiny TFDS dataset prepared here
+  (``tests/data/_tfds_fixture.py``) under the file's ``TFDS_NAME``, bound as
+  ``TFDS_DATA_DIR`` (skipped without tensorflow-datasets).
 """
 
 from __future__ import annotations
@@ -117,6 +120,20 @@ def local_qwen_files(tmp_path_factory):
       [{"question": f"How many apples? {a} + 30", "answer": f"#### {a + 30}"}
        for a in range(8)], root / "gsm8k" / "train.jsonl")
   return str(ckpt), str(root / "gsm8k")
+
+
+@pytest.fixture(scope="module")
+def local_tfds_dir(tmp_path_factory):
+  """A TFDS data_dir holding ``math_dataset/arithmetic__add_or_sub`` (64
+  additions in the dataset's question/answer layout), built locally."""
+  pytest.importorskip("tensorflow_datasets", reason="TFDS recipes need the "
+                      "[tfds] extra (tensorflow-datasets)")
+  from tests.data import _tfds_fixture  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path_factory.mktemp("tfds"))
+  _tfds_fixture.build(root, "math_dataset", {"train": [
+      {"question": f"What is {a} + {a % 7}?", "answer": str(a + a % 7)}
+      for a in range(64)]}, config="arithmetic__add_or_sub")
+  return root
 
 
 # Method-specific knobs that have no tiny default (sample counts, verifier
@@ -228,6 +245,9 @@ def test_recipe_runs(tmp_path, recipe, request):
     assert out["multi_turn"] == multi
     _check_rl(tmp_path, out, multi_turn=multi)
   elif main == "rl_run.run":
+    if re.search(r'^\s*task\s*=\s*"tfds"', text, re.M):
+      extra = extra + [
+          f"TFDS_DATA_DIR = '{request.getfixturevalue('local_tfds_dir')}'"]
     files = [recipe]
     if not re.search(r"^METHOD\s*=", text, re.M) and "include" not in text:
       files.append("methods/grpo.gin")  # the experiment takes the method next

@@ -1,4 +1,4 @@
-"""jaxsi.data: tokenizers, verifiable tasks (synthetic and JSONL), splits."""
+"""jaxsi.data: tokenizers, verifiable tasks (synthetic, JSONL, TFDS), splits."""
 
 from jaxsi.data import synthetic
 from jaxsi.data.char_tokenizer import CharTokenizer
@@ -12,4 +12,5 @@ from jaxsi.data.tokenizer import (ASSISTANT, END, SYSTEM, TURN_MARKERS, USER,
                                   Tokenizer, TokenizerProtocol)
 from jaxsi.data import chat_templates
 from jaxsi.data import math_datasets
+from jaxsi.data import tfds_source  # registers the 'tfds' task (tfds imported lazily)
 from jaxsi.data.hf_tokenizer import HFTokenizer, load_tokenizer
