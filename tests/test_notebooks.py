@@ -2,11 +2,14 @@
 
 The notebooks are executed in a fresh IPython kernel of this interpreter (a
 kernel spec written to a tmp JUPYTER_PATH, so no system kernel is needed) on
-one CPU device, with the tiny parameters below replacing their ``parameters``
-cell: the quickstart rounds (1 round of a 1-layer model), GRPO on GSM8K (one
-iteration of a tiny random Qwen2-architecture checkpoint on an 8-problem
-GSM8K file, both written here), and the comparison of the two runs they
-leave behind.
+the session's 8 fake CPU devices, with the tiny parameters below replacing
+their ``parameters`` cell: the quickstart rounds (1 round of a 1-layer
+model), GRPO on GSM8K (one iteration of a tiny random Qwen2-architecture
+checkpoint on an 8-problem GSM8K file, both written here, on a 2 x 4 mesh),
+and the comparison of the two runs they leave behind. The tiny settings are
+those of tests/test_recipes.py's quickstart and TPU-experiment runs, and the
+kernels use the same persistent XLA cache, so whichever test runs second
+reuses the other's compiled programs.
 """
 
 from __future__ import annotations
@@ -89,9 +92,10 @@ def _tiny_qwen_files(root: pathlib.Path):
   return str(ckpt), str(root / "gsm8k")
 
 
-def _kernel(tmp_path, monkeypatch) -> str:
-  """A kernel spec for this interpreter in a tmp JUPYTER_PATH; the kernel runs
-  on one CPU device (not the 8 fake ones of this test process)."""
+def _kernel(tmp_path, tmp_path_factory, monkeypatch) -> str:
+  """A kernel spec for this interpreter in a tmp JUPYTER_PATH; the kernel gets
+  this process's environment (8 fake CPU devices) and the XLA cache of
+  tests/test_recipes.py (the same directory, shared by xdist workers)."""
   pytest.importorskip("ipykernel")
   spec = tmp_path / "jupyter" / "kernels" / "jaxsi-test"
   spec.mkdir(parents=True)
@@ -99,9 +103,14 @@ def _kernel(tmp_path, monkeypatch) -> str:
       "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
       "display_name": "jaxsi test", "language": "python"}))
   monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
-                 os.environ.get("XLA_FLAGS", "")).strip()
-  monkeypatch.setenv("XLA_FLAGS", flags)
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):  # .../pytest-N/popen-gwK
+    base = base.parent
+  cache = base / "recipes_xla_cache"
+  cache.mkdir(exist_ok=True)
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache))
+  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   monkeypatch.setenv("MPLBACKEND", "Agg")
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
@@ -109,10 +118,10 @@ def _kernel(tmp_path, monkeypatch) -> str:
   return "jaxsi-test"
 
 
-def test_notebooks_run_with_tiny_parameters(tmp_path, monkeypatch):
+def test_notebooks_run_with_tiny_parameters(tmp_path, tmp_path_factory, monkeypatch):
   papermill = pytest.importorskip("papermill")
   pytest.importorskip("math_verify")
-  kernel = _kernel(tmp_path, monkeypatch)
+  kernel = _kernel(tmp_path, tmp_path_factory, monkeypatch)
   ckpt, gsm8k = _tiny_qwen_files(tmp_path / "files")
   rounds_dir, grpo_dir, cmp_dir = (str(tmp_path / d) for d in ("rft", "grpo", "cmp"))
   params = {
@@ -126,7 +135,8 @@ def test_notebooks_run_with_tiny_parameters(tmp_path, monkeypatch):
           extra_bindings=["rounds_run.run.plot = False"], install=False),
       "grpo_gsm8k_tpu.ipynb": dict(
           hf_checkpoint=ckpt, data_path=gsm8k, workdir=grpo_dir, num_steps=1,
-          prompts_per_step=2, samples_per_prompt=2, max_new_tokens=4, prompt_len=128,
+          mesh={"data": 2, "fsdp": 4, "tensor": 1},
+          prompts_per_step=4, samples_per_prompt=2, max_new_tokens=4, prompt_len=128,
           dry_run_first=False, install=False, fetch_files=False,
           extra_bindings=[
               "dry_run.run_experiment.model_overrides = {}",
