@@ -1,7 +1,7 @@
 """Tasks from tensorflow-datasets (TFDS): a registered builder or a prepared directory.
 
-Records are read with ``tfds.data_source`` (random access over ``array_record``
-or ``parquet`` files; no TensorFlow needed), so a split is a sequence of Tasks
+Records are read with the builder's ``as_data_source`` (what ``tfds.data_source``
+returns: random access over ``array_record`` or ``parquet`` files; no TensorFlow), so a split is a sequence of Tasks
 that grain can shuffle and batch like any other (``TfdsTasks`` is a
 ``Sequence[Task]``; ``math_datasets.grain_dataset(load_tfds_tasks(...))`` or
 ``grain.MapDataset.source(TfdsTasks(...))``). Nothing is downloaded or built
@@ -388,6 +388,11 @@ def tfds_tasks(n: int, *, difficulty: int = 0, seed: int = 0,
     ValueError: fewer than ``n`` records (of that difficulty), or what
       :func:`load_tfds_tasks` raises.
   """
+  if source.get("dataset") is None and source.get("path") is None:
+    raise ValueError(
+        "task 'tfds': name the split in its format options, e.g. task_format = "
+        "{'dataset': 'math_dataset/arithmetic__add_or_sub', 'data_dir': DIR} or "
+        f"{{'path': VERSION_DIR}} (got {sorted(source)})")
   items = tuple(sorted((k, _freeze(v)) for k, v in source.items()))
   try:
     pool = _cached_tasks(items)

@@ -191,6 +191,9 @@ def test_tfds_task_generator_draws_and_splits(data_dir):
                      r"jaxsi_tiny_qa:train has 8 records of difficulty 1"):
     tasks_lib.make_tasks("tfds", 9, difficulty=1, seed=0,
                          difficulty_field="level", **fmt)
+  with pytest.raises(ValueError, match=r"task 'tfds': name the split in its "
+                     r"format options.*\(got \['split'\]\)"):
+    tasks_lib.make_tasks("tfds", 2, difficulty=0, split="train")
   train, test = tasks_lib.make_train_test("tfds", n_train=16, n_test=4,
                                           difficulty=[0], seed=0, **fmt)
   assert len(train) == 16 and len(test) == 4
