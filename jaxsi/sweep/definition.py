@@ -38,9 +38,10 @@ Format::
   name = "search"
   random = 4                           # number of draws
   seed = 0
-  draw = {"rl_run.run.learning_rate" = {log_uniform = [1e-5, 1e-3]},
-          "rl_run.run.warmup_steps" = {int_uniform = [0, 20]},
-          "spec.RolloutSpec.n" = {choice = [4, 8]}}
+  [axis.draw]                          # binding = {distribution = [...]}
+  "rl_run.run.learning_rate" = {log_uniform = [1e-5, 1e-3]}
+  "rl_run.run.warmup_steps" = {int_uniform = [0, 20]}
+  "spec.RolloutSpec.n" = {choice = [4, 8]}
 
   [seeds]                              # repeats; the summary averages over them
   binding = "rl_run.run.seed"

@@ -97,6 +97,15 @@ def _tail(path: str, n: int = ERROR_LINES) -> str:
   return "\n".join(lines[-n:])
 
 
+def error_line(text: Optional[str]) -> str:
+  """The line of a stderr tail that says what failed: the last unindented one
+  (a traceback's exception, the launcher's one-line message), not gin's
+  indented "In call to configurable" notes."""
+  lines = [l for l in (text or "").splitlines() if l.strip()]
+  flush = [l for l in lines if not l[0].isspace()]
+  return (flush or lines or [""])[-1].strip()
+
+
 def prepare(sweep: Sweep, trials: Sequence[Trial], sweep_dir: str) -> None:
   """Writes ``sweep.toml`` (a copy) and ``trials.json`` into ``sweep_dir``."""
   os.makedirs(os.path.join(sweep_dir, TRIALS_DIR), exist_ok=True)
@@ -268,8 +277,7 @@ def run_local(sweep: Sweep, sweep_dir: str, *, parallel: int = 1,
           log(f"[sweep] done  {r.trial.id} in {rec['seconds']:.1f}s")
         else:
           failed += 1
-          last = (rec["error"] or "").splitlines()[-1:] or [""]
-          log(f"[sweep] FAILED {r.trial.id} (exit status {rc}): {last[0]}")
+          log(f"[sweep] FAILED {r.trial.id} (exit status {rc}): {error_line(rec['error'])}")
         bar.update(len(records), {"failed": failed})
   except KeyboardInterrupt:
     log(f"[sweep] interrupted: stopping {len(running)} running trial(s);"

@@ -188,9 +188,8 @@ def to_markdown(summary: dict) -> str:
     lines += ["", "## Not finished", ""]
     rows = []
     for t in bad:
-      err = (t["error"] or "").strip().splitlines()
       rows.append([t["id"], t["status"], t["returncode"] if t["returncode"] is not None
-                   else "-", err[-1] if err else "-"])
+                   else "-", executor.error_line(t["error"]) or "-"])
     lines += _table(["trial", "status", "exit", "last error line"], rows)
   return "\n".join(lines) + "\n"
 
