@@ -57,15 +57,22 @@ def _launcher(args: Sequence[str], *, prog: str, dry_run: bool) -> int:
           f" [--workdir=DIR]\n\n{what}\n\n{launch.__doc__.strip()}\n")
     print(flags.FLAGS.module_help(launch))
     return 0
+  import gin  # pylint: disable=g-import-not-at-top
   argv = [prog] + list(args) + (["--dry_run"] if dry_run else [])
   old = sys.argv
   sys.argv = argv
+  # A fresh launch each call (the CLI may run several in one process, e.g. a
+  # notebook): no flag values or gin bindings left from the previous one.
+  flags.FLAGS.unparse_flags()
+  gin.clear_config()
   try:
     launch.run()
   except SystemExit as e:
     return int(e.code or 0) if not isinstance(e.code, str) else 2
   finally:
     sys.argv = old
+    flags.FLAGS.unparse_flags()
+    gin.clear_config()
   return 0
 
 
@@ -387,7 +394,8 @@ def _parser() -> argparse.ArgumentParser:
 
   e = sub.add_parser("eval", help="evaluate a checkpoint on a task source (pass@k, maj@k)",
                      description="Sample completions of a local HF checkpoint"
-                     " (config.json + safetensors + tokenizer) on tasks and grade them"
+                     " (config.json + safetensors + tokenizer) on tasks and grade them: pass@k and"
+                     " maj@k overall, per category and per difficulty"
                      " (jaxsi.training.evaluate.evaluate_policy). Nothing is downloaded.")
   e.add_argument("--hf_checkpoint", required=True, help="local HF model directory")
   e.add_argument("--tokenizer", help="tokenizer directory or file (default the checkpoint)")
