@@ -99,6 +99,7 @@ def _sweep(ns) -> int:
       rec = executor.run_trial(trial, ns.dir, extra_args=_extra(ns))
       print(f"[sweep] {trial.id}: {rec['status']} (exit status {rec['returncode']})")
       return 0 if rec["status"] == "done" else 1
+    return _write_summary(ns, ns.dir, failed=[])
   if ns.file is None:
     print("jaxsi sweep: give a sweep file (e.g. gin_configs/sweeps/getting_started.toml)",
           file=sys.stderr)
@@ -110,18 +111,19 @@ def _sweep(ns) -> int:
     print(f"jaxsi sweep: {e}", file=sys.stderr)
     return 2
   sweep_dir = ns.dir or os.path.join("sweeps", sweep.name)
-  try:
-    trials = select(trials, ns.only)
-  except ValueError as e:
-    print(f"jaxsi sweep: {e}", file=sys.stderr)
-    return 2
   if ns.gin_bindings:
     trials = [dataclasses.replace(t, bindings=t.bindings + tuple(ns.gin_bindings))
               for t in trials]
+  try:
+    chosen = select(trials, ns.only)
+  except ValueError as e:
+    print(f"jaxsi sweep: {e}", file=sys.stderr)
+    return 2
+  only = {t.id for t in chosen} if ns.only else None
   if ns.list:
-    for t in trials:
+    for t in chosen:
       print(f"{t.id}\t{shlex.join(executor.launcher_command(t, executor.trial_dir(sweep_dir, t)))}")
-    print(f"{len(trials)} trials", file=sys.stderr)
+    print(f"{len(chosen)} trials", file=sys.stderr)
     return 0
   if ns.slurm:
     from jaxsi.sweep import slurm  # pylint: disable=g-import-not-at-top
@@ -131,8 +133,12 @@ def _sweep(ns) -> int:
       print(f"jaxsi sweep: --slurm_option expects KEY=VALUE, got {ns.slurm_option}",
             file=sys.stderr)
       return 2
-    out = slurm.write_slurm(sweep, trials, sweep_dir, parallel=ns.parallel_cap,
-                            options=opts)
+    try:
+      out = slurm.write_slurm(sweep, trials, sweep_dir, parallel=ns.parallel_cap,
+                              options=opts, only=only)
+    except ValueError as e:
+      print(f"jaxsi sweep: {e}", file=sys.stderr)
+      return 2
     if out["script"] is None:
       print(f"[sweep] every trial of {sweep.name} is finished; nothing to submit")
     else:
@@ -141,16 +147,26 @@ def _sweep(ns) -> int:
   if not ns.summary:
     try:
       records = executor.run_local(sweep, sweep_dir, parallel=ns.parallel,
-                                   trials=trials, extra_args=_extra(ns))
+                                   trials=trials, only=only, extra_args=_extra(ns))
     except executor.SweepBusy as e:
       print(f"jaxsi sweep: {e}", file=sys.stderr)
       return 2
     except KeyboardInterrupt:
       return 130
-    failed = [k for k, r in records.items() if r is None or r["status"] != "done"]
+    failed = [t.id for t in chosen
+              if records.get(t.id) is None or records[t.id]["status"] != "done"]
   else:
     failed = []
-  summary = summary_lib.write_summary(sweep_dir, plot=not ns.noplot)
+  return _write_summary(ns, sweep_dir, failed=failed)
+
+
+def _write_summary(ns, sweep_dir: str, *, failed) -> int:
+  from jaxsi.sweep import summary as summary_lib  # pylint: disable=g-import-not-at-top
+  try:
+    summary = summary_lib.write_summary(sweep_dir, plot=not ns.noplot)
+  except FileNotFoundError as e:
+    print(f"jaxsi sweep: {e}", file=sys.stderr)
+    return 2
   print(summary_lib.to_markdown(summary))
   print(f"[sweep] wrote {os.path.join(sweep_dir, summary_lib.SUMMARY_MD)},"
         f" {summary_lib.SUMMARY_JSON}" + (f" and {len(summary.get('plots', []))} plots"

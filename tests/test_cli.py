@@ -144,7 +144,7 @@ def test_sweep_command_errors(tmp_path, capsys):
   (line,) = capsys.readouterr().out.splitlines()
   assert line.startswith("method=rloo_seed=1-")
   assert "--gin_file=methods/rloo.gin" in line
-  assert line.index("'--gin_bindings=rl_run.run.steps = 30'") < line.index(
+  assert line.index("'--gin_bindings=rl_run.run.steps = 40'") < line.index(
       "'--gin_bindings=rl_run.run.steps = 2'")
   assert cli.main(["sweep", "--summary"]) == 2
 

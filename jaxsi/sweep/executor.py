@@ -37,7 +37,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Collection, Mapping, Optional, Sequence
 
 from jaxsi.sweep import definition
 from jaxsi.sweep.definition import Sweep, Trial
@@ -197,6 +197,7 @@ def run_trial(trial: Trial, sweep_dir: str, *, env: Optional[Mapping[str, str]] 
 
 def run_local(sweep: Sweep, sweep_dir: str, *, parallel: int = 1,
               trials: Optional[Sequence[Trial]] = None,
+              only: Optional[Collection[str]] = None,
               env: Optional[Mapping[str, str]] = None,
               extra_args: Sequence[str] = (), python: str = sys.executable,
               log: Callable[[str], None] = print,
@@ -207,7 +208,9 @@ def run_local(sweep: Sweep, sweep_dir: str, *, parallel: int = 1,
     sweep: the parsed sweep.
     sweep_dir: output directory (created; rerun with the same one to resume).
     parallel: trials running at once.
-    trials: the trials (default ``definition.expand(sweep)``).
+    trials: the trials (default ``definition.expand(sweep)``); all of them
+      are recorded in ``trials.json`` (the summary shows every one).
+    only: run only the trials with these ids (a slice; ``None``: all).
     env: the trials' environment (default ``os.environ``).
     extra_args: more launcher flags for every trial (e.g.
       ``--allow_config_change=steps``).
@@ -240,12 +243,13 @@ def run_local(sweep: Sweep, sweep_dir: str, *, parallel: int = 1,
     rec = read_record(sweep_dir, t)
     if rec is not None and rec.get("status") == "done":
       records[t.id] = rec
-    else:
+    elif only is None or t.id in only:
       todo.append(t)
   from jaxsi.training import progress  # pylint: disable=g-import-not-at-top
+  sliced = "" if only is None else f" (a slice of {len(set(only))})"
   log(f"[sweep] {sweep.name}: {len(trials)} trials, {len(records)} finished,"
-      f" {len(todo)} to run, {parallel} at a time, in {sweep_dir}")
-  bar = progress.ProgressBar(len(trials), "sweep", keys=("failed",),
+      f" {len(todo)} to run{sliced}, {parallel} at a time, in {sweep_dir}")
+  bar = progress.ProgressBar(len(records) + len(todo), "sweep", keys=("failed",),
                              initial=len(records), log_every=1, enabled=True)
   running: list[_Running] = []
   failed = 0

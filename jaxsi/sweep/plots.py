@@ -120,7 +120,7 @@ def sweep_plots(summary: dict, out_dir: str) -> list[str]:
       for i, (key, pts) in enumerate(series.items()):
         off = (i - (len(series) - 1) / 2) * width
         ax.errorbar([x + off for x, _, _ in pts], [m for _, m, _ in pts],
-                    yerr=[s for _, _, s in pts], fmt="o-" if len(pts) > 1 else "o",
+                    yerr=[s for _, _, s in pts], fmt="o",
                     capsize=3, label=key)
       ax.set_xticks(range(len(labels)), labels)
       ax.set_xlabel(axis)

@@ -29,7 +29,7 @@ import os
 import re
 import shlex
 import sys
-from typing import Mapping, Optional, Sequence
+from typing import Collection, Mapping, Optional, Sequence
 
 from jaxsi.sweep import executor
 from jaxsi.sweep.definition import Sweep, Trial
@@ -53,8 +53,11 @@ def sbatch_options(sweep: Sweep, overrides: Mapping[str, str] = ()) -> dict:
 
 def write_slurm(sweep: Sweep, trials: Sequence[Trial], sweep_dir: str, *,
                 parallel: Optional[int] = None, options: Mapping[str, str] = (),
+                only: Optional[Collection[str]] = None,
                 python: str = sys.executable) -> dict:
   """Writes ``slurm/sweep.sbatch`` and ``slurm/trials.txt`` for the unfinished trials.
+
+  ``trials.json`` records every trial; ``only`` (ids) limits the array to a slice.
 
   Returns:
     ``{'script': path, 'trials': path, 'count': N, 'ids': [...]}`` (``script``
@@ -63,7 +66,8 @@ def write_slurm(sweep: Sweep, trials: Sequence[Trial], sweep_dir: str, *,
   executor.prepare(sweep, trials, sweep_dir)
   sweep_dir = os.path.abspath(sweep_dir)
   todo = [t for t in trials
-          if (executor.read_record(sweep_dir, t) or {}).get("status") != "done"]
+          if (executor.read_record(sweep_dir, t) or {}).get("status") != "done"
+          and (only is None or t.id in only)]
   out = os.path.join(sweep_dir, "slurm")
   os.makedirs(os.path.join(out, "logs"), exist_ok=True)
   listing = os.path.join(out, "trials.txt")
