@@ -16,6 +16,7 @@ one's outcome and goes on when one fails. Layout of a sweep directory::
   {"id": str, "status": "done" | "failed" | "interrupted" | "running",
    "returncode": int | null, "error": str | null (last stderr lines),
    "attempts": int, "seconds": float (last attempt), "command": [str, ...],
+   "pid": int (the launcher process of the last attempt),
    "started": float, "finished": float | null (Unix time)}
 
 Rerunning resumes: a trial whose record says ``done`` is skipped; every other
@@ -147,6 +148,8 @@ def _start(trial: Trial, sweep_dir: str, env: Mapping[str, str],
   err.flush()
   proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                           env=dict(env), start_new_session=True)
+  record["pid"] = proc.pid
+  _write_json(os.path.join(wd, TRIAL_FILE), record)
   return _Running(trial, proc, record, out, err, time.monotonic())
 
 

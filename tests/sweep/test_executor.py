@@ -143,3 +143,40 @@ def test_slurm_array_script_runs_one_trial_without_a_cluster(tmp_path, fake_gin,
   assert res["ids"] == [trials[0].id] and "#SBATCH --array=0-0\n" in open(res["script"]).read()
   with pytest.raises(ValueError, match="set by jaxsi"):
     slurm.write_slurm(sweep, trials, out, options={"array": "0-3"})
+
+
+def test_sigterm_stops_the_trials_and_a_rerun_resumes(tmp_path, fake_gin, trial_env):
+  import signal  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  p = tmp_path / "slow.toml"
+  p.write_text(f'[base]\ngin_files = ["{fake_gin}"]\n'
+               'bindings = ["fake_trial.run.sleep_first = 120.0"]\n')
+  sweep = D.load_sweep(str(p))
+  (trial,) = D.expand(sweep)
+  out = str(tmp_path / "sw")
+  calls = os.path.join(executor.trial_dir(out, trial), "calls.txt")
+
+  def terminate_when_running():
+    deadline = time.monotonic() + 120
+    while not os.path.exists(calls) and time.monotonic() < deadline:
+      time.sleep(0.1)  # until the trial's MAIN runs
+    os.kill(os.getpid(), signal.SIGTERM)  # as `kill` would, to the executor
+
+  lines = []
+  handler = signal.getsignal(signal.SIGTERM)
+  killer = threading.Thread(target=terminate_when_running)
+  killer.start()
+  with pytest.raises(KeyboardInterrupt):
+    executor.run_local(sweep, out, env=trial_env, log=lines.append)
+  killer.join()
+  assert "[sweep] interrupted: stopping 1 running trial(s); rerun the same command to resume" in lines
+  rec = executor.read_record(out, trial)
+  assert rec["status"] == "interrupted"
+  with pytest.raises(ProcessLookupError):  # the launcher process is gone
+    os.kill(rec["pid"], 0)
+  assert signal.getsignal(signal.SIGTERM) == handler  # restored
+  # Run again: the trial runs to its end (its second call does not sleep).
+  records = executor.run_local(sweep, out, env=trial_env, log=lines.append)
+  assert records[trial.id]["status"] == "done" and records[trial.id]["attempts"] == 2
+  assert _calls(out, trial) == ["resumed=False", "resumed=False"]
