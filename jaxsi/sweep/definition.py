@@ -305,8 +305,10 @@ def _axis(data: Any, i: int, path: str) -> Axis:
         point[t] = _draw(rng, draw[t], path, f"{where}.draw.{t}")
       points.append(point)
     name = data.get("name", "draw")
-    default = [",".join(f"{t.rsplit('.', 1)[-1]}={value_label(t, v)}"
-                        for t, v in p.items()) for p in points]
+    # The draw's index first: two draws may round (or, from a choice, be)
+    # alike and are still two trials.
+    default = [",".join([f"d{k}"] + [f"{t.rsplit('.', 1)[-1]}={value_label(t, v)}"
+                                     for t, v in p.items()]) for k, p in enumerate(points)]
     kind_name = "random"
   else:
     if "values" not in data:

@@ -100,8 +100,17 @@ seed = 7
     assert 1e-5 <= p["x.lr"] <= 1e-3 and p["x.n"] in (4, 8)
     assert p["x.w"] in range(4) and 0.1 <= p["x.c"] <= 0.2
   assert len({p["x.lr"] for p in b.points}) == 5
-  assert a.labels[0] == (f"lr={a.points[0]['x.lr']:.3g},n={a.points[0]['x.n']},"
+  assert a.labels[0] == (f"d0,lr={a.points[0]['x.lr']:.3g},n={a.points[0]['x.n']},"
                          f"w={a.points[0]['x.w']},c={a.points[0]['x.c']:.3g}")
+
+
+def test_equal_random_draws_are_still_distinct_trials(tmp_path):
+  text = ('[base]\ngin_files = ["a.gin"]\n[[axis]]\nname = "n"\nrandom = 6\n'
+          '[axis.draw]\n"x.n" = {choice = [4]}\n')
+  trials = D.expand(D.load_sweep(_write(tmp_path, text)))
+  assert [t.assignment["n"] for t in trials] == [f"d{k},n=4" for k in range(6)]
+  assert len({t.id for t in trials}) == 6
+  assert all(t.bindings == ("x.n = 4",) for t in trials)
 
 
 def test_relative_gin_files_resolve_next_to_the_sweep_file(tmp_path):
