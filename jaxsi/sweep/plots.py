@@ -6,7 +6,7 @@
   learning-curve figure per curve (a line per configuration, a ±1 std band
   over seeds) and one figure per (final metric, axis): the metric against the
   axis value, one series per setting of the other axes, error bars = std
-  over seeds;
+  over seeds, every seed's value as a small dot beside its mean;
 * :func:`compare_plot` — learning curves of several runs side by side
   (``jaxsi compare``).
 """
@@ -111,7 +111,8 @@ def sweep_plots(summary: dict, out_dir: str) -> list[str]:
           continue
         key = ",".join(f"{a}={c['assignment'][a]}" for a in others) or metric
         series.setdefault(key, []).append(
-            (labels.index(c["assignment"][axis]), stat["mean"], stat["std"] or 0.0))
+            (labels.index(c["assignment"][axis]), stat["mean"], stat["std"] or 0.0,
+             stat["values"]))
       if not series:
         continue
       plt = plt or _pyplot()
@@ -119,9 +120,12 @@ def sweep_plots(summary: dict, out_dir: str) -> list[str]:
       width = 0.3 / max(1, len(series))
       for i, (key, pts) in enumerate(series.items()):
         off = (i - (len(series) - 1) / 2) * width
-        ax.errorbar([x + off for x, _, _ in pts], [m for _, m, _ in pts],
-                    yerr=[s for _, _, s in pts], fmt="o",
-                    capsize=3, label=key)
+        bars = ax.errorbar([x + off for x, _, _, _ in pts], [m for _, m, _, _ in pts],
+                           yerr=[s for _, _, s, _ in pts], fmt="o", capsize=3, label=key)
+        # Every seed's value beside its mean.
+        ax.scatter([x + off + width / 3 for x, _, _, vals in pts for _ in vals],
+                   [v for _, _, _, vals in pts for v in vals], s=9, alpha=0.5,
+                   color=bars[0].get_color(), linewidths=0)
       ax.set_xticks(range(len(labels)), labels)
       ax.set_xlabel(axis)
       ax.set_ylabel(metric)
