@@ -76,6 +76,9 @@ def ttrl(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
   Returns:
     The Method.
   """
+  if not 0.0 < train_fraction <= 1.0:
+    raise ValueError(f"ttrl: train_fraction must be in (0, 1] (the trained"
+                     f" share M/N of each group), got {train_fraction!r}")
   parts = [importance.old_logprobs(),
            subsample.random_group_subset(keep=float(train_fraction))]
   if kl_coef:
