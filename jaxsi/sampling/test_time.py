@@ -85,6 +85,13 @@ def first(c: Candidates, k: int) -> np.ndarray:
   return np.zeros((c.num_problems,), np.int64)
 
 
+def _score(c: Candidates, name: str, who: str) -> np.ndarray:
+  if name not in c.scores:
+    raise KeyError(f"selector {who}: the candidates have no score {name!r}"
+                   f" (scores: {sorted(c.scores)}); generate them with it")
+  return np.asarray(c.scores[name], np.float64)
+
+
 def _vote(answers, weights) -> int:
   totals, first_seen = {}, {}
   for i, (a, w) in enumerate(zip(answers, weights)):
@@ -113,7 +120,7 @@ def weighted_majority(score: str, *, weight: Callable[[np.ndarray], np.ndarray]
 
   def select(c: Candidates, k: int) -> np.ndarray:
     k = _check_k(c, k)
-    w = np.nan_to_num(weight(np.asarray(c.scores[score], np.float64)), nan=0.0)
+    w = np.nan_to_num(weight(_score(c, score, select.__name__)), nan=0.0)
     return np.asarray([_vote(a[:k], w[p, :k]) for p, a in enumerate(c.answers)],
                       np.int64)
 
@@ -126,7 +133,7 @@ def best_of_n(score: str) -> Selector:
 
   def select(c: Candidates, k: int) -> np.ndarray:
     k = _check_k(c, k)
-    s = np.asarray(c.scores[score], np.float64)[:, :k]
+    s = _score(c, score, select.__name__)[:, :k]
     s = np.where(np.isfinite(s), s, -np.inf)
     out = np.argmax(s, axis=1)
     return np.where(np.isfinite(s).any(axis=1), out, -1).astype(np.int64)
@@ -142,7 +149,7 @@ def borda(score: str = "self_certainty", *, power: float = 0.5) -> Selector:
 
   def select(c: Candidates, k: int) -> np.ndarray:
     k = _check_k(c, k)
-    s = np.asarray(c.scores[score], np.float64)[:, :k]
+    s = _score(c, score, select.__name__)[:, :k]
     out = []
     for p, a in enumerate(c.answers):
       order = np.argsort(-np.where(np.isfinite(s[p]), s[p], -np.inf), kind="stable")
@@ -206,6 +213,28 @@ def markdown(rows: Sequence[dict]) -> str:
     lines.append(f"| {r['k']} | {r['tokens_per_problem']:.1f} | {r['selector']}"
                  f" | {r['accuracy']:.3f} |")
   return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[dict], path: str, *, title: str = "") -> str:
+  """Accuracy-versus-tokens curves (one per selector) saved as a PNG."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name in dict.fromkeys(r["selector"] for r in rows):
+    pts = sorted((r["tokens_per_problem"], r["accuracy"]) for r in rows
+                 if r["selector"] == name)
+    ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=name)
+  ax.set_xlabel("tokens generated per problem")
+  ax.set_ylabel("accuracy")
+  ax.set_xscale("log", base=2)
+  if title:
+    ax.set_title(title)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
 
 
 def _encode(tokenizer, prompt: str) -> list:
@@ -272,5 +301,5 @@ def generate(model, params, tokenizer, tasks: Sequence[Any], *, n: int,
 
 
 __all__ = ["Candidates", "DEFAULT_SELECTORS", "accuracy", "best_of_n", "borda",
-           "first", "generate", "majority", "markdown", "oracle", "sweep",
+           "first", "generate", "majority", "markdown", "oracle", "plot", "sweep",
            "weighted_majority"]

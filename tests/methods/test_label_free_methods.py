@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 
 import numpy as np
+import pytest
 
 from jaxsi.data import batching
 from jaxsi.data import rephrase
@@ -115,3 +116,47 @@ def test_intuitor_reward_is_self_certainty_under_the_rollout_policy():
   want = confidence.sequence_confidence(trainer.model, p0, traj,
                                         kind="self_certainty")
   np.testing.assert_allclose(trainer.last_batch.rewards[:, 0], want, rtol=1e-5)
+
+
+FACTORIES = {"ttrl": majority_vote.ttrl, "srt": majority_vote.srt,
+             "co_reward": majority_vote.co_reward,
+             "intuitor": confidence_rl.intuitor, "em_rl": confidence_rl.em_rl,
+             "em_ft": confidence_rl.em_ft, "rlsc": confidence_rl.rlsc,
+             "sharpening_rl": confidence_rl.sharpening_rl}
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_factories_take_only_their_own_math_and_gin_builds(name):
+  import inspect  # pylint: disable=g-import-not-at-top
+  from jaxsi.spec import OptimSpec  # pylint: disable=g-import-not-at-top
+  params = inspect.signature(FACTORIES[name]).parameters
+  assert {"rollout", "optim", "extra_transforms"} <= set(params)
+  assert not {"n", "max_new_tokens", "temperature", "strategy", "epochs",
+              "minibatches"} & set(params)
+  m = FACTORIES[name](rollout=RolloutSpec(n=2, max_new_tokens=3),
+                      optim=OptimSpec(epochs=2, minibatches=2))
+  assert (m.name, m.n, m.max_new_tokens, m.epochs) == (name, 2, 3, 2)
+  gin = pytest.importorskip("gin")
+  import pathlib  # pylint: disable=g-import-not-at-top
+  path = (pathlib.Path(__file__).resolve().parents[2] / "gin_configs" / "methods"
+          / f"{name}.gin")
+  gin.clear_config()
+  try:
+    gin.parse_config_file(str(path))
+    built = gin.query_parameter("%METHOD").scoped_configurable_fn()
+    assert built.name == name
+  finally:
+    gin.clear_config()
+
+
+def test_bad_settings_are_refused_by_name():
+  with pytest.raises(ValueError, match="ttrl: train_fraction"):
+    majority_vote.ttrl(train_fraction=0.0)
+  with pytest.raises(ValueError, match="em_rl: level"):
+    confidence_rl.em_rl(level="word")
+
+
+def test_sharpening_and_kl_roles():
+  assert confidence_rl.sharpening_rl(kl_coef=0.0).needs("reference")
+  assert not majority_vote.ttrl().needs("reference")
+  assert majority_vote.ttrl(kl_coef=0.01).needs("reference")

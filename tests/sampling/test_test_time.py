@@ -44,6 +44,8 @@ def test_selectors_hand_numbers():
   assert tt.accuracy(c, tt.majority(c, 4)) == 0.0     # none (−1) counts 0
   with pytest.raises(ValueError, match="k must be"):
     tt.first(c, 5)
+  with pytest.raises(KeyError, match="no score 'logprob_mean'"):
+    tt.best_of_n("logprob_mean")(c, 2)
 
 
 def test_sweep_reports_tokens_per_problem():
@@ -81,3 +83,12 @@ def test_generate_one_batched_call_per_chunk(monkeypatch):
   rows = tt.sweep(c, ks=(1, 2, 4))
   oracle = [r["accuracy"] for r in rows if r["selector"] == "oracle"]
   assert oracle == sorted(oracle)               # pass@k grows with k
+
+
+def test_plot_writes_a_png(tmp_path):
+  rows = tt.sweep(_cands(), ks=(1, 2, 4), selectors={
+      "first": tt.first, "majority": tt.majority,
+      "self_certainty": tt.best_of_n("self_certainty")})
+  path = tt.plot(rows, str(tmp_path / "curve.png"), title="t")
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"

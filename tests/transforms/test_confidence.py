@@ -54,3 +54,10 @@ def test_rlsc_bad_input():
   t = Trajectory.create(np.zeros((B, T), np.int32), loss_mask=MASK)
   with pytest.raises(ValueError, match="old_logprobs"):
     confidence.rlsc()(ModelOutputs(logprobs=jnp.asarray(NEW)), t)
+
+
+def test_rlsc_jit_equals_eager():
+  term = confidence.rlsc(alpha=0.1)
+  out = ModelOutputs(logprobs=jnp.asarray(NEW))
+  np.testing.assert_allclose(jax.jit(term)(out, _traj())[0], term(out, _traj())[0],
+                             rtol=1e-6)
