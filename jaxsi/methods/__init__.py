@@ -21,6 +21,10 @@ from jaxsi.methods.policy_variants import cispo, gspo
 from jaxsi.methods.ppo import multi_turn_ppo, ppo
 from jaxsi.methods.reinforce import reinforce_pp, rloo
 from jaxsi.methods.spoc import spoc
+# Label-free RL (issue #16): the model's own agreement or confidence is the
+# reward (TTRL, SRT, Co-Reward, Intuitor, EM-RL/EM-FT, RLSC, sharpening RL).
+from jaxsi.methods.confidence_rl import em_ft, em_rl, intuitor, rlsc, sharpening_rl
+from jaxsi.methods.majority_vote import co_reward, srt, ttrl
 # Multi-turn self-correction (METHODS.md §3): Methods whose rollout stage is
 # rollouts.Episodes (registry: MULTI_TURN_METHODS).
 from jaxsi.methods.critique_grpo import critique_grpo
@@ -52,6 +56,14 @@ METHODS = {
     "guide": guide,
     "kdrl": kdrl,
     "spoc": spoc,
+    "ttrl": ttrl,
+    "srt": srt,
+    "co_reward": co_reward,
+    "intuitor": intuitor,
+    "em_rl": em_rl,
+    "em_ft": em_ft,
+    "rlsc": rlsc,
+    "sharpening_rl": sharpening_rl,
 }
 
 MULTI_TURN_METHODS = {
