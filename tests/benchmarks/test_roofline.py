@@ -25,6 +25,11 @@ def test_analytic_tiny_by_hand():
   assert a["params_bytes"] == 795_776 * 4
   assert a["kv_cache_bytes"] == 2 * 4 * 4 * 8 * 2 * 32 * 4
   assert a["decode"]["bytes"] == 3_183_104 + 65_536
+  # Floors: W + A(n) with A(n) = 2·L·n·D f32 activations (+ the KV written).
+  w_bytes, act = 795_776 * 4, lambda n: 2 * 4 * n * 128 * 4
+  assert a["rescore"]["bytes"] == w_bytes + act(4 * 8)
+  assert a["prefill"]["bytes"] == w_bytes + act(2 * 4) + 2 * 4 * 8 * 2 * 32 * 4
+  assert a["update"]["bytes"] == 10 * w_bytes + 2 * act(2 * 8)
   # prefill: R=2 rows × (2·N·P + 4·L·H·Dh·P·S).
   assert a["prefill"]["flops"] == 2 * (2 * 794_624 * 4 + 4 * 4 * 4 * 32 * 4 * 8)
   # update: 3 × forward over one minibatch of B/2 = 2 rows of S = 8.
