@@ -26,8 +26,6 @@ import bench_env  # pylint: disable=g-import-not-at-top,wrong-import-position
 import peers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 HAVE_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
-HAVE_TRL = HAVE_TORCH and all(
-    importlib.util.find_spec(m) for m in ("trl", "datasets", "accelerate"))
 
 
 def _env():
