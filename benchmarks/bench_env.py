@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 _BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 IDLE_LOAD = 0.5
