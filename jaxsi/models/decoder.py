@@ -231,9 +231,8 @@ class Decoder(nnx.Module):
       z = self.embedder.decode(hidden)
     else:
       dt = c.compute_dtype
-      z = jnp.einsum("...d,dv->...v", hidden.astype(dt),
-                     self.lm_head.kernel[...].astype(dt),
-                     preferred_element_type=jnp.float32)
+      z = L.matmul_last(hidden.astype(dt), self.lm_head.kernel[...].astype(dt),
+                        1, preferred_element_type=jnp.float32)
     z = z.astype(jnp.float32)
     if c.final_logit_softcap is not None:
       cap = c.final_logit_softcap

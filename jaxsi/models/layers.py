@@ -87,8 +87,55 @@ def param(rngs: Optional[nnx.Rngs], shape: Sequence[int], axes: Axes, *,
                    init_std=float(std))
 
 
+def matmul_last(x: Array, kernel: Array, n_in: int,
+                preferred_element_type=None) -> Array:
+  """Contracts the last ``n_in`` axes of x with the first ``n_in`` of kernel.
+
+  Equal to ``einsum('...i,io->...o')`` over the flattened axes, but computed
+  as one 2-D matmul ``[N, I] @ [I, O]`` (N = all leading axes of x). On XLA's
+  CPU backend this matters for the backward pass: the weight gradient of the
+  einsum form contracts over two axes (batch and time), which XLA lowers as a
+  transposing copy of the output gradient plus a non-XNNPACK dot; the 2-D
+  form contracts one axis and runs as a plain GEMM (BUILD_NOTES.md,
+  "Performance findings (XLA CPU)").
+
+  Args:
+    x: [..., *in_axes].
+    kernel: [*in_axes, *out_axes].
+    n_in: number of contracted axes.
+    preferred_element_type: accumulation/output dtype (None: x's).
+
+  Returns:
+    [..., *out_axes].
+  """
+  in_shape, out_shape = kernel.shape[:n_in], kernel.shape[n_in:]
+  if tuple(x.shape[x.ndim - n_in:]) != tuple(in_shape):
+    raise ValueError(f"matmul_last: x {x.shape} does not end in kernel input "
+                     f"axes {in_shape} (kernel {kernel.shape})")
+  lead = x.shape[:x.ndim - n_in]
+  k_in, k_out = math.prod(in_shape), math.prod(out_shape)
+  y = jnp.matmul(x.reshape(-1, k_in), kernel.reshape(k_in, k_out),
+                 preferred_element_type=preferred_element_type)
+  return y.reshape(lead + tuple(out_shape))
+
+
+def _spec_n_in(spec: str) -> Optional[int]:
+  """n_in if ``spec`` contracts the kernel's leading axes with x's trailing
+  ones in order (``'btd,dhk->bthk'``), else None."""
+  inputs, out = spec.replace("...", "").split("->")
+  xs, ks = inputs.split(",")
+  n_in = sum(1 for a in ks if a in xs)
+  if (n_in == 0 or ks[:n_in] != xs[len(xs) - n_in:]
+      or out != xs[:len(xs) - n_in] + ks[n_in:]):
+    return None
+  return n_in
+
+
 class Dense(nnx.Module):
   """y = einsum(spec, x, kernel) (+ bias), kernel of any rank.
+
+  Specs that contract the kernel's leading axes with x's trailing axes (all
+  the decoder's projections) run as one 2-D matmul (``matmul_last``).
 
   Attributes:
     kernel: Param of ``kernel_shape`` with ``kernel_axes``.
@@ -110,8 +157,13 @@ class Dense(nnx.Module):
       self.bias = None
 
   def __call__(self, x: Array) -> Array:
-    y = jnp.einsum(self.spec, x.astype(self.dtype),
-                   self.kernel[...].astype(self.dtype))
+    x = x.astype(self.dtype)
+    kernel = self.kernel[...].astype(self.dtype)
+    n_in = _spec_n_in(self.spec)
+    if n_in is not None:
+      y = matmul_last(x, kernel, n_in)
+    else:
+      y = jnp.einsum(self.spec, x, kernel)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y
@@ -330,6 +382,5 @@ class Embedder(nnx.Module):
   def decode(self, hidden: Array) -> Array:
     """f32[..., V] = hidden · embeddingᵀ."""
     dt = self.config.compute_dtype
-    return jnp.einsum("...d,vd->...v", hidden.astype(dt),
-                      self.embedding[...].astype(dt),
-                      preferred_element_type=jnp.float32)
+    return matmul_last(hidden.astype(dt), self.embedding[...].astype(dt).T, 1,
+                       preferred_element_type=jnp.float32)
