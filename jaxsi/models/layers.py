@@ -254,8 +254,23 @@ def apply_rope(x: Array, positions: Array, *, theta: float,
 
 
 def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, *,
-                          softcap: Optional[float] = None) -> Array:
+                          softcap: Optional[float] = None,
+                          heads_first: bool = False) -> Array:
   """Grouped-query attention with a boolean mask, softmax in float32.
+
+  softmax_s(q·kᵀ + bias), bias = 0 where allowed and ``MASK_VALUE`` elsewhere
+  (Vaswani et al. 2017, Eq. 1; GQA: Ainslie et al. 2023, each group of
+  H / Hkv query heads shares one key/value head).
+
+  Two layouts of the same math. ``heads_first=False`` contracts the
+  [B, T, H, Dh] arrays in place (the cached decode path: no copy of the
+  cache). ``heads_first=True`` first moves the head axes in front of time
+  ([B, Hkv, G, T, Dh]) so both batched dots and the softmax run over
+  contiguous [T, S] tiles, adds the mask as a bias (its backward is the
+  identity, where a select costs another pass) and zeroes fully masked query
+  rows at the [B, T, H, Dh] output instead of over the [B, H, T, S] scores.
+  On XLA's CPU backend the second is the faster one for full-sequence passes
+  (BUILD_NOTES.md, "Performance findings (XLA CPU)").
 
   Args:
     q: [B, T, H, Dh] queries, already scaled.
@@ -263,6 +278,7 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, *,
     v: [B, S, Hkv, Dh] values.
     mask: bool[B, T, S] True where query t may attend key s.
     softcap: if set, logits c·tanh(s/c) before masking.
+    heads_first: the layout (above).
 
   Returns:
     [B, T, H, Dh] in q's dtype. Rows with no allowed key give zeros (no NaN).
@@ -271,6 +287,20 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, *,
   hkv = k.shape[2]
   g = h // hkv
   qg = q.reshape(b, t, hkv, g, dh)
+  if heads_first:
+    qh = qg.transpose(0, 2, 3, 1, 4)  # [B, Hkv, G, T, Dh]
+    kh = k.transpose(0, 2, 1, 3)  # [B, Hkv, S, Dh]
+    vh = v.transpose(0, 2, 1, 3)
+    scores = jnp.einsum("bkgtd,bksd->bkgts", qh, kh,
+                        preferred_element_type=jnp.float32)
+    if softcap is not None:
+      scores = softcap * jnp.tanh(scores / softcap)
+    bias = jnp.where(mask, 0.0, MASK_VALUE).astype(jnp.float32)
+    probs = jax.nn.softmax(scores + bias[:, None, None], axis=-1)
+    out = jnp.einsum("bkgts,bksd->bkgtd", probs.astype(v.dtype), vh)
+    out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
+    rows = jnp.any(mask, axis=-1)  # fully masked rows: zeros, not uniform
+    return out * rows[:, :, None, None].astype(out.dtype)
   scores = jnp.einsum("btkgd,bskd->bkgts", qg, k,
                       preferred_element_type=jnp.float32)
   if softcap is not None:
@@ -330,10 +360,16 @@ class Attention(nnx.Module):
     q = q * jnp.asarray(c.query_scale, q.dtype)
     return q, k, v
 
-  def attend(self, q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """Attention over keys/values [B,S,Hkv,Dh] and the output projection."""
+  def attend(self, q: Array, k: Array, v: Array, mask: Array, *,
+             heads_first: bool = False) -> Array:
+    """Attention over keys/values [B,S,Hkv,Dh] and the output projection.
+
+    ``heads_first``: the layout of ``dot_product_attention`` (True for
+    uncached full-sequence passes, False over a KV cache).
+    """
     out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask,
-                                softcap=self.config.attn_logit_softcap)
+                                softcap=self.config.attn_logit_softcap,
+                                heads_first=heads_first)
     return self.o_proj(out)
 
 

@@ -87,8 +87,9 @@ def _np_attention(q, k, v, mask, softcap=None):
   return np.einsum("bhts,bshd->bthd", p, v)
 
 
+@pytest.mark.parametrize("heads_first", [False, True])
 @pytest.mark.parametrize("softcap", [None, 1.5])
-def test_gqa_attention_matches_reference(softcap):
+def test_gqa_attention_matches_reference(softcap, heads_first):
   rng = np.random.default_rng(1)
   q = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
   k = rng.standard_normal((2, 6, 2, 5)).astype(np.float32)
@@ -96,8 +97,9 @@ def test_gqa_attention_matches_reference(softcap):
   mask = rng.random((2, 3, 6)) < 0.6
   mask[0, 1] = False  # a fully masked query row
   mask[1, :, 0] = True
-  got = jax.jit(layers.dot_product_attention, static_argnames="softcap")(
-      q, k, v, mask, softcap=softcap)
+  got = jax.jit(layers.dot_product_attention,
+                static_argnames=("softcap", "heads_first"))(
+      q, k, v, mask, softcap=softcap, heads_first=heads_first)
   got = np.asarray(got)
   np.testing.assert_allclose(got, _np_attention(q, k, v, mask, softcap),
                              atol=1e-5, rtol=1e-5)
