@@ -129,3 +129,21 @@ def test_param_rejects_bad_axes():
     layers.param(None, (2, 3), ("embed",), init="zeros")
   with pytest.raises(ValueError, match="init"):
     layers.param(None, (2,), ("embed",), init="uniform")
+
+
+def test_matmul_last_equals_the_einsum_of_the_spec():
+  rng = np.random.default_rng(4)
+  x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)  # [B, T, H, Dh]
+  w = rng.standard_normal((4, 5, 6)).astype(np.float32)  # o_proj [H, Dh, D]
+  got = np.asarray(layers.matmul_last(jnp.asarray(x), jnp.asarray(w), 2))
+  np.testing.assert_allclose(got, np.einsum("bthk,hkd->btd", x, w), rtol=1e-5, atol=1e-5)
+  # Hand-computed: [[1, 2]] @ [[1, 0, 2], [3, 1, 0]] = [[7, 2, 2]].
+  one = layers.matmul_last(jnp.asarray([[1.0, 2.0]]),
+                           jnp.asarray([[1.0, 0.0, 2.0], [3.0, 1.0, 0.0]]), 1)
+  np.testing.assert_array_equal(np.asarray(one), [[7.0, 2.0, 2.0]])
+  assert layers._spec_n_in("btd,dhk->bthk") == 1
+  assert layers._spec_n_in("bthk,hkd->btd") == 2
+  assert layers._spec_n_in("...d,dv->...v") == 1
+  assert layers._spec_n_in("btd,vd->btv") is None  # falls back to einsum
+  with pytest.raises(ValueError, match="does not end in kernel input axes"):
+    layers.matmul_last(jnp.zeros((2, 3)), jnp.zeros((4, 5)), 1)
