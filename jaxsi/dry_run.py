@@ -137,11 +137,13 @@ def sharding_plan(model: model_lib.Model, shardings: Any) -> list:
 
 
 def format_plan(rows: Sequence[PlanRow], n_layers: int) -> str:
-  """The plan as text; only layer 0 of the identical layers is listed."""
+  """The plan as text; only layer 0 of the identical layers is listed (a
+  scanned model's ``layers.*`` rows hold all layers on their leading axis)."""
   lines = [f"{'parameter':44s} {'shape':>22s} {'dtype':>9s} {'spec':>34s} "
            f"{'per device':>11s}"]
   for r in rows:
-    if r.path.startswith("layers.") and not r.path.startswith("layers.0."):
+    parts = r.path.split(".")
+    if parts[0] == "layers" and parts[1].isdigit() and parts[1] != "0":
       continue
     name = r.path.replace("layers.0.", f"layers.[0..{n_layers - 1}].")
     lines.append(f"{name:44s} {str(r.shape):>22s} {r.dtype:>9s} "

@@ -135,8 +135,9 @@ def test_lora_binding_in_an_experiment_gin():
   finally:
     gin.clear_config()
   rows = {r.path: r for r in report["plan"]}
-  assert rows["layers.0.attn.q_proj.lora_a"].shape == (1024, 16)
-  assert "layers.0.attn.k_proj.lora_a" not in rows
+  # The Qwen experiment gins set scan_layers: adapters stacked on 'layers'.
+  assert rows["layers.attn.q_proj.lora_a"].shape == (28, 1024, 16)
+  assert "layers.attn.k_proj.lora_a" not in rows
   assert report["memory"]["reference"] < report["memory"]["params"] / 20
 
 

@@ -68,6 +68,13 @@ class ModelConfig:
       (uncached) forward (``jax.checkpoint``, only block inputs are saved):
       activation memory of one block instead of all, for about one extra
       forward. Same values and gradients; no effect on cached decoding.
+    scan_layers: stack the blocks' parameters on a leading ``layers`` axis
+      (``params['layers']`` is one block's dict of ``[L, ...]`` arrays) and
+      run them with ``jax.lax.scan``: XLA compiles one block instead of L
+      (MaxText's ``scan_layers``). Same init values (each layer is drawn as
+      unscanned, then stacked) and the same outputs; needs identical layers
+      (no sliding-window/local layers). ``model.stack_layers`` /
+      ``unstack_layers`` convert params between the two layouts.
   """
 
   vocab_size: int = 64
@@ -99,6 +106,7 @@ class ModelConfig:
   global_every: int = 1
   rope_local_theta: Optional[float] = None
   remat: bool = False
+  scan_layers: bool = False
 
   def __post_init__(self):
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
@@ -106,6 +114,11 @@ class ModelConfig:
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+    if self.scan_layers and self.sliding_window is not None:
+      raise ValueError(
+          "ModelConfig.scan_layers needs identical layers; sliding_window="
+          f"{self.sliding_window} makes local and global layers differ "
+          "(set scan_layers=False)")
     if self.n_heads % self.n_kv_heads:
       raise ValueError(
           f"ModelConfig.n_heads ({self.n_heads}) must be a multiple of "

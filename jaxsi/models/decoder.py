@@ -6,7 +6,9 @@ Block (pre-norm; Gemma adds the optional post norms)::
     x = x + post_ffw_norm(mlp(pre_ffw_norm(x)))
 
 Layers are a Python list of blocks (``layers.0``, ``layers.1``, … in the
-parameter dict, one-to-one with Hugging Face ``model.layers.{i}``).
+parameter dict, one-to-one with Hugging Face ``model.layers.{i}``), or with
+``config.scan_layers`` one block whose parameters are stacked on a leading
+``layers`` axis and run by ``jax.lax.scan`` (one compiled block for all L).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ class Block(nnx.Module):
       cv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), start)
       k, v = ck[layer], cv[layer]
       cache_kv = (ck, cv)
-    a = self.attn.attend(q, k, v, mask)
+    a = self.attn.attend(q, k, v, mask, heads_first=cache_kv is None)
     if self.post_attn_norm is not None:
       a = self.post_attn_norm(a)
     x = x + a.astype(x.dtype)
@@ -127,6 +129,42 @@ def _remat_block(block: "Block", x: Array, positions: Array, mask: Array):
           state, x, positions, mask)
 
 
+def _scan_blocks(block: "Block", x: Array, positions: Array, mask: Array, *,
+                 remat: bool) -> Array:
+  """The blocks of a scanned decoder over ``x`` (no cache).
+
+  ``block`` holds ``[L, ...]`` parameters; ``jax.lax.scan`` slices one
+  layer's parameters per step (with ``remat`` the step is under
+  ``jax.checkpoint``: the backward pass recomputes it from its input).
+  """
+  graphdef, state = nnx.split(block)
+
+  def body(x, layer_state):
+    return nnx.merge(graphdef, layer_state)(x, positions, mask)[0], None
+
+  if remat:
+    body = jax.checkpoint(body, prevent_cse=False,
+                          policy=jax.checkpoint_policies.nothing_saveable)
+  x, _ = jax.lax.scan(body, x, state)
+  return x
+
+
+def _scan_blocks_cached(block: "Block", x: Array, positions: Array,
+                        mask: Array, kv: Tuple[Array, Array], index: Array):
+  """The cached pass of a scanned decoder: the [L, B, S, Hkv, Dh] cache is in
+  the scan carry and each step updates its own layer's slots in place."""
+  graphdef, state = nnx.split(block)
+
+  def body(carry, layer_state):
+    x, kv, layer = carry
+    x, kv = nnx.merge(graphdef, layer_state)(x, positions, mask, cache_kv=kv,
+                                             layer=layer, index=index)
+    return (x, kv, layer + 1), None
+
+  (x, kv, _), _ = jax.lax.scan(body, (x, kv, jnp.zeros((), jnp.int32)), state)
+  return x, kv
+
+
 class Decoder(nnx.Module):
   """Embedding → blocks → final RMSNorm; unembedding and value head."""
 
@@ -134,8 +172,12 @@ class Decoder(nnx.Module):
     c = config
     self.config = c
     self.embedder = L.Embedder(c, rngs=rngs)
-    self.layers = nnx.List([Block(c, rngs=rngs, local=c.is_local_layer(i))
-                            for i in range(c.n_layers)])
+    if c.scan_layers:
+      # One block; its parameters are given stacked [L, ...] (model.py).
+      self.layers = Block(c, rngs=rngs)
+    else:
+      self.layers = nnx.List([Block(c, rngs=rngs, local=c.is_local_layer(i))
+                              for i in range(c.n_layers)])
     self.final_norm = L.RMSNorm(c.d_model, eps=c.norm_eps,
                                 offset=c.norm_offset, param_dtype=c.params_dtype)
     if c.tie_embeddings:
@@ -200,6 +242,10 @@ class Decoder(nnx.Module):
             f"Decoder: {t} new tokens do not fit a cache of {cache.max_len} slots")
 
     x = self.embedder.encode(tokens)
+    if cache is None and c.scan_layers:
+      x = _scan_blocks(self.layers, x, positions,
+                       attention_mask(input_mask, segment_ids), remat=c.remat)
+      return self.final_norm(x), None
     if cache is None:
       masks = {False: attention_mask(input_mask, segment_ids)}
       if any(block.local for block in self.layers):
@@ -215,9 +261,14 @@ class Decoder(nnx.Module):
     slot_mask = jax.lax.dynamic_update_slice(
         cache.mask, input_mask, (jnp.zeros((), jnp.int32), index))
     masks = {False: cached_attention_mask(slot_mask, index, t)}
-    if any(block.local for block in self.layers):
+    if not c.scan_layers and any(block.local for block in self.layers):
       masks[True] = cached_attention_mask(slot_mask, index, t, c.sliding_window)
     kv = (cache.k, cache.v)
+    if c.scan_layers:
+      x, kv = _scan_blocks_cached(self.layers, x, positions, masks[False], kv,
+                                  index)
+      new_cache = KVCache(k=kv[0], v=kv[1], mask=slot_mask, index=index + t)
+      return self.final_norm(x), new_cache
     for i, block in enumerate(self.layers):
       x, kv = block(x, positions, masks[block.local], cache_kv=kv, layer=i,
                     index=index)
@@ -231,9 +282,8 @@ class Decoder(nnx.Module):
       z = self.embedder.decode(hidden)
     else:
       dt = c.compute_dtype
-      z = jnp.einsum("...d,dv->...v", hidden.astype(dt),
-                     self.lm_head.kernel[...].astype(dt),
-                     preferred_element_type=jnp.float32)
+      z = L.matmul_last(hidden.astype(dt), self.lm_head.kernel[...].astype(dt),
+                        1, preferred_element_type=jnp.float32)
     z = z.astype(jnp.float32)
     if c.final_logit_softcap is not None:
       cap = c.final_logit_softcap

@@ -42,11 +42,13 @@ import json
 import os
 from typing import Any, Mapping, Optional, Tuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxsi.models import loading
 from jaxsi.models.config import ModelConfig
+from jaxsi.models import model as mmodel
 from jaxsi.models.model import Model, Params, build
 
 _SUPPORTED = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
@@ -269,8 +271,11 @@ def params_from_hf(config: ModelConfig, tensors: Mapping[str, Any], *,
       checkpoints have none), e.g. ``model.init_params(rng)['value_head']``.
 
   Returns:
-    The nested params dict.
+    The nested params dict (stacked when ``config.scan_layers``).
   """
+  if config.scan_layers:
+    return mmodel.stack_layers(params_from_hf(
+        config.replace(scan_layers=False), tensors, value_head=value_head))
   model = build(config)
   abstract = model.abstract_params()
   dtype = config.params_dtype
@@ -296,6 +301,8 @@ def params_from_hf(config: ModelConfig, tensors: Mapping[str, Any], *,
 
 def params_to_hf(config: ModelConfig, params: Params) -> dict:
   """HF-named numpy tensors from jaxsi params (value head dropped)."""
+  if config.scan_layers:
+    config, params = config.replace(scan_layers=False), mmodel.unstack_layers(params)
   out = {}
   for path, name in _name_map(config).items():
     out[name] = np.asarray(_to_hf(path, np.asarray(_get(params, path)), config))
@@ -369,6 +376,10 @@ def load_params(config: ModelConfig, directory: str, *,
     raise ValueError("load_params: HF checkpoints have no value head; load with "
                      "value_head=False and add params['value_head'] after")
   ckpt = loading.SafetensorsCheckpoint(directory)
+  scanned = config.scan_layers
+  if scanned:  # read per layer, stack one parameter at a time on the host
+    config = config.replace(scan_layers=False)
+    stacked_shardings, shardings = shardings, None
   abstract = build(config).abstract_params()
   prefix = text_model_prefix(ckpt.names)
   params: dict = {}
@@ -385,9 +396,25 @@ def load_params(config: ModelConfig, directory: str, *,
       raise ValueError(
           f"load_params: tensor {name!r} has shape {ckpt.shape(name)}, "
           f"converted {w.shape}, expected {want} for {path}")
+    if scanned and path[0] == "layers":
+      _set(params, path, w)  # a host view; placed stacked below
+      continue
     sharding = None if shardings is None else _get(shardings, path)
     _set(params, path, loading.place(w, dtype=config.params_dtype,
                                               sharding=sharding))
+  if scanned:
+    per_layer = params["layers"]
+    n = len(per_layer)
+
+    def stack(path, *ws):
+      keys = tuple(getattr(k, "key", k) for k in path)
+      sharding = (None if stacked_shardings is None
+                  else _get(stacked_shardings, ("layers",) + keys))
+      return loading.place(np.stack(ws), dtype=config.params_dtype,
+                           sharding=sharding)
+
+    params["layers"] = jax.tree_util.tree_map_with_path(
+        stack, per_layer[0], *[per_layer[i] for i in range(1, n)])
   return params
 
 
@@ -498,7 +525,8 @@ def hf_config_from_config(config: ModelConfig, *,
                        "supported for Gemma 2/3")
   expected = _comparable(c.replace(value_head=False))
   got = _comparable(config_from_hf(out, dtype=c.dtype,
-                                   param_dtype=c.param_dtype))
+                                   param_dtype=c.param_dtype, remat=c.remat,
+                                   scan_layers=c.scan_layers))
   if got != expected:
     diff = {k: (expected[k], got[k]) for k in expected if expected[k] != got[k]}
     raise ValueError(f"hf_config_from_config: model_type {model_type!r} cannot "
@@ -556,6 +584,8 @@ def save_pretrained(directory: str, config: ModelConfig, params: Params,
   """
   if hf_config is None:
     hf_config = hf_config_from_config(config)
+  if config.scan_layers:
+    config, params = config.replace(scan_layers=False), mmodel.unstack_layers(params)
   items = []
   for path, name in _name_map(config).items():
     leaf = _get(params, path)

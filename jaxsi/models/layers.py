@@ -87,8 +87,55 @@ def param(rngs: Optional[nnx.Rngs], shape: Sequence[int], axes: Axes, *,
                    init_std=float(std))
 
 
+def matmul_last(x: Array, kernel: Array, n_in: int,
+                preferred_element_type=None) -> Array:
+  """Contracts the last ``n_in`` axes of x with the first ``n_in`` of kernel.
+
+  Equal to ``einsum('...i,io->...o')`` over the flattened axes, but computed
+  as one 2-D matmul ``[N, I] @ [I, O]`` (N = all leading axes of x). On XLA's
+  CPU backend this matters for the backward pass: the weight gradient of the
+  einsum form contracts over two axes (batch and time), which XLA lowers as a
+  transposing copy of the output gradient plus a non-XNNPACK dot; the 2-D
+  form contracts one axis and runs as a plain GEMM (BUILD_NOTES.md,
+  "Performance findings (XLA CPU)").
+
+  Args:
+    x: [..., *in_axes].
+    kernel: [*in_axes, *out_axes].
+    n_in: number of contracted axes.
+    preferred_element_type: accumulation/output dtype (None: x's).
+
+  Returns:
+    [..., *out_axes].
+  """
+  in_shape, out_shape = kernel.shape[:n_in], kernel.shape[n_in:]
+  if tuple(x.shape[x.ndim - n_in:]) != tuple(in_shape):
+    raise ValueError(f"matmul_last: x {x.shape} does not end in kernel input "
+                     f"axes {in_shape} (kernel {kernel.shape})")
+  lead = x.shape[:x.ndim - n_in]
+  k_in, k_out = math.prod(in_shape), math.prod(out_shape)
+  y = jnp.matmul(x.reshape(-1, k_in), kernel.reshape(k_in, k_out),
+                 preferred_element_type=preferred_element_type)
+  return y.reshape(lead + tuple(out_shape))
+
+
+def _spec_n_in(spec: str) -> Optional[int]:
+  """n_in if ``spec`` contracts the kernel's leading axes with x's trailing
+  ones in order (``'btd,dhk->bthk'``), else None."""
+  inputs, out = spec.replace("...", "").split("->")
+  xs, ks = inputs.split(",")
+  n_in = sum(1 for a in ks if a in xs)
+  if (n_in == 0 or ks[:n_in] != xs[len(xs) - n_in:]
+      or out != xs[:len(xs) - n_in] + ks[n_in:]):
+    return None
+  return n_in
+
+
 class Dense(nnx.Module):
   """y = einsum(spec, x, kernel) (+ bias), kernel of any rank.
+
+  Specs that contract the kernel's leading axes with x's trailing axes (all
+  the decoder's projections) run as one 2-D matmul (``matmul_last``).
 
   Attributes:
     kernel: Param of ``kernel_shape`` with ``kernel_axes``.
@@ -110,8 +157,13 @@ class Dense(nnx.Module):
       self.bias = None
 
   def __call__(self, x: Array) -> Array:
-    y = jnp.einsum(self.spec, x.astype(self.dtype),
-                   self.kernel[...].astype(self.dtype))
+    x = x.astype(self.dtype)
+    kernel = self.kernel[...].astype(self.dtype)
+    n_in = _spec_n_in(self.spec)
+    if n_in is not None:
+      y = matmul_last(x, kernel, n_in)
+    else:
+      y = jnp.einsum(self.spec, x, kernel)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y
@@ -202,8 +254,23 @@ def apply_rope(x: Array, positions: Array, *, theta: float,
 
 
 def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, *,
-                          softcap: Optional[float] = None) -> Array:
+                          softcap: Optional[float] = None,
+                          heads_first: bool = False) -> Array:
   """Grouped-query attention with a boolean mask, softmax in float32.
+
+  softmax_s(q·kᵀ + bias), bias = 0 where allowed and ``MASK_VALUE`` elsewhere
+  (Vaswani et al. 2017, Eq. 1; GQA: Ainslie et al. 2023, each group of
+  H / Hkv query heads shares one key/value head).
+
+  Two layouts of the same math. ``heads_first=False`` contracts the
+  [B, T, H, Dh] arrays in place (the cached decode path: no copy of the
+  cache). ``heads_first=True`` first moves the head axes in front of time
+  ([B, Hkv, G, T, Dh]) so both batched dots and the softmax run over
+  contiguous [T, S] tiles, adds the mask as a bias (its backward is the
+  identity, where a select costs another pass) and zeroes fully masked query
+  rows at the [B, T, H, Dh] output instead of over the [B, H, T, S] scores.
+  On XLA's CPU backend the second is the faster one for full-sequence passes
+  (BUILD_NOTES.md, "Performance findings (XLA CPU)").
 
   Args:
     q: [B, T, H, Dh] queries, already scaled.
@@ -211,6 +278,7 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, *,
     v: [B, S, Hkv, Dh] values.
     mask: bool[B, T, S] True where query t may attend key s.
     softcap: if set, logits c·tanh(s/c) before masking.
+    heads_first: the layout (above).
 
   Returns:
     [B, T, H, Dh] in q's dtype. Rows with no allowed key give zeros (no NaN).
@@ -219,6 +287,20 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, *,
   hkv = k.shape[2]
   g = h // hkv
   qg = q.reshape(b, t, hkv, g, dh)
+  if heads_first:
+    qh = qg.transpose(0, 2, 3, 1, 4)  # [B, Hkv, G, T, Dh]
+    kh = k.transpose(0, 2, 1, 3)  # [B, Hkv, S, Dh]
+    vh = v.transpose(0, 2, 1, 3)
+    scores = jnp.einsum("bkgtd,bksd->bkgts", qh, kh,
+                        preferred_element_type=jnp.float32)
+    if softcap is not None:
+      scores = softcap * jnp.tanh(scores / softcap)
+    bias = jnp.where(mask, 0.0, MASK_VALUE).astype(jnp.float32)
+    probs = jax.nn.softmax(scores + bias[:, None, None], axis=-1)
+    out = jnp.einsum("bkgts,bksd->bkgtd", probs.astype(v.dtype), vh)
+    out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
+    rows = jnp.any(mask, axis=-1)  # fully masked rows: zeros, not uniform
+    return out * rows[:, :, None, None].astype(out.dtype)
   scores = jnp.einsum("btkgd,bskd->bkgts", qg, k,
                       preferred_element_type=jnp.float32)
   if softcap is not None:
@@ -278,10 +360,16 @@ class Attention(nnx.Module):
     q = q * jnp.asarray(c.query_scale, q.dtype)
     return q, k, v
 
-  def attend(self, q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """Attention over keys/values [B,S,Hkv,Dh] and the output projection."""
+  def attend(self, q: Array, k: Array, v: Array, mask: Array, *,
+             heads_first: bool = False) -> Array:
+    """Attention over keys/values [B,S,Hkv,Dh] and the output projection.
+
+    ``heads_first``: the layout of ``dot_product_attention`` (True for
+    uncached full-sequence passes, False over a KV cache).
+    """
     out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask,
-                                softcap=self.config.attn_logit_softcap)
+                                softcap=self.config.attn_logit_softcap,
+                                heads_first=heads_first)
     return self.o_proj(out)
 
 
@@ -330,6 +418,5 @@ class Embedder(nnx.Module):
   def decode(self, hidden: Array) -> Array:
     """f32[..., V] = hidden · embeddingᵀ."""
     dt = self.config.compute_dtype
-    return jnp.einsum("...d,vd->...v", hidden.astype(dt),
-                      self.embedding[...].astype(dt),
-                      preferred_element_type=jnp.float32)
+    return matmul_last(hidden.astype(dt), self.embedding[...].astype(dt).T, 1,
+                       preferred_element_type=jnp.float32)

@@ -139,7 +139,9 @@ def _target_parent(block, target: str):
 def _build_module(config: ModelConfig, lora: LoraConfig) -> Decoder:
   decoder = Decoder(config, rngs=nnx.Rngs(0))
   rngs = nnx.Rngs(1)
-  for i, block in enumerate(decoder.layers):
+  # Scanned: one template block stands for all L (its params come stacked).
+  blocks = [decoder.layers] if config.scan_layers else decoder.layers
+  for i, block in enumerate(blocks):
     if lora.layers is not None and i not in lora.layers:
       continue
     for target in lora.targets:
@@ -156,6 +158,17 @@ def _abstract(config: ModelConfig, lora: LoraConfig):
     bad = [i for i in lora.layers if not 0 <= i < config.n_layers]
     if bad:
       raise ValueError(f"LoraConfig.layers {bad} outside [0, {config.n_layers})")
+    if config.scan_layers and sorted(set(lora.layers)) != list(range(config.n_layers)):
+      raise ValueError(
+          f"LoraConfig.layers={lora.layers}: a scan_layers=True model adapts "
+          "every layer (the layers share one scanned block); use layers=None "
+          "or ModelConfig.scan_layers=False")
+  if config.scan_layers:
+    with L.shape_only():
+      module = nnx.eval_shape(lambda: _build_module(config, lora))
+    graphdef, _ = mmodel._param_state(module)  # pylint: disable=protected-access
+    _, flat = _abstract(config.replace(scan_layers=False), lora)
+    return graphdef, mmodel._stack_flat(flat, config.n_layers)  # pylint: disable=protected-access
   with L.shape_only():
     module = nnx.eval_shape(lambda: _build_module(config, lora))
   graphdef, state = mmodel._param_state(module)  # pylint: disable=protected-access
@@ -315,7 +328,13 @@ class LoraModel(mmodel.Model):
     return mmodel._unflatten((f[0], f[1]) for f in flat)  # pylint: disable=protected-access
 
   def init_adapters(self, rng: jax.Array) -> Params:
-    """Fresh adapters: A ~ N(0, 1/fan_in), B = 0 (the model equals the base)."""
+    """Fresh adapters: A ~ N(0, 1/fan_in), B = 0 (the model equals the base).
+
+    Scanned models draw the unscanned adapters and stack them (same values).
+    """
+    if self.config.scan_layers:
+      unscanned = build(self.config.replace(scan_layers=False), self.lora)
+      return mmodel.stack_layers(unscanned.init_adapters(rng))
     _, flat = _abstract(self.config, self.lora)
     items = []
     for k, (path, sds, _, init, std) in enumerate(
@@ -381,6 +400,7 @@ def merge(model: LoraModel, params: Params) -> Tuple[mmodel.Model, Params]:
     ``(base Model, params)`` with the base structure (export them with
     ``jaxsi.models.hf.save_pretrained``); kernels keep their dtype.
   """
+  stacked = model.config.scan_layers
   merged = base_params(mmodel.canonicalize_params(params))
   for path, node in _adapted(params):
     target = merged
@@ -389,8 +409,12 @@ def merge(model: LoraModel, params: Params) -> Tuple[mmodel.Model, Params]:
       target = target[k]
     leaf = dict(target[path[-1]])
     kernel = leaf["kernel"]
-    leaf["kernel"] = (jnp.asarray(kernel, jnp.float32) +
-                      delta_kernel(node, model.lora.scale)).astype(kernel.dtype)
+    if stacked and path[0] == "layers":  # [L, ...] adapters: one delta per layer
+      delta = jax.vmap(lambda n: delta_kernel(n, model.lora.scale))(
+          {"lora_a": node["lora_a"], "lora_b": node["lora_b"]})
+    else:
+      delta = delta_kernel(node, model.lora.scale)
+    leaf["kernel"] = (jnp.asarray(kernel, jnp.float32) + delta).astype(kernel.dtype)
     target[path[-1]] = leaf
   return model.base_model, merged
 
@@ -408,6 +432,8 @@ def save_peft_adapters(directory: str, model: LoraModel, params: Params, *,
   ``[out, r]`` (flattened like the HF weights), ``lora_alpha`` = alpha.
   """
   from jaxsi.models import loading  # pylint: disable=g-import-not-at-top
+  if model.config.scan_layers:
+    params = mmodel.unstack_layers(params)
   items = []
   for path, node in _adapted(params):
     if len(path) != 4 or path[0] != "layers":

@@ -44,12 +44,42 @@ def _param_state(module: nnx.Module):
   return graphdef, state
 
 
+def _unscanned(config: ModelConfig) -> ModelConfig:
+  return config.replace(scan_layers=False)
+
+
+def _stack_flat(flat, n_layers: int):
+  """Flat entries of the unscanned layout -> the scanned one: the entries of
+  ``layers.i.*`` become one ``layers.*`` entry of shape ``(L, ...)`` with
+  logical axes ``('layers', ...)`` (order: first occurrence)."""
+  out, seen = [], set()
+  for path, sds, axes, init, std in flat:
+    if path[0] != "layers":
+      out.append((path, sds, axes, init, std))
+      continue
+    rest = ("layers",) + tuple(path[2:])
+    if rest in seen:
+      continue
+    seen.add(rest)
+    out.append((rest, jax.ShapeDtypeStruct((n_layers,) + tuple(sds.shape), sds.dtype),
+                ("layers",) + tuple(axes), init, std))
+  return tuple(out)
+
+
 @functools.lru_cache(maxsize=64)
 def _abstract(config: ModelConfig):
   """(graphdef, flat params) of an abstract Decoder.
 
   Each flat entry is ``(path, ShapeDtypeStruct, axes, init, init_std)``.
+  With ``scan_layers`` the entries are the unscanned ones stacked (see
+  ``_stack_flat``) and the graphdef is the scanned Decoder's.
   """
+  if config.scan_layers:
+    with layers.shape_only():
+      module = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
+    graphdef, _ = _param_state(module)
+    return graphdef, _stack_flat(_abstract(_unscanned(config))[1],
+                                 config.n_layers)
   with layers.shape_only():
     module = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
   graphdef, state = _param_state(module)
@@ -70,7 +100,11 @@ def _init_flat(config: ModelConfig, rng: Array) -> Params:
 
   Same distributions as constructing the Decoder, but a single random op, so
   it compiles (or runs eagerly) much faster than one draw per parameter.
+  With ``scan_layers`` the unscanned params are drawn and stacked: the same
+  values in both layouts.
   """
+  if config.scan_layers:
+    return stack_layers(_init_flat(_unscanned(config), rng))
   _, flat = _abstract(config)
   sizes = [math.prod(sds.shape) for _, sds, _, init, _ in flat
            if init == "normal"]
@@ -98,10 +132,69 @@ def canonicalize_params(params: Params) -> Params:
   """Accepts layer keys as strings ('0', '1', …, e.g. an Orbax restore without
   a target) and returns the params with integer layer keys."""
   layers_ = params.get("layers") if isinstance(params, dict) else None
-  if isinstance(layers_, dict) and any(isinstance(k, str) for k in layers_):
+  if isinstance(layers_, dict) and any(isinstance(k, str) and k.isdigit()
+                                       for k in layers_):
     params = dict(params)
     params["layers"] = {int(k): v for k, v in layers_.items()}
   return params
+
+
+def is_stacked(params: Params) -> bool:
+  """True if ``params['layers']`` is in the scanned layout (one block's dict
+  of ``[L, ...]`` arrays), False for per-layer dicts ``{0: …, 1: …}``."""
+  layers_ = params.get("layers") if isinstance(params, dict) else None
+  if not isinstance(layers_, dict) or not layers_:
+    return False
+  return not all(isinstance(k, int) or (isinstance(k, str) and k.isdigit())
+                 for k in layers_)
+
+
+def stack_layers(params: Params) -> Params:
+  """Per-layer params ``layers.{i}.*`` -> the scanned layout ``layers.*`` of
+  ``[L, ...]`` arrays (``ModelConfig.scan_layers``); other entries shared.
+
+  Use it to load a checkpoint or params of the unscanned layout into a
+  ``scan_layers=True`` model (``unstack_layers`` is the inverse).
+  """
+  params = canonicalize_params(params)
+  if is_stacked(params):
+    return params
+  per_layer = params["layers"]
+  order = sorted(per_layer)
+  if order != list(range(len(order))):
+    raise ValueError(f"stack_layers: layer keys {order} are not 0..L-1")
+  out = dict(params)
+  out["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs),
+                               *[per_layer[i] for i in order])
+  return out
+
+
+def unstack_layers(params: Params) -> Params:
+  """The scanned layout ``layers.*`` of ``[L, ...]`` arrays -> per-layer
+  params ``layers.{i}.*`` (the Hugging Face / unscanned layout)."""
+  if not is_stacked(params):
+    return canonicalize_params(params)
+  stacked = params["layers"]
+  n = {x.shape[0] for x in jax.tree.leaves(stacked)}
+  if len(n) != 1:
+    raise ValueError(f"unstack_layers: stacked leaves disagree on L: {sorted(n)}")
+  out = dict(params)
+  out["layers"] = {i: jax.tree.map(lambda x, i=i: x[i], stacked)
+                   for i in range(n.pop())}
+  return out
+
+
+def _check_layout(config: ModelConfig, params: Params) -> None:
+  if not isinstance(params, dict) or "layers" not in params:
+    return
+  stacked = is_stacked(params)
+  if stacked != config.scan_layers:
+    have = "scanned ([L, ...] arrays)" if stacked else "per-layer (layers.0, layers.1, ...)"
+    fix = "model.stack_layers(params)" if config.scan_layers else "model.unstack_layers(params)"
+    raise ValueError(
+        f"Model: params['layers'] are in the {have} layout but the model has "
+        f"ModelConfig.scan_layers={config.scan_layers}; convert them with "
+        f"jaxsi.models.{fix} (e.g. a checkpoint written before the switch)")
 
 
 def _unflatten(items):
@@ -129,7 +222,9 @@ class Model:
   # ------------------------------------------------------------------ core
   def module(self, params: Params) -> Decoder:
     """The NNX Decoder with ``params`` merged in (call inside traced code)."""
-    return nnx.merge(self.graphdef, canonicalize_params(params))
+    params = canonicalize_params(params)
+    _check_layout(self.config, params)
+    return nnx.merge(self.graphdef, params)
 
   def apply(self, params: Params, tokens: Array, positions: Array,
             input_mask: Optional[Array] = None,

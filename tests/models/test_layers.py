@@ -87,8 +87,9 @@ def _np_attention(q, k, v, mask, softcap=None):
   return np.einsum("bhts,bshd->bthd", p, v)
 
 
+@pytest.mark.parametrize("heads_first", [False, True])
 @pytest.mark.parametrize("softcap", [None, 1.5])
-def test_gqa_attention_matches_reference(softcap):
+def test_gqa_attention_matches_reference(softcap, heads_first):
   rng = np.random.default_rng(1)
   q = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
   k = rng.standard_normal((2, 6, 2, 5)).astype(np.float32)
@@ -96,8 +97,9 @@ def test_gqa_attention_matches_reference(softcap):
   mask = rng.random((2, 3, 6)) < 0.6
   mask[0, 1] = False  # a fully masked query row
   mask[1, :, 0] = True
-  got = jax.jit(layers.dot_product_attention, static_argnames="softcap")(
-      q, k, v, mask, softcap=softcap)
+  got = jax.jit(layers.dot_product_attention,
+                static_argnames=("softcap", "heads_first"))(
+      q, k, v, mask, softcap=softcap, heads_first=heads_first)
   got = np.asarray(got)
   np.testing.assert_allclose(got, _np_attention(q, k, v, mask, softcap),
                              atol=1e-5, rtol=1e-5)
@@ -127,3 +129,21 @@ def test_param_rejects_bad_axes():
     layers.param(None, (2, 3), ("embed",), init="zeros")
   with pytest.raises(ValueError, match="init"):
     layers.param(None, (2,), ("embed",), init="uniform")
+
+
+def test_matmul_last_equals_the_einsum_of_the_spec():
+  rng = np.random.default_rng(4)
+  x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)  # [B, T, H, Dh]
+  w = rng.standard_normal((4, 5, 6)).astype(np.float32)  # o_proj [H, Dh, D]
+  got = np.asarray(layers.matmul_last(jnp.asarray(x), jnp.asarray(w), 2))
+  np.testing.assert_allclose(got, np.einsum("bthk,hkd->btd", x, w), rtol=1e-5, atol=1e-5)
+  # Hand-computed: [[1, 2]] @ [[1, 0, 2], [3, 1, 0]] = [[7, 2, 2]].
+  one = layers.matmul_last(jnp.asarray([[1.0, 2.0]]),
+                           jnp.asarray([[1.0, 0.0, 2.0], [3.0, 1.0, 0.0]]), 1)
+  np.testing.assert_array_equal(np.asarray(one), [[7.0, 2.0, 2.0]])
+  assert layers._spec_n_in("btd,dhk->bthk") == 1
+  assert layers._spec_n_in("bthk,hkd->btd") == 2
+  assert layers._spec_n_in("...d,dv->...v") == 1
+  assert layers._spec_n_in("btd,vd->btv") is None  # falls back to einsum
+  with pytest.raises(ValueError, match="does not end in kernel input axes"):
+    layers.matmul_last(jnp.zeros((2, 3)), jnp.zeros((4, 5)), 1)

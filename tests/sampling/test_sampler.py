@@ -335,3 +335,17 @@ def test_sample_rejects_non_strategy(tiny):
   with pytest.raises(TypeError, match="strategy"):
     sampler.sample(model, params, [[1]], rng=jax.random.key(0),
                    strategy="greedy", max_new_tokens=2, stop_ids=())
+
+
+def test_scanned_model_samples_the_same_tokens_and_logprobs(tiny):
+  """scan_layers=True: the cached decode scans the stacked blocks with the
+  KV cache in the carry; same tokens and behaviour log-probs as the list."""
+  model, params = tiny
+  scanned = mmodel.build(model.config.replace(scan_layers=True))
+  kwargs = dict(rng=jax.random.key(5), strategy=st.Temperature(1.0),
+                max_new_tokens=GEN, stop_ids=(31,), **BUCKETS)
+  ref = sampler.sample(model, params, PROMPTS, **kwargs)
+  got = sampler.sample(scanned, mmodel.stack_layers(params), PROMPTS, **kwargs)
+  np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(ref.tokens))
+  np.testing.assert_allclose(np.asarray(got.behaviour_logprobs),
+                             np.asarray(ref.behaviour_logprobs), atol=1e-6, rtol=0)
