@@ -68,10 +68,6 @@ def verifier_scores(ctx: Any, verifier_params: Any, traj: Trajectory) -> np.ndar
           - ctx.sequence_logprobs(traj, params=ctx.base_params))
 
 
-best_of_n_accuracy = common.best_of_n_accuracy     # kept for callers of vstar.*
-majority_accuracy = common.majority_accuracy
-
-
 def vstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0),
           max_per_prompt: int = 4, max_pairs_per_problem: int = 4,
           verifier_steps: int = 200, pairs_per_batch: int = 32, beta: float = 0.1,
@@ -120,7 +116,7 @@ def vstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0),
 
   def sample_chunk(ctx, tasks, plan):
     del plan
-    return common.spec_records(ctx, tasks, rollout)
+    return common.sample_records(ctx, tasks, rollout)
 
   def select(records, plan, ctx):
     del plan, ctx
@@ -153,7 +149,7 @@ def vstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0),
           # this round's verifier will rank.
           tasks = (ctx.unlabeled if isinstance(verifier_tasks, str)
                    else verifier_tasks)
-          recs = common.spec_records(ctx, list(tasks), rollout)
+          recs = common.sample_records(ctx, list(tasks), rollout)
           own = dict(pairs=common.build_pairs(recs, all_pairs=all_pairs,
                                               max_pairs_per_problem=max_pairs_per_problem),
                      stats=common.sample_stats(recs))

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsi import spec as spec_lib
+from jaxsi.methods import self_training_common as common
 from jaxsi.sampling import strategies
 from jaxsi.training import checkpoint_pool as pool_lib
 from jaxsi.training import evaluate as evaluate_lib
@@ -50,23 +51,6 @@ from jaxsi.training import round_context
 from jaxsi.training import round_fit
 from jaxsi.training import round_store
 from jaxsi.transforms import base as transforms_base
-
-Record = dict      # one sampled candidate (JSON): task_id, prompt, completion, ...
-Example = dict     # one training example: prompt, completion, task_id
-
-# The pieces, under their historical names.
-RoundsMethod = spec_lib.RoundsMethod
-RoundStore = round_store.RoundStore
-write_json_atomic = round_store.write_json_atomic
-read_json = round_store.read_json
-RoundContext = round_context.RoundContext
-sequence_logprobs = round_context.sequence_logprobs
-rollout_records = round_context.rollout_records
-optimizer_spec = round_fit.optimizer_spec
-fit_sft = round_fit.fit_sft
-round_train_set = round_store.round_train_set
-round_steps = round_fit.round_steps
-
 
 # --------------------------------------------------------------------- config
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +95,7 @@ class RoundsConfig:
 
 
 # ------------------------------------------------------------ method helpers
-def labeled_only(method: RoundsMethod) -> RoundsMethod:
+def labeled_only(method: spec_lib.RoundsMethod) -> spec_lib.RoundsMethod:
   """The no-self-training control of ``method``: its schedule, no generated data.
 
   Every round samples nothing and selects nothing, so the M-step runs the
@@ -130,11 +114,6 @@ def labeled_only(method: RoundsMethod) -> RoundsMethod:
       sample_chunk=lambda ctx, tasks, plan: [],
       select=lambda records, plan, ctx: ([], [], {}), plan=None,
       after_round=None, evaluate=None)
-
-
-def task_examples(tasks: Sequence[Any]) -> list[Example]:
-  """Supervised examples (prompt → target) of labeled tasks."""
-  return [dict(prompt=t.prompt, completion=t.target, task_id=t.id) for t in tasks]
 
 
 def select_with_transform(transform: Any, stored: Optional[round_store.StoredChunk],
@@ -174,7 +153,7 @@ def select_with_transform(transform: Any, stored: Optional[round_store.StoredChu
 # ----------------------------------------------------------------- the loop
 def run_rounds(
     *,
-    method: RoundsMethod,
+    method: spec_lib.RoundsMethod,
     model: Any,
     init_params: Any,
     tokenizer: Any,
@@ -219,7 +198,7 @@ def run_rounds(
         f"run_rounds runs jaxsi.spec.RoundsMethod values; got"
         f" {type(method).__name__} {getattr(method, 'name', method)!r}"
         " (an on-policy method runs under the RL launcher, rl_run.run)")
-  store = RoundStore(workdir)
+  store = round_store.RoundStore(workdir)
   pool = pool_lib.CheckpointPool(store.pool_dir)
   pool.check(like=init_params)   # a damaged round is recomputed, not fatal later
   writer = metrics_lib.MetricWriter(store.workdir)
@@ -228,7 +207,7 @@ def run_rounds(
   t0 = time.time()
   done = {r["round"] for r in store.records()}
   seed = config.seed
-  labeled_examples = (method.warm_start or task_examples)(labeled)
+  labeled_examples = (method.warm_start or common.task_examples)(labeled)
 
   def held_out(params, eval_seed):
     """Greedy pass@1 on ``test`` (overall, per difficulty)."""
@@ -254,17 +233,17 @@ def run_rounds(
     return params
 
   def sft(r, start, examples, steps, tag, log=True):
-    return pooled(r, lambda: fit_sft(
+    return pooled(r, lambda: round_fit.fit_sft(
         model=model, params=start, tokenizer=tokenizer, examples=examples, steps=steps,
         config=config, ckpt_dir=store.train_dir(r), seed=seed * 1009 + r,
         writer=writer if log else None,
         desc=tag, step_offset=r * 100_000, callback=callback)[0])
 
   def ctx_for(r, params, base, rng):
-    return RoundContext(round=r, model=model, params=params, base_params=base,
-                        tokenizer=tokenizer, rng=rng, pool=pool, config=config,
-                        workdir=store.workdir, labeled_examples=labeled_examples,
-                        unlabeled=tuple(unlabeled), method=method)
+    return round_context.RoundContext(
+        round=r, model=model, params=params, base_params=base, tokenizer=tokenizer,
+        rng=rng, pool=pool, config=config, workdir=store.workdir,
+        labeled_examples=labeled_examples, unlabeled=tuple(unlabeled), method=method)
 
   # Round 0: warm start.
   if warm_params is not None and 0 not in pool:
@@ -332,8 +311,8 @@ def run_rounds(
       store.save(r, "selected.json", selected)
     # 4. M-step: SFT on examples, or a pairwise term on pairs.
     key = "pairs" if method.pairwise else "examples"
-    train = round_train_set(method, labeled_examples, store, r, key)
-    steps = round_steps(method, config, r)
+    train = round_store.round_train_set(method, labeled_examples, store, r, key)
+    steps = round_fit.round_steps(method, config, r)
     start = base if method.train_from == "base" else current
     if not train:
       log(f"round {r}: empty training set; the model is carried over")

@@ -25,6 +25,7 @@ from jaxsi.models import model as model_lib
 from jaxsi.training import arguments
 from jaxsi.training import checkpoint_pool as pool_lib
 from jaxsi.training import evaluation
+from jaxsi.training import round_store
 from jaxsi.training import rounds
 
 CONTROL_DIR = "control"
@@ -136,7 +137,7 @@ def run(*, workdir: str, method: spec.RoundsMethod, task: str = "addition",
   records = rounds.run_rounds(method=method, workdir=workdir, **common)
   control_records = None
   if control:
-    main_pool = pool_lib.CheckpointPool(rounds.RoundStore(workdir).pool_dir)
+    main_pool = pool_lib.CheckpointPool(round_store.RoundStore(workdir).pool_dir)
     warm = main_pool.params(0, like=params)
     main_pool.close()
     control_records = rounds.run_rounds(
