@@ -241,18 +241,6 @@ def sample_stats(records: Sequence[Record]) -> dict:
                                       for g in groups.values()])))
 
 
-def verified_select(*, max_per_prompt: Optional[int], distinct: bool = True
-                    ) -> Callable[..., tuple]:
-  """``select`` of RFT/ReST-EM/STaR: :func:`keep_correct` + :func:`sample_stats`."""
-
-  def select(records, plan, ctx):
-    del plan, ctx
-    examples = keep_correct(records, max_per_prompt=max_per_prompt, distinct=distinct)
-    return examples, [], dict(sample_stats(records), kept=len(examples))
-
-  return select
-
-
 # ------------------------------------------------------- best-of-N evaluation
 def best_of_n_accuracy(scores: np.ndarray, correct: np.ndarray, n: int) -> float:
   """Accuracy of picking the top-scored of each group of ``n`` (first on ties)."""

@@ -209,14 +209,23 @@ def run_rounds(
   seed = config.seed
   labeled_examples = (method.warm_start or common.task_examples)(labeled)
 
-  def held_out(params, eval_seed):
-    """Greedy pass@1 on ``test`` (overall, per difficulty)."""
-    res = evaluate_lib.evaluate_policy(
+  def record(r, params, ctx, scalars, **fields):
+    """Greedy held-out pass@1 of round r, its log row, then the record that
+    marks it done (a rerun after a kill in between writes the row again;
+    rewind() keeps one); returns the pass@1."""
+    by_difficulty = evaluate_lib.pass_at_1(
         model, params, tokenizer, test, strategy=strategies.Greedy(), n=1,
-        max_new_tokens=config.max_new_tokens, seed=eval_seed,
-        batch_size=config.rollout_batch, ks=(1,), maj_ks=())
-    return {"pass@1": res["overall"]["pass@1"],
-            "by_difficulty": {k: v["pass@1"] for k, v in res["by_difficulty"].items()}}
+        max_new_tokens=config.max_new_tokens, seed=seed + 10_000 + r,
+        batch_size=config.rollout_batch)
+    p1 = by_difficulty.pop("all")
+    rec = dict(round=r, test_pass1=p1, test_by_difficulty=by_difficulty, **fields,
+               seconds=round(time.time() - t0, 1))
+    if method.evaluate is not None:
+      rec["eval"] = method.evaluate(ctx, test)
+    writer.write_scalars(r * 100_000, {"eval/test_pass@1": p1, **scalars})
+    writer.flush()
+    store.add_record(rec)
+    return p1
 
   def log(msg):
     if verbose:
@@ -251,17 +260,9 @@ def run_rounds(
   base = sft(0, init_params, labeled_examples, config.warm_start_steps, "warm_start",
              log=0 not in done)
   if 0 not in done:
-    ev = held_out(base, seed + 10_000)
-    rec = dict(round=0, test_pass1=ev["pass@1"], test_by_difficulty=ev["by_difficulty"],
-               train_size=len(labeled_examples), seconds=round(time.time() - t0, 1))
-    if method.evaluate is not None:
-      rec["eval"] = method.evaluate(ctx_for(0, base, base, jax.random.key(seed + 20_000)), test)
-    # The row before the record that marks the round done (a rerun after a
-    # kill in between writes it again; rewind() keeps one).
-    writer.write_scalars(0, {"eval/test_pass@1": ev["pass@1"]})
-    writer.flush()
-    store.add_record(rec)
-    log(f"warm start: held-out pass@1 {ev['pass@1']:.3f}")
+    p1 = record(0, base, ctx_for(0, base, base, jax.random.key(seed + 20_000)), {},
+                train_size=len(labeled_examples))
+    log(f"warm start: held-out pass@1 {p1:.3f}")
 
   for r in range(1, config.rounds + 1):
     if r in done and r in pool:
@@ -334,23 +335,14 @@ def run_rounds(
     ctx = ctx_for(r, params, base, jax.random.fold_in(round_key, 10**6 + 1))
     extra = method.after_round(ctx, store) if method.after_round else {}
     # 5. Evaluate and record.
-    ev = held_out(params, seed + 10_000 + r)
-    rec = dict(round=r, test_pass1=ev["pass@1"], test_by_difficulty=ev["by_difficulty"],
-               selected=len(selected["examples"]), pairs=len(selected["pairs"]),
-               candidates=selected["num_records"], train_size=len(train),
-               train_steps=steps, plan={k: v for k, v in plan.items()
-                                        if k != "candidates"},
-               select=selected["metrics"], after_round=extra,
-               seconds=round(time.time() - t0, 1))
-    if method.evaluate is not None:
-      rec["eval"] = method.evaluate(ctx, test)
-    writer.write_scalars(r * 100_000, {"eval/test_pass@1": ev["pass@1"],
-                                       "rounds/selected": len(selected["examples"])})
-    writer.flush()
-    store.add_record(rec)
+    p1 = record(r, params, ctx, {"rounds/selected": len(selected["examples"])},
+                selected=len(selected["examples"]), pairs=len(selected["pairs"]),
+                candidates=selected["num_records"], train_size=len(train),
+                train_steps=steps, plan={k: v for k, v in plan.items()
+                                         if k != "candidates"},
+                select=selected["metrics"], after_round=extra)
     log(f"round {r}: selected {len(selected['examples'])}/{selected['num_records']}"
-        f" candidates, train {len(train)} x {steps} steps, held-out pass@1"
-        f" {ev['pass@1']:.3f}")
+        f" candidates, train {len(train)} x {steps} steps, held-out pass@1 {p1:.3f}")
   writer.close()
   pool.close()
   return store.records()
