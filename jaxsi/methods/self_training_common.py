@@ -11,7 +11,7 @@ and scoring go through the round context ``ctx`` a callback receives
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np

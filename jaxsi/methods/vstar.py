@@ -114,10 +114,6 @@ def vstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0),
     raise ValueError("vstar: verifier_tasks must be a list of tasks or "
                      f"'unlabeled', got {verifier_tasks!r}")
 
-  def sample_chunk(ctx, tasks, plan):
-    del plan
-    return common.sample_records(ctx, tasks, rollout)
-
   def select(records, plan, ctx):
     del plan, ctx
     examples = common.keep_correct(records, max_per_prompt=max_per_prompt)
@@ -201,6 +197,6 @@ def vstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0),
     return out
 
   return spec.RoundsMethod(
-      name=name, sample_chunk=sample_chunk, select=select, after_round=after_round,
+      name=name, rollout=rollouts.Sample(rollout), select=select, after_round=after_round,
       evaluate=evaluate, train_from="base", accumulate=True,
       include_labeled=include_labeled)

@@ -116,6 +116,23 @@ def labeled_only(method: spec_lib.RoundsMethod) -> spec_lib.RoundsMethod:
       after_round=None, evaluate=None)
 
 
+def check_method(method: Any, where: str) -> spec_lib.RoundsMethod:
+  """``method`` if it is a ``spec.RoundsMethod``.
+
+  Raises:
+    spec.ConfigurationError: naming ``where`` and, for an on-policy
+      ``spec.Method``, its launcher (``rl_run.run``).
+  """
+  if isinstance(method, spec_lib.RoundsMethod):
+    return method
+  kind = (" an on-policy method (jaxsi.spec.Method): use the RL launcher, MAIN ="
+          " @rl_run.run (jaxsi.training.rl_run.run)" if isinstance(method, spec_lib.Method)
+          else f" a {type(method).__name__}")
+  raise spec_lib.ConfigurationError(
+      f"{where} runs rounds methods (jaxsi.spec.RoundsMethod);"
+      f" {getattr(method, 'name', method)!r} is{kind}")
+
+
 def select_with_transform(transform: Any, stored: Optional[round_store.StoredChunk],
                           tokenizer: Any) -> tuple[list, list, dict]:
   """Runs a ``jaxsi.transforms`` filter / pair builder over a round's trajectories.
@@ -193,11 +210,7 @@ def run_rounds(
   Raises:
     spec.ConfigurationError: ``method`` is not a RoundsMethod.
   """
-  if not isinstance(method, spec_lib.RoundsMethod):
-    raise spec_lib.ConfigurationError(
-        f"run_rounds runs jaxsi.spec.RoundsMethod values; got"
-        f" {type(method).__name__} {getattr(method, 'name', method)!r}"
-        " (an on-policy method runs under the RL launcher, rl_run.run)")
+  check_method(method, "run_rounds")
   store = round_store.RoundStore(workdir)
   pool = pool_lib.CheckpointPool(store.pool_dir)
   pool.check(like=init_params)   # a damaged round is recomputed, not fatal later

@@ -31,25 +31,6 @@ from jaxsi.training import rounds
 CONTROL_DIR = "control"
 
 
-def check_method(method: Any) -> spec.RoundsMethod:
-  """``method`` if it is a ``spec.RoundsMethod``.
-
-  Raises:
-    spec.ConfigurationError: an on-policy ``spec.Method`` (it runs under the
-      RL launcher, ``rl_run.run``) or anything else.
-  """
-  if isinstance(method, spec.Method):
-    raise spec.ConfigurationError(
-        f"rounds_run.run: {method.name!r} is an on-policy method (jaxsi.spec.Method);"
-        " rounds_run runs rounds methods (jaxsi.spec.RoundsMethod). Use the RL"
-        " launcher: MAIN = @rl_run.run (jaxsi.training.rl_run.run)")
-  if not isinstance(method, spec.RoundsMethod):
-    raise spec.ConfigurationError(
-        f"rounds_run.run: expected a jaxsi.spec.RoundsMethod, got"
-        f" {type(method).__name__} {getattr(method, 'name', method)!r}")
-  return method
-
-
 def run(*, workdir: str, method: spec.RoundsMethod, task: str = "addition",
         task_format: Optional[dict] = None, difficulty: Sequence[int] = (2,),
         test_difficulty: Optional[Sequence[int]] = None, n_labeled: int = 1500,
@@ -110,7 +91,7 @@ def run(*, workdir: str, method: spec.RoundsMethod, task: str = "addition",
     raise arguments.ArgumentError(
         f"rounds_run.run.rounds_config: unknown field(s) {unknown}; RoundsConfig"
         f" has {sorted(known)}")
-  check_method(method)
+  rounds.check_method(method, "rounds_run.run")
   fmt = dict({"reverse": True} if task == "addition" and task_format is None
              else (task_format or {}))
   tok = char_tokenizer.CharTokenizer()
