@@ -30,11 +30,12 @@ def verified_filter(*, max_per_prompt: Optional[int],
                     distinct: bool = False) -> transforms_base.TrajectoryTransform:
   """The RFT / ReST-EM filter as ``jaxsi.transforms``: verified (the summed
   reward columns — here one, the verifier — ≥ 1), then with ``distinct`` the
-  first of each group's identical completions, then at most
-  ``max_per_prompt`` per problem, first in sample order (``top_k_per_group``
-  breaks ties by row). Runs on a round's stored trajectories."""
+  first of each group's identical completions (a no-op when one is kept per
+  problem, so left out), then at most ``max_per_prompt`` per problem, first in
+  sample order (``top_k_per_group`` breaks ties by row). Runs on a round's
+  stored trajectories."""
   chain = [filters.threshold_filter(threshold=1.0)]
-  if distinct:
+  if distinct and max_per_prompt != 1:
     chain.append(filters.distinct_per_group())
   if max_per_prompt is not None:
     chain.append(filters.top_k_per_group(k=int(max_per_prompt)))
