@@ -103,10 +103,10 @@ def demo_rounds(args, out):
   config = _config(args)
   # One warm start shared by the methods that use the plain warm start.
   warm, _ = round_fit.fit_sft(model=model, params=init, tokenizer=tok,
-                           examples=common.task_examples(labeled),
-                           steps=args.warm_steps, config=config,
-                           ckpt_dir=os.path.join(out, "shared_warm_start"),
-                           seed=args.seed * 1009)
+                              examples=common.task_examples(labeled),
+                              steps=args.warm_steps, config=config,
+                              ckpt_dir=os.path.join(out, "shared_warm_start"),
+                              seed=args.seed * 1009)
   methods = {
       "labeled_only": labeled_only(),
       "rest_em": rest_em_lib.rest_em(rollout=spec.RolloutSpec(n=args.k, temperature=1.0),
@@ -266,10 +266,10 @@ def demo_e2h(args, out):
     src.close()
   else:
     warm, _ = round_fit.fit_sft(model=model, params=init, tokenizer=tok,
-                             examples=common.task_examples(labeled),
-                             steps=config.warm_start_steps, config=config,
-                             ckpt_dir=os.path.join(out, "shared_warm_start"),
-                             seed=args.seed * 1009)
+                                examples=common.task_examples(labeled),
+                                steps=config.warm_start_steps, config=config,
+                                ckpt_dir=os.path.join(out, "shared_warm_start"),
+                                seed=args.seed * 1009)
   results = {}
   for name in args.e2h_runs.split(","):
     filtering = name == "filtered"
@@ -451,9 +451,9 @@ def warm_start_to_target(*, model, init, tok, labeled, val, config, target, star
       steps = max(start, int(latest) + inc)
   while True:
     params, _ = round_fit.fit_sft(model=model, params=init, tokenizer=tok,
-                               examples=common.task_examples(labeled), steps=steps,
-                               config=config, ckpt_dir=ckpt_dir, seed=config.seed * 1009,
-                               desc="warm_start")
+                                  examples=common.task_examples(labeled), steps=steps,
+                                  config=config, ckpt_dir=ckpt_dir, seed=config.seed * 1009,
+                                  desc="warm_start")
     acc = evaluate_lib.evaluate_policy(
         model, params, tok, val, strategy=strategies.Greedy(),
         max_new_tokens=config.max_new_tokens, seed=config.seed + 30_000,
@@ -546,8 +546,8 @@ def demo_vstar_diag(args, out):
       for gr in sorted({0, vr}):
         gen = gpool.params(gr, like=init)
         ctx = round_context.RoundContext(round=gr, model=model, params=gen, base_params=base,
-                                  tokenizer=tok, rng=jax.random.key(0), pool=gpool,
-                                  config=config, workdir=run)
+                                         tokenizer=tok, rng=jax.random.key(0), pool=gpool,
+                                         config=config, workdir=run)
         m, ro, lgen = common.sampled_eval(ctx, test, n=config.eval_n, temperature=1.0)
         c = np.asarray(ro.correct, bool)
         lv = round_context.sequence_logprobs(model, vparams, ro.traj)

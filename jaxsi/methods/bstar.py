@@ -148,5 +148,6 @@ def bstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8),
                               require_correct=require_correct))
 
   return spec.RoundsMethod(name=name, rollout=rollouts.Sample(rollout),
-                           sample_chunk=sample_chunk, select=select, plan=plan, train_from="current", accumulate=False,
+                           sample_chunk=sample_chunk, select=select, plan=plan,
+                           train_from="current", accumulate=False,
                            include_labeled=include_labeled)

@@ -149,5 +149,5 @@ def easy_to_hard(*, start_difficulty: int,
 
   return spec.RoundsMethod(name=name,
                            rollout=None if rollout is None else rollouts.Sample(rollout),
-                           sample_chunk=sample_chunk, select=select, problems=problems, train_from="current",
-                           accumulate=True, include_labeled=True)
+                           sample_chunk=sample_chunk, select=select, problems=problems,
+                           train_from="current", accumulate=True, include_labeled=True)

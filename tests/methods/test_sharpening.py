@@ -81,8 +81,8 @@ def test_sampled_eval_and_evaluate(tmp_path):
   tasks = tasks_lib.make_tasks("addition", 6, difficulty=1, seed=0)
   config = rounds.RoundsConfig(max_new_tokens=3, rollout_batch=16, eval_n=4, seed=0)
   ctx = round_context.RoundContext(round=0, model=model, params=params, base_params=params,
-                            tokenizer=tok, rng=jax.random.key(0), pool=None,
-                            config=config, workdir=str(tmp_path))
+                                   tokenizer=tok, rng=jax.random.key(0), pool=None,
+                                   config=config, workdir=str(tmp_path))
   out, ro, logp = common.sampled_eval(ctx, tasks, n=4, temperature=1.0)
   correct = np.asarray(ro.correct, bool)
   assert len(ro.texts) == 24 and logp.shape == (24,)

@@ -78,8 +78,8 @@ def test_dpo_verifier_learns_to_rank(tiny):
            for a in range(1, 9)]
   config = rounds.RoundsConfig(max_len=10, learning_rate=3e-3, warmup_steps=1)
   ctx = round_context.RoundContext(round=1, model=model, params=params, base_params=params,
-                            tokenizer=tok, rng=jax.random.key(0), pool=None,
-                            config=config, workdir="")
+                                   tokenizer=tok, rng=jax.random.key(0), pool=None,
+                                   config=config, workdir="")
   vparams, metrics = vstar.train_verifier(ctx, pairs=pairs, steps=30, pairs_per_batch=8,
                                           beta=0.5, seed=0)
   assert metrics["rewards/accuracies"] > 0.9
@@ -157,9 +157,9 @@ def test_after_round_adds_the_ranked_generators_own_pairs(tiny, tmp_path):
   config = rounds.RoundsConfig(max_len=16, max_new_tokens=4, rollout_batch=64)
   pool = pool_lib.CheckpointPool(os.path.join(str(tmp_path), "pool"))
   ctx = round_context.RoundContext(round=1, model=model, params=params, base_params=params,
-                            tokenizer=tok, rng=jax.random.key(0), pool=pool,
-                            config=config, workdir=str(tmp_path),
-                            unlabeled=tuple(tasks))
+                                   tokenizer=tok, rng=jax.random.key(0), pool=pool,
+                                   config=config, workdir=str(tmp_path),
+                                   unlabeled=tuple(tasks))
   out = m.after_round(ctx, store)
   own = store.load(1, "verifier_samples.json")
   assert own is not None and out["own_generator_pairs"] == len(own["pairs"])
