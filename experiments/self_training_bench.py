@@ -55,6 +55,8 @@ from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import checkpoint_pool
 from jaxsi.training import evaluate as evaluate_lib
 from jaxsi.training import evaluation
+from jaxsi.training import round_context
+from jaxsi.training import round_fit
 from jaxsi.training import rounds
 
 
@@ -68,7 +70,7 @@ def make_model(args, tok):
 
 def labeled_only(name="labeled_only"):
   """Control: no generated data, keep training on the labeled set (current)."""
-  return rounds.RoundsMethod(
+  return spec.RoundsMethod(
       name=name, sample_chunk=lambda ctx, tasks, plan: [],
       select=lambda records, plan, ctx: ([], [], {}), problems=lambda r, un: [],
       train_from="current", include_labeled=True)
@@ -100,11 +102,11 @@ def demo_rounds(args, out):
   model, init = make_model(args, tok)
   config = _config(args)
   # One warm start shared by the methods that use the plain warm start.
-  warm, _ = rounds.fit_sft(model=model, params=init, tokenizer=tok,
-                           examples=rounds.task_examples(labeled),
-                           steps=args.warm_steps, config=config,
-                           ckpt_dir=os.path.join(out, "shared_warm_start"),
-                           seed=args.seed * 1009)
+  warm, _ = round_fit.fit_sft(model=model, params=init, tokenizer=tok,
+                              examples=common.task_examples(labeled),
+                              steps=args.warm_steps, config=config,
+                              ckpt_dir=os.path.join(out, "shared_warm_start"),
+                              seed=args.seed * 1009)
   methods = {
       "labeled_only": labeled_only(),
       "rest_em": rest_em_lib.rest_em(rollout=spec.RolloutSpec(n=args.k, temperature=1.0),
@@ -263,11 +265,11 @@ def demo_e2h(args, out):
     warm = src.params(0, like=init)
     src.close()
   else:
-    warm, _ = rounds.fit_sft(model=model, params=init, tokenizer=tok,
-                             examples=rounds.task_examples(labeled),
-                             steps=config.warm_start_steps, config=config,
-                             ckpt_dir=os.path.join(out, "shared_warm_start"),
-                             seed=args.seed * 1009)
+    warm, _ = round_fit.fit_sft(model=model, params=init, tokenizer=tok,
+                                examples=common.task_examples(labeled),
+                                steps=config.warm_start_steps, config=config,
+                                ckpt_dir=os.path.join(out, "shared_warm_start"),
+                                seed=args.seed * 1009)
   results = {}
   for name in args.e2h_runs.split(","):
     filtering = name == "filtered"
@@ -448,10 +450,10 @@ def warm_start_to_target(*, model, init, tok, labeled, val, config, target, star
     if latest is not None:
       steps = max(start, int(latest) + inc)
   while True:
-    params, _ = rounds.fit_sft(model=model, params=init, tokenizer=tok,
-                               examples=rounds.task_examples(labeled), steps=steps,
-                               config=config, ckpt_dir=ckpt_dir, seed=config.seed * 1009,
-                               desc="warm_start")
+    params, _ = round_fit.fit_sft(model=model, params=init, tokenizer=tok,
+                                  examples=common.task_examples(labeled), steps=steps,
+                                  config=config, ckpt_dir=ckpt_dir, seed=config.seed * 1009,
+                                  desc="warm_start")
     acc = evaluate_lib.evaluate_policy(
         model, params, tok, val, strategy=strategies.Greedy(),
         max_new_tokens=config.max_new_tokens, seed=config.seed + 30_000,
@@ -543,15 +545,15 @@ def demo_vstar_diag(args, out):
       vparams = vpool.params(vr, like=init)
       for gr in sorted({0, vr}):
         gen = gpool.params(gr, like=init)
-        ctx = rounds.RoundContext(round=gr, model=model, params=gen, base_params=base,
-                                  tokenizer=tok, rng=jax.random.key(0), pool=gpool,
-                                  config=config, workdir=run)
+        ctx = round_context.RoundContext(round=gr, model=model, params=gen, base_params=base,
+                                         tokenizer=tok, rng=jax.random.key(0), pool=gpool,
+                                         config=config, workdir=run)
         m, ro, lgen = common.sampled_eval(ctx, test, n=config.eval_n, temperature=1.0)
         c = np.asarray(ro.correct, bool)
-        lv = rounds.sequence_logprobs(model, vparams, ro.traj)
-        lb = rounds.sequence_logprobs(model, base, ro.traj)
-        dpo_mean = (rounds.sequence_logprobs(model, vparams, ro.traj, normalize=True)
-                    - rounds.sequence_logprobs(model, base, ro.traj, normalize=True))
+        lv = round_context.sequence_logprobs(model, vparams, ro.traj)
+        lb = round_context.sequence_logprobs(model, base, ro.traj)
+        dpo_mean = (round_context.sequence_logprobs(model, vparams, ro.traj, normalize=True)
+                    - round_context.sequence_logprobs(model, base, ro.traj, normalize=True))
         cells = [f"{common.best_of_n_accuracy(sc, c, m['n']):.3f} /"
                  f" {common.pair_ranking_accuracy(sc, c, m['n']):.3f}"
                  for sc in (lv - lb, lb - lv, lv, lb, lgen, dpo_mean)]

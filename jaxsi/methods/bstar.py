@@ -120,7 +120,7 @@ def bstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8),
     grid, rng = [], ctx.rng
     for i, temp in enumerate(temperatures):
       recs = _scored(common.sample_records(
-          ctx, probe, n=rollout.n, temperature=temp, rng=rng))
+          ctx, probe, spec.RolloutSpec(n=rollout.n, temperature=temp), rng=rng))
       for tau in thresholds:
         grid.append(dict(temperature=float(temp), threshold=float(tau),
                          balance=balance_score(recs, threshold=tau, n_star=n_star,
@@ -132,8 +132,8 @@ def bstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8),
                 probe_balance=best["balance"], grid=grid)
 
   def sample_chunk(ctx, tasks, plan):
-    return _scored(common.sample_records(ctx, tasks, n=rollout.n,
-                                         temperature=plan["temperature"]))
+    return _scored(common.sample_records(
+        ctx, tasks, spec.RolloutSpec(n=rollout.n, temperature=plan["temperature"])))
 
   def select(records, plan, ctx):
     del ctx
@@ -148,5 +148,6 @@ def bstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8),
                               require_correct=require_correct))
 
   return spec.RoundsMethod(name=name, rollout=rollouts.Sample(rollout),
-                           sample_chunk=sample_chunk, select=select, plan=plan, train_from="current", accumulate=False,
+                           sample_chunk=sample_chunk, select=select, plan=plan,
+                           train_from="current", accumulate=False,
                            include_labeled=include_labeled)

@@ -115,14 +115,14 @@ def easy_to_hard(*, start_difficulty: int,
 
   def sample_chunk(ctx, tasks, plan):
     del plan
-    greedy = common.sample_records(ctx, tasks, n=1, temperature=0.0, voter=0)
+    greedy = common.sample_records(ctx, tasks, common.GREEDY, voter=0)
     if not filtering:
       return greedy
     votes = [greedy]
     if rollout is not None:
-      votes.append(common.spec_records(ctx, tasks, rollout, voter=0))
+      votes.append(common.sample_records(ctx, tasks, rollout, voter=0))
     for i in range(1, vote_models):
-      votes.append(common.sample_records(ctx, tasks, n=1, temperature=0.0,
+      votes.append(common.sample_records(ctx, tasks, common.GREEDY,
                                          params=peer_params(ctx, i, ctx.round - 1),
                                          voter=i))
     offset = 0
@@ -149,5 +149,5 @@ def easy_to_hard(*, start_difficulty: int,
 
   return spec.RoundsMethod(name=name,
                            rollout=None if rollout is None else rollouts.Sample(rollout),
-                           sample_chunk=sample_chunk, select=select, problems=problems, train_from="current",
-                           accumulate=True, include_labeled=True)
+                           sample_chunk=sample_chunk, select=select, problems=problems,
+                           train_from="current", accumulate=True, include_labeled=True)

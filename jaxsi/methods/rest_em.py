@@ -15,13 +15,14 @@ E_{q(y|x)}[log r(x, y) + log p_θ(y|x)] with a binary reward r:
 
 As a composition (``jaxsi.spec.RoundsMethod``): rollout stage
 ``rollouts.Sample(rollout)`` (a RolloutSpec: K samples at temperature T) · reward stage
-``correctness_reward`` · keep reward ≥ 1, at most ``max_per_prompt`` per
-problem · ``fit(sft)`` from the base.
+``correctness_reward`` · ``rft.verified_filter`` (reward ≥ 1, distinct, at
+most ``max_per_prompt`` per problem) · ``fit(sft)`` from the base.
 """
 
 from __future__ import annotations
 
 from jaxsi import spec
+from jaxsi.methods import rft
 from jaxsi.methods import self_training_common as common
 from jaxsi.rewards import reward_fn
 from jaxsi.sampling import rollouts
@@ -53,5 +54,5 @@ def rest_em(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0
       name=name,
       rollout=rollouts.Sample(rollout),
       rewards=(reward_fn.correctness_reward,),
-      select=common.verified_select(max_per_prompt=max_per_prompt, distinct=True),
+      select=rft.verified_filter(max_per_prompt=max_per_prompt, distinct=True),
       train_from="base", accumulate=False, include_labeled=include_labeled)

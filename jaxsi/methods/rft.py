@@ -10,7 +10,7 @@ iterated rounds regenerate with the latest model and retrain from the base.
 
 As a composition (``jaxsi.spec.RoundsMethod``): rollout stage
 ``rollouts.Sample(rollout)`` (a RolloutSpec: k samples at temperature T) · reward stage
-``correctness_reward`` (the task verifier) · ``keep_correct(distinct)`` ·
+``correctness_reward`` (the task verifier) · :func:`verified_filter` ·
 ``fit(sft)`` on labeled ∪ kept, from the base.
 """
 
@@ -26,14 +26,17 @@ from jaxsi.transforms import base as transforms_base
 from jaxsi.transforms import filters
 
 
-def verified_filter(*, max_per_prompt: Optional[int]) -> transforms_base.TrajectoryTransform:
-  """The RFT filter as ``jaxsi.transforms``: verified (the summed reward columns —
-  RFT has one, the verifier — ≥ 1), then at most
-  ``max_per_prompt`` per problem, first in sample order (``top_k_per_group``
-  breaks ties by row). Runs on a round's stored trajectories; equals
-  ``common.keep_correct(distinct=False)`` (and ``distinct=True`` when at most
-  one is kept per problem)."""
+def verified_filter(*, max_per_prompt: Optional[int],
+                    distinct: bool = False) -> transforms_base.TrajectoryTransform:
+  """The RFT / ReST-EM filter as ``jaxsi.transforms``: verified (the summed
+  reward columns — here one, the verifier — ≥ 1), then with ``distinct`` the
+  first of each group's identical completions (a no-op when one is kept per
+  problem, so left out), then at most ``max_per_prompt`` per problem, first in
+  sample order (``top_k_per_group`` breaks ties by row). Runs on a round's
+  stored trajectories."""
   chain = [filters.threshold_filter(threshold=1.0)]
+  if distinct and max_per_prompt != 1:
+    chain.append(filters.distinct_per_group())
   if max_per_prompt is not None:
     chain.append(filters.top_k_per_group(k=int(max_per_prompt)))
   return transforms_base.chain(*chain)
@@ -54,10 +57,9 @@ def rft(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=0.7),
     name: method name.
 
   Returns:
-    The method: base-restart, no accumulation, labeled data included. The
+    The method: base-restart, no accumulation, labeled data included; the
     selection is the transform :func:`verified_filter` over the round's
-    stored trajectories, except for a cap > 1 with ``distinct`` (dedupe by
-    completion text: ``common.keep_correct`` over the records).
+    stored trajectories.
   """
   common.check_rollout("rft", rollout)
 
@@ -65,7 +67,5 @@ def rft(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=0.7),
       name=name,
       rollout=rollouts.Sample(rollout),
       rewards=(reward_fn.correctness_reward,),
-      select=(common.verified_select(max_per_prompt=max_per_prompt, distinct=distinct)
-              if distinct and max_per_prompt != 1
-              else verified_filter(max_per_prompt=max_per_prompt)),
+      select=verified_filter(max_per_prompt=max_per_prompt, distinct=distinct),
       train_from="base", accumulate=False, include_labeled=True)

@@ -5,14 +5,13 @@ Everything here is host-side (JSON records of sampled candidates, see
 same examples, whatever the order chunks were generated in. Each filter names
 the paper it comes from. Nothing here imports ``jaxsi.training``: sampling
 and scoring go through the round context ``ctx`` a callback receives
-(``ctx.rollout`` / ``ctx.sample``: the on-policy loop's rollout and reward
-stages; ``ctx.sequence_logprobs``).
+(``ctx.sample``: the on-policy loop's rollout and reward stages; ``ctx.sequence_logprobs``).
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
@@ -20,7 +19,6 @@ import numpy as np
 from jaxsi import spec as spec_lib
 from jaxsi.rewards import voting
 from jaxsi.sampling import rollouts
-from jaxsi.sampling import strategies
 
 Record = dict      # one sampled candidate (JSON): task_id, prompt, completion, ...
 Example = dict     # one training example: prompt, completion, task_id
@@ -39,15 +37,6 @@ def task_examples(tasks: Sequence[Any]) -> list[Example]:
   return [dict(prompt=t.prompt, completion=t.target, task_id=t.id) for t in tasks]
 
 
-def strategy_for(temperature: float) -> Any:
-  """``Greedy()`` for temperature 0, else temperature sampling."""
-  if temperature < 0:
-    raise ValueError(f"temperature must be >= 0, got {temperature}")
-  if temperature == 0:
-    return strategies.Greedy()
-  return strategies.Sampling(temperature=float(temperature))
-
-
 def check_rollout(method: str, rollout: Any) -> spec_lib.RolloutSpec:
   """``rollout`` if it is a :class:`~jaxsi.spec.RolloutSpec` (a factory's
   shared sampling settings), else a TypeError naming ``method``."""
@@ -57,22 +46,31 @@ def check_rollout(method: str, rollout: Any) -> spec_lib.RolloutSpec:
   return rollout
 
 
-def sample_records(ctx: Any, tasks: Sequence[Any], *, n: int,
-                   temperature: float, with_logprob: bool = False,
-                   params: Any = None, rng: Any = None, strategy: Any = None,
+GREEDY = spec_lib.RolloutSpec(n=1, temperature=0.0)
+
+
+def sample(ctx: Any, tasks: Sequence[Any], rollout: spec_lib.RolloutSpec, *,
+           params: Any = None, rng: Any = None) -> Any:
+  """``ctx.sample``: ``rollout.n`` graded samples per task under the strategy of
+  ``rollout`` (``rollouts.strategy_of``: greedy at temperature 0). Its
+  ``max_new_tokens`` is not used: a rounds run has one completion budget,
+  ``RoundsConfig.max_new_tokens``. ``rng`` defaults to ``ctx.rng``."""
+  return ctx.sample(tasks, n=int(rollout.n), temperature=float(rollout.temperature),
+                    strategy=rollouts.strategy_of(rollout), params=params, rng=rng)
+
+
+def sample_records(ctx: Any, tasks: Sequence[Any], rollout: spec_lib.RolloutSpec, *,
+                   with_logprob: bool = False, params: Any = None, rng: Any = None,
                    **extra) -> list[Record]:
-  """``n`` verified samples per task as records (optionally with log π(y|x)).
+  """The records of :func:`sample` (optionally with log π(y|x)).
 
   ``logprob`` is the sequence log-likelihood under the sampling model at
-  temperature 1, ``logprob_mean`` its per-token mean. ``rng`` defaults to
-  ``ctx.rng``; ``strategy`` to :func:`strategy_for` ``(temperature)``;
-  ``extra`` fields are added to every record.
+  temperature 1, ``logprob_mean`` its per-token mean; ``extra`` fields are
+  added to every record.
   """
   if not tasks:
     return []
-  if strategy is None:
-    strategy = strategy_for(temperature)
-  ro = ctx.rollout(tasks, strategy=strategy, n=n, params=params, rng=rng)
+  ro = sample(ctx, tasks, rollout, params=params, rng=rng)
   fields = dict(extra)
   if with_logprob:
     total = ctx.sequence_logprobs(ro.traj, params=params)
@@ -80,16 +78,6 @@ def sample_records(ctx: Any, tasks: Sequence[Any], *, n: int,
     fields.update(logprob=[float(x) for x in total],
                   logprob_mean=[float(x) for x in mean])
   return ro.records(**fields)
-
-
-def spec_records(ctx: Any, tasks: Sequence[Any], rollout: spec_lib.RolloutSpec,
-                 **kw) -> list[Record]:
-  """:func:`sample_records` with the samples per task and the strategy of a
-  RolloutSpec (``rollouts.strategy_of``: greedy at temperature 0). Its
-  ``max_new_tokens`` is not used: a rounds run has one completion budget,
-  ``RoundsConfig.max_new_tokens``."""
-  return sample_records(ctx, tasks, n=int(rollout.n), temperature=float(rollout.temperature),
-                        strategy=rollouts.strategy_of(rollout), **kw)
 
 
 # ---------------------------------------------------------------- filters
@@ -253,18 +241,6 @@ def sample_stats(records: Sequence[Record]) -> dict:
                                       for g in groups.values()])))
 
 
-def verified_select(*, max_per_prompt: Optional[int], distinct: bool = True
-                    ) -> Callable[..., tuple]:
-  """``select`` of RFT/ReST-EM/STaR: :func:`keep_correct` + :func:`sample_stats`."""
-
-  def select(records, plan, ctx):
-    del plan, ctx
-    examples = keep_correct(records, max_per_prompt=max_per_prompt, distinct=distinct)
-    return examples, [], dict(sample_stats(records), kept=len(examples))
-
-  return select
-
-
 # ------------------------------------------------------- best-of-N evaluation
 def best_of_n_accuracy(scores: np.ndarray, correct: np.ndarray, n: int) -> float:
   """Accuracy of picking the top-scored of each group of ``n`` (first on ties)."""
@@ -309,7 +285,7 @@ def sampled_eval(ctx: Any, tasks: Sequence[Any], *, n: int,
   oracle: any sample correct), ``likelihood_best_of_n`` (pick the sample
   with the highest log π(y|x) under the sampling model: the target of
   SFT-Sharpening, Huang et al. 2024), ``likelihood_pair_accuracy``.
-  The samples are ````ctx.rollout`` (a rollout stage and the reward stages) with a
+  The samples are :func:`sample` (a rollout stage and the reward stages) with a
   key fixed per run (``config.seed + seed_offset``), so every round is
   evaluated on equally drawn samples. ``params`` (default: the
   round's model) samples and scores.
@@ -317,8 +293,8 @@ def sampled_eval(ctx: Any, tasks: Sequence[Any], *, n: int,
   Returns:
     (metrics, the rollout, f32[len(tasks)·n] log π(y|x)).
   """
-  ro = ctx.rollout(tasks, strategy=strategy_for(temperature), n=n, params=params,
-                   rng=jax.random.key(ctx.config.seed + seed_offset))
+  ro = sample(ctx, tasks, spec_lib.RolloutSpec(n=n, temperature=temperature),
+              params=params, rng=jax.random.key(ctx.config.seed + seed_offset))
   correct = np.asarray(ro.correct, bool)
   logp = ctx.sequence_logprobs(ro.traj, params=params)
   out = dict(n=n, temperature=float(temperature), random_choice=float(correct.mean()),

@@ -51,7 +51,7 @@ def sharpening(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=
 
   def sample_chunk(ctx, tasks, plan):
     del plan
-    return common.spec_records(ctx, tasks, rollout, with_logprob=True)
+    return common.sample_records(ctx, tasks, rollout, with_logprob=True)
 
   def select(records, plan, ctx):
     del plan, ctx

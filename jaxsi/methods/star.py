@@ -82,7 +82,7 @@ def star(*, rationalize: bool = True,
 
   def sample_chunk(ctx, tasks, plan):
     del plan
-    recs = common.spec_records(ctx, tasks, rollout, rationalized=False)
+    recs = common.sample_records(ctx, tasks, rollout, rationalized=False)
     if not rationalize:
       return recs
     failed = [t for t in tasks
@@ -90,7 +90,7 @@ def star(*, rationalize: bool = True,
     if not failed:
       return recs
     hinted = [t.replace(prompt=hinted_prompt(t, hint_fn)) for t in failed]
-    hrecs = common.spec_records(ctx, hinted, rollout, rationalized=True)
+    hrecs = common.sample_records(ctx, hinted, rollout, rationalized=True)
     plain = {t.id: t.prompt for t in failed}
     for r in hrecs:
       r["hinted_prompt"] = r["prompt"]

@@ -68,10 +68,6 @@ def verifier_scores(ctx: Any, verifier_params: Any, traj: Trajectory) -> np.ndar
           - ctx.sequence_logprobs(traj, params=ctx.base_params))
 
 
-best_of_n_accuracy = common.best_of_n_accuracy     # kept for callers of vstar.*
-majority_accuracy = common.majority_accuracy
-
-
 def vstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0),
           max_per_prompt: int = 4, max_pairs_per_problem: int = 4,
           verifier_steps: int = 200, pairs_per_batch: int = 32, beta: float = 0.1,
@@ -118,10 +114,6 @@ def vstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0),
     raise ValueError("vstar: verifier_tasks must be a list of tasks or "
                      f"'unlabeled', got {verifier_tasks!r}")
 
-  def sample_chunk(ctx, tasks, plan):
-    del plan
-    return common.spec_records(ctx, tasks, rollout)
-
   def select(records, plan, ctx):
     del plan, ctx
     examples = common.keep_correct(records, max_per_prompt=max_per_prompt)
@@ -153,7 +145,7 @@ def vstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0),
           # this round's verifier will rank.
           tasks = (ctx.unlabeled if isinstance(verifier_tasks, str)
                    else verifier_tasks)
-          recs = common.spec_records(ctx, list(tasks), rollout)
+          recs = common.sample_records(ctx, list(tasks), rollout)
           own = dict(pairs=common.build_pairs(recs, all_pairs=all_pairs,
                                               max_pairs_per_problem=max_pairs_per_problem),
                      stats=common.sample_stats(recs))
@@ -205,6 +197,6 @@ def vstar(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=8, temperature=1.0),
     return out
 
   return spec.RoundsMethod(
-      name=name, sample_chunk=sample_chunk, select=select, after_round=after_round,
+      name=name, rollout=rollouts.Sample(rollout), select=select, after_round=after_round,
       evaluate=evaluate, train_from="base", accumulate=True,
       include_labeled=include_labeled)

@@ -158,6 +158,19 @@ def evaluate_policy(model: Any, params: Any, tokenizer: Any, tasks: Sequence[Any
                              per_task=per_task)
 
 
+def pass_at_1(model: Any, params: Any, tokenizer: Any, tasks: Sequence[Any], *,
+              strategy: Any, n: int, max_new_tokens: int, seed: int,
+              batch_size: int) -> dict:
+  """``{difficulty: pass@1, ..., 'all': overall pass@1}`` of :func:`evaluate_policy`
+  (mean correctness over ``n`` samples per task)."""
+  res = evaluate_policy(model, params, tokenizer, tasks, strategy=strategy, n=n,
+                        max_new_tokens=max_new_tokens, seed=seed,
+                        batch_size=batch_size, ks=(1,), maj_ks=())
+  out = {d: v["pass@1"] for d, v in res["by_difficulty"].items()}
+  out["all"] = res["overall"]["pass@1"]
+  return out
+
+
 def _summed_rewards(reward_fns, *, timeout_s: float = 60.0):
   """``fn(tasks, texts) -> f32[B]``: the summed components of ``reward_fns``.
 

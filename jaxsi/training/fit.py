@@ -545,6 +545,20 @@ def fit(*, model: Any, params: Any, objective: Objective, data: FitData,
                    position=position, start_position=start, skipped_nonfinite=skipped)
 
 
+def fit_sft(*, model: Any, params: Any, tokenizer: Any,
+            examples: Sequence[Mapping[str, str]], max_len: int,
+            drop_too_long: bool = False, desc: str = "sft", **settings) -> FitResult:
+  """The one SFT path: :func:`fit` of :func:`sft` on :func:`sft_examples` rows.
+
+  The RL warm starts and teachers, the rounds M-step and the benches call it;
+  ``settings`` are :func:`fit`'s (optimizer, steps, batch_size, seed, …).
+  """
+  data = sft_examples(tokenizer, examples, max_len=max_len,
+                      drop_too_long=drop_too_long, desc=desc)
+  return fit(model=model, params=params, objective=sft(), data=data, desc=desc,
+             **settings)
+
+
 def tail_mean(history: Sequence[Mapping[str, Any]], count: int) -> dict:
   """Mean of every metric over the last ``count`` entries of a fit history."""
   tail = list(history[-max(1, int(count)):])

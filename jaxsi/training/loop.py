@@ -381,12 +381,24 @@ class Loop:
           mdl, self.optimizer, m, self._state_shardings[m.train], self.mesh,
           self.compiler_options, rules=self.rules,
           batch_size=self.prompts_per_step * m.n)
-    phase = stage_context.Phase(method=m, stages=stages, reward_names=names,
+    phase = stage_context.Phase(method=m, reward_names=names,
                    strategy=rollouts.strategy_of(m.spec), scorers=tuple(scorers),
                    lora_reference=bool(self.lora_reference.get(m.train)),
                    train=train)
-    phase.ctx = stage_context.StageContext(self, phase)
+    phase.ctx = stage_context.StageContext(
+        model=mdl, tokenizer=self.tokenizer, tasks=self.tasks, stages=stages,
+        reward_names=names, strategy=phase.strategy, max_new_tokens=m.max_new_tokens,
+        prompts=self.prompts, prompt_variants=self.prompt_variants,
+        prompt_len=self.prompt_len, next_prompts=self._next_prompts,
+        place_rows=None if self.mesh is None else self.place_rows, roles=self,
+        text_batch=self.batch_size, reward_timeout_s=self.reward_timeout_s)
     return phase
+
+  def _next_prompts(self) -> np.ndarray:
+    """Task indices of the next R prompts (a pure function of (seed, position))."""
+    index = np.asarray(self.iterator.indices(self.position))
+    self.position += 1
+    return index
 
   def _aux_params(self, phase: stage_context.Phase) -> dict:
     """Every role but the trained one, by name (live params for trained or

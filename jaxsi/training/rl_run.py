@@ -48,6 +48,7 @@ from jaxsi.training import fit as fit_lib
 from jaxsi.training import optimizer as optimizer_lib
 from jaxsi.training import loop as loop_lib
 from jaxsi.training import metrics as metrics_lib
+from jaxsi.training import round_store
 
 
 # ------------------------------------------------------------------ pieces
@@ -76,22 +77,17 @@ def split_tasks(*, task: str, difficulty: Sequence[int], n_train: int,
 def supervised(*, model, params, tokenizer, prompts: Sequence[str],
                targets: Sequence[str], steps: int, learning_rate: float,
                batch_size: int = 64, seed: int = 0, desc: str = "warm-start"):
-  """SFT of ``params`` on (prompt, target) pairs (``fit``); cosine schedule.
-
-  Batches of ``min(batch_size, len(prompts))`` rows, warmup
-  ``min(20, steps // 4)``; returns new params (the caller's stay valid).
-  """
-  if not prompts:
-    raise ValueError(f"{desc}: no supervised examples")
-  max_len = max(len(p) + len(t) for p, t in zip(prompts, targets)) + 2
-  data = fit_lib.sft_data(tokenizer, prompts, targets, max_len=max_len)
+  """The RL warm start: ``fit.fit_sft`` on (prompt, target) pairs, cosine
+  schedule, warmup ``min(20, steps // 4)``, batches of ``min(batch_size,
+  len(prompts))`` rows; returns new params (the caller's stay valid)."""
   opt = fit_lib.OptimizerSpec(learning_rate=learning_rate, schedule="cosine",
-                              warmup_steps=min(20, steps // 4),
-                              total_steps=max(steps, 1))
-  return fit_lib.fit(model=model, params=params, objective=fit_lib.sft(), data=data,
-                     optimizer=opt, steps=steps,
-                     batch_size=min(batch_size, len(prompts)), seed=seed,
-                     log_every=max(1, steps // 4), desc=desc).params
+                              warmup_steps=min(20, steps // 4), total_steps=max(steps, 1))
+  return fit_lib.fit_sft(
+      model=model, params=params, tokenizer=tokenizer,
+      examples=[dict(prompt=p, completion=t) for p, t in zip(prompts, targets)],
+      max_len=max((len(p) + len(t) for p, t in zip(prompts, targets)), default=0) + 2,
+      optimizer=opt, steps=steps, batch_size=max(1, min(batch_size, len(prompts))),
+      seed=seed, log_every=max(1, steps // 4), desc=desc).params
 
 
 def cached_params(directory: str, abstract, build: Callable[[], Any]):
@@ -108,18 +104,6 @@ def cached_params(directory: str, abstract, build: Callable[[], Any]):
     ckpt.close()
 
 
-def pass_at_1(*, model, params, tokenizer, tasks, strategy, n: int,
-              max_new_tokens: int, seed: int) -> dict:
-  """{difficulty: mean correctness over n samples per task} (+ 'all')."""
-  res = evaluate_lib.evaluate_policy(
-      model, params, tokenizer, tasks, strategy=strategy, n=n,
-      max_new_tokens=max_new_tokens, seed=seed,
-      batch_size=max(n, 256 // n * n), ks=(1,), maj_ks=())
-  out = {d: v["pass@1"] for d, v in res["by_difficulty"].items()}
-  out["all"] = res["overall"]["pass@1"]
-  return out
-
-
 def evaluate(*, model, params, tokenizer, tasks, temperature: float,
              samples: int, max_new_tokens: int, seed: int,
              episode: Any = None, reward_fns: Sequence[Callable] = (),
@@ -131,14 +115,15 @@ def evaluate(*, model, params, tokenizer, tasks, temperature: float,
   ``gap``, ``wrong_to_right``, ... of ``eval_turns``; one episode per task,
   graded by ``reward_fns``): pass@1 above is the first attempt alone.
   """
-  out = {"greedy": pass_at_1(model=model, params=params, tokenizer=tokenizer,
-                             tasks=tasks, strategy=strategies.Greedy(), n=1,
-                             max_new_tokens=max_new_tokens, seed=seed)}
+  def pass_at_1(strategy, n, seed):
+    return evaluate_lib.pass_at_1(model, params, tokenizer, tasks, strategy=strategy,
+                                  n=n, max_new_tokens=max_new_tokens, seed=seed,
+                                  batch_size=max(n, 256 // n * n))
+
+  out = {"greedy": pass_at_1(strategies.Greedy(), 1, seed)}
   if samples > 0:
-    out["sampled"] = pass_at_1(
-        model=model, params=params, tokenizer=tokenizer, tasks=tasks,
-        strategy=strategies.Sampling(temperature=temperature), n=samples,
-        max_new_tokens=max_new_tokens, seed=seed + 1)
+    out["sampled"] = pass_at_1(strategies.Sampling(temperature=temperature), samples,
+                               seed + 1)
   if episode is not None:
     stats = evaluate_lib.evaluate_multi_turn(
         model=model, params=params, tokenizer=tokenizer, tasks=tasks,
@@ -149,20 +134,6 @@ def evaluate(*, model, params, tokenizer, tasks, temperature: float,
     out["episode"] = {k: float(v) for k, v in stats.items()
                       if isinstance(v, (int, float, np.floating))}
   return out
-
-
-def _read_json(path: str):
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
-def _read_jsonl(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def _append_jsonl(path: str, record: dict) -> None:
@@ -336,7 +307,8 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
   eval_path = os.path.join(workdir, "eval.jsonl")
   # One row per iteration, no torn line (an earlier run killed mid-write).
   metrics_lib.rewind_jsonl(eval_path, 2 ** 62, key="iteration")
-  done = {int(r["iteration"]): r for r in _read_jsonl(eval_path)}
+  done = {int(r["iteration"]): r for r in (
+      metrics_lib.read_jsonl(eval_path) if os.path.exists(eval_path) else [])}
 
   def do_eval(params, iteration: int) -> dict:
     if iteration in done:
@@ -377,7 +349,8 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
   # the restored params are that iteration's, evaluate them now.
   if 0 < trainer.iteration < steps:
     callback(trainer.iteration, None)
-  previous = _read_json(os.path.join(workdir, "results.json"))
+  path = os.path.join(workdir, "results.json")
+  previous = round_store.read_json(path) if os.path.exists(path) else None
   if previous is not None and trainer.iteration >= steps:
     trainer.close()   # a finished run: its results stay as they are
     print(f"[rl_run] {workdir} is finished ({trainer.iteration} iterations);"
@@ -396,11 +369,5 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
     last = history[-min(10, len(history)):]
     summary["train_reward_last10"] = float(np.mean(
         [h["reward/mean"] for h in last]))
-  path = os.path.join(workdir, "results.json")
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(summary, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  round_store.write_json_atomic(path, summary, indent=1)
   return summary

@@ -4,10 +4,9 @@ A rounds method (``jaxsi.spec.RoundsMethod``, built in ``jaxsi.methods``)
 never imports ``jaxsi.training``; its callbacks receive a
 :class:`RoundContext`. Sampling goes through the on-policy loop's own pieces:
 a rollout stage (``jaxsi.sampling.rollouts.Sample`` with a
-``spec.RolloutSpec``) called on a :class:`RoundStageContext` — the rounds
-counterpart of the loop's ``StageContext``, whose reward path it inherits —
-so rewards are the same ``jaxsi.rewards.stages`` (named columns, group ids,
-per-group retry on failure) in both schedules.
+``spec.RolloutSpec``) called on the loop's ``stage_context.StageContext``
+over the sampled tasks, so rewards are the same ``jaxsi.rewards.stages``
+(named columns, group ids, per-group retry on failure) in both schedules.
 
 Sampling layout (the PRNG stream of a chunk): the tasks are cut into sampler
 batches of ``config.rollout_batch // n`` prompts (the last one padded with
@@ -20,6 +19,7 @@ as its rng).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import time
 from typing import Any, Optional, Sequence
@@ -35,16 +35,12 @@ from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.rewards import stages as reward_stages
 from jaxsi.rewards import verifiers
-from jaxsi.sampling import buckets as buckets_lib
 from jaxsi.sampling import rollouts
-from jaxsi.sampling import sampler as sampler_lib
 from jaxsi.training import checkpoint_pool as pool_lib
-from jaxsi.training import placement
 from jaxsi.training import round_fit
 from jaxsi.training import round_store
 from jaxsi.training import stage_context
 
-PROMPT_BUCKETS = (16, 32, 64, 128, 256)
 DEFAULT_REWARDS = (reward_lib.correctness_reward,)
 
 
@@ -102,76 +98,6 @@ class Samples:
     return round_store.StoredChunk(
         traj=self.traj, reward_names=tuple(self.reward_names),
         task_ids=[t.id for t in self.tasks], prompt_texts=[t.prompt for t in self.tasks])
-
-
-def rollout_records(tasks: Sequence[Any], ro: Samples, **extra_fields) -> list[dict]:
-  """``ro.records(**extra_fields)`` (``tasks`` must be the sampled ones)."""
-  del tasks
-  return ro.records(**extra_fields)
-
-
-# ------------------------------------------------------------ stage context
-class _Phase:
-  """The slice of the loop's ``Phase`` the inherited reward path reads."""
-
-  def __init__(self, stages, names):
-    self.stages, self.reward_names = stages, names
-
-
-class RoundStageContext(stage_context.StageContext):
-  """A rollout stage's context over a fixed task list (see module docstring).
-
-  ``next_prompts`` hands out the next sampler batch of task indices;
-  ``generate`` pads it to the batch size and samples; ``rewards`` is the
-  loop's (reward stages over the valid rows, failures isolated per group).
-  """
-
-  def __init__(self, *, model, tokenizer, tasks, stages, reward_names, strategy,
-               batch_prompts: int, max_new_tokens: int, reward_timeout_s: float):
-    # pylint: disable=super-init-not-called  (no loop behind this context)
-    self._phase = _Phase(tuple(stages), tuple(reward_names))
-    self.model, self.tokenizer, self.tasks = model, tokenizer, list(tasks)
-    self.stop_ids = (int(tokenizer.eos_id),)
-    self.pad_id = int(tokenizer.pad_id)
-    self.strategy = strategy
-    self.reward_timeout_s = reward_timeout_s
-    self.to_host = placement.to_host
-    self.reward_errors: list = []
-    self.batch_prompts = int(batch_prompts)
-    self.max_new_tokens = int(max_new_tokens)
-    self.prompts = batching.encode_prompts(tokenizer, self.tasks)
-    self.position = 0
-
-  def next_prompts(self) -> np.ndarray:
-    start = self.position * self.batch_prompts % max(1, len(self.tasks))
-    self.position += 1
-    return np.arange(start, min(start + self.batch_prompts, len(self.tasks)))
-
-  def prompt_arrays(self, task_index, variant: Optional[str] = None):
-    if variant is not None:
-      raise ValueError("rounds: rollout stages with prompt variants are not supported")
-    rows = [self.prompts[i] for i in task_index]
-    rows += [[self.pad_id]] * (self.batch_prompts - len(rows))
-    length = buckets_lib.bucket_size(max(len(x) for x in rows), PROMPT_BUCKETS)
-    return buckets_lib.left_pad(rows, length=length, pad_id=self.pad_id)
-
-  def generate(self, params, task_index, rng, *, n: int,
-               variant: Optional[str] = None, valid=None):
-    task_index = np.asarray(task_index)
-    num = len(task_index)
-    tokens, mask = self.prompt_arrays(task_index, variant)
-    ok = np.arange(self.batch_prompts) < num
-    if valid is not None:
-      ok[:num] &= np.asarray(valid, bool)
-    ids = np.full((self.batch_prompts,), -1, np.int32)
-    ids[:num] = task_index
-    traj, _ = sampler_lib.generate(
-        self.model, params, tokens, mask, rng=rng,
-        max_new_tokens=np.int32(self.max_new_tokens), strategy=self.strategy,
-        n=int(n), gen_length=self.max_new_tokens, stop_ids=self.stop_ids,
-        pad_id=self.pad_id, valid=ok, prompt_ids=ids)
-    host = placement.to_host(traj)
-    return jax.tree.map(lambda x: x[:num * n], host)   # drop the dummy rows
 
 
 # ------------------------------------------------------------ log-likelihood
@@ -267,13 +193,17 @@ class RoundContext:
     params = self.params if params is None else params
     tasks = list(tasks)
     per_batch = max(1, self.config.rollout_batch // n)
-    sctx = RoundStageContext(model=self.model, tokenizer=self.tokenizer, tasks=tasks,
-                             stages=stages, reward_names=names,
-                             strategy=rollouts.strategy_of(spec),
-                             batch_prompts=per_batch,
-                             max_new_tokens=int(spec.max_new_tokens),
-                             reward_timeout_s=getattr(self.config, "reward_timeout_s",
-                                                      60.0))
+    batches = itertools.cycle([np.arange(c0, min(c0 + per_batch, len(tasks)))
+                               for c0 in range(0, len(tasks), per_batch)])
+    tok = self.tokenizer
+    sctx = stage_context.StageContext(
+        model=self.model, tokenizer=tok, tasks=tasks, stages=stages, reward_names=names,
+        strategy=rollouts.strategy_of(spec), max_new_tokens=int(spec.max_new_tokens),
+        prompts=batching.encode_prompts(tok, tasks),
+        prompt_variants={k: [batching.encode_prompt(tok, fn(t)) for t in tasks]
+                         for k, fn in stage.prompt_variants().items()},
+        next_prompts=lambda: next(batches), batch_prompts=per_batch,
+        reward_timeout_s=self.config.reward_timeout_s)
     t0 = time.perf_counter()
     trajs, cols = [], []
     for c0 in range(0, len(tasks), per_batch):
@@ -318,13 +248,6 @@ class RoundContext:
                                  ("strategy", strategy)) if v is not None}
     changes["max_new_tokens"] = int(self.config.max_new_tokens)
     return dataclasses.replace(stage, spec=dataclasses.replace(stage.spec, **changes))
-
-  def rollout(self, tasks: Sequence[Any], *, strategy: Any, n: int,
-              rng: Optional[jax.Array] = None, params: Any = None) -> Samples:
-    """``n`` completions per task under ``strategy`` (:meth:`sample`)."""
-    return self.sample(tasks, n=n, strategy=strategy,
-                       temperature=float(getattr(strategy, "temperature", 0.0)),
-                       rng=rng, params=params)
 
   # -- scoring
   def sequence_logprobs(self, traj: Any, *, params: Any = None,

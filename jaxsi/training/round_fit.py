@@ -51,14 +51,13 @@ def fit_sft(*, model: Any, params: Any, tokenizer: Any, examples: Sequence[dict]
   Returns:
     ``(params, last_metrics)``.
   """
-  data = fit_lib.sft_examples(tokenizer, examples, max_len=config.max_len,
-                              drop_too_long=True, desc=desc)
-  res = fit_lib.fit(model=model, params=params, objective=fit_lib.sft(), data=data,
-                    optimizer=optimizer_spec(config), steps=steps,
-                    batch_size=config.batch_size, seed=seed, ckpt_dir=ckpt_dir,
-                    save_every=config.save_every, writer=writer, desc=desc,
-                    step_offset=step_offset, callback=_step_callback(callback, desc),
-                    log_every=max(1, min(50, steps)))
+  res = fit_lib.fit_sft(model=model, params=params, tokenizer=tokenizer, examples=examples,
+                        max_len=config.max_len, drop_too_long=True, desc=desc,
+                        optimizer=optimizer_spec(config), steps=steps,
+                        batch_size=config.batch_size, seed=seed, ckpt_dir=ckpt_dir,
+                        save_every=config.save_every, writer=writer,
+                        step_offset=step_offset, callback=_step_callback(callback, desc),
+                        log_every=max(1, min(50, steps)))
   return res.params, res.metrics
 
 

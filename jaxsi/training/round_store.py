@@ -54,9 +54,9 @@ def _write_atomic(path: str, data: bytes) -> None:
     os.close(fd)
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
+def write_json_atomic(path: str, obj: Any, indent: Optional[int] = None) -> None:
   """Writes JSON to ``path`` atomically (temp file, fsync, rename)."""
-  _write_atomic(path, json.dumps(obj).encode())
+  _write_atomic(path, json.dumps(obj, indent=indent).encode())
 
 
 def read_json(path: str) -> Any:

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsi import spec as spec_lib
+from jaxsi.methods import self_training_common as common
 from jaxsi.sampling import strategies
 from jaxsi.training import checkpoint_pool as pool_lib
 from jaxsi.training import evaluate as evaluate_lib
@@ -50,23 +51,6 @@ from jaxsi.training import round_context
 from jaxsi.training import round_fit
 from jaxsi.training import round_store
 from jaxsi.transforms import base as transforms_base
-
-Record = dict      # one sampled candidate (JSON): task_id, prompt, completion, ...
-Example = dict     # one training example: prompt, completion, task_id
-
-# The pieces, under their historical names.
-RoundsMethod = spec_lib.RoundsMethod
-RoundStore = round_store.RoundStore
-write_json_atomic = round_store.write_json_atomic
-read_json = round_store.read_json
-RoundContext = round_context.RoundContext
-sequence_logprobs = round_context.sequence_logprobs
-rollout_records = round_context.rollout_records
-optimizer_spec = round_fit.optimizer_spec
-fit_sft = round_fit.fit_sft
-round_train_set = round_store.round_train_set
-round_steps = round_fit.round_steps
-
 
 # --------------------------------------------------------------------- config
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +95,7 @@ class RoundsConfig:
 
 
 # ------------------------------------------------------------ method helpers
-def labeled_only(method: RoundsMethod) -> RoundsMethod:
+def labeled_only(method: spec_lib.RoundsMethod) -> spec_lib.RoundsMethod:
   """The no-self-training control of ``method``: its schedule, no generated data.
 
   Every round samples nothing and selects nothing, so the M-step runs the
@@ -132,9 +116,21 @@ def labeled_only(method: RoundsMethod) -> RoundsMethod:
       after_round=None, evaluate=None)
 
 
-def task_examples(tasks: Sequence[Any]) -> list[Example]:
-  """Supervised examples (prompt → target) of labeled tasks."""
-  return [dict(prompt=t.prompt, completion=t.target, task_id=t.id) for t in tasks]
+def check_method(method: Any, where: str) -> spec_lib.RoundsMethod:
+  """``method`` if it is a ``spec.RoundsMethod``.
+
+  Raises:
+    spec.ConfigurationError: naming ``where`` and, for an on-policy
+      ``spec.Method``, its launcher (``rl_run.run``).
+  """
+  if isinstance(method, spec_lib.RoundsMethod):
+    return method
+  kind = (" an on-policy method (jaxsi.spec.Method): use the RL launcher, MAIN ="
+          " @rl_run.run (jaxsi.training.rl_run.run)" if isinstance(method, spec_lib.Method)
+          else f" a {type(method).__name__}")
+  raise spec_lib.ConfigurationError(
+      f"{where} runs rounds methods (jaxsi.spec.RoundsMethod);"
+      f" {getattr(method, 'name', method)!r} is{kind}")
 
 
 def select_with_transform(transform: Any, stored: Optional[round_store.StoredChunk],
@@ -174,7 +170,7 @@ def select_with_transform(transform: Any, stored: Optional[round_store.StoredChu
 # ----------------------------------------------------------------- the loop
 def run_rounds(
     *,
-    method: RoundsMethod,
+    method: spec_lib.RoundsMethod,
     model: Any,
     init_params: Any,
     tokenizer: Any,
@@ -214,12 +210,8 @@ def run_rounds(
   Raises:
     spec.ConfigurationError: ``method`` is not a RoundsMethod.
   """
-  if not isinstance(method, spec_lib.RoundsMethod):
-    raise spec_lib.ConfigurationError(
-        f"run_rounds runs jaxsi.spec.RoundsMethod values; got"
-        f" {type(method).__name__} {getattr(method, 'name', method)!r}"
-        " (an on-policy method runs under the RL launcher, rl_run.run)")
-  store = RoundStore(workdir)
+  check_method(method, "run_rounds")
+  store = round_store.RoundStore(workdir)
   pool = pool_lib.CheckpointPool(store.pool_dir)
   pool.check(like=init_params)   # a damaged round is recomputed, not fatal later
   writer = metrics_lib.MetricWriter(store.workdir)
@@ -228,16 +220,25 @@ def run_rounds(
   t0 = time.time()
   done = {r["round"] for r in store.records()}
   seed = config.seed
-  labeled_examples = (method.warm_start or task_examples)(labeled)
+  labeled_examples = (method.warm_start or common.task_examples)(labeled)
 
-  def held_out(params, eval_seed):
-    """Greedy pass@1 on ``test`` (overall, per difficulty)."""
-    res = evaluate_lib.evaluate_policy(
+  def record(r, params, ctx, scalars, **fields):
+    """Greedy held-out pass@1 of round r, its log row, then the record that
+    marks it done (a rerun after a kill in between writes the row again;
+    rewind() keeps one); returns the pass@1."""
+    by_difficulty = evaluate_lib.pass_at_1(
         model, params, tokenizer, test, strategy=strategies.Greedy(), n=1,
-        max_new_tokens=config.max_new_tokens, seed=eval_seed,
-        batch_size=config.rollout_batch, ks=(1,), maj_ks=())
-    return {"pass@1": res["overall"]["pass@1"],
-            "by_difficulty": {k: v["pass@1"] for k, v in res["by_difficulty"].items()}}
+        max_new_tokens=config.max_new_tokens, seed=seed + 10_000 + r,
+        batch_size=config.rollout_batch)
+    p1 = by_difficulty.pop("all")
+    rec = dict(round=r, test_pass1=p1, test_by_difficulty=by_difficulty, **fields,
+               seconds=round(time.time() - t0, 1))
+    if method.evaluate is not None:
+      rec["eval"] = method.evaluate(ctx, test)
+    writer.write_scalars(r * 100_000, {"eval/test_pass@1": p1, **scalars})
+    writer.flush()
+    store.add_record(rec)
+    return p1
 
   def log(msg):
     if verbose:
@@ -254,17 +255,17 @@ def run_rounds(
     return params
 
   def sft(r, start, examples, steps, tag, log=True):
-    return pooled(r, lambda: fit_sft(
+    return pooled(r, lambda: round_fit.fit_sft(
         model=model, params=start, tokenizer=tokenizer, examples=examples, steps=steps,
         config=config, ckpt_dir=store.train_dir(r), seed=seed * 1009 + r,
         writer=writer if log else None,
         desc=tag, step_offset=r * 100_000, callback=callback)[0])
 
   def ctx_for(r, params, base, rng):
-    return RoundContext(round=r, model=model, params=params, base_params=base,
-                        tokenizer=tokenizer, rng=rng, pool=pool, config=config,
-                        workdir=store.workdir, labeled_examples=labeled_examples,
-                        unlabeled=tuple(unlabeled), method=method)
+    return round_context.RoundContext(
+        round=r, model=model, params=params, base_params=base, tokenizer=tokenizer,
+        rng=rng, pool=pool, config=config, workdir=store.workdir,
+        labeled_examples=labeled_examples, unlabeled=tuple(unlabeled), method=method)
 
   # Round 0: warm start.
   if warm_params is not None and 0 not in pool:
@@ -272,17 +273,9 @@ def run_rounds(
   base = sft(0, init_params, labeled_examples, config.warm_start_steps, "warm_start",
              log=0 not in done)
   if 0 not in done:
-    ev = held_out(base, seed + 10_000)
-    rec = dict(round=0, test_pass1=ev["pass@1"], test_by_difficulty=ev["by_difficulty"],
-               train_size=len(labeled_examples), seconds=round(time.time() - t0, 1))
-    if method.evaluate is not None:
-      rec["eval"] = method.evaluate(ctx_for(0, base, base, jax.random.key(seed + 20_000)), test)
-    # The row before the record that marks the round done (a rerun after a
-    # kill in between writes it again; rewind() keeps one).
-    writer.write_scalars(0, {"eval/test_pass@1": ev["pass@1"]})
-    writer.flush()
-    store.add_record(rec)
-    log(f"warm start: held-out pass@1 {ev['pass@1']:.3f}")
+    p1 = record(0, base, ctx_for(0, base, base, jax.random.key(seed + 20_000)), {},
+                train_size=len(labeled_examples))
+    log(f"warm start: held-out pass@1 {p1:.3f}")
 
   for r in range(1, config.rounds + 1):
     if r in done and r in pool:
@@ -332,8 +325,8 @@ def run_rounds(
       store.save(r, "selected.json", selected)
     # 4. M-step: SFT on examples, or a pairwise term on pairs.
     key = "pairs" if method.pairwise else "examples"
-    train = round_train_set(method, labeled_examples, store, r, key)
-    steps = round_steps(method, config, r)
+    train = round_store.round_train_set(method, labeled_examples, store, r, key)
+    steps = round_fit.round_steps(method, config, r)
     start = base if method.train_from == "base" else current
     if not train:
       log(f"round {r}: empty training set; the model is carried over")
@@ -355,23 +348,14 @@ def run_rounds(
     ctx = ctx_for(r, params, base, jax.random.fold_in(round_key, 10**6 + 1))
     extra = method.after_round(ctx, store) if method.after_round else {}
     # 5. Evaluate and record.
-    ev = held_out(params, seed + 10_000 + r)
-    rec = dict(round=r, test_pass1=ev["pass@1"], test_by_difficulty=ev["by_difficulty"],
-               selected=len(selected["examples"]), pairs=len(selected["pairs"]),
-               candidates=selected["num_records"], train_size=len(train),
-               train_steps=steps, plan={k: v for k, v in plan.items()
-                                        if k != "candidates"},
-               select=selected["metrics"], after_round=extra,
-               seconds=round(time.time() - t0, 1))
-    if method.evaluate is not None:
-      rec["eval"] = method.evaluate(ctx, test)
-    writer.write_scalars(r * 100_000, {"eval/test_pass@1": ev["pass@1"],
-                                       "rounds/selected": len(selected["examples"])})
-    writer.flush()
-    store.add_record(rec)
+    p1 = record(r, params, ctx, {"rounds/selected": len(selected["examples"])},
+                selected=len(selected["examples"]), pairs=len(selected["pairs"]),
+                candidates=selected["num_records"], train_size=len(train),
+                train_steps=steps, plan={k: v for k, v in plan.items()
+                                         if k != "candidates"},
+                select=selected["metrics"], after_round=extra)
     log(f"round {r}: selected {len(selected['examples'])}/{selected['num_records']}"
-        f" candidates, train {len(train)} x {steps} steps, held-out pass@1"
-        f" {ev['pass@1']:.3f}")
+        f" candidates, train {len(train)} x {steps} steps, held-out pass@1 {p1:.3f}")
   writer.close()
   pool.close()
   return store.records()

@@ -25,28 +25,10 @@ from jaxsi.models import model as model_lib
 from jaxsi.training import arguments
 from jaxsi.training import checkpoint_pool as pool_lib
 from jaxsi.training import evaluation
+from jaxsi.training import round_store
 from jaxsi.training import rounds
 
 CONTROL_DIR = "control"
-
-
-def check_method(method: Any) -> spec.RoundsMethod:
-  """``method`` if it is a ``spec.RoundsMethod``.
-
-  Raises:
-    spec.ConfigurationError: an on-policy ``spec.Method`` (it runs under the
-      RL launcher, ``rl_run.run``) or anything else.
-  """
-  if isinstance(method, spec.Method):
-    raise spec.ConfigurationError(
-        f"rounds_run.run: {method.name!r} is an on-policy method (jaxsi.spec.Method);"
-        " rounds_run runs rounds methods (jaxsi.spec.RoundsMethod). Use the RL"
-        " launcher: MAIN = @rl_run.run (jaxsi.training.rl_run.run)")
-  if not isinstance(method, spec.RoundsMethod):
-    raise spec.ConfigurationError(
-        f"rounds_run.run: expected a jaxsi.spec.RoundsMethod, got"
-        f" {type(method).__name__} {getattr(method, 'name', method)!r}")
-  return method
 
 
 def run(*, workdir: str, method: spec.RoundsMethod, task: str = "addition",
@@ -109,7 +91,7 @@ def run(*, workdir: str, method: spec.RoundsMethod, task: str = "addition",
     raise arguments.ArgumentError(
         f"rounds_run.run.rounds_config: unknown field(s) {unknown}; RoundsConfig"
         f" has {sorted(known)}")
-  check_method(method)
+  rounds.check_method(method, "rounds_run.run")
   fmt = dict({"reverse": True} if task == "addition" and task_format is None
              else (task_format or {}))
   tok = char_tokenizer.CharTokenizer()
@@ -136,7 +118,7 @@ def run(*, workdir: str, method: spec.RoundsMethod, task: str = "addition",
   records = rounds.run_rounds(method=method, workdir=workdir, **common)
   control_records = None
   if control:
-    main_pool = pool_lib.CheckpointPool(rounds.RoundStore(workdir).pool_dir)
+    main_pool = pool_lib.CheckpointPool(round_store.RoundStore(workdir).pool_dir)
     warm = main_pool.params(0, like=params)
     main_pool.close()
     control_records = rounds.run_rounds(

@@ -1,16 +1,19 @@
-"""The context the loop hands to rollout and reward stages, per phase.
+"""The context a schedule hands to rollout and reward stages.
 
 A rollout stage (``jaxsi.sampling.rollouts``) or a device reward stage
-(``jaxsi.rewards.stages``) never sees the loop itself: it calls the methods
-of a :class:`StageContext` bound to one :class:`Phase` (a method with what
-the loop built for it). Host rewards see the whole batch as
-``stages.RewardInputs`` with group and prompt ids.
+(``jaxsi.rewards.stages``) never sees the loop or the rounds schedule: it
+calls the methods of a :class:`StageContext` built by either, over a fixed
+task list with its encoded prompts. The loop builds one per :class:`Phase`
+(a method with what the loop built for it; prompts from its resumable epoch
+iterator); the rounds build one per sampled task list (prompts in order,
+sampler batches padded to a fixed size with invalid dummy rows). Host rewards
+see the whole batch as ``stages.RewardInputs`` with group and prompt ids.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +34,6 @@ class Phase:
   """A method with what the loop built for it (stages, jitted pieces)."""
 
   method: spec_lib.Method
-  stages: tuple
   reward_names: tuple
   strategy: Any
   scorers: tuple
@@ -47,54 +49,88 @@ class StageContext:
   ``prompt_arrays``, ``generate``, ``rewards``, ``turn_reward``, ``model``,
   ``tokenizer``, ``tasks``, ``strategy``, ``stop_ids``, ``pad_id``,
   ``to_host``) and of ``jaxsi.rewards.stages`` device scorers
-  (``generate_text``, ``reward_timeout_s``), bound to one phase of a loop.
+  (``generate_text``, ``reward_timeout_s``).
+
+  Args:
+    model: the sampling model.
+    tokenizer: the tokenizer (its eos id stops a completion).
+    tasks: the task list the prompt indices refer to.
+    stages: the reward stages (``reward_stages.as_stages``).
+    reward_names: the rollout stage's reward column names.
+    strategy: the sampling strategy.
+    max_new_tokens: the completion budget (the generation length).
+    prompts: the encoded prompt of every task.
+    next_prompts: ``fn() -> int[R]`` task indices of the next prompt batch.
+    prompt_variants: ``{name: encoded prompts}`` a stage declares (hints …).
+    prompt_len: a fixed prompt bucket (default: the bucket of each batch's
+      longest prompt).
+    batch_prompts: pad every sampler batch to this many prompt rows with
+      invalid dummy rows (dropped from the result), so the sampler compiles
+      once per prompt bucket (default: no padding).
+    place_rows: ``fn(arrays) -> arrays`` placing prompt rows on a mesh.
+    roles: what ``generate_text`` reads (``role_model(name)``,
+      ``role_params(name)``), or None (a schedule without roles).
+    text_batch: rows per ``generate_text`` sampler call.
+    reward_timeout_s: seconds per host reward call.
   """
 
-  def __init__(self, loop: Any, phase: Phase):
-    self._loop = loop
-    self._phase = phase
-    self.model = loop.role_models[phase.method.train]
-    self.tokenizer = loop.tokenizer
-    self.tasks = loop.tasks
-    self.stop_ids = loop.stop_ids
-    self.pad_id = loop.pad_id
-    self.strategy = phase.strategy
-    self.reward_timeout_s = loop.reward_timeout_s
+  def __init__(self, *, model, tokenizer, tasks: Sequence[Any], stages: Sequence[Any],
+               reward_names: Sequence[str], strategy: Any, max_new_tokens: int,
+               prompts: Sequence[Sequence[int]], next_prompts: Callable[[], Any],
+               prompt_variants: Optional[Mapping[str, Sequence]] = None,
+               prompt_len: Optional[int] = None, batch_prompts: Optional[int] = None,
+               place_rows: Optional[Callable] = None, roles: Any = None,
+               text_batch: int = 1, reward_timeout_s: float = 60.0):
+    self.model, self.tokenizer, self.tasks = model, tokenizer, list(tasks)
+    self.stages, self.reward_names = tuple(stages), tuple(reward_names)
+    self.strategy, self.max_new_tokens = strategy, int(max_new_tokens)
+    self.prompts, self.prompt_variants = prompts, dict(prompt_variants or {})
+    self.next_prompts = next_prompts
+    self.prompt_len, self.batch_prompts = prompt_len, batch_prompts
+    self._place_rows, self._roles = place_rows, roles
+    self.text_batch = max(1, int(text_batch))
+    self.stop_ids = (int(tokenizer.eos_id),)
+    self.pad_id = int(tokenizer.pad_id)
+    self.reward_timeout_s = reward_timeout_s
     self.to_host = placement.to_host
     self.reward_errors: list[str] = []   # first error texts of this iteration
 
   # -- rollout stage interface
-  def next_prompts(self) -> np.ndarray:
-    loop = self._loop
-    index = np.asarray(loop.iterator.indices(loop.position))
-    loop.position += 1
-    return index
-
   def prompt_arrays(self, task_index, variant: Optional[str] = None):
-    loop = self._loop
-    source = loop.prompts if variant is None else loop.prompt_variants[variant]
-    return rollouts.left_pad([source[i] for i in task_index],
-                             self._loop.prompt_len, self.pad_id)
+    """Left-padded (int32[R', P], bool[R', P]) prompts of ``task_index``
+    (R' = ``batch_prompts`` if set, else R)."""
+    if variant is not None and variant not in self.prompt_variants:
+      raise ValueError(f"StageContext: no prompt variant {variant!r} (the stage"
+                       f" declares {sorted(self.prompt_variants)})")
+    source = self.prompts if variant is None else self.prompt_variants[variant]
+    rows = [source[i] for i in task_index]
+    if self.batch_prompts is not None:
+      rows += [[self.pad_id]] * (self.batch_prompts - len(rows))
+    length = self.prompt_len or buckets_lib.bucket_size(
+        max(len(x) for x in rows), buckets_lib.DEFAULT_PROMPT_BUCKETS)
+    return rollouts.left_pad(rows, length, self.pad_id)
 
   def generate(self, params, task_index, rng, *, n: int,
                variant: Optional[str] = None, valid=None):
     """Host trajectory of ``n`` samples per task (jitted sampler)."""
-    loop = self._loop
+    task_index = np.asarray(task_index)
+    num = len(task_index)
     tokens, mask = self.prompt_arrays(task_index, variant)
-    valid = (np.ones((len(task_index),), bool) if valid is None
-             else np.asarray(valid, bool))
-    prompt_ids = np.asarray(task_index, np.int32)
-    if loop.mesh is not None:
-      tokens, mask, valid, prompt_ids = loop.place_rows(
-          (tokens, mask, valid, prompt_ids))
-    m = self._phase.method
+    rows = tokens.shape[0]
+    ok = np.arange(rows) < num
+    if valid is not None:
+      ok[:num] &= np.asarray(valid, bool)
+    ids = np.full((rows,), -1, np.int32)
+    ids[:num] = task_index
+    if self._place_rows is not None:
+      tokens, mask, ok, ids = self._place_rows((tokens, mask, ok, ids))
     traj, _ = sampler_lib.generate(
         self.model, params, tokens, mask, rng=placement.host_key(rng),
-        max_new_tokens=np.int32(m.max_new_tokens), strategy=self.strategy,
-        n=int(n), gen_length=int(m.max_new_tokens), stop_ids=self.stop_ids,
-        pad_id=self.pad_id, valid=valid, prompt_ids=prompt_ids)
-    jax.block_until_ready(traj.tokens)
-    return placement.to_host(traj)
+        max_new_tokens=np.int32(self.max_new_tokens), strategy=self.strategy,
+        n=int(n), gen_length=self.max_new_tokens, stop_ids=self.stop_ids,
+        pad_id=self.pad_id, valid=ok, prompt_ids=ids)
+    host = placement.to_host(traj)
+    return host if rows == num else jax.tree.map(lambda x: x[:num * n], host)
 
   def rewards(self, traj, task_index):
     """(f32[B, K] rewards of the valid rows, NaN elsewhere; failed count)."""
@@ -109,7 +145,7 @@ class StageContext:
         group_ids=group_ids, prompt_ids=np.asarray(task_index)[rows], rows=rows,
         traj=jax.tree.map(lambda x: np.asarray(x)[rows], traj))
     cols, failed = self._run_stages(inputs)
-    out = np.full((tokens.shape[0], len(self._phase.reward_names)), np.nan,
+    out = np.full((tokens.shape[0], len(self.reward_names)), np.nan,
                   np.float32)
     if rows.size:
       out[rows] = cols
@@ -117,7 +153,7 @@ class StageContext:
 
   def _run_stages(self, inputs):
     cols, failed = [], 0
-    for stage in self._phase.stages:
+    for stage in self.stages:
       r, info = stage(self, inputs)
       failed += int(info.get("num_failed", 0))
       for e in info.get("errors", ()):
@@ -145,10 +181,13 @@ class StageContext:
                     max_new_tokens: int, strategy=None) -> list[str]:
     """Completions of ``role`` for prompt texts (greedy by default), batched
     to the rollout batch size so the sampler compiles once."""
-    loop = self._loop
-    model, params = loop.role_model(role), loop.role_params(role)
+    if self._roles is None:
+      raise spec_lib.ConfigurationError(
+          f"a reward stage reads role {role!r}, but this schedule has no roles"
+          " (judges and reward models run under the loop, rl_run.run)")
+    model, params = self._roles.role_model(role), self._roles.role_params(role)
     ids = [batching.encode_prompt(self.tokenizer, p) for p in prompts]
-    size = max(loop.batch_size, 1)
+    size = self.text_batch
     bucket = buckets_lib.bucket_size(max((len(x) for x in ids), default=1),
                                      buckets_lib.DEFAULT_PROMPT_BUCKETS)
     out = []

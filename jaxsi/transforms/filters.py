@@ -192,6 +192,37 @@ def top_k_per_group(*, k: int, largest: bool = True,
   return stateless(fn)
 
 
+def distinct_per_group() -> TrajectoryTransform:
+  r"""Keep the first of the valid samples of a group with the same completion.
+
+  RFT (Yuan et al. 2023, §3.3) trains on the *distinct* reasoning paths of a
+  question; ReST-EM (Singh et al. 2023) caps distinct solutions per problem.
+  Sample i is dropped iff a valid sample j < i of its group has the same
+  completion tokens (``tokens`` where ``loss_mask``; the samples of a group
+  share their prompt row). A lexicographic sort of (group, completion, row)
+  makes duplicates adjacent: O(B log B · T), no B² matrix.
+
+  Metric: 'filter/frac_kept'.
+  """
+
+  def fn(traj: Trajectory, ctx: Context):
+    del ctx
+    b = traj.batch_size
+    comp = jnp.where(traj.loss_mask, traj.tokens, -1).astype(jnp.int32)
+    invalid = (~traj.valid).astype(jnp.int32)
+    key = jnp.concatenate([traj.group_ids[:, None], invalid[:, None], comp], axis=1)
+    row = jnp.arange(b, dtype=jnp.int32)
+    order = jnp.lexsort((row,) + tuple(key[:, j] for j in range(key.shape[1] - 1, -1, -1)))
+    ordered = key[order]
+    dup = jnp.concatenate([jnp.zeros((1,), bool),
+                           jnp.all(ordered[1:] == ordered[:-1], axis=1)])
+    keep = ~jnp.zeros((b,), bool).at[order].set(dup)
+    return (traj.replace(valid=traj.valid & keep),
+            {"filter/frac_kept": _frac(keep, traj.valid)})
+
+  return stateless(fn)
+
+
 # ----------------------------------------------------------- token filters
 def high_entropy_token_mask(*, top_fraction: float = 0.2,
                             entropy_key: str = "entropy",

@@ -58,7 +58,7 @@ class TempModel:
 
   rng = None
 
-  def rollout(self, tasks, *, strategy, n, params=None, rng=None):
+  def sample(self, tasks, *, strategy, n, temperature=None, params=None, rng=None):
     temp = getattr(strategy, "temperature", 0.0)
     texts = []
     for t in tasks:

@@ -85,6 +85,7 @@ def test_voting_across_independently_initialised_models(tmp_path):
   from jaxsi.models import config as mcfg
   from jaxsi.models import model as mmodel
   from jaxsi.training import checkpoint_pool
+  from jaxsi.training import round_store
   from jaxsi.training import rounds
 
   tok = char_tokenizer.CharTokenizer()
@@ -104,7 +105,7 @@ def test_voting_across_independently_initialised_models(tmp_path):
                            labeled=labeled, unlabeled=unlabeled, test=unlabeled[:4],
                            workdir=str(tmp_path), config=config, verbose=False)
   assert [r["round"] for r in recs] == [0, 1, 2]
-  chunk = rounds.read_json(str(tmp_path / "round_001/chunks/chunk_00000.json"))["records"]
+  chunk = round_store.read_json(str(tmp_path / "round_001/chunks/chunk_00000.json"))["records"]
   from jaxsi.methods import self_training_common as common
   per_task = common.group_by_task(chunk)
   for group in per_task.values():

@@ -12,15 +12,22 @@ def rec(tid, sample, completion, correct):
 
 
 def test_select_caps_per_problem():
+  """Hand case on a trajectory: problem a's rows 0-3 verified with distinct
+  completions, problem b's rows 4-6 = wrong, 'y', 'y' → cap 2 keeps rows 0, 1
+  (a) and 4's successor 5 (b's second 'y' is a repeat)."""
+  import jax.numpy as jnp
+  import numpy as np
+  from jaxsi.trajectory import Trajectory
+  from jaxsi.transforms import base
   m = rest_em.rest_em(rollout=spec.RolloutSpec(n=4, temperature=1.0), max_per_prompt=2)
-  records = [rec("a", i, str(i), True) for i in range(4)] + [
-      rec("b", 0, "x", False), rec("b", 1, "y", True), rec("b", 2, "y", True)]
-  examples, pairs, metrics = m.select(records, {}, None)
-  assert [(e["task_id"], e["completion"]) for e in examples] == [
-      ("a", "0"), ("a", "1"), ("b", "y")]
-  assert metrics["kept"] == 3 and metrics["pass_at_n"] == 1.0
-  assert metrics["sample_accuracy"] == pytest.approx(6 / 7)
-  assert pairs == []
+  assert m.select_is_transform
+  comp = [10, 11, 12, 13, 20, 21, 21]
+  traj = Trajectory.create(jnp.asarray([[1, c] for c in comp], jnp.int32),
+                           loss_mask=jnp.asarray([[0, 1]] * 7, bool)).replace(
+      rewards=jnp.asarray([[1.], [1.], [1.], [1.], [0.], [1.], [1.]]),
+      group_ids=jnp.asarray([0, 0, 0, 0, 4, 4, 4], jnp.int32))
+  out, _, _ = m.select.update(traj, m.select.init(), base.Context())
+  assert np.flatnonzero(np.asarray(out.valid)).tolist() == [0, 1, 5]
 
 
 def test_wiring_and_validation():

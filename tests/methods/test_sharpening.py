@@ -12,6 +12,7 @@ from jaxsi.methods import sharpening
 from jaxsi.models import config as mcfg
 from jaxsi.models import logprobs
 from jaxsi.models import model as mmodel
+from jaxsi.training import round_context
 from jaxsi.training import rounds
 from jaxsi.trajectory import Trajectory
 
@@ -53,10 +54,10 @@ def test_sequence_logprobs_is_the_sum_over_the_completion():
   lp, _ = jax.jit(lambda p, t: logprobs.token_logprobs(
       model, p, t.tokens, t.positions, input_mask=t.input_mask))(params, traj)
   want = np.sum(np.where(arr["loss_mask"], np.asarray(lp), 0.0), axis=1)
-  np.testing.assert_allclose(rounds.sequence_logprobs(model, params, traj), want,
+  np.testing.assert_allclose(round_context.sequence_logprobs(model, params, traj), want,
                              rtol=1e-5)
   np.testing.assert_allclose(
-      rounds.sequence_logprobs(model, params, traj, normalize=True),
+      round_context.sequence_logprobs(model, params, traj, normalize=True),
       want / arr["loss_mask"].sum(1), rtol=1e-5)
 
 
@@ -79,9 +80,9 @@ def test_sampled_eval_and_evaluate(tmp_path):
   from jaxsi.data import tasks as tasks_lib
   tasks = tasks_lib.make_tasks("addition", 6, difficulty=1, seed=0)
   config = rounds.RoundsConfig(max_new_tokens=3, rollout_batch=16, eval_n=4, seed=0)
-  ctx = rounds.RoundContext(round=0, model=model, params=params, base_params=params,
-                            tokenizer=tok, rng=jax.random.key(0), pool=None,
-                            config=config, workdir=str(tmp_path))
+  ctx = round_context.RoundContext(round=0, model=model, params=params, base_params=params,
+                                   tokenizer=tok, rng=jax.random.key(0), pool=None,
+                                   config=config, workdir=str(tmp_path))
   out, ro, logp = common.sampled_eval(ctx, tasks, n=4, temperature=1.0)
   correct = np.asarray(ro.correct, bool)
   assert len(ro.texts) == 24 and logp.shape == (24,)
@@ -89,7 +90,7 @@ def test_sampled_eval_and_evaluate(tmp_path):
   assert out["pass_at_n"] == pytest.approx(correct.reshape(6, 4).any(1).mean())
   assert out["likelihood_best_of_n"] == pytest.approx(
       common.best_of_n_accuracy(logp, correct, 4))
-  np.testing.assert_allclose(logp, rounds.sequence_logprobs(model, params, ro.traj))
+  np.testing.assert_allclose(logp, round_context.sequence_logprobs(model, params, ro.traj))
   # the same key: equal samples every call (every round sees equally drawn samples)
   def same(a, b):   # NaN-aware (pair accuracy is NaN without correct/incorrect pairs)
     assert a.keys() == b.keys()

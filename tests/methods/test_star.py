@@ -18,7 +18,7 @@ class HintOnlyModel:
     self.solves, self.hopeless, self.calls = set(solves), set(hopeless), []
     self.strategies = []
 
-  def rollout(self, tasks, *, strategy, n, params=None, rng=None):
+  def sample(self, tasks, *, strategy, n, temperature=None, params=None, rng=None):
     self.calls.append([t.prompt for t in tasks])
     self.strategies.append((type(strategy).__name__, n))
     texts = []

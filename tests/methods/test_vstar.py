@@ -11,6 +11,8 @@ from jaxsi.methods import vstar
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
 from jaxsi.training import fit
+from jaxsi.training import round_context
+from jaxsi.training import round_store
 from jaxsi.training import rounds
 from jaxsi.transforms import preference
 
@@ -39,10 +41,10 @@ def test_build_pairs_hand_case():
 def test_best_of_n_and_majority():
   scores = np.asarray([0.1, 0.9, 0.3, 2.0, 2.0, -1.0])
   correct = np.asarray([False, True, False, False, True, True])
-  assert vstar.best_of_n_accuracy(scores, correct, 3) == pytest.approx(0.5)
+  assert common.best_of_n_accuracy(scores, correct, 3) == pytest.approx(0.5)
   answers = ["1", "2", "2", None, "5", "5"]
   correct2 = np.asarray([True, False, False, False, True, True])
-  assert vstar.majority_accuracy(answers, correct2, 3) == pytest.approx(0.5)
+  assert common.majority_accuracy(answers, correct2, 3) == pytest.approx(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +77,9 @@ def test_dpo_verifier_learns_to_rank(tiny):
   pairs = [dict(prompt=f"{a}+{a}=", chosen=str(2 * a), rejected=str(2 * a + 1), task_id=str(a))
            for a in range(1, 9)]
   config = rounds.RoundsConfig(max_len=10, learning_rate=3e-3, warmup_steps=1)
-  ctx = rounds.RoundContext(round=1, model=model, params=params, base_params=params,
-                            tokenizer=tok, rng=jax.random.key(0), pool=None,
-                            config=config, workdir="")
+  ctx = round_context.RoundContext(round=1, model=model, params=params, base_params=params,
+                                   tokenizer=tok, rng=jax.random.key(0), pool=None,
+                                   config=config, workdir="")
   vparams, metrics = vstar.train_verifier(ctx, pairs=pairs, steps=30, pairs_per_batch=8,
                                           beta=0.5, seed=0)
   assert metrics["rewards/accuracies"] > 0.9
@@ -149,15 +151,15 @@ def test_after_round_adds_the_ranked_generators_own_pairs(tiny, tmp_path):
   tasks = tasks_lib.make_tasks("addition", 16, difficulty=1, seed=3, reverse=True)
   m = vstar.vstar(rollout=spec.RolloutSpec(n=4, temperature=1.0), verifier_steps=3, pairs_per_batch=4,
                   verifier_tasks="unlabeled", max_pairs_per_problem=8)
-  store = rounds.RoundStore(str(tmp_path))
+  store = round_store.RoundStore(str(tmp_path))
   e_step = [dict(prompt="1+1=", chosen="2", rejected="3", task_id="x")]
   store.save(1, "selected.json", dict(examples=[], pairs=e_step, metrics={}))
   config = rounds.RoundsConfig(max_len=16, max_new_tokens=4, rollout_batch=64)
   pool = pool_lib.CheckpointPool(os.path.join(str(tmp_path), "pool"))
-  ctx = rounds.RoundContext(round=1, model=model, params=params, base_params=params,
-                            tokenizer=tok, rng=jax.random.key(0), pool=pool,
-                            config=config, workdir=str(tmp_path),
-                            unlabeled=tuple(tasks))
+  ctx = round_context.RoundContext(round=1, model=model, params=params, base_params=params,
+                                   tokenizer=tok, rng=jax.random.key(0), pool=pool,
+                                   config=config, workdir=str(tmp_path),
+                                   unlabeled=tuple(tasks))
   out = m.after_round(ctx, store)
   own = store.load(1, "verifier_samples.json")
   assert own is not None and out["own_generator_pairs"] == len(own["pairs"])

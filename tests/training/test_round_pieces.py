@@ -87,7 +87,8 @@ def test_stored_trajectories_and_transforms(setup, tmp_path):
   method = dataclasses.replace(
       rft.rft(rollout=spec.RolloutSpec(n=2, temperature=1.0)),
       rewards=(reward_fn.correctness_reward, group_rank),
-      select=common.verified_select(max_per_prompt=None, distinct=False))   # records
+      select=lambda records, plan, ctx: (                           # records
+          common.keep_correct(records, distinct=False), [], {}))
   rounds.run_rounds(method=method, workdir=str(tmp_path), config=CONFIG, verbose=False,
                     **setup)
   store = round_store.RoundStore(str(tmp_path))

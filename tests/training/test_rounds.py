@@ -11,11 +11,14 @@ from jaxsi import spec
 from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import rest_em
+from jaxsi.methods import self_training_common as common
 from jaxsi.methods import rft
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
 from jaxsi.training import checkpoint_pool
 from jaxsi.training import fit
+from jaxsi.training import round_fit
+from jaxsi.training import round_store
 from jaxsi.training import rounds
 from jaxsi.training import rounds_run
 
@@ -118,19 +121,19 @@ def test_accumulation_and_train_from(setup, tmp_path):
     return [dict(task_id=t.id, prompt=t.prompt, sample=0, completion="", answer=None,
                  correct=False, difficulty=1) for t in tasks]
 
-  method = rounds.RoundsMethod(name="acc", sample_chunk=sample_chunk, select=select,
+  method = spec.RoundsMethod(name="acc", sample_chunk=sample_chunk, select=select,
                                accumulate=True, include_labeled=False,
                                problems=lambda r, un: un[:4])
   recs = _run(setup, tmp_path / "acc", method=method)
   assert [r["train_size"] for r in recs] == [16, 1, 2]   # data accumulates
   assert [r["candidates"] for r in recs[1:]] == [4, 4]
   with pytest.raises(ValueError, match="train_from"):
-    rounds.RoundsMethod(name="bad", sample_chunk=sample_chunk, select=select,
+    spec.RoundsMethod(name="bad", sample_chunk=sample_chunk, select=select,
                         train_from="best")
 
 
 def test_store_records_are_unique(tmp_path):
-  store = rounds.RoundStore(str(tmp_path))
+  store = round_store.RoundStore(str(tmp_path))
   store.add_record({"round": 0})
   with pytest.raises(ValueError, match="already recorded"):
     store.add_record({"round": 0})
@@ -165,7 +168,7 @@ def test_rounds_run_control_report_and_resume(tmp_path):
                                rollout_batch=16, chunk_size=4, save_every=2))
   recs = rounds_run.run(**kw)
   assert [r["round"] for r in recs] == [0, 1, 2]
-  control = rounds.RoundStore(str(tmp_path / rounds_run.CONTROL_DIR)).records()
+  control = round_store.RoundStore(str(tmp_path / rounds_run.CONTROL_DIR)).records()
   assert control[0]["test_pass1"] == recs[0]["test_pass1"]   # one shared warm start
   # The control samples nothing and trains the same steps on the labeled set only.
   assert [(r["candidates"], r["selected"], r["train_size"], r["train_steps"])
@@ -176,7 +179,7 @@ def test_rounds_run_control_report_and_resume(tmp_path):
   assert (tmp_path / "accuracy.png").exists()
   # A finished run (and its control) is not rerun.
   assert rounds_run.run(**kw) == recs
-  assert rounds.RoundStore(str(tmp_path / rounds_run.CONTROL_DIR)).records() == control
+  assert round_store.RoundStore(str(tmp_path / rounds_run.CONTROL_DIR)).records() == control
 
 
 def test_labeled_only_needs_the_labeled_set():
@@ -221,11 +224,11 @@ def test_quickstart_gin_is_rft_in_rounds(tmp_path, monkeypatch):
 def test_fit_sft_refuses_a_longer_runs_checkpoint(setup, tmp_path):
   kw = dict(model=setup["model"], params=setup["init_params"],
             tokenizer=setup["tokenizer"],
-            examples=rounds.task_examples(setup["labeled"]), config=CONFIG,
+            examples=common.task_examples(setup["labeled"]), config=CONFIG,
             ckpt_dir=str(tmp_path / "sft"), seed=0)
-  p4, _ = rounds.fit_sft(steps=4, **kw)   # leaves its step-2 checkpoint behind
-  again, _ = rounds.fit_sft(steps=4, **kw)  # resumes from step 2: same result
+  p4, _ = round_fit.fit_sft(steps=4, **kw)   # leaves its step-2 checkpoint behind
+  again, _ = round_fit.fit_sft(steps=4, **kw)  # resumes from step 2: same result
   for a, b in zip(jax.tree.leaves(p4), jax.tree.leaves(again)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(ValueError, match="checkpoint at step 2 > steps=1"):
-    rounds.fit_sft(steps=1, **kw)
+    round_fit.fit_sft(steps=1, **kw)

@@ -27,7 +27,7 @@ _WORKER = textwrap.dedent('''
     from jaxsi.methods import rft
     from jaxsi.models import config as mcfg
     from jaxsi.models import model as mmodel
-    from jaxsi.training import checkpoint_pool, round_context, rounds
+    from jaxsi.training import checkpoint_pool, round_store, rounds, stage_context
 
     workdir, out, kill = sys.argv[2:5]
     where, _, at = kill.partition(":")
@@ -48,13 +48,13 @@ _WORKER = textwrap.dedent('''
     callback = None
     if where == "generate":     # the at-th sampler batch of the run, in its rewards
       calls = [0]
-      rewards = round_context.RoundStageContext.rewards
+      rewards = stage_context.StageContext.rewards
       def patched(self, traj, task_index):
         calls[0] += 1
         if calls[0] == at:
           die()
         return rewards(self, traj, task_index)
-      round_context.RoundStageContext.rewards = patched
+      stage_context.StageContext.rewards = patched
     elif where == "train":      # after M-step step ``at`` (checkpoints every 2)
       def callback(event, **info):
         if event == "train_step" and info["tag"] == "round1" and info["position"] == at:
@@ -77,7 +77,7 @@ _WORKER = textwrap.dedent('''
     final = p.params(config.rounds, like=params)
     p.close()
     leaves = {str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(final))}
-    store = rounds.RoundStore(workdir)
+    store = round_store.RoundStore(workdir)
     chunks = store.trajectory(1, 2)
     np.savez(out, records=json.dumps([{k: v for k, v in r.items() if k != "seconds"}
                                       for r in recs]),

@@ -177,3 +177,26 @@ def test_off_policy_sequence_mask_matches_trl():
                traj)
   np.testing.assert_array_equal(out.valid, [True] * 4)
   np.testing.assert_array_equal(out.extras["opsm"], want)
+
+
+def test_distinct_per_group():
+  """Hand case: rows 0,1,2 in group 0 with completions 56, 56, 57; rows 3,4,5
+  in group 3 with 99 (invalid), 99, 56 → row 1 repeats row 0 and is dropped;
+  row 4 stays (the earlier 99 is invalid), row 5 stays (other group). The
+  prompt columns differ between groups and are not compared."""
+  comp = [[5, 6], [5, 6], [5, 7], [9, 9], [9, 9], [5, 6]]
+  tokens = jnp.asarray([[1, 3] + c for c in comp[:3]] + [[1, 4] + c for c in comp[3:]],
+                       jnp.int32)
+  traj = Trajectory.create(tokens, loss_mask=jnp.asarray([[0, 0, 1, 1]] * 6, bool)).replace(
+      group_ids=jnp.asarray([0, 0, 0, 3, 3, 3], jnp.int32),
+      valid=jnp.asarray([1, 1, 1, 0, 1, 1], bool))
+  f = fl.distinct_per_group()
+  out, _, m = f.update(traj, f.init(), Context())
+  assert np.asarray(out.valid).tolist() == [True, False, True, False, True, True]
+  assert float(m["filter/frac_kept"]) == pytest.approx(4 / 5)
+  jitted, _, _ = jax.jit(lambda t: f.update(t, f.init(), Context()))(traj)
+  np.testing.assert_array_equal(jitted.valid, out.valid)
+  # A token outside the loss mask does not make two completions distinct.
+  same = traj.replace(tokens=traj.tokens.at[1, 0].set(7))
+  out2, _, _ = f.update(same, f.init(), Context())
+  np.testing.assert_array_equal(out2.valid, out.valid)
