@@ -18,8 +18,8 @@ Two kinds:
   judgment which is parsed into a score, a learned reward model. ``ctx``
   provides ``generate_text(role, prompts, max_new_tokens, strategy=None)``
   (jitted, batched sampling with that role's parameters; greedy by default)
-  and ``sequence_scores(role, inputs)`` (a forward pass of that role on the
-  graded rows).
+  and ``role_model_params(role)`` (that role's model and parameters, e.g.
+  for a forward pass on the graded rows: ``sampling/confidence.py``).
 
 ``as_stages(fns)`` turns what a method lists (stages or plain functions) into
 stages; the loop concatenates their columns.

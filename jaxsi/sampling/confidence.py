@@ -21,10 +21,8 @@ kind                sequence score                                  used by
 the test-time selector. The logits are unembedded chunk by chunk over time
 (as ``models.logprobs``), so ``[B, T, V]`` f32 logits are never all alive.
 
-Stage-context gap (worked around here, see :func:`role_model_params`): the
-loop's stage context has no public accessor for a role's model and
-parameters (``stages.py`` documents a ``sequence_scores(role, inputs)``
-that ``training/stage_context.py`` does not implement yet).
+A device reward stage reads its role's model and parameters through the
+stage context's ``role_model_params(role)`` (``training/stage_context.py``).
 """
 
 from __future__ import annotations
@@ -142,31 +140,18 @@ def sequence_confidence(model, params, traj, *, kind: str,
 
 
 def role_model_params(ctx: Any, role: str):
-  """(model, params) of ``role`` from a stage context.
-
-  Uses ``ctx.role_model_params(role)`` when the context provides it; the
-  loop's ``StageContext`` does not yet, so its loop's ``role_model`` /
-  ``role_params`` are read instead (the only private access of this
-  module; see the module docstring).
+  """(model, params) of ``role`` through the stage context's public accessor.
 
   Raises:
-    spec.ConfigurationError: the run has no such role.
+    spec.ConfigurationError: the context gives no role access, or the run has
+      no such role.
   """
   getter = getattr(ctx, "role_model_params", None)
-  if callable(getter):
-    return getter(role)
-  loop = getattr(ctx, "_loop", None)
-  if loop is None:
+  if not callable(getter):
     raise spec_lib.ConfigurationError(
         f"ConfidenceReward: the stage context {type(ctx).__name__} gives no"
         f" access to role {role!r} (needs role_model_params(role))")
-  try:
-    return loop.role_model(role), loop.role_params(role)
-  except KeyError as e:
-    raise spec_lib.ConfigurationError(
-        f"ConfidenceReward reads role {role!r}, which this run does not hold"
-        f" ({e}); a LoRA policy's frozen base is not a separate role here:"
-        f" pass roles={{{role!r}: params}}") from None
+  return getter(role)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

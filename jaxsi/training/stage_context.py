@@ -177,6 +177,24 @@ class StageContext:
     return np.nansum(cols, axis=1).astype(np.float32)
 
   # -- device reward stage interface
+  def role_model_params(self, role: str):
+    """(model, params) of ``role``, for device reward stages (scorers, judges).
+
+    Raises:
+      spec.ConfigurationError: this schedule has no roles, or not ``role``.
+    """
+    if self._roles is None:
+      raise spec_lib.ConfigurationError(
+          f"a reward stage reads role {role!r}, but this schedule has no roles"
+          " (device scorers run under the loop, rl_run.run)")
+    try:
+      return self._roles.role_model(role), self._roles.role_params(role)
+    except KeyError as e:
+      raise spec_lib.ConfigurationError(
+          f"a reward stage reads role {role!r}, which this run does not hold"
+          f" ({e}); a LoRA policy's frozen base is not a separate role here:"
+          f" pass roles={{{role!r}: params}}") from None
+
   def generate_text(self, role: str, prompts: Sequence[str], *,
                     max_new_tokens: int, strategy=None) -> list[str]:
     """Completions of ``role`` for prompt texts (greedy by default), batched
