@@ -3,8 +3,8 @@ r"""Adaptive self-consistency: sample in windows, stop each problem early.
 One driver (:func:`run`) and small stopping policies. Every round the driver
 draws one window of ``w`` samples for each *still active* problem only (the
 active prompts are re-batched into chunks padded to a fixed number of rows,
-so the jitted sampler compiles once per (rows, w) shape, never per round or
-per active count), then asks the policy for each problem's target sample
+so the jitted sampler compiles once per (bucket, w) shape — a few halving
+buckets of rows — never per round or per active count), then asks the policy for each problem's target sample
 count; a problem whose target is not above its count stops. The answer is
 the majority over everything drawn for the problem (ties: seen first).
 
@@ -37,6 +37,7 @@ import jax
 import numpy as np
 
 from jaxsi.rewards import verifiers
+from jaxsi.sampling import buckets as buckets_lib
 from jaxsi.sampling import sampler as sampler_lib
 
 # draw(problem_ids, window) -> (answers, correct, lengths): w per problem.
@@ -190,17 +191,23 @@ def run(draw: Draw, num_problems: int, *, policy: Policy, window: int,
 class SamplerDraw:
   """A :data:`Draw` backed by the jitted sampler.
 
-  Active prompts are chunked into groups of ``rows // window`` prompts, each
-  padded to that many (``batch_buckets``), one ``sampler.sample`` call with
-  ``n = window`` per chunk: the generated batch is always ``rows`` rows, so
-  the sampler compiles once per (rows, window) whatever the active count.
+  Active prompts are chunked into groups of at most ``rows // window``
+  prompts; each chunk is padded to the smallest of ``levels`` halving
+  buckets (rows // window, its half, …; ``batch_buckets``) and drawn in one
+  ``sampler.sample`` call with ``n = window``. The sampler so compiles at
+  most ``levels`` times per window size, whatever the active counts, and a
+  shrinking active set really generates fewer rows.
   """
 
   def __init__(self, model, params, tokenizer, tasks: Sequence[Any], *,
-               strategy, max_new_tokens: int, rng, rows: int = 256):
+               strategy, max_new_tokens: int, rng, rows: int = 256,
+               levels: int = 4):
+    if rows < 1 or levels < 1:
+      raise ValueError(f"SamplerDraw: rows and levels must be >= 1, got"
+                       f" rows={rows}, levels={levels}")
     self.model, self.params, self.tok, self.tasks = model, params, tokenizer, tasks
     self.strategy, self.max_new_tokens, self.rng = strategy, max_new_tokens, rng
-    self.row_budget = int(rows)
+    self.row_budget, self.levels = int(rows), int(levels)
     self.prompts = [[tokenizer.bos_id] + list(tokenizer.encode(t.prompt))
                     for t in tasks]
     self.calls = 0
@@ -208,6 +215,7 @@ class SamplerDraw:
 
   def __call__(self, problem_ids: Sequence[int], window: int):
     per = max(1, self.row_budget // window)
+    buckets = tuple(sorted({max(1, per >> i) for i in range(self.levels)}))
     answers, correct, lengths = [], [], []
     for c0 in range(0, len(problem_ids), per):
       ids = list(problem_ids[c0:c0 + per])
@@ -216,9 +224,9 @@ class SamplerDraw:
           rng=jax.random.fold_in(self.rng, self.calls), strategy=self.strategy,
           n=window, max_new_tokens=self.max_new_tokens,
           stop_ids=(self.tok.eos_id,), pad_id=self.tok.pad_id,
-          batch_buckets=(per,))
+          batch_buckets=buckets)
       self.calls += 1
-      self.rows += per * window
+      self.rows += buckets_lib.bucket_size(len(ids), buckets) * window
       toks = np.asarray(traj.tokens)
       mask = np.asarray(traj.loss_mask, bool)
       for j, p in enumerate(ids):

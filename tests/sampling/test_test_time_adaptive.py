@@ -96,23 +96,29 @@ def test_sampler_draw_saves_rows_and_compiles_once():
   sampling = strategies.Sampling(temperature=1.0)
   mk = lambda strategy: adaptive.SamplerDraw(
       model, params, tok, tasks, strategy=strategy, max_new_tokens=3,
-      rng=jax.random.key(0), rows=8)
+      rng=jax.random.key(0), rows=8, levels=3)
+  # 8 // 2 = 4 prompts per call at most, padded to a bucket of (1, 2, 4).
+  bucket = lambda a: 1 if a <= 1 else 2 if a <= 2 else 4
+  chunks = lambda a: [4] * (a // 4) + ([a % 4] if a % 4 else [])
   before = sampler_lib.generate._cache_size()
   draw = mk(sampling)
   r = adaptive.run(draw, len(tasks), policy=adaptive.esc, window=2, max_samples=8)
-  # 8 // 2 = 4 prompts per call, padded: ceil(active / 4) calls per round.
   active = [int((r.samples > 2 * i).sum()) for i in range(4)]
-  assert draw.calls == sum(-(-a // 4) for a in active)
-  assert draw.rows == 8 * draw.calls
+  assert draw.calls == sum(len(chunks(a)) for a in active)
+  assert draw.rows == 2 * sum(bucket(c) for a in active for c in chunks(a))
   assert all(len(a) == n for a, n in zip(r.answers, r.samples))
   assert np.all((r.tokens >= r.samples) & (r.tokens <= 3 * r.samples))
   full = mk(sampling)
   adaptive.run(full, len(tasks), policy=adaptive.fixed, window=2, max_samples=8)
-  assert (full.calls, full.rows) == (8, 64)            # 2 chunks × 4 windows
-  assert sampler_lib.generate._cache_size() - before <= 1   # one shape, any count
+  assert (full.calls, full.rows) == (8, 4 * (8 + 4))     # chunks 4 + 2, 4 rounds
+  # At most one compilation per bucket (3), whatever the rounds and counts.
+  assert sampler_lib.generate._cache_size() - before <= 3
   # Greedy windows are unanimous: ESC stops every problem after one window,
   # a quarter of fixed's sampler calls and rows.
   greedy = mk(strategies.Greedy())
   g = adaptive.run(greedy, len(tasks), policy=adaptive.esc, window=2, max_samples=8)
   np.testing.assert_array_equal(g.samples, [2] * 6)
-  assert (greedy.calls, greedy.rows) == (2, 16)
+  assert (greedy.calls, greedy.rows) == (2, 8 + 4)
+  with pytest.raises(ValueError, match="levels must be"):
+    adaptive.SamplerDraw(model, params, tok, tasks, strategy=sampling,
+                         max_new_tokens=3, rng=jax.random.key(0), levels=0)
