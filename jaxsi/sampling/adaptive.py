@@ -20,6 +20,15 @@ total samples per problem, given the answers drawn so far); policies:
   most frequent answers, stop when
   P(p₁ > p₂ | v) = ∫₀^{1/2} Beta(x; v₂+1, v₁+1) dx = Σ_{j≤v₁} C(m, j) / 2^m,
   m = v₁ + v₂ + 1, exceeds the threshold C (0.95 in the paper);
+* :func:`dsc` — Difficulty-Adaptive Self-Consistency (Wang et al. 2024,
+  "Make Every Penny Count", arXiv:2408.13457), its partition and
+  pre-allocation steps with the first window as the difficulty estimate (the
+  paper ranks difficulty with an LLM prior; here the posterior proxy
+  d = 1 − (majority count of the first window) / w): d = 0 problems are
+  easy and stop after the first window; the others are pre-allocated
+  w + ⌈(S − w) · d / d_max / w⌉ · w samples (S = ``max_samples``,
+  d_max = 1 − 1/w, the most disagreement a window can show), drawn without
+  further stopping (one allocation, no re-sampling decisions);
 * :func:`fixed` — always ``max_samples`` (plain self-consistency in windows).
 
 Cost is real: :class:`Result` records sampler calls, rows generated
@@ -59,6 +68,32 @@ def esc(answers, window: int, max_samples: int) -> np.ndarray:
     stop = len(last) == window and all(x == last[0] for x in last)
     out.append(len(a) if stop else min(len(a) + window, max_samples))
   return np.asarray(out, np.int64)
+
+
+def dsc(answers, window: int, max_samples: int) -> np.ndarray:
+  """DSC-style allocation (Wang et al. 2024) from the first window's agreement."""
+  out = []
+  for a in answers:
+    first = list(a[:window])
+    if len(first) < window:
+      out.append(window)
+      continue
+    top = max(_counts_all(first).values())
+    d = 1.0 - top / window
+    if d <= 0.0:          # always so at w = 1: one sample each
+      out.append(len(a))
+      continue
+    share = d / (1.0 - 1.0 / window)
+    extra = math.ceil(round((max_samples - window) * share / window, 9)) * window
+    out.append(min(window + extra, max_samples))
+  return np.asarray(out, np.int64)
+
+
+def _counts_all(answers) -> dict:
+  c = {}
+  for a in answers:
+    c[a] = c.get(a, 0) + 1
+  return c
 
 
 def beta_stop_probability(v1: int, v2: int) -> float:
@@ -242,7 +277,7 @@ class SamplerDraw:
     return answers, correct, lengths
 
 
-POLICIES = {"fixed": fixed, "esc": esc,
+POLICIES = {"fixed": fixed, "esc": esc, "dsc": dsc,
             "adaptive_consistency": adaptive_consistency()}
 
 
@@ -255,4 +290,4 @@ def get_policy(name: str, where: Optional[str] = None) -> Policy:
 
 
 __all__ = ["POLICIES", "Result", "SamplerDraw", "adaptive_consistency",
-           "beta_stop_probability", "esc", "fixed", "get_policy", "run", "vote"]
+           "beta_stop_probability", "dsc", "esc", "fixed", "get_policy", "run", "vote"]

@@ -10,7 +10,7 @@ Two measurements from one checkpoint on one task source:
 * fixed-N selectors (``jaxsi.sampling.test_time``: first, majority,
   self-certainty best-of-N, Borda, likelihood, oracle) at every N of ``ns``,
   from a single batched generation of max(ns) samples per problem;
-* windowed policies (``jaxsi.sampling.adaptive``: ESC, Adaptive-Consistency,
+* windowed policies (``jaxsi.sampling.adaptive``: ESC, Adaptive-Consistency, DSC,
   fixed) that really generate window by window for the active problems
   only, capped at max(ns) samples, each reported with its mean samples and
   tokens per problem, sampler calls and rows generated.
@@ -98,7 +98,7 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
         ns: Sequence[int] = (1, 2, 4, 8),
         selectors: Sequence[str] = ("first", "majority", "self_certainty",
                                     "borda_self_certainty", "likelihood", "oracle"),
-        policies: Sequence[str] = ("esc", "adaptive_consistency"),
+        policies: Sequence[str] = ("esc", "adaptive_consistency", "dsc"),
         window: int = 2, temperature: float = 1.0, max_new_tokens: int = 8,
         batch_size: int = 256, seed: int = 0, plot: bool = True) -> dict:
   """Runs the selectors at every N and the windowed policies; writes reports.

@@ -82,6 +82,22 @@ def test_adaptive_consistency_stops_past_the_threshold():
     adaptive.adaptive_consistency(1.0)
 
 
+def test_dsc_allocates_by_first_window_disagreement():
+  # w = 4, S = 12, d_max = 3/4; extra = ceil(8 · (d / d_max) / 4) · 4.
+  streams = [["1"] * 12,                                 # d = 0: easy, stops at 4
+             ["1", "1", "1", "2"] + ["1"] * 8,           # d = 1/4: 8·1/3 → 4 → 8
+             ["1", "1", "2", "2"] + ["2"] * 8,           # d = 1/2: 8·2/3 → 8 → 12
+             ["1", "2", "3", "4"] + ["4"] * 8]           # d = 3/4: 8 → 12
+  draw = StreamDraw(streams, right=["1", "1", "2", "4"])
+  r = adaptive.run(draw, 4, policy=adaptive.dsc, window=4, max_samples=12)
+  np.testing.assert_array_equal(r.samples, [4, 8, 12, 12])
+  assert draw.asked == [[0, 1, 2, 3], [1, 2, 3], [2, 3]]
+  np.testing.assert_array_equal(r.chosen, [0, 0, 2, 3])
+  assert r.accuracy() == 1.0
+  # Unanimous later windows do not stop a pre-allocated problem (unlike ESC).
+  assert adaptive.esc([streams[2][:8]], 4, 12)[0] == 8
+
+
 def test_run_rejects_bad_windows():
   with pytest.raises(ValueError, match="max_samples % window"):
     adaptive.run(StreamDraw([["1"] * 6], ["1"]), 1, policy=adaptive.fixed,
