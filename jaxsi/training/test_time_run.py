@@ -10,8 +10,8 @@ Two measurements from one checkpoint on one task source:
 * fixed-N selectors (``jaxsi.sampling.test_time``: first, majority,
   self-certainty best-of-N, Borda, likelihood, oracle) at every N of ``ns``,
   from a single batched generation of max(ns) samples per problem;
-* windowed policies (``jaxsi.sampling.adaptive``: ESC, Adaptive-Consistency, DSC,
-  fixed) that really generate window by window for the active problems
+* windowed policies (``jaxsi.sampling.adaptive``: ESC, Adaptive-Consistency,
+  DSC, fixed) that really generate window by window for the active problems
   only, capped at max(ns) samples, each reported with its mean samples and
   tokens per problem, sampler calls and rows generated.
 
