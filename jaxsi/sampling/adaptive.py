@@ -2,11 +2,12 @@ r"""Adaptive self-consistency: sample in windows, stop each problem early.
 
 One driver (:func:`run`) and small stopping policies. Every round the driver
 draws one window of ``w`` samples for each *still active* problem only (the
-active prompts are re-batched into chunks padded to a fixed number of rows,
-so the jitted sampler compiles once per (bucket, w) shape — a few halving
-buckets of rows — never per round or per active count), then asks the policy for each problem's target sample
-count; a problem whose target is not above its count stops. The answer is
-the majority over everything drawn for the problem (ties: seen first).
+active prompts are re-batched into chunks padded to one of a few halving
+row buckets, so the jitted sampler compiles once per (bucket, w) shape,
+never per round or per active count), then asks the policy for each
+problem's target sample count; a problem whose target is not above its
+count stops. The answer is the majority over everything drawn for the
+problem (unparseable answers do not vote; ties: seen first).
 
 A policy is ``policy(answers, window, max_samples) -> int[P]`` (the target
 total samples per problem, given the answers drawn so far); policies:
@@ -20,6 +21,7 @@ total samples per problem, given the answers drawn so far); policies:
   most frequent answers, stop when
   P(p₁ > p₂ | v) = ∫₀^{1/2} Beta(x; v₂+1, v₁+1) dx = Σ_{j≤v₁} C(m, j) / 2^m,
   m = v₁ + v₂ + 1, exceeds the threshold C (0.95 in the paper);
+  unparseable answers are not counted (all-None never stops early);
 * :func:`dsc` — Difficulty-Adaptive Self-Consistency (Wang et al. 2024,
   "Make Every Penny Count", arXiv:2408.13457), its partition and
   pre-allocation steps with the first window as the difficulty estimate (the
