@@ -11,6 +11,8 @@ here. Each runs in-process under its launcher (``jaxsi.launch.launch``, the
 * files with ``MAIN = @rounds_run.run`` (the self-training methods and
   quickstart.gin) run one round;
 * files with ``MAIN = @rl_run.run`` run one RL iteration;
+* files with ``MAIN = @test_time_run.run`` run on 3 problems with N <= 2
+  (random init): every selector row and policy row and the three reports;
 * files with ``MAIN = @dry_run.run_experiment`` (the Qwen GPU/TPU GSM8K
   experiments) run for real, one GRPO iteration on their own 8-device mesh
   (the session's fake CPU devices), on local files written here: a tiny
@@ -70,6 +72,15 @@ ROUNDS = [
     ' "eval_n": 2, "warmup_steps": 0}',
     "rounds_run.run.control = False",
     "rounds_run.run.plot = False",
+]
+
+TEST_TIME = [
+    "test_time_run.run.n_tasks = 3",
+    f"test_time_run.run.model_overrides = {_TINY_MODEL}",
+    "test_time_run.run.ns = [1, 2]",
+    "test_time_run.run.window = 2",
+    "test_time_run.run.max_new_tokens = 3",
+    "test_time_run.run.batch_size = 8",
 ]
 
 DRY = _SPEC + [
@@ -256,6 +267,13 @@ def test_recipe_runs(tmp_path, recipe, request):
   elif main == "rounds_run.run":
     records = _launch(tmp_path, [recipe], ROUNDS + extra)
     _check_rounds(tmp_path, records)
+  elif main == "test_time_run.run":
+    out = _launch(tmp_path, [recipe], TEST_TIME + extra)
+    assert out["fixed"] and out["policies"]
+    for r in out["fixed"] + out["policies"]:
+      assert _finite(r["accuracy"]) and _finite(r["tokens_per_problem"]), r
+    for name in ("test_time.md", "test_time.json", "test_time.png"):
+      assert os.path.exists(os.path.join(tmp_path, name)), name
   elif main == "dry_run.run_experiment":
     ckpt, data = request.getfixturevalue("local_qwen_files")
     files = DRY + [f"dry_run.run_experiment.hf_checkpoint = '{ckpt}'",

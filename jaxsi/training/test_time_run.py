@@ -1,0 +1,202 @@
+r"""Launcher: test-time selection and early-stopping policies on a checkpoint.
+
+``MAIN = @test_time_run.run`` (``gin_configs/experiments/test_time_addition.gin``)::
+
+  jaxsi run --gin_file=experiments/test_time_addition.gin --workdir=/tmp/tt \
+      --gin.test_time_run.run.hf_checkpoint="'/path/to/hf_dir'"
+
+Two measurements from one checkpoint on one task source:
+
+* fixed-N selectors (``jaxsi.sampling.test_time``: first, majority,
+  self-certainty best-of-N, Borda, likelihood, oracle) at every N of ``ns``,
+  from a single batched generation of max(ns) samples per problem;
+* windowed policies (``jaxsi.sampling.adaptive``: ESC, Adaptive-Consistency,
+  DSC, fixed) that really generate window by window for the active problems
+  only, capped at max(ns) samples, each reported with its mean samples and
+  tokens per problem, sampler calls and rows generated.
+
+Writes ``test_time.md``, ``test_time.json`` and ``test_time.png`` (accuracy
+versus tokens per problem) in the workdir. The params come from a local HF
+checkpoint (``hf_checkpoint``; tokenizer from the same directory), a jaxsi
+params checkpoint directory (``params_dir``, e.g. a run's ``warm_start``;
+the model from ``model`` + ``model_overrides``, character tokenizer), or a
+random init (tests only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+
+from jaxsi.data import char_tokenizer
+from jaxsi.data import tasks as tasks_lib
+from jaxsi.models import config as model_config
+from jaxsi.models import model as model_lib
+from jaxsi.sampling import adaptive
+from jaxsi.sampling import strategies
+from jaxsi.sampling import test_time as tt
+from jaxsi.training import arguments
+from jaxsi.training import checkpoint as checkpoint_lib
+
+WHERE = "test_time_run.run"
+
+
+def load_tasks(source: str, *, n: int, difficulty: int, seed: int,
+               task_format: Optional[dict] = None, chat_template=None):
+  """Tasks of ``source``: ``synthetic:NAME``, ``gsm8k:DIR``, ``math:DIR`` or
+  ``jsonl:FILE`` (first ``n``)."""
+  kind, _, rest = source.partition(":")
+  if kind == "synthetic":
+    return tasks_lib.make_tasks(rest, n, difficulty=difficulty, seed=seed,
+                                **dict(task_format or {}))
+  if kind in ("gsm8k", "math"):
+    from jaxsi.data import math_datasets  # pylint: disable=g-import-not-at-top
+    loader = math_datasets.load_gsm8k if kind == "gsm8k" else math_datasets.load_math
+    return loader(rest, split="test", chat_template=chat_template, limit=n)
+  if kind == "jsonl":
+    from jaxsi.data import jsonl  # pylint: disable=g-import-not-at-top
+    return jsonl.load_jsonl_tasks(rest, limit=n)
+  raise arguments.ArgumentError(
+      f"{WHERE}.tasks = {source!r}: expected synthetic:NAME, gsm8k:DIR,"
+      " math:DIR or jsonl:FILE")
+
+
+def _load_model(hf_checkpoint, params_dir, model, model_overrides, seed):
+  if hf_checkpoint and params_dir:
+    raise arguments.ArgumentError(
+        f"{WHERE}: bind hf_checkpoint or params_dir, not both")
+  if hf_checkpoint:
+    from jaxsi.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
+    from jaxsi.models import hf  # pylint: disable=g-import-not-at-top
+    tok = hf_tokenizer.load_tokenizer(hf_checkpoint)
+    mdl, params = hf.load_pretrained(hf_checkpoint)
+    return tok, mdl, params
+  tok = char_tokenizer.CharTokenizer()
+  cfg = model_config.get_config(model, vocab_size=tok.vocab_size,
+                                **dict(model_overrides or {}))
+  mdl, params = model_lib.init(cfg, jax.random.key(seed))
+  if params_dir:
+    ckpt = checkpoint_lib.Checkpointer(params_dir, keep=1, async_save=False)
+    try:
+      if ckpt.latest_step() is None:
+        raise arguments.ArgumentError(
+            f"{WHERE}.params_dir = {params_dir!r}: no checkpoint there")
+      params, _ = ckpt.restore(params)
+    finally:
+      ckpt.close()
+  return tok, mdl, params
+
+
+def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
+        difficulty: int = 2, task_format: Optional[dict] = None,
+        hf_checkpoint: Optional[str] = None, params_dir: Optional[str] = None,
+        model: str = "tiny", model_overrides: Optional[dict] = None,
+        ns: Sequence[int] = (1, 2, 4, 8),
+        selectors: Sequence[str] = ("first", "majority", "self_certainty",
+                                    "borda_self_certainty", "likelihood", "oracle"),
+        policies: Sequence[str] = ("esc", "adaptive_consistency", "dsc"),
+        window: int = 2, temperature: float = 1.0, max_new_tokens: int = 8,
+        batch_size: int = 256, seed: int = 0, plot: bool = True) -> dict:
+  """Runs the selectors at every N and the windowed policies; writes reports.
+
+  Args:
+    workdir: output directory.
+    tasks: task source (:func:`load_tasks`); ``n_tasks`` problems,
+      ``difficulty`` / ``task_format`` for synthetic tasks.
+    hf_checkpoint: local HF model directory (config.json, safetensors,
+      tokenizer).
+    params_dir: a jaxsi params checkpoint directory (the model is ``model``
+      with ``model_overrides``).
+    model, model_overrides: preset and fields (without a checkpoint: random
+      init, for tests).
+    ns: sample budgets N (one generation of max(ns) samples).
+    selectors: names of ``test_time.DEFAULT_SELECTORS``.
+    policies: names of ``adaptive.POLICIES`` (windowed, cap max(ns)).
+    window: samples per window of the policies (divides max(ns)).
+    temperature: sampling temperature (> 0).
+    max_new_tokens: completion budget per sample.
+    batch_size: rows per sampler call (both drivers).
+    seed: task, init and sampling seed.
+    plot: also write test_time.png.
+
+  Returns:
+    ``{'fixed': rows, 'policies': rows, ...}`` (also ``test_time.json``).
+  """
+  A = arguments
+  A.check(WHERE, locals(), dict(
+      n_tasks=A.integer(1), difficulty=A.integer(0), ns=A.integers(1),
+      window=A.integer(1), temperature=A.number(0, open_low=True),
+      max_new_tokens=A.integer(1), batch_size=A.integer(1), seed=A.integer(0),
+      plot=A.flag()))
+  for name in selectors:
+    if name not in tt.DEFAULT_SELECTORS:
+      raise A.ArgumentError(f"{WHERE}.selectors: unknown selector {name!r};"
+                            f" expected some of {sorted(tt.DEFAULT_SELECTORS)}")
+  try:
+    pols = {p: adaptive.get_policy(p, f"{WHERE}.policies") for p in policies}
+  except ValueError as e:
+    raise A.ArgumentError(str(e)) from None
+  n_max = max(ns)
+  if n_max % window:
+    raise A.ArgumentError(f"{WHERE}.window = {window}: must divide max(ns) ="
+                          f" {n_max}")
+  if batch_size < n_max:
+    raise A.ArgumentError(f"{WHERE}.batch_size = {batch_size}: must be >="
+                          f" max(ns) = {n_max}")
+  os.makedirs(workdir, exist_ok=True)
+  tok, mdl, params = _load_model(hf_checkpoint, params_dir, model,
+                                 model_overrides, seed)
+  problems = load_tasks(tasks, n=n_tasks, difficulty=difficulty, seed=seed,
+                        task_format=task_format,
+                        chat_template=getattr(tok, "template", None))
+  strategy = strategies.Sampling(temperature=temperature)
+  rng = jax.random.key(seed + 1)
+  cands = tt.generate(mdl, params, tok, problems, n=n_max,
+                      max_new_tokens=max_new_tokens, strategy=strategy,
+                      rng=rng, batch_size=batch_size,
+                      score_temperature=temperature)
+  fixed_rows = tt.sweep(cands, ks=sorted(set(ns)),
+                        selectors={s: tt.DEFAULT_SELECTORS[s] for s in selectors})
+  policy_rows = []
+  for i, (name, pol) in enumerate(pols.items()):
+    draw = adaptive.SamplerDraw(mdl, params, tok, problems, strategy=strategy,
+                                max_new_tokens=max_new_tokens,
+                                rng=jax.random.fold_in(rng, 1000 + i),
+                                rows=batch_size)
+    res = adaptive.run(draw, len(problems), policy=pol, window=window,
+                       max_samples=n_max)
+    policy_rows.append(dict(policy=name, window=window, max_samples=n_max,
+                            seconds=res.seconds, **res.summary()))
+  out = dict(tasks=tasks, n_tasks=len(problems), ns=sorted(set(ns)),
+             temperature=temperature, generation_seconds=cands.seconds,
+             fixed=fixed_rows, policies=policy_rows)
+  text = (f"Test-time selection on {len(problems)} problems of {tasks},"
+          f" N = {sorted(set(ns))} at T = {temperature} (one generation of"
+          f" {n_max} per problem).\n\n" + tt.markdown(fixed_rows)
+          + "\n\nWindowed policies (window "
+          f"{window}, cap {n_max}), generated window by window:\n\n"
+          "| policy | samples / problem | tokens / problem | accuracy |"
+          " sampler calls | rows |\n|---|---|---|---|---|---|\n"
+          + "".join(f"| {r['policy']} | {r['samples_per_problem']:.2f} |"
+                    f" {r['tokens_per_problem']:.1f} | {r['accuracy']:.3f} |"
+                    f" {r['calls']} | {r['rows']} |\n" for r in policy_rows))
+  print(text, flush=True)
+  with open(os.path.join(workdir, "test_time.md"), "w", encoding="utf-8") as f:
+    f.write(text)
+  with open(os.path.join(workdir, "test_time.json"), "w", encoding="utf-8") as f:
+    json.dump(out, f, indent=1, default=float)
+  if plot:
+    curve = list(fixed_rows) + [
+        dict(selector=r["policy"], k=r["samples_per_problem"],
+             accuracy=r["accuracy"], tokens_per_problem=max(
+                 r["tokens_per_problem"], 1e-9)) for r in policy_rows]
+    tt.plot(curve, os.path.join(workdir, "test_time.png"),
+            title=f"{tasks}, T={temperature}")
+  return out
+
+
+__all__ = ["load_tasks", "run"]
