@@ -69,6 +69,44 @@ def load_average() -> float:
   return os.getloadavg()[0]
 
 
+class OtherCpu:
+  """CPU time the *other* processes of the machine use while a benchmark runs.
+
+  The load average counts the benchmark's own threads (a 2-thread run on an
+  otherwise idle 2-core machine ends at load ≈ 2), so it cannot say whether
+  something else competed. This reads the machine's busy time from
+  /proc/stat and subtracts this process's own CPU time (``os.times``,
+  children included): ``cores()`` is the mean number of cores the rest of
+  the machine kept busy since construction. None where /proc/stat is absent.
+  """
+
+  def __init__(self):
+    self._t0, self._busy0, self._self0 = time.time(), _busy_s(), _self_s()
+
+  def cores(self) -> Optional[float]:
+    busy = _busy_s()
+    if busy is None or self._busy0 is None:
+      return None
+    wall = max(time.time() - self._t0, 1e-9)
+    other = (busy - self._busy0) - (_self_s() - self._self0)
+    return max(other, 0.0) / wall
+
+
+def _busy_s() -> Optional[float]:
+  try:
+    with open("/proc/stat") as f:
+      fields = [float(x) for x in f.readline().split()[1:]]
+  except (OSError, ValueError):
+    return None
+  idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)   # idle + iowait
+  return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _self_s() -> float:
+  t = os.times()
+  return t.user + t.system + t.children_user + t.children_system
+
+
 def uptime() -> str:
   """``uptime``'s line (or /proc/loadavg where ``uptime`` is missing)."""
   try:
