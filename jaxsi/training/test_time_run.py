@@ -41,6 +41,7 @@ from jaxsi.sampling import strategies
 from jaxsi.sampling import test_time as tt
 from jaxsi.training import arguments
 from jaxsi.training import checkpoint as checkpoint_lib
+from jaxsi.training import progress as progress_lib
 
 WHERE = "test_time_run.run"
 
@@ -155,12 +156,17 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
                         chat_template=getattr(tok, "template", None))
   strategy = strategies.Sampling(temperature=temperature)
   rng = jax.random.key(seed + 1)
+  # One step per phase: the fixed-N generation, then each windowed policy.
+  bar = progress_lib.ProgressBar(
+      1 + len(pols), "test_time", keys=("accuracy", "tokens/problem"),
+      log_every=1, min_line_seconds=progress_lib.PHASE_LINE_SECONDS)
   cands = tt.generate(mdl, params, tok, problems, n=n_max,
                       max_new_tokens=max_new_tokens, strategy=strategy,
                       rng=rng, batch_size=batch_size,
                       score_temperature=temperature)
   fixed_rows = tt.sweep(cands, ks=sorted(set(ns)),
                         selectors={s: tt.DEFAULT_SELECTORS[s] for s in selectors})
+  bar.update(1, {"tokens/problem": float(np.mean(np.sum(cands.lengths, axis=1)))})
   policy_rows = []
   for i, (name, pol) in enumerate(pols.items()):
     draw = adaptive.SamplerDraw(mdl, params, tok, problems, strategy=strategy,
@@ -171,6 +177,9 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
                        max_samples=n_max)
     policy_rows.append(dict(policy=name, window=window, max_samples=n_max,
                             seconds=res.seconds, **res.summary()))
+    bar.update(2 + i, {"accuracy": policy_rows[-1]["accuracy"],
+                       "tokens/problem": policy_rows[-1]["tokens_per_problem"]})
+  bar.close()
   out = dict(tasks=tasks, n_tasks=len(problems), ns=sorted(set(ns)),
              temperature=temperature, generation_seconds=cands.seconds,
              fixed=fixed_rows, policies=policy_rows)
