@@ -191,3 +191,67 @@ def test_eval_a_local_hf_checkpoint(tmp_path, capsys):
   assert got["overall"] == pytest.approx(json.loads(json.dumps(want["overall"], default=float)))
   assert cli.main(["eval", f"--hf_checkpoint={ckpt}", "--tasks=nowhere:x"]) == 2
   assert "expected synthetic:NAME" in capsys.readouterr().err
+
+
+def test_eval_a_run_workdir(tmp_path, capsys):
+  """--workdir: the newest RL checkpoint's policy params, on the run's held-out split."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from jaxsi.data import char_tokenizer  # pylint: disable=g-import-not-at-top
+  from jaxsi.models import config as mcfg, model as model_lib  # pylint: disable=g-import-not-at-top
+  from jaxsi.sampling import strategies  # pylint: disable=g-import-not-at-top
+  from jaxsi.training import checkpoint, evaluate, rl_run, train_state  # pylint: disable=g-import-not-at-top
+  wd = tmp_path / "run"
+  wd.mkdir()
+  # What the launcher leaves: config.gin (MAIN, the bindings) and Loop's
+  # {role: TrainState} checkpoints under ckpt/.
+  (wd / "config.gin").write_text(
+      "from __gin__ import dynamic_registration\n"
+      "from jaxsi.methods import grpo\nfrom jaxsi import spec\n"
+      "from jaxsi.training import rl_run\n"
+      "MAIN = @rl_run.run\nMETHOD = @grpo.grpo()\n"
+      "grpo.grpo.rollout = @spec.RolloutSpec()\n"
+      "spec.RolloutSpec.max_new_tokens = 3\n"
+      "rl_run.run.method = %METHOD\n"
+      "rl_run.run.model_overrides = {'d_model': 32, 'n_layers': 1, 'n_heads': 2,"
+      " 'n_kv_heads': 1, 'head_dim': 16, 'd_ff': 64}\n"
+      "rl_run.run.n_train = 12\nrl_run.run.n_test = 3\nrl_run.run.seed = 5\n")
+  tok = char_tokenizer.CharTokenizer()
+  cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=32, n_layers=1,
+                        n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64)
+  model, like = model_lib.init(cfg, jax.random.key(0))
+  with checkpoint.Checkpointer(str(wd / "ckpt"), keep=None, async_save=False) as ckpt:
+    for step in (1, 2):
+      params = model_lib.init(cfg, jax.random.key(10 + step))[1]
+      ckpt.save(step, {"policy": train_state.create_train_state(
+          params, optax.adam(1e-3), jax.random.key(0))}, extra={"position": 0},
+                force=True)
+  out = tmp_path / "eval.json"
+  assert cli.main(["eval", f"--workdir={wd}", "--temperature=1", "--n=2",
+                   f"--output={out}"]) == 0
+  printed = capsys.readouterr().out
+  assert f"rl_run.run run {wd}, iteration 2" in printed
+  assert "3 tasks from the run's held-out set (addition)" in printed
+  assert "max_new_tokens=3" in printed   # the method's budget
+  _, _, test = rl_run.split_tasks(task="addition", difficulty=[2], n_train=12, n_test=3,
+                                  labeled_fraction=0.5, seed=5,
+                                  task_format={"reverse": True})
+  want = evaluate.evaluate_policy(model, params, tok, test,
+                                  strategy=strategies.Sampling(temperature=1.0), n=2,
+                                  max_new_tokens=3, seed=0, batch_size=64)
+  got = json.load(open(out))
+  assert got["overall"] == pytest.approx(json.loads(json.dumps(want["overall"], default=float)))
+  # Errors: no checkpoint, another launcher, both sources or neither.
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  assert cli.main(["eval", f"--workdir={empty}"]) == 2
+  assert "holds no parameter checkpoint (looked for ckpt/" in capsys.readouterr().err
+  (wd / "config.gin").write_text("from __gin__ import dynamic_registration\n"
+                                 "from tests.sweep import fake_trial\n"
+                                 "MAIN = @fake_trial.run\n")
+  assert cli.main(["eval", f"--workdir={wd}"]) == 2
+  assert "MAIN = @fake_trial.run; jaxsi eval --workdir reads rl_run.run and" in (
+      capsys.readouterr().err)
+  assert cli.main(["eval", f"--workdir={wd}", "--hf_checkpoint=x"]) == 2
+  assert cli.main(["eval"]) == 2
+  assert "give --hf_checkpoint=DIR or --workdir=DIR" in capsys.readouterr().err
