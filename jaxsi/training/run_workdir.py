@@ -9,7 +9,8 @@ Where the synthetic-task launchers keep their parameters::
                                            RL checkpoint)
   rounds_run.run  pool/<round>/state       CheckpointPool: round r under params
 
-:func:`find_params` picks the newest of these, :func:`restore_params` reads
+:func:`find_params` picks the first of these that exists (and
+:func:`params_source` reads any one such directory), :func:`restore_params` reads
 only the parameter subtree of a checkpoint (an orbax partial restore: an
 Adam state, twice the parameters, is never read), checked leaf by leaf
 against the model's parameter shapes, and :func:`heldout_tasks` rebuilds the
@@ -90,6 +91,32 @@ def find_params(workdir: str) -> ParamsSource:
   raise NoCheckpointError(
       f"{workdir} holds no parameter checkpoint (looked for {looked}); is it the"
       f" workdir of a {' or '.join(LAUNCHERS)} run that saved one?")
+
+
+def params_source(directory: str) -> ParamsSource:
+  """A checkpoint directory of any of the layouts above (e.g. ``RUN/pool``,
+  ``RUN/ckpt`` or ``RUN/warm_start``), its params located from the newest
+  step's tree: ``policy/params``, ``params``, or the root.
+
+  Raises:
+    NoCheckpointError: the directory holds no checkpoint.
+  """
+  directory = os.path.abspath(os.fspath(directory))
+  steps = _steps(directory)
+  if not steps:
+    raise NoCheckpointError(f"{directory}: no checkpoint there")
+  for sub, path, what in SOURCES:
+    if os.path.basename(directory) == sub:
+      return ParamsSource(directory, tuple(steps), path, what)
+  tree = _tree_metadata(os.path.join(directory, str(steps[-1]), "state"))
+  if isinstance(tree, Mapping) and isinstance(tree.get("policy"), Mapping) and (
+      "params" in tree["policy"]):
+    path = ("policy", "params")
+  elif isinstance(tree, Mapping) and "params" in tree:
+    path = ("params",)
+  else:
+    path = ()
+  return ParamsSource(directory, tuple(steps), path, "a params checkpoint")
 
 
 def _tree_metadata(item_dir: str) -> Any:
@@ -225,5 +252,5 @@ def heldout_tasks(launcher: str, args: Mapping[str, Any]) -> list:
 
 
 __all__ = ["LAUNCHERS", "NoCheckpointError", "ParamsSource", "SOURCES",
-           "find_params", "heldout_tasks", "restore_params",
+           "find_params", "heldout_tasks", "params_source", "restore_params",
            "task_format"]

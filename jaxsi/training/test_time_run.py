@@ -18,9 +18,11 @@ Two measurements from one checkpoint on one task source:
 Writes ``test_time.md``, ``test_time.json`` and ``test_time.png`` (accuracy
 versus tokens per problem) in the workdir. The params come from a local HF
 checkpoint (``hf_checkpoint``; tokenizer from the same directory), a jaxsi
-params checkpoint directory (``params_dir``, e.g. a run's ``warm_start``;
-the model from ``model`` + ``model_overrides``, character tokenizer), or a
-random init (tests only).
+checkpoint directory (``params_dir``: a run's ``warm_start``, ``ckpt`` or
+``pool``, newest step, params only — ``jaxsi.training.run_workdir``; the
+model from ``model`` + ``model_overrides``, character tokenizer), or a
+random init (tests only). ``jaxsi test-time --run=WORKDIR`` fills these
+from a run's workdir.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ from jaxsi.sampling import adaptive
 from jaxsi.sampling import strategies
 from jaxsi.sampling import test_time as tt
 from jaxsi.training import arguments
-from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import progress as progress_lib
+from jaxsi.training import run_workdir
 
 WHERE = "test_time_run.run"
 
@@ -81,14 +83,12 @@ def _load_model(hf_checkpoint, params_dir, model, model_overrides, seed):
                                 **dict(model_overrides or {}))
   mdl, params = model_lib.init(cfg, jax.random.key(seed))
   if params_dir:
-    ckpt = checkpoint_lib.Checkpointer(params_dir, keep=1, async_save=False)
     try:
-      if ckpt.latest_step() is None:
-        raise arguments.ArgumentError(
-            f"{WHERE}.params_dir = {params_dir!r}: no checkpoint there")
-      params, _ = ckpt.restore(params)
-    finally:
-      ckpt.close()
+      params, _ = run_workdir.restore_params(run_workdir.params_source(params_dir),
+                                             params)
+    except run_workdir.NoCheckpointError:
+      raise arguments.ArgumentError(
+          f"{WHERE}.params_dir = {params_dir!r}: no checkpoint there") from None
   return tok, mdl, params
 
 
@@ -110,8 +110,9 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
       ``difficulty`` / ``task_format`` for synthetic tasks.
     hf_checkpoint: local HF model directory (config.json, safetensors,
       tokenizer).
-    params_dir: a jaxsi params checkpoint directory (the model is ``model``
-      with ``model_overrides``).
+    params_dir: a jaxsi checkpoint directory (``run_workdir.params_source``:
+      params, a pool or a Loop TrainState; the model is ``model`` with
+      ``model_overrides``).
     model, model_overrides: preset and fields (without a checkpoint: random
       init, for tests).
     ns: sample budgets N (one generation of max(ns) samples).

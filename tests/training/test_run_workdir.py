@@ -130,3 +130,21 @@ def test_heldout_tasks_are_the_launchers_split(launcher):
     rw.heldout_tasks(launcher, {k: v for k, v in args.items() if k != "n_test"})
   with pytest.raises(ValueError, match="is not one of"):
     rw.heldout_tasks("test_time_run.run", args)
+
+
+def test_params_source_finds_the_params_in_any_directory(tmp_path):
+  _, like = mmodel.init(_cfg(), jax.random.key(0))
+  moved = jax.tree.map(lambda x: x - 2.0, like)
+  _save_loop_layout(str(tmp_path / "saved_loop"), 3, moved)   # not named ckpt/
+  source = rw.params_source(str(tmp_path / "saved_loop"))
+  assert source.path == ("policy", "params") and source.steps == (3,)
+  jax.tree.map(np.testing.assert_array_equal, rw.restore_params(source, like)[0], moved)
+  pool = checkpoint_pool.CheckpointPool(str(tmp_path / "rounds"))
+  pool.save(0, moved)
+  pool.close()
+  assert rw.params_source(str(tmp_path / "rounds")).path == ("params",)
+  with checkpoint_lib.Checkpointer(str(tmp_path / "plain"), async_save=False) as c:
+    c.save(0, moved, force=True)
+  assert rw.params_source(str(tmp_path / "plain")).path == ()
+  with pytest.raises(rw.NoCheckpointError, match="no checkpoint there"):
+    rw.params_source(str(tmp_path / "nothing"))
