@@ -10,6 +10,7 @@ r"""The ``jaxsi`` command: one entry point for the research workflow.
   jaxsi compare /tmp/a /tmp/b                              # runs side by side
   jaxsi eval --hf_checkpoint=DIR --tasks=gsm8k:DIR         # a checkpoint on tasks
   jaxsi eval --workdir=/tmp/q                              # a run's latest params
+  jaxsi test-time --run=/tmp/q --workdir=/tmp/tt           # selectors + policies vs N
   jaxsi bench rl_step -- --iters=3                         # benchmarks/ or experiments/
   jaxsi list [methods|models|tasks|gin]
 
@@ -386,6 +387,91 @@ def _eval(ns) -> int:
   return 0
 
 
+# -------------------------------------------------------------- test-time
+TEST_TIME_GIN = "experiments/test_time_addition.gin"
+
+
+def _test_time_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog="jaxsi test-time", formatter_class=argparse.RawDescriptionHelpFormatter,
+      allow_abbrev=False,
+      description="Test-time scaling of one policy: the fixed-N selectors (first,"
+      " majority, self-certainty best-of-N, Borda, likelihood, oracle) at every N"
+      " from one generation, and the windowed early-stopping policies (ESC,"
+      " Adaptive-Consistency, DSC) generated window by window; writes"
+      " test_time.md / .json / .png (accuracy vs tokens per problem) in"
+      f" --workdir. The launcher (jaxsi run) with --gin_file={TEST_TIME_GIN}"
+      " (MAIN = @test_time_run.run); every other argument goes to it, e.g."
+      " --gin.test_time_run.run.ns='[1, 2, 4, 8, 16]'.",
+      epilog="examples:\n"
+      "  jaxsi test-time --run=/tmp/grpo --workdir=/tmp/tt     # a run's latest params\n"
+      "  jaxsi test-time --params_dir=/tmp/grpo/warm_start --workdir=/tmp/tt\n"
+      "  jaxsi test-time --hf_checkpoint=DIR --workdir=/tmp/tt \\\n"
+      "      --gin.test_time_run.run.tasks=\"'gsm8k:/data/gsm8k'\"\n\n"
+      "test_time_run.run's arguments (bind with --gin.test_time_run.run.NAME=VALUE):\n"
+      + _args_section("jaxsi.training.test_time_run", "run"))
+  p.add_argument("--workdir", help="output directory (test_time.md/.json/.png)")
+  src = p.add_mutually_exclusive_group()
+  src.add_argument("--run", metavar="WORKDIR", help="an rl_run or rounds_run workdir: its"
+                   " latest params, its model and its task (format, hardest level)")
+  src.add_argument("--params_dir", help="a jaxsi checkpoint directory (the model of the"
+                   " gin file unless bound)")
+  src.add_argument("--hf_checkpoint", help="a local HF model directory")
+  p.add_argument("--gin_file", action="append", default=None,
+                 help=f"gin files (default {TEST_TIME_GIN})")
+  return p
+
+
+def _args_section(module: str, fn: str) -> str:
+  """The ``Args:`` section of ``module.fn``'s docstring (its lines, dedented)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  import inspect  # pylint: disable=g-import-not-at-top
+  doc = inspect.getdoc(getattr(importlib.import_module(module), fn)) or ""
+  lines, inside = [], False
+  for line in doc.splitlines():
+    if line.strip() == "Args:":
+      inside = True
+      continue
+    if inside and line and not line.startswith(" "):
+      break
+    if inside:
+      lines.append(line)
+  return "\n".join(lines)
+
+
+def _test_time(args: Sequence[str]) -> int:
+  parser = _test_time_parser()
+  ns, rest = parser.parse_known_args(list(args))
+  bindings = []
+
+  def bind(name, value):
+    bindings.append(f"--gin_bindings=test_time_run.run.{name} = {value!r}")
+
+  if ns.run:
+    from jaxsi.training import run_workdir  # pylint: disable=g-import-not-at-top
+    try:
+      source = run_workdir.find_params(ns.run)
+      _, run_args = run_arguments(ns.run)
+    except (FileNotFoundError, ValueError) as e:
+      print(f"jaxsi test-time: {e}", file=sys.stderr)
+      return 2
+    bind("params_dir", source.directory)
+    bind("model", run_args["model"])
+    bind("model_overrides", dict(run_args.get("model_overrides") or {}))
+    bind("tasks", f"synthetic:{run_args['task']}")
+    bind("task_format", run_workdir.task_format(run_args))
+    bind("difficulty", int(max(run_args["difficulty"])))
+  elif ns.params_dir:
+    bind("params_dir", ns.params_dir)
+  elif ns.hf_checkpoint:
+    bind("hf_checkpoint", ns.hf_checkpoint)
+  launcher_args = [f"--gin_file={f}" for f in (ns.gin_file or [TEST_TIME_GIN])]
+  if ns.workdir:
+    launcher_args.append(f"--workdir={ns.workdir}")
+  return _launcher(launcher_args + bindings + list(rest), prog="jaxsi test-time",
+                   dry_run=False)
+
+
 # ------------------------------------------------------------------ bench
 def bench_scripts() -> dict[str, str]:
   """``{name: path}`` of the scripts in benchmarks/ and experiments/."""
@@ -478,6 +564,8 @@ def _parser() -> argparse.ArgumentParser:
                  add_help=False)
   sub.add_parser("dry-run", help="plan and compile a gin experiment without running it",
                  add_help=False)
+  sub.add_parser("test-time", help="test-time scaling of a run's or checkpoint's policy:"
+                 " selectors at N = 1..8, early-stopping policies", add_help=False)
 
   s = sub.add_parser("sweep", help="run a sweep of trials, or summarise / export it",
                      description="Expand a sweep file (TOML: base gin files + bindings,"
@@ -562,6 +650,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if argv and argv[0] in ("run", "dry-run"):
     return _launcher(argv[1:], prog=f"jaxsi {argv[0]}", dry_run=argv[0] == "dry-run")
+  if argv and argv[0] == "test-time":
+    return _test_time(argv[1:])
   rest: list[str] = []
   if argv and argv[0] == "bench":
     head = argv[:2] if len(argv) > 1 and not argv[1].startswith("-") else argv[:1]
