@@ -284,9 +284,9 @@ def run_arguments(workdir: str) -> tuple[str, dict]:
     launcher = (f"{conf.module.rsplit('.', 1)[-1]}.{conf.name}" if conf is not None
                 and conf.module.startswith("jaxsi.training.") else repr(ref))
     if launcher not in run_workdir.LAUNCHERS:
-      raise ValueError(f"{path}: MAIN = @{getattr(ref, 'selector', launcher)}; jaxsi"
-                       f" eval --workdir reads {' and '.join(run_workdir.LAUNCHERS)}"
-                       " runs (for an HF checkpoint use --hf_checkpoint)")
+      raise ValueError(f"{path}: MAIN = @{getattr(ref, 'selector', launcher)}; only"
+                       f" {' and '.join(run_workdir.LAUNCHERS)} runs can be read back"
+                       " (for an HF checkpoint use --hf_checkpoint)")
     signature = inspect.signature(inspect.unwrap(ref.scoped_configurable_fn))
     args = {}
     for name in _RUN_ARGS:
@@ -305,7 +305,7 @@ def run_arguments(workdir: str) -> tuple[str, dict]:
 
 
 def _workdir_policy(ns):
-  """``(model, params, tokenizer, tasks, max_new_tokens, what)`` of ``--workdir``."""
+  """``(model, params, tokenizer, tasks, where, max_new_tokens, what)`` of ``--workdir``."""
   import jax  # pylint: disable=g-import-not-at-top
   from jaxsi.data import char_tokenizer  # pylint: disable=g-import-not-at-top
   from jaxsi.models import config as mcfg  # pylint: disable=g-import-not-at-top

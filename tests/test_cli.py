@@ -14,10 +14,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("command, expected", [
-    ([], ["run", "dry-run", "sweep", "compare", "eval", "bench", "list"]),
+    ([], ["run", "dry-run", "test-time", "sweep", "compare", "eval", "bench", "list"]),
     (["sweep"], ["--parallel", "--slurm", "--only", "--summary", "--trial", "resume"]),
     (["compare"], ["WORKDIR", "--metric", "--out", "compare.png"]),
-    (["eval"], ["--hf_checkpoint", "--tasks", "synthetic:NAME", "pass@k"]),
+    (["eval"], ["--hf_checkpoint", "--workdir", "--step", "--tasks", "synthetic:NAME", "heldout",
+               "pass@k", "optimizer state"]),
+    (["test-time"], ["--run", "--params_dir", "--hf_checkpoint", "test_time.png",
+                     "experiments/test_time_addition.gin", "ns: sample budgets N",
+                     "policies: names of"]),
     (["bench"], ["benchmarks/", "experiments/"]),
     (["list"], ["methods", "models", "tasks", "gin"]),
 ])
@@ -193,18 +197,16 @@ def test_eval_a_local_hf_checkpoint(tmp_path, capsys):
   assert "expected synthetic:NAME" in capsys.readouterr().err
 
 
-def test_eval_a_run_workdir(tmp_path, capsys):
-  """--workdir: the newest RL checkpoint's policy params, on the run's held-out split."""
+def _fake_rl_run(wd):
+  """What rl_run.run leaves in a workdir: config.gin (MAIN, the bindings) and
+  Loop's {role: TrainState} checkpoints under ckpt/ (iterations 1 and 2, other
+  params each). Returns (model, tokenizer, iteration 2's params)."""
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from jaxsi.data import char_tokenizer  # pylint: disable=g-import-not-at-top
   from jaxsi.models import config as mcfg, model as model_lib  # pylint: disable=g-import-not-at-top
-  from jaxsi.sampling import strategies  # pylint: disable=g-import-not-at-top
-  from jaxsi.training import checkpoint, evaluate, rl_run, train_state  # pylint: disable=g-import-not-at-top
-  wd = tmp_path / "run"
+  from jaxsi.training import checkpoint, train_state  # pylint: disable=g-import-not-at-top
   wd.mkdir()
-  # What the launcher leaves: config.gin (MAIN, the bindings) and Loop's
-  # {role: TrainState} checkpoints under ckpt/.
   (wd / "config.gin").write_text(
       "from __gin__ import dynamic_registration\n"
       "from jaxsi.methods import grpo\nfrom jaxsi import spec\n"
@@ -219,13 +221,22 @@ def test_eval_a_run_workdir(tmp_path, capsys):
   tok = char_tokenizer.CharTokenizer()
   cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=32, n_layers=1,
                         n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64)
-  model, like = model_lib.init(cfg, jax.random.key(0))
+  model, _ = model_lib.init(cfg, jax.random.key(0))
   with checkpoint.Checkpointer(str(wd / "ckpt"), keep=None, async_save=False) as ckpt:
     for step in (1, 2):
       params = model_lib.init(cfg, jax.random.key(10 + step))[1]
       ckpt.save(step, {"policy": train_state.create_train_state(
           params, optax.adam(1e-3), jax.random.key(0))}, extra={"position": 0},
                 force=True)
+  return model, tok, params
+
+
+def test_eval_a_run_workdir(tmp_path, capsys):
+  """--workdir: the newest RL checkpoint's policy params, on the run's held-out split."""
+  from jaxsi.sampling import strategies  # pylint: disable=g-import-not-at-top
+  from jaxsi.training import evaluate, rl_run  # pylint: disable=g-import-not-at-top
+  wd = tmp_path / "run"
+  model, tok, params = _fake_rl_run(wd)
   out = tmp_path / "eval.json"
   assert cli.main(["eval", f"--workdir={wd}", "--temperature=1", "--n=2",
                    f"--output={out}"]) == 0
@@ -250,8 +261,32 @@ def test_eval_a_run_workdir(tmp_path, capsys):
                                  "from tests.sweep import fake_trial\n"
                                  "MAIN = @fake_trial.run\n")
   assert cli.main(["eval", f"--workdir={wd}"]) == 2
-  assert "MAIN = @fake_trial.run; jaxsi eval --workdir reads rl_run.run and" in (
-      capsys.readouterr().err)
+  assert ("MAIN = @fake_trial.run; only rl_run.run and rounds_run.run runs can be read"
+          " back") in capsys.readouterr().err
   assert cli.main(["eval", f"--workdir={wd}", "--hf_checkpoint=x"]) == 2
   assert cli.main(["eval"]) == 2
   assert "give --hf_checkpoint=DIR or --workdir=DIR" in capsys.readouterr().err
+
+
+def test_test_time_command_on_a_run(tmp_path, capsys):
+  """`jaxsi test-time --run`: the launcher with the test-time gin file, bound to
+  the run's newest checkpoint, its model and its task."""
+  wd = tmp_path / "run"
+  _fake_rl_run(wd)
+  out = tmp_path / "tt"
+  assert cli.main(["test-time", f"--run={wd}", f"--workdir={out}",
+                   "--gin.test_time_run.run.n_tasks=3", "--gin.test_time_run.run.ns=[1, 2]",
+                   "--gin.test_time_run.run.max_new_tokens=3",
+                   "--gin.test_time_run.run.batch_size=8"]) == 0
+  config = " ".join((out / "config.gin").read_text().replace("\\\n", " ").split())
+  assert "MAIN = @test_time_run.run" in config
+  assert f"test_time_run.run.params_dir = '{wd / 'ckpt'}'" in config
+  assert "'d_model': 32" in config and "test_time_run.run.task_format = {'reverse': True}" in config
+  assert "test_time_run.run.difficulty = 2" in config   # the run's (hardest) level
+  res = json.load(open(out / "test_time.json"))
+  assert res["tasks"] == "synthetic:addition" and res["n_tasks"] == 3 and res["ns"] == [1, 2]
+  assert "Test-time selection on 3 problems" in capsys.readouterr().out
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  assert cli.main(["test-time", f"--run={empty}", f"--workdir={out}"]) == 2
+  assert "jaxsi test-time:" in capsys.readouterr().err
