@@ -14,10 +14,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("command, expected", [
-    ([], ["run", "dry-run", "sweep", "compare", "eval", "bench", "list"]),
+    ([], ["run", "dry-run", "test-time", "sweep", "compare", "eval", "bench", "list"]),
     (["sweep"], ["--parallel", "--slurm", "--only", "--summary", "--trial", "resume"]),
     (["compare"], ["WORKDIR", "--metric", "--out", "compare.png"]),
-    (["eval"], ["--hf_checkpoint", "--tasks", "synthetic:NAME", "pass@k"]),
+    (["eval"], ["--hf_checkpoint", "--workdir", "--step", "--tasks", "synthetic:NAME", "heldout",
+               "pass@k", "optimizer state"]),
+    (["test-time"], ["--run", "--params_dir", "--hf_checkpoint", "test_time.png",
+                     "experiments/test_time_addition.gin", "ns: sample budgets N",
+                     "policies: names of"]),
     (["bench"], ["benchmarks/", "experiments/"]),
     (["list"], ["methods", "models", "tasks", "gin"]),
 ])
@@ -191,3 +195,98 @@ def test_eval_a_local_hf_checkpoint(tmp_path, capsys):
   assert got["overall"] == pytest.approx(json.loads(json.dumps(want["overall"], default=float)))
   assert cli.main(["eval", f"--hf_checkpoint={ckpt}", "--tasks=nowhere:x"]) == 2
   assert "expected synthetic:NAME" in capsys.readouterr().err
+
+
+def _fake_rl_run(wd):
+  """What rl_run.run leaves in a workdir: config.gin (MAIN, the bindings) and
+  Loop's {role: TrainState} checkpoints under ckpt/ (iterations 1 and 2, other
+  params each). Returns (model, tokenizer, iteration 2's params)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from jaxsi.data import char_tokenizer  # pylint: disable=g-import-not-at-top
+  from jaxsi.models import config as mcfg, model as model_lib  # pylint: disable=g-import-not-at-top
+  from jaxsi.training import checkpoint, train_state  # pylint: disable=g-import-not-at-top
+  wd.mkdir()
+  (wd / "config.gin").write_text(
+      "from __gin__ import dynamic_registration\n"
+      "from jaxsi.methods import grpo\nfrom jaxsi import spec\n"
+      "from jaxsi.training import rl_run\n"
+      "MAIN = @rl_run.run\nMETHOD = @grpo.grpo()\n"
+      "grpo.grpo.rollout = @spec.RolloutSpec()\n"
+      "spec.RolloutSpec.max_new_tokens = 3\n"
+      "rl_run.run.method = %METHOD\n"
+      "rl_run.run.model_overrides = {'d_model': 32, 'n_layers': 1, 'n_heads': 2,"
+      " 'n_kv_heads': 1, 'head_dim': 16, 'd_ff': 64}\n"
+      "rl_run.run.n_train = 12\nrl_run.run.n_test = 3\nrl_run.run.seed = 5\n")
+  tok = char_tokenizer.CharTokenizer()
+  cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=32, n_layers=1,
+                        n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64)
+  model, _ = model_lib.init(cfg, jax.random.key(0))
+  with checkpoint.Checkpointer(str(wd / "ckpt"), keep=None, async_save=False) as ckpt:
+    for step in (1, 2):
+      params = model_lib.init(cfg, jax.random.key(10 + step))[1]
+      ckpt.save(step, {"policy": train_state.create_train_state(
+          params, optax.adam(1e-3), jax.random.key(0))}, extra={"position": 0},
+                force=True)
+  return model, tok, params
+
+
+def test_eval_a_run_workdir(tmp_path, capsys):
+  """--workdir: the newest RL checkpoint's policy params, on the run's held-out split."""
+  from jaxsi.sampling import strategies  # pylint: disable=g-import-not-at-top
+  from jaxsi.training import evaluate, rl_run  # pylint: disable=g-import-not-at-top
+  wd = tmp_path / "run"
+  model, tok, params = _fake_rl_run(wd)
+  out = tmp_path / "eval.json"
+  assert cli.main(["eval", f"--workdir={wd}", "--temperature=1", "--n=2",
+                   f"--output={out}"]) == 0
+  printed = capsys.readouterr().out
+  assert f"rl_run.run run {wd}, iteration 2" in printed
+  assert "3 tasks from the run's held-out set (addition)" in printed
+  assert "max_new_tokens=3" in printed   # the method's budget
+  _, _, test = rl_run.split_tasks(task="addition", difficulty=[2], n_train=12, n_test=3,
+                                  labeled_fraction=0.5, seed=5,
+                                  task_format={"reverse": True})
+  want = evaluate.evaluate_policy(model, params, tok, test,
+                                  strategy=strategies.Sampling(temperature=1.0), n=2,
+                                  max_new_tokens=3, seed=0, batch_size=64)
+  got = json.load(open(out))
+  assert got["overall"] == pytest.approx(json.loads(json.dumps(want["overall"], default=float)))
+  # Errors: no checkpoint, another launcher, both sources or neither.
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  assert cli.main(["eval", f"--workdir={empty}"]) == 2
+  assert "holds no parameter checkpoint (looked for ckpt/" in capsys.readouterr().err
+  (wd / "config.gin").write_text("from __gin__ import dynamic_registration\n"
+                                 "from tests.sweep import fake_trial\n"
+                                 "MAIN = @fake_trial.run\n")
+  assert cli.main(["eval", f"--workdir={wd}"]) == 2
+  assert ("MAIN = @fake_trial.run; only rl_run.run and rounds_run.run runs can be read"
+          " back") in capsys.readouterr().err
+  assert cli.main(["eval", f"--workdir={wd}", "--hf_checkpoint=x"]) == 2
+  assert cli.main(["eval"]) == 2
+  assert "give --hf_checkpoint=DIR or --workdir=DIR" in capsys.readouterr().err
+
+
+def test_test_time_command_on_a_run(tmp_path, capsys):
+  """`jaxsi test-time --run`: the launcher with the test-time gin file, bound to
+  the run's newest checkpoint, its model and its task."""
+  wd = tmp_path / "run"
+  _fake_rl_run(wd)
+  out = tmp_path / "tt"
+  assert cli.main(["test-time", f"--run={wd}", f"--workdir={out}",
+                   "--gin.test_time_run.run.n_tasks=3", "--gin.test_time_run.run.ns=[1, 2]",
+                   "--gin.test_time_run.run.max_new_tokens=3",
+                   "--gin.test_time_run.run.batch_size=8"]) == 0
+  config = " ".join((out / "config.gin").read_text().replace("\\\n", " ").split())
+  assert "MAIN = @test_time_run.run" in config
+  assert f"test_time_run.run.params_dir = '{wd / 'ckpt'}'" in config
+  assert "'d_model': 32" in config and "test_time_run.run.task_format = {'reverse': True}" in config
+  assert "test_time_run.run.difficulty = 2" in config   # the run's (hardest) level
+  res = json.load(open(out / "test_time.json"))
+  assert res["tasks"] == "synthetic:addition" and res["n_tasks"] == 3 and res["ns"] == [1, 2]
+  assert "Test-time selection on 3 problems" in capsys.readouterr().out
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  assert cli.main(["test-time", f"--run={empty}", f"--workdir={out}"]) == 2
+  assert "jaxsi test-time:" in capsys.readouterr().err

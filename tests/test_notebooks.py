@@ -6,10 +6,12 @@ the session's 8 fake CPU devices, with the tiny parameters below replacing
 their ``parameters`` cell: the quickstart rounds (1 round of a 1-layer
 model), GRPO on GSM8K (one iteration of a tiny random Qwen2-architecture
 checkpoint on an 8-problem GSM8K file, both written here, on a 2 x 4 mesh),
-and the comparison of the two runs they leave behind. The tiny settings are
-those of tests/test_recipes.py's quickstart and TPU-experiment runs, and the
-kernels use the same persistent XLA cache, so whichever test runs second
-reuses the other's compiled programs.
+the comparison of the two runs they leave behind, and the test-time scaling
+curves (a 1-step warm start, N = 1, 2 on 3 problems); then `jaxsi eval
+--workdir` on the quickstart run reproduces its last held-out pass@1. The tiny
+settings are those of tests/test_recipes.py's quickstart, TPU-experiment and
+test-time runs, and the kernels use the same persistent XLA cache, so
+whichever test runs second reuses the other's compiled programs.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _load(name):
 
 def test_notebooks_exist_and_readme_names_them():
   assert {"quickstart_rounds.ipynb", "grpo_gsm8k_tpu.ipynb",
-          "compare_runs.ipynb"} <= set(NAMES)
+          "compare_runs.ipynb", "test_time_scaling.ipynb"} <= set(NAMES)
   readme = (ROOT / "README.md").read_text(encoding="utf-8")
   for name in NAMES:
     assert f"notebooks/{name}" in readme, name
@@ -123,7 +125,8 @@ def test_notebooks_run_with_tiny_parameters(tmp_path, tmp_path_factory, monkeypa
   pytest.importorskip("math_verify")
   kernel = _kernel(tmp_path, tmp_path_factory, monkeypatch)
   ckpt, gsm8k = _tiny_qwen_files(tmp_path / "files")
-  rounds_dir, grpo_dir, cmp_dir = (str(tmp_path / d) for d in ("rft", "grpo", "cmp"))
+  rounds_dir, grpo_dir, cmp_dir, tt_dir = (str(tmp_path / d)
+                                           for d in ("rft", "grpo", "cmp", "tt"))
   params = {
       "quickstart_rounds.ipynb": dict(
           workdir=rounds_dir, n_labeled=8, n_unlabeled=8, n_test=2,
@@ -148,9 +151,15 @@ def test_notebooks_run_with_tiny_parameters(tmp_path, tmp_path_factory, monkeypa
           workdirs=[rounds_dir, grpo_dir], labels=["rft", "grpo"], sweep_dir=None,
           metrics=["reward/mean", "loss", "warm_start/loss"], smooth=1,
           out_dir=cmp_dir),
+      # tests/test_recipes.py's tiny test-time settings (its compiled sampler).
+      "test_time_scaling.ipynb": dict(
+          workdir=tt_dir, params_dir=None, model_overrides=_TINY_MODEL, n_labeled=8,
+          warm_start_steps=1, warm_start_batch=4, n_tasks=3, ns=[1, 2], window=2,
+          max_new_tokens=3, batch_size=8, install=False),
   }
   assert set(params) == set(NAMES), "give every notebook tiny parameters here"
-  for name in ("quickstart_rounds.ipynb", "grpo_gsm8k_tpu.ipynb", "compare_runs.ipynb"):
+  for name in ("quickstart_rounds.ipynb", "grpo_gsm8k_tpu.ipynb", "compare_runs.ipynb",
+               "test_time_scaling.ipynb"):
     out = tmp_path / f"executed_{name}"
     papermill.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=params[name],
                                kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False,
@@ -168,3 +177,28 @@ def test_notebooks_run_with_tiny_parameters(tmp_path, tmp_path_factory, monkeypa
   assert set(rows) == {"rft", "grpo"}, table
   assert "held-out pass@1 after" in table.splitlines()[0]
   assert os.path.exists(tmp_path / "cmp" / "comparison.png")
+  _eval_rounds_workdir(rounds_dir, tmp_path)
+  # The test-time notebook: its own warm start, both tables, its plot.
+  assert os.path.isdir(os.path.join(tt_dir, "warm_start"))
+  with open(os.path.join(tt_dir, "test_time.json"), encoding="utf-8") as f:
+    tt = json.load(f)
+  assert tt["n_tasks"] == 3 and tt["ns"] == [1, 2]
+  assert {(r["selector"], r["k"]) for r in tt["fixed"]} >= {("majority", 2), ("first", 1)}
+  assert [r["policy"] for r in tt["policies"]] == ["esc", "adaptive_consistency", "dsc"]
+  assert os.path.exists(os.path.join(tt_dir, "notebook_test_time.png"))
+
+
+def _eval_rounds_workdir(rounds_dir, tmp_path):
+  """``jaxsi eval --workdir`` on the quickstart notebook's run reproduces its
+  last held-out greedy pass@1 (same params, held-out split, budget, batch)."""
+  from jaxsi import cli  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "eval_rounds.json"
+  assert cli.main(["eval", f"--workdir={rounds_dir}", "--batch_size=16",
+                   f"--output={out}"]) == 0
+  with open(os.path.join(rounds_dir, "rounds.json"), encoding="utf-8") as f:
+    last = json.load(f)[-1]
+  got = json.loads(out.read_text(encoding="utf-8"))
+  assert got["overall"]["num_tasks"] == 2
+  assert got["overall"]["pass@1"] == pytest.approx(last["test_pass1"])
+  assert {d: v["pass@1"] for d, v in got["by_difficulty"].items()} == pytest.approx(
+      last["test_by_difficulty"])

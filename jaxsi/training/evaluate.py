@@ -35,6 +35,7 @@ from jaxsi.sampling import buckets as buckets_lib
 from jaxsi.sampling import multiturn
 from jaxsi.sampling import sampler as sampler_lib
 from jaxsi.training import evaluation
+from jaxsi.training import progress as progress_lib
 from jaxsi.trajectory import Trajectory
 
 
@@ -74,17 +75,23 @@ def rollout(
     max_new_tokens: int,
     batch_size: int = 256,
     prompt_buckets: Sequence[int] = (16, 32, 64, 128, 256),
+    desc: str = "eval",
 ) -> Rollout:
   """Samples ``n`` completions per task in fixed-size chunks and verifies them.
 
   Chunks of ``batch_size // n`` prompts are padded to the same prompt count
   (dummy rows are dropped), so the sampler compiles once per prompt bucket.
+  A progress bar labelled ``desc`` counts the tasks done (silent in logs
+  unless the rollout takes ``progress.PHASE_LINE_SECONDS``).
   """
   per_chunk = max(1, batch_size // n)
   prompts = batching.encode_prompts(tokenizer, tasks)
   trajs, texts = [], []
   start = time.perf_counter()
   generated = 0
+  bar = progress_lib.ProgressBar(
+      len(tasks), desc, keys=(), leave=False,
+      min_line_seconds=progress_lib.PHASE_LINE_SECONDS)
   for c0 in range(0, len(tasks), per_chunk):
     chunk = prompts[c0:c0 + per_chunk]
     traj = sampler_lib.sample(
@@ -97,6 +104,8 @@ def rollout(
     trajs.append(traj)
     texts.extend(decode_completions(tokenizer, traj))
     generated += int(np.sum(jax.device_get(traj.loss_mask)))
+    bar.update(c0 + len(chunk))
+  bar.close()
   seconds = time.perf_counter() - start
   correct, answers = [], []
   for i, text in enumerate(texts):
@@ -131,7 +140,7 @@ def evaluate_policy(model: Any, params: Any, tokenizer: Any, tasks: Sequence[Any
                     strategy: Any, n: int = 1, max_new_tokens: int, seed: int = 0,
                     batch_size: int = 256, ks: Optional[Sequence[int]] = None,
                     maj_ks: Optional[Sequence[int]] = None,
-                    per_task: bool = False) -> dict:
+                    per_task: bool = False, desc: str = "eval") -> dict:
   """Samples ``n`` completions per task and grades them (pass@k, maj@k).
 
   Args:
@@ -146,6 +155,7 @@ def evaluate_policy(model: Any, params: Any, tokenizer: Any, tasks: Sequence[Any
     batch_size: sampler rows per call.
     ks, maj_ks, per_task: as ``evaluation.evaluate`` (defaults: pass@1, 2,
       4, … up to n; maj@n).
+    desc: label of the progress bar (:func:`rollout`).
 
   Returns:
     ``evaluation.evaluate``'s dict: 'overall', 'by_category',
@@ -153,19 +163,19 @@ def evaluate_policy(model: Any, params: Any, tokenizer: Any, tasks: Sequence[Any
   """
   ro = rollout(model=model, params=params, tokenizer=tokenizer, tasks=tasks,
                rng=jax.random.key(seed), strategy=strategy, n=n,
-               max_new_tokens=max_new_tokens, batch_size=batch_size)
+               max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc)
   return evaluation.evaluate(eval_records(tasks, ro), ks=ks, maj_ks=maj_ks,
                              per_task=per_task)
 
 
 def pass_at_1(model: Any, params: Any, tokenizer: Any, tasks: Sequence[Any], *,
               strategy: Any, n: int, max_new_tokens: int, seed: int,
-              batch_size: int) -> dict:
+              batch_size: int, desc: str = "eval") -> dict:
   """``{difficulty: pass@1, ..., 'all': overall pass@1}`` of :func:`evaluate_policy`
   (mean correctness over ``n`` samples per task)."""
   res = evaluate_policy(model, params, tokenizer, tasks, strategy=strategy, n=n,
                         max_new_tokens=max_new_tokens, seed=seed,
-                        batch_size=batch_size, ks=(1,), maj_ks=())
+                        batch_size=batch_size, ks=(1,), maj_ks=(), desc=desc)
   out = {d: v["pass@1"] for d, v in res["by_difficulty"].items()}
   out["all"] = res["overall"]["pass@1"]
   return out
@@ -218,6 +228,9 @@ def evaluate_multi_turn(*, model, params, tokenizer, tasks, spec, reward_fns,
                               buckets_lib.DEFAULT_PROMPT_BUCKETS)
   reward = _summed_rewards(reward_fns)
   rewards, records = [], []
+  bar = progress_lib.ProgressBar(
+      len(tasks), "eval/episodes", keys=(), leave=False,
+      min_line_seconds=progress_lib.PHASE_LINE_SECONDS)
   for c0 in range(0, len(tasks), batch_size):
     chunk = list(range(c0, min(c0 + batch_size, len(tasks))))
     pad = batch_size - len(chunk)
@@ -237,6 +250,8 @@ def evaluate_multi_turn(*, model, params, tokenizer, tasks, spec, reward_fns,
                           texts=ep.texts[j], injected=ep.injected[j],
                           rewards=[None if not np.isfinite(x) else float(x)
                                    for x in ep.rewards[j]]))
+    bar.update(chunk[-1] + 1)
+  bar.close()
   stats = multiturn.self_correction_stats(np.concatenate(rewards), first=first,
                                           second=second,
                                           threshold=spec.success_threshold)

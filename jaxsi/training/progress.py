@@ -12,6 +12,10 @@ import jax
 from jaxsi.training.metrics import (_is_chief, format_metrics, is_ci,
                                     to_python_scalar)
 
+# ``min_line_seconds`` of the bars of inner phases (rollout chunks of a round,
+# evaluation, test-time generation): silent in logs unless they take a while.
+PHASE_LINE_SECONDS = 30.0
+
 
 def _format_duration(seconds: float) -> str:
   if not math.isfinite(seconds):
@@ -31,6 +35,12 @@ class ProgressBar:
 
     train 50/500 (10%) 2.1 steps/s eta 03:34 | loss=0.6931 reward/mean=0.25
 
+  A short phase can stay silent in logs: with ``min_line_seconds > 0`` a line
+  is printed only once that many seconds have passed since the bar started
+  and since its previous line (the last step: since the start), so an
+  evaluation of a few seconds prints nothing in CI while a long rollout
+  still reports rate and ETA every ``min_line_seconds`` or more, and its end.
+
   Metric values may be device arrays: they are read (``jax.device_get``) only
   when they are displayed — at most every ``refresh_seconds`` on a terminal,
   every ``log_every`` steps otherwise — so updating every step does not force a
@@ -48,6 +58,12 @@ class ProgressBar:
     refresh_seconds: Minimum seconds between postfix updates on a terminal.
     initial: Step the bar starts from (e.g. when resuming).
     enabled: Override the process-0 check.
+    min_line_seconds: Non-interactive mode: minimum seconds since the start
+      and since the previous line before a line is printed; the last step's
+      line needs them since the start only (0: every ``log_every`` steps and
+      at the last step).
+    leave: Terminal mode: keep the finished bar on screen (``False`` for
+      inner phases, e.g. the chunks of one evaluation).
   """
 
   def __init__(self, total: Optional[int], desc: str = "", *,
@@ -57,6 +73,7 @@ class ProgressBar:
                interactive: Optional[bool] = None,
                refresh_seconds: float = 0.5, initial: int = 0,
                enabled: Optional[bool] = None,
+               min_line_seconds: float = 0.0, leave: bool = True,
                clock: Callable[[], float] = time.monotonic):
     self.total = None if total is None else int(total)
     self.desc = desc
@@ -72,18 +89,22 @@ class ProgressBar:
     if log_every < 1:
       raise ValueError(f"log_every must be >= 1, got {log_every}.")
     self.log_every = int(log_every)
+    if not min_line_seconds >= 0:
+      raise ValueError(f"min_line_seconds must be >= 0, got {min_line_seconds}.")
+    self.min_line_seconds = float(min_line_seconds)
     self._refresh = refresh_seconds
     self._clock = clock
     self._start_time = clock()
     self._start_step = int(initial)
     self._step = int(initial)
     self._last_line_step = int(initial)
+    self._last_line_time = self._start_time
     self._last_postfix = -math.inf
     self._bar = None
     if self.enabled and self.interactive:
       from tqdm.auto import tqdm
       self._bar = tqdm(total=self.total, desc=desc or None, initial=initial,
-                       file=self._stream, dynamic_ncols=True)
+                       file=self._stream, dynamic_ncols=True, leave=leave)
 
   def update(self, step: int, metrics: Optional[Mapping[str, Any]] = None) -> None:
     """Moves the bar to ``step`` (steps completed so far) and shows metrics.
@@ -111,8 +132,13 @@ class ProgressBar:
     due = step - self._last_line_step >= self.log_every
     last = self.total is not None and step >= self.total
     if (due or last) and step != self._last_line_step:
+      now = self._clock()
+      since = self._start_time if last else self._last_line_time
+      if now - since < self.min_line_seconds:
+        return  # Too soon (a short phase stays silent); due again next step.
       self._print_line(metrics)
       self._last_line_step = step
+      self._last_line_time = now
 
   def _host(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
     picked = {k: metrics[k] for k in self.keys if k in metrics}

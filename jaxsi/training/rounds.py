@@ -47,6 +47,7 @@ from jaxsi.sampling import strategies
 from jaxsi.training import checkpoint_pool as pool_lib
 from jaxsi.training import evaluate as evaluate_lib
 from jaxsi.training import metrics as metrics_lib
+from jaxsi.training import progress as progress_lib
 from jaxsi.training import round_context
 from jaxsi.training import round_fit
 from jaxsi.training import round_store
@@ -229,7 +230,7 @@ def run_rounds(
     by_difficulty = evaluate_lib.pass_at_1(
         model, params, tokenizer, test, strategy=strategies.Greedy(), n=1,
         max_new_tokens=config.max_new_tokens, seed=seed + 10_000 + r,
-        batch_size=config.rollout_batch)
+        batch_size=config.rollout_batch, desc=f"round{r}/eval")
     p1 = by_difficulty.pop("all")
     rec = dict(round=r, test_pass1=p1, test_by_difficulty=by_difficulty, **fields,
                seconds=round(time.time() - t0, 1))
@@ -297,8 +298,12 @@ def run_rounds(
     # 2. E-step in resumable chunks: the trajectories, then the records.
     cs = config.chunk_size
     num_chunks = -(-len(problems) // cs)
+    stored = [c for c in range(num_chunks) if store.has_chunk(r, c)]
+    bar = progress_lib.ProgressBar(
+        num_chunks, f"round{r}/generate", keys=(), initial=len(stored),
+        min_line_seconds=progress_lib.PHASE_LINE_SECONDS)
     for c in range(num_chunks):
-      if store.has_chunk(r, c):
+      if c in stored:
         continue
       ctx = ctx_for(r, current, base, jax.random.fold_in(round_key, c))
       tasks = problems[c * cs:(c + 1) * cs]
@@ -308,8 +313,11 @@ def run_rounds(
         recs = ctx.sample(tasks).records()
       store.write_chunk(r, c, recs, round_store.concat_chunks(
           [g.stored() for g in ctx.generated]))
+      stored.append(c)
+      bar.update(len(stored))
       if callback is not None:
         callback("chunk", round=r, chunk=c)
+    bar.close()
     # 3. Filters over the whole round.
     selected = store.load(r, "selected.json")
     if selected is None:

@@ -18,9 +18,11 @@ Two measurements from one checkpoint on one task source:
 Writes ``test_time.md``, ``test_time.json`` and ``test_time.png`` (accuracy
 versus tokens per problem) in the workdir. The params come from a local HF
 checkpoint (``hf_checkpoint``; tokenizer from the same directory), a jaxsi
-params checkpoint directory (``params_dir``, e.g. a run's ``warm_start``;
-the model from ``model`` + ``model_overrides``, character tokenizer), or a
-random init (tests only).
+checkpoint directory (``params_dir``: a run's ``warm_start``, ``ckpt`` or
+``pool``, newest step, params only — ``jaxsi.training.run_workdir``; the
+model from ``model`` + ``model_overrides``, character tokenizer), or a
+random init (tests only). ``jaxsi test-time --run=WORKDIR`` fills these
+from a run's workdir.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from jaxsi.sampling import adaptive
 from jaxsi.sampling import strategies
 from jaxsi.sampling import test_time as tt
 from jaxsi.training import arguments
-from jaxsi.training import checkpoint as checkpoint_lib
+from jaxsi.training import progress as progress_lib
+from jaxsi.training import run_workdir
 
 WHERE = "test_time_run.run"
 
@@ -80,14 +83,12 @@ def _load_model(hf_checkpoint, params_dir, model, model_overrides, seed):
                                 **dict(model_overrides or {}))
   mdl, params = model_lib.init(cfg, jax.random.key(seed))
   if params_dir:
-    ckpt = checkpoint_lib.Checkpointer(params_dir, keep=1, async_save=False)
     try:
-      if ckpt.latest_step() is None:
-        raise arguments.ArgumentError(
-            f"{WHERE}.params_dir = {params_dir!r}: no checkpoint there")
-      params, _ = ckpt.restore(params)
-    finally:
-      ckpt.close()
+      params, _ = run_workdir.restore_params(run_workdir.params_source(params_dir),
+                                             params)
+    except run_workdir.NoCheckpointError:
+      raise arguments.ArgumentError(
+          f"{WHERE}.params_dir = {params_dir!r}: no checkpoint there") from None
   return tok, mdl, params
 
 
@@ -109,8 +110,9 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
       ``difficulty`` / ``task_format`` for synthetic tasks.
     hf_checkpoint: local HF model directory (config.json, safetensors,
       tokenizer).
-    params_dir: a jaxsi params checkpoint directory (the model is ``model``
-      with ``model_overrides``).
+    params_dir: a jaxsi checkpoint directory (``run_workdir.params_source``:
+      params, a pool or a Loop TrainState; the model is ``model`` with
+      ``model_overrides``).
     model, model_overrides: preset and fields (without a checkpoint: random
       init, for tests).
     ns: sample budgets N (one generation of max(ns) samples).
@@ -155,12 +157,17 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
                         chat_template=getattr(tok, "template", None))
   strategy = strategies.Sampling(temperature=temperature)
   rng = jax.random.key(seed + 1)
+  # One step per phase: the fixed-N generation, then each windowed policy.
+  bar = progress_lib.ProgressBar(
+      1 + len(pols), "test_time", keys=("accuracy", "tokens/problem"),
+      log_every=1, min_line_seconds=progress_lib.PHASE_LINE_SECONDS)
   cands = tt.generate(mdl, params, tok, problems, n=n_max,
                       max_new_tokens=max_new_tokens, strategy=strategy,
                       rng=rng, batch_size=batch_size,
                       score_temperature=temperature)
   fixed_rows = tt.sweep(cands, ks=sorted(set(ns)),
                         selectors={s: tt.DEFAULT_SELECTORS[s] for s in selectors})
+  bar.update(1, {"tokens/problem": float(np.mean(np.sum(cands.lengths, axis=1)))})
   policy_rows = []
   for i, (name, pol) in enumerate(pols.items()):
     draw = adaptive.SamplerDraw(mdl, params, tok, problems, strategy=strategy,
@@ -171,6 +178,9 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
                        max_samples=n_max)
     policy_rows.append(dict(policy=name, window=window, max_samples=n_max,
                             seconds=res.seconds, **res.summary()))
+    bar.update(2 + i, {"accuracy": policy_rows[-1]["accuracy"],
+                       "tokens/problem": policy_rows[-1]["tokens_per_problem"]})
+  bar.close()
   out = dict(tasks=tasks, n_tasks=len(problems), ns=sorted(set(ns)),
              temperature=temperature, generation_seconds=cands.seconds,
              fixed=fixed_rows, policies=policy_rows)

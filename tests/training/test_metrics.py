@@ -134,6 +134,32 @@ def test_progress_bar_non_tty_prints_every_n(monkeypatch):
   assert "other" not in out.getvalue()
 
 
+def test_progress_bar_min_line_seconds_keeps_short_phases_silent(monkeypatch):
+  monkeypatch.setenv("CI", "true")
+  out = io.StringIO()
+  clock = _Clock()
+  # A phase of 4 steps in 3 s: nothing, not even the last step.
+  bar = P.ProgressBar(4, "eval", keys=(), log_every=1, stream=out, clock=clock,
+                      enabled=True, min_line_seconds=30.0)
+  for step in range(1, 5):
+    clock.t = step * 0.75
+    bar.update(step)
+  assert out.getvalue() == ""
+  # A long one, one step every 10 s: a line at 30 s, 60 s (steps 3, 6) and
+  # at the last step (10 s after the previous line, 70 s after the start).
+  clock.t = 0.0
+  bar = P.ProgressBar(7, "gen", keys=(), log_every=1, stream=out, clock=clock,
+                      enabled=True, min_line_seconds=30.0)
+  for step in range(1, 8):
+    clock.t = step * 10.0
+    bar.update(step)
+  lines = out.getvalue().splitlines()
+  assert [l.split()[1] for l in lines] == ["3/7", "6/7", "7/7"], lines
+  assert lines[0] == "gen 3/7 (43%) 0.1 steps/s eta 00:40"
+  with pytest.raises(ValueError, match="min_line_seconds"):
+    P.ProgressBar(3, min_line_seconds=-1.0)
+
+
 def test_progress_bar_tty_uses_tqdm(monkeypatch):
   monkeypatch.delenv("CI", raising=False)
   out = io.StringIO()
