@@ -27,7 +27,8 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("jaxsi.methods",),  # 6
     ("jaxsi.training",),  # 7
     ("jaxsi.launch", "jaxsi.dry_run", "jaxsi.sweep"),  # 8: entry points, sweeps
-    ("jaxsi.cli",),  # 9: the `jaxsi` command
+    ("jaxsi.cli_eval",),  # 9: the `jaxsi eval` / `test-time` subcommands
+    ("jaxsi.cli",),  # 10: the `jaxsi` command
 )
 # Units of LAYERS that may not exist yet (created by other work in flight).
 OPTIONAL_UNITS = frozenset({"jaxsi.spec"})
