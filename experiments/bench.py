@@ -112,7 +112,10 @@ def build_model(tok, *, d_model: int, layers: int, seed: int):
 
 
 def make_method(name: str, *, n: int):
-  kw = dict(rollout=RolloutSpec(n=n, max_new_tokens=MAX_NEW),
+  # PPO needs no groups: half the group size (and twice the prompts, set by
+  # the caller) keeps the same sample budget.
+  k = max(2, n // 2) if name == "ppo" else n
+  kw = dict(rollout=RolloutSpec(n=k, max_new_tokens=MAX_NEW),
             reward_fns=(reward_lib.correctness_reward,))
   if name in ("guide", "guide_plain"):
     kw["hint_fn"] = hint_answer
@@ -121,8 +124,6 @@ def make_method(name: str, *, n: int):
   if name == "dapo":
     kw["overlong_buffer"] = None  # completions are short; no length shaping
     kw["max_gen_batches"] = _DAPO_GEN.value
-  if name == "ppo":
-    kw["n"] = max(2, n // 2)      # PPO needs no groups: same sample budget
   return methods_lib.get_method(name, **kw)
 
 
