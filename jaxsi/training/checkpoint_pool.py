@@ -23,6 +23,8 @@ import sys
 from typing import Any, Callable, Optional
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.training import checkpoint as checkpoint_lib
@@ -94,7 +96,13 @@ class CheckpointPool:
                                        sharding=getattr(x, "sharding", None)),
         {"params": like})
     tree, _ = self._ckpt.restore(abstract, step=r)
-    out = tree["params"]
+    # Restored arrays are committed to their device; where ``like`` is not
+    # (one device, no mesh), hand back uncommitted arrays too, or every jitted
+    # step that saw ``like`` compiles again for the committed placement.
+    out = jax.tree.map(
+        lambda x, l: (jnp.asarray(np.asarray(x))
+                      if isinstance(l, jax.Array) and not l.committed else x),
+        tree["params"], like)
     self._cache[r] = out
     while len(self._cache) > self._cache_size:
       self._cache.popitem(last=False)

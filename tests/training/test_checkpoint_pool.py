@@ -63,3 +63,25 @@ def test_pool_score_fn_matches_token_logprobs(tmp_path):
   np.testing.assert_allclose(np.asarray(out.logprobs), np.asarray(want), rtol=1e-5,
                              atol=1e-6)
   pool.close()
+
+
+def test_restored_params_reuse_the_compiled_step(tmp_path):
+  """Params restored into uncommitted ``like`` are uncommitted too, so a jitted
+  step that ran on ``like`` does not compile again for a committed placement."""
+  _, cfg = _tiny()
+  model, like = mmodel.init(cfg, jax.random.key(0))
+  assert not jax.tree.leaves(like)[0].committed
+  pool = checkpoint_pool.CheckpointPool(str(tmp_path / "pool"))
+  pool.save(0, mmodel.init(cfg, jax.random.key(1))[1])
+  step = jax.jit(lambda p: jax.tree.map(lambda x: x * 2.0, p))
+  step(like)
+  got = pool.params(0, like=like)
+  assert not any(x.committed for x in jax.tree.leaves(got))
+  step(got)
+  assert step._cache_size() == 1
+  # A committed ``like`` (placed on a device) restores committed.
+  placed = jax.device_put(like, jax.devices()[0])
+  pool2 = checkpoint_pool.CheckpointPool(str(tmp_path / "pool"))
+  assert all(x.committed for x in jax.tree.leaves(pool2.params(0, like=placed)))
+  pool.close()
+  pool2.close()
