@@ -75,8 +75,10 @@ def intuitor(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
   policy, u_i = 1/|o_i| Σ_t KL(U ‖ π_θ(· | q, o_<t)) (Kang et al. 2025
   arXiv:2502.18581), group-normalised into the advantage. Self-certainty is
   continuous, so groups are kept even when their rewards tie
-  (``drop_zero_variance=False``). β = 0.005 is GK (the paper's KL setting,
-  not checked).
+  (``drop_zero_variance=False``). β = 0.005 with the k3 ("low_var_kl")
+  estimator is the authors' setting: their verl recipe
+  (sunblaze-ucb/Intuitor, ``verl-intuitor/math_intuitor.sh``) sets
+  ``kl_loss_coef=0.005``, ``kl_loss_type=low_var_kl``, n = 8, lr 3e-6.
 
   Args:
     rollout: G samples per prompt, budget, temperature (the self-certainty
