@@ -69,6 +69,23 @@ RoleValue = Union[Any, tuple, str]
 
 RunFailure = guards.RunFailure
 
+# Scalars every Loop iteration writes, whatever the method (the table in
+# docs/getting_started.md, "What the runs log"):
+# TensorBoard and metrics.jsonl use these names for every method, so runs of
+# different methods compare column by column. Method-specific metrics come on
+# top, under the name of their term ('pg/…', 'kl/…', 'kd/…') or transform
+# ('transform/…'); 'kl' and 'entropy' are 0.0 for a method without them.
+SCALARS = (
+    "loss", "loss_first", "grad_norm", "learning_rate", "skipped_nonfinite",
+    "tokens", "kl", "entropy",
+    "reward/mean", "reward/std", "reward_failed", "reward_failed_frac",
+    "frac_zero_variance_groups", "effective_batch_frac", "gen_batches",
+    "completion_length/mean", "completion_length/max",
+    "completion_length/frac_truncated",
+    "time/rollout_s", "time/reward_s", "time/prepare_s", "time/update_s",
+    "time/iteration_s", "rollout_tokens_per_s", "update_tokens_per_s",
+)
+
 
 class Loop:
   """Runs a :class:`~jaxsi.spec.Method` (or several in turn) on a task list.
@@ -93,6 +110,10 @@ class Loop:
       ``run``).
     reward_timeout_s: per-call timeout of host reward stages.
     console: print one metrics line per logged iteration.
+    tensorboard: also write the scalars as TensorBoard events under
+      ``workdir/tensorboard`` (names: :data:`SCALARS` + the method's own;
+      docs/getting_started.md). A resumed run rewrites the steps after its
+      checkpoint there; ``metrics.jsonl`` stays exactly-once.
     compiler_options: XLA options of the jitted steps, as (name, value)
       pairs (e.g. :data:`FAST_COMPILE`).
     mesh: a device mesh; params and optimizer state are placed on the
@@ -120,6 +141,7 @@ class Loop:
                roles: Optional[Mapping[str, RoleValue]] = None,
                workdir: Optional[str] = None, checkpoint_every: int = 0,
                reward_timeout_s: float = 60.0, console: bool = False,
+               tensorboard: bool = True,
                compiler_options: Optional[tuple] = None, mesh=None,
                rules: Optional[Sequence] = None, copy_params: bool = True,
                max_skipped_iterations: int = 3,
@@ -169,7 +191,7 @@ class Loop:
     self.checkpoint_every = checkpoint_every
     self.writer = self.ckpt = None
     if workdir is not None:
-      self.writer = metrics_lib.MetricWriter(workdir, tensorboard=False,
+      self.writer = metrics_lib.MetricWriter(workdir, tensorboard=tensorboard,
                                              console=console)
       self.ckpt = checkpoint_lib.Checkpointer(
           os.path.join(workdir, "ckpt"), keep=2,
