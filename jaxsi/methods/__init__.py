@@ -16,6 +16,8 @@ from jaxsi.methods.d3s import d3s
 from jaxsi.methods.grpo import dapo, dr_grpo, grpo
 from jaxsi.methods.guide import answer_hint, guide
 from jaxsi.methods.kdrl import kdrl
+# Privileged-context self-distillation (issue #17 A): OPSD, Skill-SD.
+from jaxsi.methods.opsd import opsd, skill_sd
 from jaxsi.methods.nft import nft
 from jaxsi.methods.policy_variants import cispo, gspo
 from jaxsi.methods.ppo import multi_turn_ppo, ppo
@@ -55,6 +57,8 @@ METHODS = {
     "d3s": d3s,
     "guide": guide,
     "kdrl": kdrl,
+    "opsd": opsd,
+    "skill_sd": skill_sd,
     "spoc": spoc,
     "ttrl": ttrl,
     "srt": srt,

@@ -359,13 +359,20 @@ class Loop:
   def _set_up_prompts(self):
     self.prompts = batching.encode_prompts(self.tokenizer, self.tasks)
     self.prompt_variants = {}
+    sampled = set()
     for m in self.methods:
-      for name, fn in m.rollout.prompt_variants().items():
+      # Context variants (a privileged prompt that only conditions a
+      # rescoring, jaxsi.sampling.privileged) are encoded once too, but are
+      # never sampled from: they do not size the sampling bucket.
+      context = getattr(m.rollout, "context_variants", dict)()
+      variants = m.rollout.prompt_variants()
+      sampled.update(variants)
+      for name, fn in {**context, **variants}.items():
         if name not in self.prompt_variants:
           self.prompt_variants[name] = [
               batching.encode_prompt(self.tokenizer, fn(t)) for t in self.tasks]
-    longest = max(len(p) for rows in [self.prompts, *self.prompt_variants.values()]
-                  for p in rows)
+    longest = max(len(p) for rows in [self.prompts, *(
+        self.prompt_variants[name] for name in sampled)] for p in rows)
     self.prompt_len = buckets_lib.bucket_size(
         longest, buckets_lib.DEFAULT_PROMPT_BUCKETS)
 

@@ -24,6 +24,11 @@ Re-scoring under another context (:func:`rescore`) — the alignment contract:
   prompt, completion[:j])`` on ``loss_mask`` tokens, 0 elsewhere. The metric
   ``'rescore/token_mismatch'`` (fraction of loss tokens whose aligned tokens
   differ) flags a violated contract; it should be 0.
+
+Who builds the other layout: ``jaxsi.sampling.privileged.Privileged`` (a
+privileged prompt per task in its own bucket T' − G ≥ the sampling bucket,
+with positions; OPSD / Skill-SD, ``jaxsi.methods.opsd``) and
+``jaxsi.sampling.rollouts.WithContext`` (same bucket, T' = T).
 """
 
 from __future__ import annotations
@@ -124,8 +129,9 @@ def rescore(*, context: str = "rescore", scorer: str = "policy",
   log-probs, aligned to ``traj.tokens``, into ``field`` (a Trajectory field or
   an extras key).
 
-  Uses: OPSD / π-Distill (the same model with privileged context is the
-  teacher: ``field='teacher_logprobs'``); Guide / ExPO / STaR rationalisation (a sample drawn
+  Uses: OPSD / Skill-SD (``methods.opsd``: the same model with privileged
+  context is the teacher, ``context='privileged'``,
+  ``field='teacher_logprobs'``); Guide / ExPO / STaR rationalisation (a sample drawn
   under a hint, scored under the plain prompt or vice versa:
   ``field='behaviour_logprobs'`` or ``'old_logprobs'``).
 

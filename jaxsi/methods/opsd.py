@@ -1,0 +1,146 @@
+r"""OPSD: on-policy self-distillation from the same model under privileged context.
+
+Zhao et al. 2026, "Self-Distilled Reasoner: On-Policy Self-Distillation for
+Large Language Models" (arXiv:2601.18734). One model plays both roles: the
+student p_S(· | x) sees the question, the teacher p_T(· | x, y*) = the SAME
+parameters conditioned on privileged information y* (a verified solution,
+the answer); the student samples ŷ ~ p_S(· | x) and minimises the per-token
+divergence between the two next-token distributions along its own tokens,
+the teacher stop-gradient::
+
+  L(θ) = E_{ŷ ~ p_S} [ 1/|ŷ| Σ_t D( p_S(· | x, ŷ_<t) ‖ sg p_T(· | x, y*, ŷ_<t) ) ]
+
+(the paper's objective; D a full-vocabulary divergence, or its sampled-token
+estimate; GK, unchecked against the equation numbers). Here D is the reverse
+KL estimated from the sampled tokens' log-probs
+(``distillation.sampled_reverse_kl``): d_t = log p_S(ŷ_t) − log p_T(ŷ_t),
+estimator 'pg' = REINFORCE with per-token reward −d_t (unbiased reverse-KL
+gradient), or k1/k2/k3. The full-vocabulary term
+(``distillation.token_divergence``) needs the update's and the rescoring's
+[B, T, V] logits, which the loop's steps do not provide: it is not offered.
+
+Composition::
+
+  OPSD      rollout: Privileged(Sample(n), context_fn)   (sampling/privileged.py)
+            chain(rescore(context='privileged', params='policy',
+                          field='teacher_logprobs'))     one stop-grad pass
+            objective = kd_coef · sampled_reverse_kl(estimator)
+  OPSD+RL   (π-Distill's "OPSD" form, Privileged Information Distillation
+            for Language Models: RL with a reverse-KL penalty to the
+            PI-conditioned teacher; GK) the same plus old_logprobs,
+            group_advantages and pg_clip: ``pg_coef > 0``
+  Skill-SD  (skills as privileged context, combined with GRPO; GK):
+            :func:`skill_sd` = OPSD+RL with ``context_fn=skill_context``.
+
+The teacher is the live policy (``teacher='live'``: re-synced every step,
+OPSD / Skill-SD) or the frozen initial policy (``teacher='initial'``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, Union
+
+from jaxsi import spec as spec_lib
+from jaxsi.methods import base
+from jaxsi.methods.base import OptimSpec, RolloutSpec
+from jaxsi.rewards import reward_fn as reward_lib
+from jaxsi.sampling import privileged
+from jaxsi.sampling import rollouts
+from jaxsi.transforms import (advantages, distillation, importance,
+                              policy_losses, rescoring)
+from jaxsi.transforms.base import chain, objective
+
+RewardFns = Union[Callable, Sequence[Callable]]
+TEACHERS = ("live", "initial")
+
+
+def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
+                                               temperature=1.0),
+         optim: OptimSpec = OptimSpec(),
+         reward_fns: RewardFns = (reward_lib.correctness_reward,),
+         context_fn: Callable[[Any], str] = privileged.solution_context,
+         kd_coef: float = 1.0, kd_estimator: str = "pg",
+         pg_coef: float = 0.0, eps: float = 0.2, scale: str = "group",
+         agg: str = "token-mean", teacher: str = "live", teach: int = 2,
+         extra_transforms: Sequence[Any] = (), name: str = "opsd"
+         ) -> base.Method:
+  r"""OPSD (module docstring): kd_coef·KL(p_S ‖ sg p_T) [+ pg_coef·GRPO].
+
+  Args:
+    rollout: samples per prompt (``n=1`` in OPSD; ``n ≥ 2`` with the GRPO
+      term), completion budget, temperature (the scorers use the same one).
+    optim: epochs × minibatches.
+    reward_fns: reward stages (the advantage with ``pg_coef > 0``; logged
+      otherwise).
+    context_fn: task → privileged prompt (``privileged.solution_context``,
+      ``answer_context``, ``skill_context``, or your own).
+    kd_coef: weight of the reverse KL to the privileged teacher (> 0).
+    kd_estimator: 'pg' (default), 'k1', 'k2', 'k3' (``sampled_reverse_kl``).
+    pg_coef: weight of the clipped GRPO term (0: pure OPSD).
+    eps: PPO clip ε of the GRPO term.
+    scale: group advantage scaling of the GRPO term.
+    agg: aggregation of both terms.
+    teacher: 'live' (the current policy's params, stop-gradient) or
+      'initial' (a frozen copy of the initial policy: role ``reference``).
+    teach: every ``teach``-th labelled task is also taught under its
+      privileged prompt in the warm start (0: none).
+    extra_transforms, name: as ``grpo``.
+
+  Returns:
+    The Method (rollout: ``privileged.Privileged`` around plain sampling).
+
+  Raises:
+    ValueError: an option out of range (named).
+  """
+  if teacher not in TEACHERS:
+    raise ValueError(f"opsd: teacher must be one of {TEACHERS}, got {teacher!r}")
+  if not kd_coef > 0:
+    raise ValueError(f"opsd: kd_coef must be > 0, got {kd_coef!r}")
+  if pg_coef < 0:
+    raise ValueError(f"opsd: pg_coef must be >= 0, got {pg_coef!r}")
+  if pg_coef and rollout.n < 2:
+    raise ValueError(f"opsd: pg_coef > 0 needs rollout.n >= 2 (group"
+                     f" advantages), got n={rollout.n}")
+  params = spec_lib.POLICY if teacher == "live" else spec_lib.REFERENCE
+  parts = [rescoring.rescore(context=privileged.DEFAULT_NAME,
+                             scorer=spec_lib.POLICY, params=params,
+                             field="teacher_logprobs")]
+  terms = [(kd_coef, distillation.sampled_reverse_kl(estimator=kd_estimator,
+                                                     agg=agg), "kd")]
+  if pg_coef:
+    parts += [importance.old_logprobs(), advantages.group_advantages(scale=scale)]
+    terms.insert(0, (pg_coef, policy_losses.pg_clip(eps_low=eps, eps_high=eps,
+                                                    agg=agg), "pg"))
+  roles = (base.REFERENCE_ROLE,) if teacher == "initial" else ()
+  return base.make_method(
+      name=name, rollout=rollout, optim=optim, reward_fns=reward_fns,
+      transform=chain(*parts), objective=objective(*terms), roles=roles,
+      stage=lambda s: privileged.Privileged(rollouts.Sample(s),
+                                            context_fn=context_fn, teach=teach),
+      extra_transforms=extra_transforms)
+
+
+def skill_sd(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
+                                                   temperature=1.0),
+             optim: OptimSpec = OptimSpec(),
+             reward_fns: RewardFns = (reward_lib.correctness_reward,),
+             context_fn: Callable[[Any], str] = privileged.skill_context,
+             kd_coef: float = 0.1, kd_estimator: str = "pg",
+             pg_coef: float = 1.0, eps: float = 0.2,
+             agg: str = "seq-mean-token-mean", teach: int = 2,
+             extra_transforms: Sequence[Any] = (), name: str = "skill_sd"
+             ) -> base.Method:
+  r"""Skill-SD (seeds catalog_02 [20]; GK, unchecked): GRPO + β·KL(p_S ‖ sg p_T)
+  with the teacher = the live policy conditioned on a skill description.
+
+  The paper summarises finished trajectories into natural-language skills;
+  on the synthetic tasks the skill is the category's procedure
+  (``privileged.SKILLS``). The paper's importance weight on the reverse KL
+  is NOT implemented: it is 1 at the first update of a batch (epochs=1,
+  minibatches=1, the default); later updates of the same batch use the
+  unweighted estimate, as KDRL does.
+  """
+  return opsd(rollout=rollout, optim=optim, reward_fns=reward_fns,
+              context_fn=context_fn, kd_coef=kd_coef, kd_estimator=kd_estimator,
+              pg_coef=pg_coef, eps=eps, agg=agg, teacher="live", teach=teach,
+              extra_transforms=extra_transforms, name=name)

@@ -1,0 +1,115 @@
+"""Tests for jaxsi.methods.opsd (OPSD, OPSD+RL, Skill-SD) with hand-computed numbers."""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsi import spec
+from jaxsi.sampling import privileged
+from jaxsi.spec import OptimSpec, RolloutSpec
+from jaxsi.trajectory import ModelOutputs, Trajectory
+from jaxsi.training import loop
+from tests.methods import rl_fixtures as fx
+
+# The module (the package attribute ``jaxsi.methods.opsd`` is the factory).
+opsd_lib = importlib.import_module("jaxsi.methods.opsd")
+
+# Two rows, T = 3, the prompt at column 0; loss tokens: row 0 cols 1-2, row 1 col 1.
+LOSS = np.array([[0, 1, 1], [0, 1, 0]], bool)
+LP = np.array([[0.0, -1.0, -2.0], [0.0, -0.5, 0.0]], np.float32)        # student
+TEACHER = np.array([[0.0, -0.5, -3.0], [0.0, -1.5, 0.0]], np.float32)   # sg teacher
+
+
+def _traj(**kw):
+  return Trajectory.create(np.ones((2, 3), np.int32), loss_mask=LOSS,
+                           group_ids=np.array([0, 0]),
+                           teacher_logprobs=jnp.asarray(TEACHER), **kw)
+
+
+def test_opsd_objective_is_the_token_mean_reverse_kl():
+  m = opsd_lib.opsd(kd_coef=2.0, context_fn=privileged.answer_context)
+  assert m.n == 1 and m.roles == () and isinstance(m.rollout, privileged.Privileged)
+  # d = lp − lp_T on loss tokens: −1+0.5 = −0.5, −2+3 = 1, −0.5+1.5 = 1;
+  # token mean (−0.5 + 1 + 1)/3 = 0.5; × kd_coef 2 = 1.0.
+  loss, metrics = m.objective(ModelOutputs(logprobs=jnp.asarray(LP)), _traj())
+  np.testing.assert_allclose(loss, 1.0, rtol=1e-6)
+  np.testing.assert_allclose(metrics["kd/reverse_kl"], 0.5, rtol=1e-6)
+  # 'pg' estimator: ∂L/∂lp_t = kd_coef · d_t / #tokens = 2·[−0.5, 1, 1]/3.
+  grad = jax.grad(lambda lp: m.objective(ModelOutputs(logprobs=lp), _traj())[0])(
+      jnp.asarray(LP))
+  np.testing.assert_allclose(grad, [[0, -1 / 3, 2 / 3], [0, 2 / 3, 0]], atol=1e-6)
+
+
+def test_opsd_k2_estimator_value():
+  m = opsd_lib.opsd(kd_estimator="k2", context_fn=privileged.answer_context)
+  # k2 = ½ d²: ½(0.25 + 1 + 1)/3 = 0.375.
+  loss, _ = m.objective(ModelOutputs(logprobs=jnp.asarray(LP)), _traj())
+  np.testing.assert_allclose(loss, 0.375, rtol=1e-6)
+
+
+def test_opsd_rl_adds_the_clipped_grpo_term():
+  m = opsd_lib.opsd(rollout=RolloutSpec(n=2), pg_coef=1.0, kd_coef=0.1,
+                    context_fn=privileged.answer_context)
+  # At ratio 1 (old = current) pg_clip = −token-mean(A): A = +1 on row 0's
+  # two tokens, −1 on row 1's one: −(1 + 1 − 1)/3 = −1/3; plus 0.1·0.5.
+  adv = np.array([[0.0, 1.0, 1.0], [0.0, -1.0, 0.0]], np.float32)
+  traj = _traj(old_logprobs=jnp.asarray(LP), advantages=jnp.asarray(adv))
+  loss, metrics = m.objective(ModelOutputs(logprobs=jnp.asarray(LP)), traj)
+  np.testing.assert_allclose(metrics["pg/loss"], -1 / 3, rtol=1e-6)
+  np.testing.assert_allclose(loss, -1 / 3 + 0.05, rtol=1e-6)
+
+
+def test_refusals_and_skill_sd():
+  with pytest.raises(ValueError, match="teacher"):
+    opsd_lib.opsd(teacher="other")
+  with pytest.raises(ValueError, match="kd_coef"):
+    opsd_lib.opsd(kd_coef=0.0)
+  with pytest.raises(ValueError, match="pg_coef"):
+    opsd_lib.opsd(pg_coef=-1.0)
+  with pytest.raises(ValueError, match="n >= 2"):
+    opsd_lib.opsd(pg_coef=1.0)
+  with pytest.raises(ValueError, match="estimator"):
+    opsd_lib.opsd(kd_estimator="k9")
+  s = opsd_lib.skill_sd()
+  assert s.name == "skill_sd" and s.n == 8
+  assert s.rollout.context_fn is privileged.skill_context
+  assert opsd_lib.opsd(teacher="initial").needs(spec.REFERENCE)
+
+
+def _context(t):
+  """The fixture's alphabet is 0-9 + =: the answer between '=' signs."""
+  return t.prompt + t.answer + "="
+
+
+@pytest.mark.parametrize("teacher", ["live", "initial"])
+def test_teacher_params_under_the_loop(teacher):
+  """'live': step 2's teacher is the updated policy under the privileged
+  prompt; 'initial': it stays the initial params."""
+  tok, model, params, tasks, opt = fx.setup()
+  m = opsd_lib.opsd(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
+                    optim=OptimSpec(), reward_fns=(fx.first_is_digit,),
+                    context_fn=_context, teacher=teacher)
+  lp = loop.Loop(model=model, params=params, method=m, tokenizer=tok,
+                 tasks=tasks, optimizer=opt, prompts_per_step=fx.PROMPTS,
+                 compiler_options=loop.FAST_COMPILE)
+  p0 = fx.host_params(params)
+  lp.step()
+  p1 = fx.host_params(lp.state.params)
+  metrics = lp.step()
+  assert metrics["transform/rescore/token_mismatch"] == 0.0
+  traj = lp.last_traj
+  ext = {k: np.asarray(v) for k, v in traj.extras.items()}
+  other = Trajectory.create(ext["privileged_tokens"],
+                            input_mask=ext["privileged_input_mask"],
+                            positions=ext["privileged_positions"])
+  want_params = p1 if teacher == "live" else p0
+  d = ext["privileged_tokens"].shape[1] - traj.length
+  full = fx.policy_logprobs(model, want_params, other)[:, d:]
+  lm = np.asarray(traj.loss_mask)
+  got = np.asarray(traj.teacher_logprobs)
+  np.testing.assert_allclose(got[lm], full[lm], rtol=1e-4, atol=1e-5)
+  stale = fx.policy_logprobs(model, p0 if teacher == "live" else p1, other)[:, d:]
+  assert np.abs(stale[lm] - got[lm]).max() > 1e-4
