@@ -69,6 +69,11 @@ def self_judge(ctx: Any, tasks: Sequence[Any], texts: Sequence[str],
   if not jt:
     return [], [], [], []
   ro = common.sample(ctx, jt, common.GREEDY, params=params)
+  # The judgments are not stored as a trajectory part of the chunk (their
+  # texts are in the records): a chunk's stored parts must share one length,
+  # and round_store.concat_chunks does not pad [B, T] extras.
+  if ctx.generated and ctx.generated[-1] is ro:
+    ctx.generated.pop()
   budget = int(ctx.config.max_new_tokens)
   scores, statuses = [], []
   for text in ro.texts:
