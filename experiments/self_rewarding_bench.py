@@ -68,6 +68,9 @@ _STEPS = flags.DEFINE_integer("steps_per_round", 40, "DPO steps per round.")
 _LR = flags.DEFINE_float("lr", 3e-3, "Warm-start learning rate.")
 _DPO_LR = flags.DEFINE_float("dpo_lr", 3e-4, "DPO learning rate (M-steps).")
 _BETA = flags.DEFINE_float("beta", 0.1, "DPO beta.")
+_JUDGE_WRONG = flags.DEFINE_integer("judge_wrong_per_task", 1,
+                                    "Corrupted candidates per labeled task in the"
+                                    " warm start's judging data.")
 _EVAL_JUDGE_N = flags.DEFINE_integer("eval_judge_n", 4, "Held-out samples judged.")
 _D_MODEL = flags.DEFINE_integer("d_model", 64, "Model width.")
 _LAYERS = flags.DEFINE_integer("layers", 2, "Decoder layers.")
@@ -115,7 +118,8 @@ def run_seed(seed: int, workdir: str) -> dict:
       difficulty=[_DIGITS.value], seed=seed, reverse=True)
   labeled, unlabeled = pool[:_N_LABELED.value], pool[_N_LABELED.value:]
   base = sr.self_rewarding(rollout=spec.RolloutSpec(n=_N.value, temperature=1.0),
-                           beta=_BETA.value, eval_judge_n=_EVAL_JUDGE_N.value, seed=seed)
+                           beta=_BETA.value, eval_judge_n=_EVAL_JUDGE_N.value, seed=seed,
+                           judge_wrong_per_task=_JUDGE_WRONG.value)
   max_new = _DIGITS.value + 2
   warm_cfg = rounds.RoundsConfig(
       rounds=_ROUNDS.value, warm_start_steps=_WARM.value,
@@ -203,7 +207,7 @@ def main(argv):
   with open(_JSON.value, "w") as f:
     settings = {f.name: f.value for f in (
         _SEEDS, _ARMS, _ROUNDS, _DIGITS, _N_LABELED, _N_UNLABELED, _N_TEST, _N, _WARM,
-        _STEPS, _LR, _DPO_LR, _BETA, _EVAL_JUDGE_N, _D_MODEL, _LAYERS)}
+        _STEPS, _LR, _DPO_LR, _BETA, _JUDGE_WRONG, _EVAL_JUDGE_N, _D_MODEL, _LAYERS)}
     json.dump({"flags": settings, "results": {str(k): v for k, v in results.items()}},
               f, indent=1, default=float)
 
