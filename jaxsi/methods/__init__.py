@@ -98,3 +98,7 @@ def get_method(name: str, **overrides) -> Method:
     raise ValueError(f"Unknown method {name!r}; available: "
                      f"{sorted(METHODS) + sorted(MULTI_TURN_METHODS)}")
   return METHODS[name](**overrides)
+
+# Self-rewarding (METHODS.md §4, issue 15): the model judges its own samples.
+from jaxsi.methods import self_rewarding as _self_rewarding  # pylint: disable=g-import-not-at-top,wrong-import-position
+SELF_TRAINING_METHODS["self_rewarding"] = _self_rewarding.self_rewarding

@@ -165,6 +165,12 @@ class Judge(Scorer):
     max_new_tokens: judgment budget.
     default: the score of an unparseable judgment.
     name: the column name.
+    format: a ``jaxsi.rewards.judging.JudgeFormat`` (pointwise or verdict)
+      giving both the template and the parser; then ``template`` and
+      ``parse`` must be left at their defaults. Its statuses are counted in
+      ``info`` (``judge/ok``, ``judge/unparsed``, ``judge/over_budget``: an
+      unparsed judgment that used all ``max_new_tokens`` tokens) and each
+      row's status is in ``info['judge_statuses']``.
   """
 
   role: str = "judge"
@@ -173,6 +179,7 @@ class Judge(Scorer):
   max_new_tokens: int = 4
   default: float = 0.0
   name: str = "judge"
+  format: Any = None
 
   @property
   def names(self):  # pylint: disable=invalid-overridden-method
@@ -183,6 +190,8 @@ class Judge(Scorer):
     return (self.role,)
 
   def __call__(self, ctx: Any, inputs: RewardInputs):
+    if self.format is not None:
+      return self._call_format(ctx, inputs)
     if self.parse is None:
       raise ValueError(f"Judge {self.name!r}: give a parse function")
     prompts = [self.template.format(prompt=t.prompt, completion=c,
@@ -202,6 +211,33 @@ class Judge(Scorer):
       else:
         scores[i, 0] = float(value)
     return scores, {"judge_unparsed": unparsed, "judgments": texts}
+
+  def _call_format(self, ctx: Any, inputs: RewardInputs):
+    from jaxsi.rewards import judging  # pylint: disable=g-import-not-at-top
+    fmt = judging.get_format(self.format)
+    if fmt.kind == "pairwise":
+      raise ValueError(f"Judge {self.name!r}: format {fmt.name!r} is pairwise; a"
+                       " Judge scores one completion per row (pointwise or verdict)")
+    if self.parse is not None or self.template != Judge.template:
+      raise ValueError(f"Judge {self.name!r}: give either format or"
+                       " template/parse, not both")
+    prompts = [fmt.prompt(t.prompt, c, answer=getattr(t, "answer", ""))
+               for t, c in zip(inputs.tasks, inputs.completions)]
+    texts = ctx.generate_text(self.role, prompts, max_new_tokens=self.max_new_tokens)
+    tok = getattr(ctx, "tokenizer", None)
+    scores = np.full((len(prompts), 1), self.default, np.float32)
+    statuses = []
+    for i, text in enumerate(texts):
+      finished = (tok is None
+                  or len(tok.encode(text)) < int(self.max_new_tokens))
+      value, status = fmt.parse(text, finished=finished)
+      statuses.append(status)
+      if np.isfinite(value):
+        scores[i, 0] = value
+    counts = judging.count_statuses(statuses)
+    return scores, dict(counts, judge_unparsed=counts["judge/unparsed"]
+                        + counts["judge/over_budget"], judgments=texts,
+                        judge_statuses=statuses)
 
   def __hash__(self):
     return id(self)
