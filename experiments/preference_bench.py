@@ -169,7 +169,8 @@ def summarise(results, arms, rounds_):
                    chosen_len=avg("chosen_len"), rejected_len=avg("rejected_len"))
   if "scpo" in rows and "iterative_dpo" in rows:
     g = rows["iterative_dpo"]["gain"]
-    rows["scpo_gain_ratio"] = float(rows["scpo"]["gain"] / g) if g else float("nan")
+    # Only meaningful when the gold-label baseline improved on the warm start.
+    rows["scpo_gain_ratio"] = float(rows["scpo"]["gain"] / g) if g > 0 else float("nan")
   return rows
 
 
@@ -185,7 +186,8 @@ def table(summary, arms):
                  f" {r['pairs']:.1f} | {r['chosen_wrong']:.2f} | {r['rejected_correct']:.2f} |"
                  f" {r['chosen_len']:.1f} / {r['rejected_len']:.1f} |")
   if "scpo_gain_ratio" in summary:
-    lines.append(f"\nScPO gain / iterative-DPO gain: {summary['scpo_gain_ratio']:.2f}")
+    lines.append(f"\nScPO gain / iterative-DPO gain: {summary['scpo_gain_ratio']:.2f}"
+                 " (nan: iterative DPO did not improve on the warm start)")
   return "\n".join(lines)
 
 

@@ -36,3 +36,9 @@ def test_pair_monitor_summary_by_hand():
   assert s["a"]["chosen_wrong"] == 0.5 and np.isnan(s["scpo"]["chosen_wrong"])
   # ScPO gain 0.1 over iterative DPO's 0.4
   assert s["scpo_gain_ratio"] == pytest.approx(0.25)
+
+
+def test_gain_ratio_is_undefined_without_a_baseline_gain():
+  res = {0: {"scpo": dict(test_pass1=[0.1, 0.05], monitors=[{}]),
+             "iterative_dpo": dict(test_pass1=[0.1, 0.02], monitors=[{}])}}
+  assert np.isnan(bench.summarise(res, ["scpo", "iterative_dpo"], 1)["scpo_gain_ratio"])
