@@ -126,3 +126,37 @@ def test_one_scpo_round_builds_vote_weighted_pairs_without_labels(setup, tmp_pat
   _, again, _ = rounds.select_with_transform(
       method.select, dataclasses.replace(stored, traj=flipped), setup["tokenizer"])
   assert again == sel["pairs"]
+
+
+def _stored(tok, completions, votes, group_ids):
+  """A hand-built stored round: row i's completion tokens under loss_mask."""
+  from jaxsi.trajectory import Trajectory
+  enc = [tok.encode(c) for c in completions]
+  t = max(len(e) for e in enc)
+  tokens = np.zeros((len(enc), t), np.int32)
+  mask = np.zeros((len(enc), t), bool)
+  for i, e in enumerate(enc):
+    tokens[i, :len(e)] = e
+    mask[i, :len(e)] = True
+  g = np.asarray(group_ids, np.int32)
+  traj = Trajectory.create(tokens, loss_mask=mask, group_ids=g, prompt_ids=g).replace(
+      rewards=np.stack([np.zeros(len(enc)), np.asarray(votes)], 1).astype(np.float32))
+  n = int(g.max()) + 1
+  return round_store.StoredChunk(traj=traj, reward_names=("correct", "votes"),
+                                 task_ids=[f"t{k}" for k in range(n)],
+                                 prompt_texts=[f"p{k}" for k in range(n)])
+
+
+def test_select_with_transform_carries_weights_and_new_batches(setup):
+  tok = setup["tokenizer"]
+  # Problem 0 (k=4): answers 5 5 5 6 → votes 3 3 3 1: pair "5" ≻ "6", w = 2/4.
+  stored = _stored(tok, ["5", "5", "5", "6"], [3, 3, 3, 1], [0, 0, 0, 0])
+  _, pairs, m = rounds.select_with_transform(scpo.scpo(rollout=spec.RolloutSpec(n=4)).select,
+                                             stored, tok)
+  assert pairs == [dict(prompt="p0", task_id="t0", chosen="5", rejected="6", weight=0.5)]
+  assert m["pairs"] == 1
+  # all_pairs returns a new batch; texts come from its rows: the 3 × "5" ≻ "6" pairs.
+  from jaxsi.transforms import pairs as pairs_lib
+  _, every, _ = rounds.select_with_transform(
+      pairs_lib.all_pairs(max_pairs=4, reward_weights=(0.0, 1.0)), stored, tok)
+  assert [(p["chosen"], p["rejected"], p["weight"]) for p in every] == [("5", "6", 1.0)] * 3
