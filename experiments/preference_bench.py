@@ -186,8 +186,9 @@ def table(summary, arms):
                  f" {r['pairs']:.1f} | {r['chosen_wrong']:.2f} | {r['rejected_correct']:.2f} |"
                  f" {r['chosen_len']:.1f} / {r['rejected_len']:.1f} |")
   if "scpo_gain_ratio" in summary:
-    lines.append(f"\nScPO gain / iterative-DPO gain: {summary['scpo_gain_ratio']:.2f}"
-                 " (nan: iterative DPO did not improve on the warm start)")
+    ratio = summary["scpo_gain_ratio"]
+    lines.append(f"\nScPO gain / iterative-DPO gain: {ratio:.2f}" + (
+        " (iterative DPO did not improve on the warm start)" if np.isnan(ratio) else ""))
   return "\n".join(lines)
 
 
