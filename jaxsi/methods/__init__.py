@@ -43,6 +43,13 @@ from jaxsi.methods import rft as _rft
 from jaxsi.methods import sharpening as _sharpening
 from jaxsi.methods import star as _star
 from jaxsi.methods import vstar as _vstar
+# Preference rounds (issue #15, METHODS.md §4): iterative DPO on verifier pairs,
+# DNO's margin-filtered pairs, ScPO's vote-margin-weighted pairs (no labels).
+# online_dpo (a Loop Method, jaxsi.methods.iterative_dpo) is not in METHODS:
+# it refuses optim.minibatches > 1 (a random split separates a pair's rows).
+from jaxsi.methods import dno as _dno
+from jaxsi.methods import iterative_dpo as _iterative_dpo
+from jaxsi.methods import scpo as _scpo
 
 METHODS = {
     "grpo": grpo,
@@ -87,6 +94,9 @@ SELF_TRAINING_METHODS = {
     "vstar": _vstar.vstar,
     "sharpening": _sharpening.sharpening,
     "easy_to_hard": _easy_to_hard.easy_to_hard,
+    "iterative_dpo": _iterative_dpo.iterative_dpo,
+    "dno": _dno.dno,
+    "scpo": _scpo.scpo,
 }
 
 

@@ -8,7 +8,12 @@ of ``seed``, so a resumed fit replays the same batches).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any, Callable, Optional, Sequence
+
+import jax.numpy as jnp
+import numpy as np
 
 from jaxsi.training import fit as fit_lib
 from jaxsi.training import metrics as metrics_lib
@@ -61,6 +66,69 @@ def fit_sft(*, model: Any, params: Any, tokenizer: Any, examples: Sequence[dict]
   return res.params, res.metrics
 
 
+PAIR_WEIGHT_KEY = "weight"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WeightedPairs:
+  """Preference pairs with a weight per pair, for :func:`fit_lib.fit`.
+
+  Wraps a ``FitData('pairs')``; a batch is ``data.batch(index)`` with the
+  sample weight of pair p on both its rows (the pairwise terms read the chosen
+  row's: ``jaxsi.transforms.preference``).
+  """
+
+  data: fit_lib.FitData
+  weights: np.ndarray
+
+  def __post_init__(self):
+    if self.data.kind != "pairs":
+      raise ValueError(f"WeightedPairs: data.kind must be 'pairs', got {self.data.kind!r}")
+    if np.shape(self.weights) != (len(self.data),):
+      raise ValueError(f"WeightedPairs: {np.shape(self.weights)} weights for"
+                       f" {len(self.data)} pairs")
+
+  kind = "pairs"
+  rows_per_item = 2
+
+  def __len__(self) -> int:
+    return len(self.data)
+
+  @property
+  def length(self) -> int:
+    return self.data.length
+
+  def take(self, index: np.ndarray) -> "WeightedPairs":
+    return WeightedPairs(self.data.take(index), self.weights[index])
+
+  def batch(self, index: np.ndarray):
+    w = np.asarray(self.weights[index], np.float32)
+    traj = self.data.batch(index)
+    return traj.replace(weights=jnp.asarray(np.concatenate([w, w])))
+
+
+def pair_weights(pairs: Sequence[dict], desc: str = "pairs") -> Optional[np.ndarray]:
+  """f32[N] of the pairs' ``'weight'`` entries (default 1); None if all are 1.
+
+  Raises:
+    ValueError: a weight that is not a finite number ≥ 0 (names the pair).
+  """
+  w = []
+  for i, p in enumerate(pairs):
+    x = p.get(PAIR_WEIGHT_KEY, 1.0)
+    try:
+      x = float(x)
+    except (TypeError, ValueError):
+      x = float("nan")
+    if not math.isfinite(x) or x < 0:
+      raise ValueError(f"fit_pairs({desc}): pair {i} (task {p.get('task_id')!r}) has"
+                       f" weight {p.get(PAIR_WEIGHT_KEY)!r}; a pair weight must be a"
+                       " finite number >= 0")
+    w.append(x)
+  w = np.asarray(w, np.float32)
+  return None if np.all(w == 1.0) else w
+
+
 def fit_pairs(*, model: Any, params: Any, reference: Any, tokenizer: Any,
               pairs: Sequence[dict], steps: int, config: Any, seed: int,
               objective: str = "dpo", pairs_per_batch: Optional[int] = None,
@@ -76,8 +144,12 @@ def fit_pairs(*, model: Any, params: Any, reference: Any, tokenizer: Any,
   L = −log σ(β·((log π(y⁺) − log π_ref(y⁺)) − (log π(y⁻) − log π_ref(y⁻)))).
   ``reference=None`` for reference-free terms (ORPO, CPO).
 
+  A pair's optional ``'weight'`` (e.g. ScPO's vote margin, written by a
+  pair-building select transform) is its sample weight: every pairwise term
+  scales that pair's loss by it (the ``sft``/NLL parts too).
+
   Args:
-    pairs: ``{'prompt', 'chosen', 'rejected'}`` dicts.
+    pairs: ``{'prompt', 'chosen', 'rejected'[, 'weight']}`` dicts.
     pairs_per_batch: pairs per update (default ``config.batch_size // 2``);
       fewer pairs are tiled.
 
@@ -95,6 +167,9 @@ def fit_pairs(*, model: Any, params: Any, reference: Any, tokenizer: Any,
       [p["rejected"] for p in pairs], max_len=config.max_len,
       reference=None if reference is None else (model, reference),
       reference_batch=2 * per)
+  weights = pair_weights(pairs, desc)
+  if weights is not None:
+    data = WeightedPairs(data, weights)
   tail = max(1, steps // 5)
   res = fit_lib.fit(model=model, params=params,
                     objective=fit_lib.preference(objective, **settings), data=data,

@@ -52,6 +52,7 @@ from jaxsi.training import round_context
 from jaxsi.training import round_fit
 from jaxsi.training import round_store
 from jaxsi.transforms import base as transforms_base
+from jaxsi.transforms.preference import IS_CHOSEN_KEY
 
 # --------------------------------------------------------------------- config
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +140,10 @@ def select_with_transform(transform: Any, stored: Optional[round_store.StoredChu
   """Runs a ``jaxsi.transforms`` filter / pair builder over a round's trajectories.
 
   Rows left ``valid`` become SFT examples; ``pair_ids[i] = j`` (a pair
-  builder's links) becomes the pair (row i chosen ≻ row j rejected).
+  builder's links) becomes the pair (row i chosen ≻ row j rejected) with
+  ``weight`` = the chosen row's ``weights[i]`` (ScPO's vote margin; the
+  pairwise M-step applies it). Texts are read from the transform's output,
+  so a builder may return a new batch (``pairs.all_pairs``).
 
   Returns:
     ``(examples, pairs, metrics)`` (the transform's metrics, plus
@@ -152,15 +156,22 @@ def select_with_transform(transform: Any, stored: Optional[round_store.StoredChu
                                      transforms_base.Context())
   valid = np.asarray(out.valid, bool)
   pair = np.asarray(out.pair_ids)
-  texts = [tokenizer.decode(row[m].tolist()) for row, m in zip(traj.tokens, traj.loss_mask)]
-  pid = np.asarray(traj.prompt_ids)
+  weights = np.asarray(out.weights, np.float64)
+  chosen = (np.asarray(out.extras[IS_CHOSEN_KEY], bool) if IS_CHOSEN_KEY in out.extras
+            else np.ones(pair.shape, bool))
+  tokens, loss_mask = np.asarray(out.tokens), np.asarray(out.loss_mask, bool)
+  texts = [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, loss_mask)]
+  pid = np.asarray(out.prompt_ids)
 
   def base(i):
     return dict(prompt=stored.prompt_texts[pid[i]], task_id=stored.task_ids[pid[i]])
 
   examples = [dict(base(i), completion=texts[i]) for i in np.flatnonzero(valid)]
-  pairs = [dict(base(i), chosen=texts[i], rejected=texts[pair[i]])
-           for i in np.flatnonzero(pair >= 0)]
+  # A counted pair: chosen row i valid, its partner valid (preference.pair_index).
+  linked = np.flatnonzero((pair >= 0) & chosen & valid)
+  pairs = [dict(base(i), chosen=texts[i], rejected=texts[pair[i]],
+                weight=float(weights[i]))
+           for i in linked if valid[pair[i]]]
   first = np.nan_to_num(np.asarray(traj.rewards)[:, 0], nan=0.0)
   m = {k: float(v) for k, v in jax.device_get(metrics).items()}
   m.update(sample_accuracy=float(np.mean(first >= 1.0)), kept=len(examples),

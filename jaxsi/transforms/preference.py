@@ -44,6 +44,10 @@ DPO_LOSS_TYPES = (
     "sft", "sigmoid_norm",
 )
 F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+# Which DPO loss types read which option (the rest refuse it: ``dpo``).
+SMOOTHED_TYPES = ("exo_pair", "robust", "aot", "aot_unpaired")   # + sigmoid with cdpo
+SORTED_TYPES = ("aot", "aot_unpaired")
+NO_F_SCORE_TYPES = ("aot", "aot_unpaired", "apo_zero", "apo_down")  # read ρ, not f(ρ)
 
 
 # --------------------------------------------------------------------- pairing
@@ -81,6 +85,29 @@ def _pair_mean(x: Array, traj: Trajectory, mask: Array, num_pairs) -> Array:
       num_pairs, jnp.float32)
   x = jnp.where(mask, x * traj.weights, 0.0)
   return jnp.sum(x) / jnp.maximum(n, 1.0)
+
+
+def _refuse_sample_weights(weights: Array, mask: Array, who: str) -> None:
+  """Raises (at run time, also under jit) if a counted row's weight is not 1.
+
+  For terms whose formula cannot carry per-pair sample weights (sorted
+  pairings): a weighted batch is an error, never silently unweighted.
+  """
+
+  def check(w, m):
+    w, m = np.asarray(w), np.asarray(m, bool)
+    bad = m & (w != 1.0)
+    if bad.any():
+      raise ValueError(
+          f"{who}: traj.weights must be 1 on every counted pair (row"
+          f" {int(np.flatnonzero(bad)[0])} has weight"
+          f" {float(w[np.flatnonzero(bad)[0]])}); sorted pairings are not tied"
+          " to rows, so they cannot apply sample weights — use another loss_type")
+
+  if isinstance(weights, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+    jax.debug.callback(check, weights, mask)
+  else:
+    check(weights, mask)
 
 
 def _metric_mean(x: Array, mask: Array) -> Array:
@@ -184,7 +211,19 @@ def dpo(
     sigmoid_norm −logσ(β(s_c/L_c − s_r/L_r))
 
   Sorting (aot*) is over the counted pairs of the batch (sorted positions are
-  no longer tied to rows, so sample weights do not apply to aot*).
+  no longer tied to rows, so aot* refuse a batch whose counted rows carry
+  sample weights ≠ 1 — a run-time error, also under jit — and refuse WPO).
+  Sample weights w (``traj.weights`` of the chosen row) scale every other
+  type's per-pair loss; for 'sft' each chosen row's token NLL is scaled:
+  −Σ_i w_i Σ_t ℓp_{i,t} / Σ_i L_i (the plain token mean when w = 1).
+
+  Strictness: an option that no selected loss type reads is refused
+  (ValueError) instead of being ignored: ``label_smoothing`` without
+  exo_pair/robust/aot*/cdpo-sigmoid, ``cdpo`` without 'sigmoid', a
+  non-reverse-KL ``f_divergence`` with apo_*/aot* (they read ρ) or with
+  'sft' alone, ``f_alpha`` without the alpha divergence, ``discopop_tau``
+  without 'discopop', ``use_weighting`` with aot*, ``ld_alpha`` with 'sft'
+  alone.
   L = Σ_k w_k·mean_pairs ℓ_k
   (``loss_weights``, MPO). WPO (Zhou et al. 2024): ℓ ×= w_c·w_r with
   w = exp(mean_t(ℓp_t − log Σ_v p_v²)) (stop-gradient; needs
@@ -224,6 +263,31 @@ def dpo(
     raise ValueError("robust needs 0 <= label_smoothing < 0.5")
   if f_divergence not in F_DIVERGENCES:
     raise ValueError(f"f_divergence must be one of {F_DIVERGENCES}, got {f_divergence!r}")
+  # An option no selected loss type reads is refused, never silently ignored.
+  if label_smoothing and not (any(t in SMOOTHED_TYPES for t in types)
+                              or (cdpo and "sigmoid" in types)):
+    raise ValueError(f"dpo: label_smoothing={label_smoothing} is read only by"
+                     f" {SMOOTHED_TYPES} and by 'sigmoid' with cdpo=True; loss_type"
+                     f" {types} would ignore it")
+  if cdpo and "sigmoid" not in types:
+    raise ValueError(f"dpo: cdpo=True changes only the 'sigmoid' loss; loss_type {types}")
+  if f_divergence != "reverse_kl":
+    bad = [t for t in types if t in NO_F_SCORE_TYPES]
+    if bad or set(types) <= {"sft"}:
+      raise ValueError(f"dpo: f_divergence={f_divergence!r} is not read by loss types"
+                       f" {bad or ['sft']} (they use the log-ratio ρ, not f(ρ))")
+  if f_alpha != 0.5 and f_divergence != "alpha_divergence":
+    raise ValueError(f"dpo: f_alpha={f_alpha} is read only with"
+                     f" f_divergence='alpha_divergence', not {f_divergence!r}")
+  if discopop_tau != 0.05 and "discopop" not in types:
+    raise ValueError(f"dpo: discopop_tau={discopop_tau} is read only by 'discopop';"
+                     f" loss_type {types}")
+  if use_weighting and any(t in SORTED_TYPES for t in types):
+    raise ValueError(f"dpo: use_weighting (WPO) cannot weight the sorted pairings of"
+                     f" {SORTED_TYPES}; loss_type {types}")
+  if ld_alpha is not None and set(types) <= {"sft"}:
+    raise ValueError("dpo: ld_alpha (LD-DPO) reweights the preference log-probs; the"
+                     " 'sft' loss alone does not read it")
   eps = label_smoothing
 
   def term(outputs: ModelOutputs, traj: Trajectory):
@@ -288,7 +352,8 @@ def dpo(
         ell = -log_sigmoid(beta * s_c) - log_sigmoid(-beta * s_r)
       elif t == "sppo_hard":
         ell = jnp.square(s_c - 0.5 / beta) + jnp.square(s_r + 0.5 / beta)
-      elif t in ("aot", "aot_unpaired"):
+      elif t in SORTED_TYPES:
+        _refuse_sample_weights(traj.weights, pmask, f"dpo(loss_type={t!r})")
         if t == "aot":
           d, keep = sorted_delta(logp_c - logp_r, ref_c - ref_r)
         else:
@@ -310,10 +375,17 @@ def dpo(
         mu = sigmoid(x / discopop_tau)
         ell = (1.0 - mu) * (-log_sigmoid(x)) + mu * jnp.exp(-x)
       elif t == "sft":
+        # Token-mean NLL of the chosen completions, each row scaled by its
+        # pair weight w·(WPO weight): weights apply once, as for every type.
+        # (num_pairs: the local/global pair ratio, so micro-batches add up.)
         cmask = m_c & pmask[:, None]
-        tok = -jnp.sum(jnp.where(cmask, lp, 0.0)) / jnp.maximum(
-            jnp.sum(cmask.astype(jnp.float32)), 1.0)
-        ell = jnp.broadcast_to(tok, delta.shape)
+        val = _weighted_token_nll(lp, cmask, jnp.where(pmask, traj.weights * pair_w, 0.0))
+        if num_pairs is not None:
+          val = val * jnp.sum(pmask.astype(jnp.float32)) / jnp.maximum(
+              jnp.asarray(num_pairs, jnp.float32), 1.0)
+        total = total + w * val
+        metrics[f"loss/{t}"] = sg(val)
+        continue
       else:  # sigmoid_norm
         ell = -log_sigmoid(beta * (s_c / safe_len_c - s_r / safe_len_r))
       val = _pair_mean(ell * pair_w, traj, mask_t, num_pairs)
@@ -432,9 +504,14 @@ def _chosen_nll(outputs: ModelOutputs, traj: Trajectory, pmask: Array, mask: str
     tm = traj.loss_mask.astype(bool)
   else:
     raise ValueError(f"nll_mask must be 'input' or 'loss', got {mask!r}")
-  cm = tm & pmask[:, None]
-  return -jnp.sum(jnp.where(cm, outputs.logprobs, 0.0)) / jnp.maximum(
-      jnp.sum(cm.astype(jnp.float32)), 1.0)
+  return _weighted_token_nll(outputs.logprobs, tm & pmask[:, None], traj.weights)
+
+
+def _weighted_token_nll(lp: Array, cm: Array, row_w: Array) -> Array:
+  """−Σ_i w_i Σ_t cm·ℓp / Σ_i Σ_t cm: the token-mean NLL, each row scaled by
+  its sample weight (= the plain token mean when every weight is 1)."""
+  x = jnp.where(cm, lp, 0.0) * row_w[:, None]
+  return -jnp.sum(x) / jnp.maximum(jnp.sum(cm.astype(jnp.float32)), 1.0)
 
 
 def orpo(*, beta: float = 0.1, nll_mask: str = "input", num_pairs=None):
@@ -443,7 +520,8 @@ def orpo(*, beta: float = 0.1, nll_mask: str = "input", num_pairs=None):
   ā = mean per-token log-prob of the completion (loss_mask);
   log_odds = (ā_c − ā_r) − (log1mexp(ā_c) − log1mexp(ā_r));
   L = NLL_chosen − β·mean_pairs logσ(log_odds).
-  NLL_chosen is the token-mean cross-entropy over the chosen rows: over the
+  NLL_chosen is the token-mean cross-entropy over the chosen rows (each row
+  scaled by its sample weight, as the odds-ratio term is): over the
   full prompt+response (``nll_mask='input'``, TRL decoder-only default) or the
   completion only (``'loss'``). Pairing: module docstring.
 
@@ -500,7 +578,9 @@ def cpo(
     simpo    z ← z − γ/β, then the sigmoid form        (SimPO, Meng et al. 2024)
 
   L = mean_pairs ℓ + cpo_alpha·NLL_chosen (token-mean over chosen completion
-  tokens; cpo_alpha = 0 gives pure SimPO). Pairing: module docstring.
+  tokens, each row scaled by its sample weight; cpo_alpha = 0 gives pure
+  SimPO). Pairing: module docstring. ``label_smoothing`` with hinge/ipo and a
+  non-default ``simpo_gamma`` without 'simpo' are refused (not read).
 
   Args:
     beta: β.
@@ -517,6 +597,12 @@ def cpo(
   """
   if loss_type not in ("sigmoid", "hinge", "ipo", "simpo"):
     raise ValueError(f"cpo loss_type must be sigmoid|hinge|ipo|simpo, got {loss_type!r}")
+  if label_smoothing and loss_type not in ("sigmoid", "simpo"):
+    raise ValueError(f"cpo: label_smoothing={label_smoothing} is read only by 'sigmoid'"
+                     f" and 'simpo', not {loss_type!r}")
+  if simpo_gamma != 0.5 and loss_type != "simpo":
+    raise ValueError(f"cpo: simpo_gamma={simpo_gamma} is read only by 'simpo', not"
+                     f" {loss_type!r}")
   average = loss_type in ("ipo", "simpo")
 
   def term(outputs: ModelOutputs, traj: Trajectory):

@@ -127,7 +127,9 @@ def test_dpo_every_loss_type_matches_trl(loss_type):
 @pytest.mark.parametrize("f_div", ["forward_kl", "js_divergence", "alpha_divergence"])
 def test_dpo_f_divergences(f_div):
   for loss_type in ("sigmoid", "ipo", "nca_pair"):
-    loss, _ = pref.dpo(beta=0.5, loss_type=loss_type, f_divergence=f_div, f_alpha=0.3)(
+    # f_alpha is an option of the alpha divergence only (elsewhere: refused).
+    alpha_kw = {"f_alpha": 0.3} if f_div == "alpha_divergence" else {}
+    loss, _ = pref.dpo(beta=0.5, loss_type=loss_type, f_divergence=f_div, **alpha_kw)(
         out(), halves_traj())
     np.testing.assert_allclose(
         loss, np_trl_dpo_losses(loss_type, 0.5, f_div=f_div, alpha=0.3).mean(), rtol=1e-5)
@@ -376,6 +378,13 @@ def test_cpo_simpo_alphapo_match_trl(loss_type, alpha):
   else:
     ell = (z - 1 / (2 * beta)) ** 2
   nll = -(LP[:P] * MASK[:P]).sum() / MASK[:P].sum()
+  if loss_type in ("hinge", "ipo"):
+    assert eps and eps == 0.1       # they do not read label smoothing: refused
+    with pytest.raises(ValueError, match="label_smoothing"):
+      pref.cpo(beta=beta, loss_type=loss_type, label_smoothing=eps)
+    eps = 0.0
+    ell = (np.maximum(0.0, 1 - beta * z) if loss_type == "hinge"
+           else (z - 1 / (2 * beta)) ** 2)
   term = pref.cpo(beta=beta, loss_type=loss_type, label_smoothing=eps, simpo_gamma=gamma,
                   cpo_alpha=cpo_alpha, alpha=alpha)
   loss, m = term(out(), traj)
@@ -416,3 +425,73 @@ def test_kto_orpo_cpo_hand_numbers_and_jit():
   np.testing.assert_allclose(kto(out(lp), kto_traj)[0], 0.5, rtol=1e-6)
   for term, tr in ((orpo, traj), (kto, kto_traj)):
     np.testing.assert_allclose(jax.jit(term)(out(lp), tr)[0], term(out(lp), tr)[0], rtol=1e-6)
+
+
+# ------------------------------------------- strictness: options never ignored
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(loss_type="sigmoid", label_smoothing=0.1), "label_smoothing"),
+    (dict(loss_type=("hinge", "ipo"), label_smoothing=0.1), "label_smoothing"),
+    (dict(loss_type="ipo", cdpo=True), "cdpo"),
+    (dict(loss_type="apo_zero", f_divergence="js_divergence"), "f_divergence"),
+    (dict(loss_type=("sigmoid", "aot"), f_divergence="forward_kl"), "f_divergence"),
+    (dict(loss_type="sft", f_divergence="forward_kl"), "f_divergence"),
+    (dict(loss_type="sigmoid", f_alpha=0.3), "f_alpha"),
+    (dict(loss_type="sigmoid", discopop_tau=0.1), "discopop_tau"),
+    (dict(loss_type="aot_unpaired", use_weighting=True), "use_weighting"),
+    (dict(loss_type="sft", ld_alpha=0.5), "ld_alpha"),
+])
+def test_dpo_refuses_options_its_loss_types_do_not_read(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    pref.dpo(**kwargs)
+
+
+def test_options_that_are_read_are_accepted():
+  pref.dpo(loss_type=("sigmoid", "robust"), label_smoothing=0.1)
+  pref.dpo(loss_type="sigmoid", cdpo=True, label_smoothing=0.1)
+  pref.dpo(loss_type=("sigmoid", "sft"), f_divergence="alpha_divergence", f_alpha=0.3)
+  pref.dpo(loss_type="discopop", discopop_tau=0.1)
+  pref.dpo(loss_type=("sigmoid", "sft"), use_weighting=True, ld_alpha=0.5)
+  with pytest.raises(ValueError, match="simpo_gamma"):
+    pref.cpo(loss_type="sigmoid", simpo_gamma=1.0)
+  pref.cpo(loss_type="simpo", simpo_gamma=1.0, label_smoothing=0.1)
+
+
+def test_sorted_aot_refuses_sample_weights_eagerly_and_under_jit():
+  w = np.ones(B, np.float32)
+  w[1] = 0.5
+  term = pref.dpo(beta=0.5, loss_type="aot")
+  with pytest.raises(ValueError, match="traj.weights must be 1"):
+    term(out(), halves_traj(weights=w))
+  with pytest.raises(Exception, match="traj.weights must be 1"):
+    jax.block_until_ready(jax.jit(term)(out(), halves_traj(weights=w)))
+  # A weight on an uncounted row (padding row 7) is not an error; weight 1 runs.
+  w = np.ones(B, np.float32)
+  w[7] = 3.0
+  loss, _ = jax.jit(term)(out(), halves_traj(weights=w))
+  np.testing.assert_allclose(loss, np_trl_dpo_losses("aot", 0.5).mean(), rtol=1e-5)
+
+
+def test_pair_weights_reach_every_part_of_dpo_plus_nll_orpo_and_cpo():
+  """Weights w = (2, 0.5, 1) on the 3 pairs scale the preference term per pair
+  and each chosen row's NLL: −Σ_i w_i Σ_t ℓp_i,t / Σ_i L_i (plain mean at w=1)."""
+  w = np.ones(B, np.float32)
+  w[:P] = [2.0, 0.5, 1.0]
+  traj = halves_traj(weights=w)
+  per = np_trl_dpo_losses("sigmoid", 0.5)
+  sums = (LP[:P].astype(np.float64) * MASK[:P]).sum(-1)
+  nll_w = -(w[:P] * sums).sum() / MASK[:P].sum()
+  # chosen lengths 3, 5, 2 → Σ L = 10
+  assert MASK[:P].sum() == 10
+  loss, m = pref.dpo(beta=0.5, loss_type=("sigmoid", "sft"), loss_weights=(1.0, 0.3))(
+      out(), traj)
+  np.testing.assert_allclose(m["loss/sigmoid"], (w[:P] * per).mean(), rtol=1e-5)
+  np.testing.assert_allclose(m["loss/sft"], nll_w, rtol=1e-5)
+  np.testing.assert_allclose(loss, (w[:P] * per).mean() + 0.3 * nll_w, rtol=1e-5)
+  # ORPO and CPO: the chosen NLL is weighted the same way.
+  _, mo = pref.orpo(beta=0.1, nll_mask="loss")(out(), traj)
+  np.testing.assert_allclose(mo["nll_loss"], nll_w, rtol=1e-5)
+  _, mc = pref.cpo(beta=0.1)(out(), halves_traj(ref=None, weights=w))
+  np.testing.assert_allclose(mc["nll_loss"], nll_w, rtol=1e-5)
+  # Unit weights: the old plain token mean (TRL's sft / nll_loss).
+  _, m1 = pref.dpo(beta=0.5, loss_type=("sigmoid", "sft"))(out(), halves_traj())
+  np.testing.assert_allclose(m1["loss/sft"], np_trl_dpo_losses("sft", 0.5)[0], rtol=1e-5)
