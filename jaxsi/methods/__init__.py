@@ -16,6 +16,7 @@ from jaxsi.methods.d3s import d3s
 from jaxsi.methods.grpo import dapo, dr_grpo, grpo
 from jaxsi.methods.guide import answer_hint, guide
 from jaxsi.methods.kdrl import kdrl
+from jaxsi.methods.gkd import gkd
 from jaxsi.methods.nft import nft
 from jaxsi.methods.policy_variants import cispo, gspo
 from jaxsi.methods.ppo import multi_turn_ppo, ppo
@@ -55,6 +56,7 @@ METHODS = {
     "d3s": d3s,
     "guide": guide,
     "kdrl": kdrl,
+    "gkd": gkd,
     "spoc": spoc,
     "ttrl": ttrl,
     "srt": srt,
