@@ -86,19 +86,24 @@ def check_vocab(name: str, role_model, model, trained: str) -> None:
         " a teacher/judge must share the student's tokenizer and vocabulary")
 
 
-_PROBE = "Q: 12+7=? A: 19. The quick brown fox.\n"
+_PROBE_IDS = 4096   # ids whose surface strings the tokenizer check compares
 
 
 def check_tokenizer(name: str, role_tokenizer, tokenizer) -> None:
-  """Refuses a role tokenizer that is not the run's (vocab size, special ids,
-  the ids of a probe text)."""
+  """Refuses a role tokenizer that is not the run's: vocab size, special ids
+  and the text of each of the first ``_PROBE_IDS`` ids must agree."""
   def sig(tok):
+    n = min(int(tok.vocab_size), _PROBE_IDS)
     return (int(tok.vocab_size), int(tok.pad_id), int(tok.bos_id), int(tok.eos_id),
-            tuple(int(i) for i in tok.encode(_PROBE)))
+            tuple(tok.decode([i], skip_special=False) for i in range(n)))
   a, b = sig(role_tokenizer), sig(tokenizer)
   if a != b:
-    fields = ("vocab_size", "pad_id", "bos_id", "eos_id", "encode(probe)")
+    fields = ("vocab_size", "pad_id", "bos_id", "eos_id")
     diff = [f"{f}: {x!r} vs {y!r}" for f, x, y in zip(fields, a, b) if x != y]
+    bad = [i for i, (x, y) in enumerate(zip(a[4], b[4])) if x != y]
+    if bad:
+      i = bad[0]
+      diff.append(f"decode([{i}]): {a[4][i]!r} vs {b[4][i]!r} ({len(bad)} ids differ)")
     raise spec_lib.ConfigurationError(
         f"role {name!r}: its tokenizer differs from the run's ({'; '.join(diff)});"
         " a teacher must share the student's tokenizer")
