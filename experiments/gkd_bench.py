@@ -6,7 +6,8 @@ Miniature: 2-digit addition (answers least-significant digit first,
 ``rl_run.split_tasks``); per seed
 
 1. a *teacher* (wider, deeper decoder) SFT-trained on the labelled half;
-2. a *student* (``--student_d``, 1 layer) briefly SFT-warm-started on the
+2. a *student* (``--student_d`` × ``--student_layers``, half the teacher's
+   width) briefly SFT-warm-started on the
    same labelled half (weak but not random, as the paper's SFT'd students);
 3. from that one student warm start, each arm runs ``--steps`` GKD
    iterations on the unlabelled prompts (no labels used): ``--prompts`` ×
@@ -49,18 +50,19 @@ from jaxsi.training import rl_run
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (data, models, RL).")
 _LAMBDAS = flags.DEFINE_list("lmbdas", ["1.0", "0.0"], "λ of each arm.")
 _BETA = flags.DEFINE_float("beta", 0.5, "β of the generalised JSD.")
-_STEPS = flags.DEFINE_integer("steps", 60, "GKD iterations per arm.")
+_STEPS = flags.DEFINE_integer("steps", 150, "GKD iterations per arm.")
 _PROMPTS = flags.DEFINE_integer("prompts", 16, "Prompts per iteration.")
 _N = flags.DEFINE_integer("n", 2, "Samples per prompt.")
 _LR = flags.DEFINE_float("lr", 1e-3, "Distillation learning rate.")
-_N_TRAIN = flags.DEFINE_integer("n_train", 1000, "Training problems (half labelled).")
+_N_TRAIN = flags.DEFINE_integer("n_train", 3000, "Training problems (half labelled).")
 _N_TEST = flags.DEFINE_integer("n_test", 200, "Held-out problems.")
-_TEACHER_STEPS = flags.DEFINE_integer("teacher_steps", 400, "Teacher SFT steps.")
-_STUDENT_STEPS = flags.DEFINE_integer("student_steps", 60, "Student warm-start SFT steps.")
+_TEACHER_STEPS = flags.DEFINE_integer("teacher_steps", 450, "Teacher SFT steps.")
+_STUDENT_STEPS = flags.DEFINE_integer("student_steps", 150, "Student warm-start SFT steps.")
 _SFT_LR = flags.DEFINE_float("sft_lr", 3e-3, "SFT learning rate.")
-_TEACHER_D = flags.DEFINE_integer("teacher_d", 96, "Teacher width.")
+_TEACHER_D = flags.DEFINE_integer("teacher_d", 64, "Teacher width.")
 _TEACHER_LAYERS = flags.DEFINE_integer("teacher_layers", 2, "Teacher layers.")
 _STUDENT_D = flags.DEFINE_integer("student_d", 32, "Student width.")
+_STUDENT_LAYERS = flags.DEFINE_integer("student_layers", 2, "Student layers.")
 _EVAL_SAMPLES = flags.DEFINE_integer("eval_samples", 2, "Samples per held-out problem.")
 _OUT = flags.DEFINE_string("out", "/tmp/gkd_bench.json", "JSON output (+ .md table).")
 
@@ -70,8 +72,8 @@ MAX_NEW = DIGITS + 2        # answer digits (+ carry) + EOS
 
 def _cfg(tok, d, layers):
   return mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=d,
-                         n_layers=layers, n_heads=2, n_kv_heads=1,
-                         head_dim=d // 2, d_ff=4 * d)
+                         n_layers=layers, n_heads=4, n_kv_heads=2,
+                         head_dim=d // 4, d_ff=4 * d)
 
 
 def run_seed(seed: int, tok) -> dict:
@@ -91,7 +93,8 @@ def run_seed(seed: int, tok) -> dict:
                                steps=_TEACHER_STEPS.value,
                                learning_rate=_SFT_LR.value, seed=seed, desc="teacher")
   teacher_eval = rl_run.evaluate(model=t_model, params=t_params, **ev)
-  s_model, s_init = mmodel.init(_cfg(tok, _STUDENT_D.value, 1), jax.random.key(seed))
+  s_model, s_init = mmodel.init(_cfg(tok, _STUDENT_D.value, _STUDENT_LAYERS.value),
+                                jax.random.key(seed))
   warm = rl_run.supervised(model=s_model, params=s_init, tokenizer=tok,
                            prompts=prompts, targets=targets,
                            steps=_STUDENT_STEPS.value, learning_rate=_SFT_LR.value,
@@ -168,7 +171,8 @@ def main(argv):
   with open(_OUT.value, "w", encoding="utf-8") as f:
     json.dump(dict(flags={k: flags.FLAGS[k].value for k in (
         "seeds", "lmbdas", "beta", "steps", "prompts", "n", "lr", "n_train",
-        "n_test", "teacher_steps", "student_steps", "teacher_d", "student_d")},
+        "n_test", "teacher_steps", "student_steps", "teacher_d", "teacher_layers",
+        "student_d", "student_layers")},
         results=results), f, indent=1, default=str)
   with open(_OUT.value[:-5] + ".md" if _OUT.value.endswith(".json")
             else _OUT.value + ".md", "w", encoding="utf-8") as f:

@@ -14,7 +14,7 @@ def test_gkd_bench_smoke(tmp_path):
   cmd = [sys.executable, "experiments/gkd_bench.py", "--seeds=0", "--steps=1",
          "--prompts=2", "--n=1", "--n_train=12", "--n_test=2",
          "--teacher_steps=1", "--student_steps=1", "--teacher_d=16",
-         "--teacher_layers=1",  # the student's shape: compiles are shared
+         "--teacher_layers=1", "--student_layers=1",  # one shape: shared compiles
          "--student_d=16", "--eval_samples=1", f"--out={out}"]
   res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
