@@ -18,6 +18,7 @@ from jaxsi.methods.guide import answer_hint, guide
 from jaxsi.methods.kdrl import kdrl
 # Privileged-context self-distillation (issue #17 A): OPSD, Skill-SD.
 from jaxsi.methods.opsd import opsd, skill_sd
+from jaxsi.methods.gkd import gkd
 from jaxsi.methods.nft import nft
 from jaxsi.methods.policy_variants import cispo, gspo
 from jaxsi.methods.ppo import multi_turn_ppo, ppo
@@ -66,6 +67,7 @@ METHODS = {
     "kdrl": kdrl,
     "opsd": opsd,
     "skill_sd": skill_sd,
+    "gkd": gkd,
     "spoc": spoc,
     "ttrl": ttrl,
     "srt": srt,

@@ -65,6 +65,9 @@ KINDS = ("sft", "pairs", "scores")
 ROW_KEYS = ("tokens", "input_mask", "loss_mask")
 REF_KEY = "ref_logprobs"
 SCORE_KEY = "scores"
+# 'sft' arrays named 'extras/<key>' ([N, T, ...]) go to traj.extras[<key>]
+# (e.g. stored top-k teacher logits of offline logit KD, jaxsi.methods.logit_kd).
+EXTRAS_PREFIX = "extras/"
 # Terms of jaxsi.transforms.preference that read chosen/rejected pairs
 # (DPO's loss_type covers IPO, hinge, robust, APO, …; cpo covers SimPO/AlphaPO).
 PAIRWISE_TERMS = ("dpo", "orpo", "cpo")
@@ -112,6 +115,12 @@ class FitData:
                        f" items: { {k: np.shape(v) for k, v in self.arrays.items()} }")
     shape = np.shape(self.arrays[sides[0] + "tokens"])
     for k, v in self.arrays.items():
+      if k.startswith(EXTRAS_PREFIX):
+        if self.kind != "sft" or np.shape(v)[:2] != shape:
+          raise ValueError(f"FitData({self.kind}): {k} has shape {np.shape(v)};"
+                           f" extras arrays are for 'sft' data and need [N, T]"
+                           f" = {shape} leading dims")
+        continue
       if k != SCORE_KEY and np.shape(v) != shape:
         raise ValueError(f"FitData({self.kind}): {k} has shape {np.shape(v)},"
                          f" expected {shape}")
@@ -148,7 +157,10 @@ class FitData:
     """The Trajectory of items ``index`` (``rows_per_item · len(index)`` rows)."""
     a = self.arrays
     if self.kind == "sft":
-      return batching.sft_trajectory({k: a[k] for k in ROW_KEYS}, index)
+      traj = batching.sft_trajectory({k: a[k] for k in ROW_KEYS}, index)
+      extras = {k[len(EXTRAS_PREFIX):]: jnp.asarray(v[index])
+                for k, v in a.items() if k.startswith(EXTRAS_PREFIX)}
+      return traj.replace(extras={**traj.extras, **extras}) if extras else traj
     if self.kind == "scores":
       return Trajectory.create(
           a["tokens"][index], input_mask=a["input_mask"][index],
@@ -395,6 +407,8 @@ def cached_update_step(*, model: Any, objective: Objective,
     _STEP_CACHE[key] = (opt, steps_lib.make_update_step(
         model=model, optimizer=opt, objective=objective.term,
         with_values=objective.with_values,
+        # Full-vocabulary distillation terms mark themselves ``needs_logits``.
+        with_logits=bool(getattr(objective.term, "needs_logits", False)),
         compiler_options=None if compiler_options is None else dict(compiler_options)))
   return _STEP_CACHE[key]
 

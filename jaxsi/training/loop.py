@@ -87,6 +87,45 @@ SCALARS = (
 )
 
 
+def check_vocab(name: str, role_model, model, trained: str) -> None:
+  """Refuses a role whose model's vocabulary differs from the trained role's.
+
+  Every role reads (scores, samples, distils over) the trajectory's token ids,
+  so a teacher / judge / reward model with another vocabulary would read
+  other tokens: a :class:`~jaxsi.spec.ConfigurationError`, before any work.
+  """
+  v = getattr(getattr(role_model, "config", None), "vocab_size", None)
+  v0 = getattr(getattr(model, "config", None), "vocab_size", None)
+  if v is not None and v0 is not None and int(v) != int(v0):
+    raise spec_lib.ConfigurationError(
+        f"role {name!r}: its model's vocab_size={v} differs from the trained"
+        f" role {trained!r}'s vocab_size={v0}; roles read the same token ids, so"
+        " a teacher/judge must share the student's tokenizer and vocabulary")
+
+
+_PROBE_IDS = 4096   # ids whose surface strings the tokenizer check compares
+
+
+def check_tokenizer(name: str, role_tokenizer, tokenizer) -> None:
+  """Refuses a role tokenizer that is not the run's: vocab size, special ids
+  and the text of each of the first ``_PROBE_IDS`` ids must agree."""
+  def sig(tok):
+    n = min(int(tok.vocab_size), _PROBE_IDS)
+    return (int(tok.vocab_size), int(tok.pad_id), int(tok.bos_id), int(tok.eos_id),
+            tuple(tok.decode([i], skip_special=False) for i in range(n)))
+  a, b = sig(role_tokenizer), sig(tokenizer)
+  if a != b:
+    fields = ("vocab_size", "pad_id", "bos_id", "eos_id")
+    diff = [f"{f}: {x!r} vs {y!r}" for f, x, y in zip(fields, a, b) if x != y]
+    bad = [i for i, (x, y) in enumerate(zip(a[4], b[4])) if x != y]
+    if bad:
+      i = bad[0]
+      diff.append(f"decode([{i}]): {a[4][i]!r} vs {b[4][i]!r} ({len(bad)} ids differ)")
+    raise spec_lib.ConfigurationError(
+        f"role {name!r}: its tokenizer differs from the run's ({'; '.join(diff)});"
+        " a teacher must share the student's tokenizer")
+
+
 class Loop:
   """Runs a :class:`~jaxsi.spec.Method` (or several in turn) on a task list.
 
@@ -101,9 +140,11 @@ class Loop:
       trained role gets its own state of it.
     prompts_per_step: R prompts per rollout batch (B = R·n samples).
     seed: seeds prompt order, sampling and minibatch order.
-    roles: ``{name: params | (model, params) | other_role_name}`` — the roles
-      the methods read (teacher, judge, the initial params of a second
-      trained role, an explicit reference, …).
+    roles: ``{name: params | (model, params) | (model, params, tokenizer) |
+      other_role_name}`` — the roles the methods read (teacher, judge, the
+      initial params of a second trained role, an explicit reference, …).
+      A role model whose ``vocab_size`` (or a given tokenizer) differs from
+      the trained role's is refused (``check_vocab`` / ``check_tokenizer``).
     workdir: if given, metrics go to ``workdir/metrics.jsonl`` and
       checkpoints to ``workdir/ckpt``; an existing checkpoint is resumed.
     checkpoint_every: save every this many iterations (0: only at the end of
@@ -216,11 +257,15 @@ class Loop:
     for name, value in given.items():
       if isinstance(value, str):
         self.aliases[name] = value
-      elif isinstance(value, tuple) and len(value) == 2:
-        self.role_models[name], frozen_src[name] = value
+      elif isinstance(value, tuple) and len(value) in (2, 3):
+        if len(value) == 3:   # (model, params, the role's own tokenizer)
+          check_tokenizer(name, value[2], self.tokenizer)
+        self.role_models[name], frozen_src[name] = value[:2]
       else:
         self.role_models.setdefault(name, model)
         frozen_src[name] = value
+    for name, mdl in self.role_models.items():
+      check_vocab(name, mdl, model, first)
     for name in trained[1:]:
       if name not in frozen_src:
         raise spec_lib.ConfigurationError(
@@ -398,11 +443,14 @@ class Loop:
     if mdl.config.value_head:
       scorers.append((spec_lib.POLICY_VALUES,
                       loop_steps.score_fn(mdl, t, with_values=True)))
-    # A scorer per role the method reads, named after it (its own model).
+    # A scorer per role the method reads, named after it (its own model),
+    # and '<role>/logits' with full logits (top-k teacher transforms).
     for role in m.roles:
       known = role.name in self.role_models or role.name in self.aliases
       other = self.role_model(role.name) if known else mdl
       scorers.append((role.name, loop_steps.score_fn(other, t)))
+      scorers.append((f"{role.name}/logits",
+                      loop_steps.score_fn(other, t, with_logits=True)))
     if self.mesh is None:
       train = loop_steps.train_fn(mdl, self.optimizer, m, self.compiler_options)
     else:

@@ -29,11 +29,12 @@ FAST_COMPILE = (("xla_backend_optimization_level", 0),
 
 @functools.lru_cache(maxsize=None)
 def score_fn(model, temperature: float, with_values: bool = False,
-             with_entropy: bool = False):
+             with_entropy: bool = False, with_logits: bool = False):
   """A cached ``logprobs.score_fn`` (one per model and settings)."""
   return logprobs_lib.score_fn(model, temperature=temperature,
                                with_values=with_values,
-                               with_entropy=with_entropy)
+                               with_entropy=with_entropy,
+                               with_logits=with_logits)
 
 
 def _prepare_fn(params, aux_params, traj, method_state, rng, step, *, transform,
@@ -98,7 +99,9 @@ def _train_body(model, optimizer, method: spec_lib.Method,
   update = steps_lib.make_update_step(
       model=model, optimizer=optimizer, objective=method.objective,
       with_entropy=method.with_entropy, with_values=method.value_head,
-      temperature=method.temperature, donate=False)
+      temperature=method.temperature, donate=False,
+      # Full-vocabulary distillation terms mark themselves ``needs_logits``.
+      with_logits=bool(getattr(method.objective, "needs_logits", False)))
   step_fn = update.step_fn
 
   def train(state, traj, perm):

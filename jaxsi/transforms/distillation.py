@@ -28,6 +28,7 @@ sg = jax.lax.stop_gradient
 TEACHER_LOGITS_KEY = "teacher_logits"
 TOPK_IDS_KEY = "teacher_topk_ids"
 TOPK_LOGPROBS_KEY = "teacher_topk_logprobs"
+TOPK_TAIL_KEY = "teacher_topk_tail_logprob"   # f32[B, T]: log of the rest's mass
 
 
 def _kl(log_p: Array, log_q: Array) -> Array:
@@ -64,6 +65,22 @@ def generalized_jsd(
     raise ValueError(f"beta must be in [0, 1], got {beta}")
   s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
   t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, axis=-1)
+  return generalized_jsd_logprobs(s, t, beta=beta)
+
+
+def generalized_jsd_logprobs(s: Array, t: Array, *, beta: float = 0.5) -> Array:
+  r"""JSD_β of :func:`generalized_jsd` from normalised log-probs (last axis).
+
+  Args:
+    s: f32[..., C] student log-probs (Σ exp = 1).
+    t: f32[..., C] teacher log-probs.
+    beta: β in [0, 1].
+
+  Returns:
+    f32[...].
+  """
+  if not 0.0 <= beta <= 1.0:
+    raise ValueError(f"beta must be in [0, 1], got {beta}")
   if beta == 0.0:
     return _kl(t, s)
   if beta == 1.0:
@@ -114,6 +131,7 @@ def token_divergence(
         num_sequences=num_sequences)
     return loss, {"divergence": aggregation.masked_token_mean(sg(d), traj)}
 
+  term.needs_logits = True   # the loop's update computes outputs.logits
   return term
 
 
@@ -164,6 +182,7 @@ def topk_distillation(
         num_sequences=num_sequences)
     return loss, {"divergence": aggregation.masked_token_mean(sg(d), traj)}
 
+  term.needs_logits = True   # the loop's update computes outputs.logits
   return term
 
 
@@ -222,4 +241,132 @@ def sampled_reverse_kl(
         num_sequences=num_sequences)
     return loss, {"reverse_kl": aggregation.masked_token_mean(sg(d), traj)}
 
+  return term
+
+
+def _log1mexp_sum(lp: Array) -> Array:
+  """log(1 − Σ_k exp(lp_k)) over the last axis, floored where the sum is ≥ 1."""
+  tail = 1.0 - jnp.sum(jnp.exp(lp), axis=-1)
+  return jnp.where(tail > 0, jnp.log(jnp.maximum(tail, 1e-30)), LOG_FLOOR)
+
+
+LOG_FLOOR = -1e4   # log of an (effectively) empty bucket; exp(LOG_FLOOR) = 0
+
+
+def tail_logprob(logits: Array, ids: Array) -> Array:
+  r"""log Σ_{v ∉ ids} softmax(z)_v, exactly (a logsumexp over the other ids).
+
+  Args:
+    logits: f32[..., V].
+    ids: int32[..., K] (distinct ids).
+
+  Returns:
+    f32[...], floored at ``LOG_FLOOR`` (an empty tail, K = V, gives the floor:
+    exp(LOG_FLOOR) = 0 in f32).
+  """
+  z = logits.astype(jnp.float32)
+  lse = jax.nn.logsumexp(z, axis=-1)
+  flat_z = z.reshape((-1, z.shape[-1]))
+  flat_i = ids.reshape((-1, ids.shape[-1]))
+  in_topk = jax.vmap(lambda i: jnp.zeros((z.shape[-1],), bool).at[i].set(True))(flat_i)
+  rest = jnp.where(in_topk, -1e30, flat_z).reshape(z.shape)
+  return jnp.maximum(jax.nn.logsumexp(rest, axis=-1) - lse, LOG_FLOOR)
+
+
+def topk_bucket_logprobs(student_logits: Array, ids: Array, teacher_lp: Array,
+                         *, tail: bool = True, teacher_tail: Optional[Array] = None):
+  r"""Student and teacher log-probs over the teacher's top-k ids (+ a tail).
+
+  ``tail=True``: K + 1 buckets — the K ids and "every other token", with
+  log p_tail = :func:`tail_logprob` of the student logits (exact) and the
+  teacher's ``teacher_tail`` (stored by ``teacher_logits.teacher_topk``;
+  if None, log(1 − Σ_k q_k), which carries f32 rounding error ~1e-7 that
+  matters when the student's tail is tiny). Merging outcomes can only shrink
+  an f-divergence (data processing), so this is a lower bound of the
+  full-vocabulary one and equals it when K = V (tail mass 0; tested).
+  ``tail=False``: both distributions renormalised over the K ids.
+
+  Args:
+    student_logits: f32[B, T, V] (already divided by the temperature).
+    ids: int32[B, T, K] teacher top-k ids.
+    teacher_lp: f32[B, T, K] teacher full-softmax log-probs of ``ids``.
+    tail: keep the tail bucket.
+    teacher_tail: f32[B, T] teacher log tail mass, or None.
+
+  Returns:
+    (f32[B, T, C] student, f32[B, T, C] teacher) log-probs, C = K + tail.
+  """
+  z = student_logits.astype(jnp.float32)
+  lse = jax.nn.logsumexp(z, axis=-1, keepdims=True)
+  s_k = jnp.take_along_axis(z, ids, axis=-1) - lse
+  t_k = jnp.asarray(teacher_lp, jnp.float32)
+  if not tail:
+    return (jax.nn.log_softmax(s_k, axis=-1), jax.nn.log_softmax(t_k, axis=-1))
+  s_tail = tail_logprob(z, ids)
+  t_tail = (_log1mexp_sum(t_k) if teacher_tail is None
+            else jnp.asarray(teacher_tail, jnp.float32))
+  return (jnp.concatenate([s_k, s_tail[..., None]], axis=-1),
+          jnp.concatenate([t_k, t_tail[..., None]], axis=-1))
+
+
+def topk_jsd(
+    *,
+    beta: float = 0.5,
+    tail: bool = True,
+    agg: str = "token-mean",
+    max_len: Optional[int] = None,
+    num_tokens=None,
+    num_sequences=None,
+):
+  r"""Generalised JSD_β (GKD, arXiv:2306.13649) against a stored top-k teacher.
+
+  The teacher is ``traj.extras['teacher_topk_ids']`` int32[B, T, K] and
+  ``['teacher_topk_logprobs']`` f32[B, T, K] (full-softmax log-probs at the
+  sampling temperature), optionally ``['teacher_topk_tail_logprob']`` f32[B, T]
+  (the log-mass of the other ids; :func:`jaxsi.transforms.teacher_logits.teacher_topk`
+  writes them chunk by chunk, so no [B, T, V] teacher array exists); the
+  student is ``outputs.logits`` (the update's forward pass, already at the
+  same temperature). Per position ℓ_t = JSD_β over the buckets of
+  :func:`topk_bucket_logprobs` (β = 0 forward KL, β = 1 reverse KL, as
+  :func:`generalized_jsd`); with K = V and ``tail=True`` it equals
+  :func:`generalized_jsd` on full logits (tested).
+
+  The returned term carries ``needs_logits = True``: the loop's update then
+  computes ``outputs.logits`` (the student's [B, T, V], needed for its
+  gradient anyway).
+
+  Args:
+    beta: β in [0, 1].
+    tail: keep the tail bucket (else renormalise over the top-k).
+    agg, max_len, num_tokens, num_sequences: aggregation.
+
+  Returns:
+    An objective term; metrics ``divergence`` (token mean) and ``topk_mass``
+    (mean student probability on the teacher's top-k).
+  """
+  if not 0.0 <= beta <= 1.0:
+    raise ValueError(f"topk_jsd: beta must be in [0, 1], got {beta}")
+
+  def term(outputs: ModelOutputs, traj: Trajectory):
+    if outputs.logits is None or TOPK_IDS_KEY not in traj.extras or \
+        TOPK_LOGPROBS_KEY not in traj.extras:
+      raise ValueError("topk_jsd needs outputs.logits and traj.extras"
+                       " ['teacher_topk_ids'], ['teacher_topk_logprobs']"
+                       " (teacher_logits.teacher_topk)")
+    ids = jnp.asarray(traj.extras[TOPK_IDS_KEY], jnp.int32)
+    tlp = sg(jnp.asarray(traj.extras[TOPK_LOGPROBS_KEY], jnp.float32))
+    t_tail = traj.extras.get(TOPK_TAIL_KEY)
+    t_tail = None if t_tail is None else sg(jnp.asarray(t_tail, jnp.float32))
+    s, t = topk_bucket_logprobs(outputs.logits, ids, tlp, tail=tail,
+                                teacher_tail=t_tail)
+    d = generalized_jsd_logprobs(s, t, beta=beta)
+    loss = aggregation.aggregate_trajectory(
+        d, traj, mode=agg, max_len=max_len, num_tokens=num_tokens,
+        num_sequences=num_sequences)
+    k = ids.shape[-1]
+    mass = jnp.sum(jnp.exp(s[..., :k]), axis=-1) if tail else jnp.ones_like(d)
+    return loss, {"divergence": aggregation.masked_token_mean(sg(d), traj),
+                  "topk_mass": aggregation.masked_token_mean(sg(mass), traj)}
+
+  term.needs_logits = True
   return term

@@ -172,3 +172,81 @@ def test_sampled_reverse_kl():
   np.testing.assert_allclose(m["reverse_kl"], d.sum() / n, rtol=1e-5)
   with pytest.raises(ValueError, match="teacher_logprobs"):
     dist.sampled_reverse_kl()(ModelOutputs(logprobs=jnp.asarray(lp)), _traj({}))
+
+
+# ------------------------------------------ top-k teacher: generalised JSD
+def test_topk_jsd_hand_numbers():
+  # V = 3, teacher (0.5, 0.3, 0.2), K = 1 keeps id 0: teacher buckets
+  # (0.5, tail 0.5); student uniform: buckets (1/3, tail 2/3).
+  #   β = 0: KL(t‖s) = 0.5·log(0.5·3) + 0.5·log(0.5·1.5) = 0.5 log 1.5 + 0.5 log 0.75
+  #   β = 1: KL(s‖t) = (1/3)·log(2/3) + (2/3)·log(4/3)
+  #   tail=False: both renormalise to (1,) over the one id → 0.
+  s_logits = jnp.zeros((1, 2, 3))
+  ids = jnp.zeros((1, 2, 1), jnp.int32)
+  t_lp = jnp.full((1, 2, 1), np.log(0.5), jnp.float32)
+  traj = Trajectory.create(jnp.zeros((1, 2), jnp.int32),
+                           loss_mask=jnp.array([[False, True]]))
+  traj = traj.replace(extras={dist.TOPK_IDS_KEY: ids,
+                              dist.TOPK_LOGPROBS_KEY: t_lp})
+  out = ModelOutputs(logprobs=jnp.zeros((1, 2)), logits=s_logits)
+  fwd = 0.5 * np.log(1.5) + 0.5 * np.log(0.75)
+  rev = (1 / 3) * np.log(2 / 3) + (2 / 3) * np.log(4 / 3)
+  for beta, want in ((0.0, fwd), (1.0, rev)):
+    loss, m = dist.topk_jsd(beta=beta)(out, traj)
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+    np.testing.assert_allclose(float(m["topk_mass"]), 1 / 3, rtol=1e-5)
+  # β = 0.5: M = ((1/3+1/2)/2, (2/3+1/2)/2) = (5/12, 7/12);
+  # JSD = 0.5·KL(t‖M) + 0.5·KL(s‖M).
+  mix = np.array([5 / 12, 7 / 12])
+  t, s = np.array([0.5, 0.5]), np.array([1 / 3, 2 / 3])
+  jsd = 0.5 * np.sum(t * np.log(t / mix)) + 0.5 * np.sum(s * np.log(s / mix))
+  loss, _ = dist.topk_jsd(beta=0.5)(out, traj)
+  np.testing.assert_allclose(float(loss), jsd, rtol=1e-5)
+  loss, _ = dist.topk_jsd(beta=0.5, tail=False)(out, traj)
+  np.testing.assert_allclose(float(loss), 0.0, atol=1e-7)
+  # A stored exact teacher tail log(0.5) gives the same numbers.
+  stored = traj.replace(extras={**traj.extras,
+                                dist.TOPK_TAIL_KEY: jnp.full((1, 2), np.log(0.5))})
+  loss, _ = dist.topk_jsd(beta=0.0)(out, stored)
+  np.testing.assert_allclose(float(loss), fwd, rtol=1e-5)
+  assert dist.topk_jsd().needs_logits and dist.token_divergence().needs_logits
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+def test_topk_jsd_with_k_equal_v_is_the_full_jsd(beta):
+  # K = V (all ids, any order): the tail bucket is empty and the loss is the
+  # full-vocabulary generalised JSD (TRL's loss), value and gradient.
+  from jaxsi.transforms import teacher_logits as tl
+  ids, lps, tail = tl.topk_of_logits(jnp.asarray(TEACHER), V)
+  assert (np.asarray(tail) == tl.LOGPROB_FLOOR).all()   # empty tail
+  traj = Trajectory.create(jnp.zeros((B, T), jnp.int32), loss_mask=jnp.asarray(MASK))
+  traj = traj.replace(extras={dist.TOPK_IDS_KEY: ids, dist.TOPK_LOGPROBS_KEY: lps,
+                              dist.TOPK_TAIL_KEY: tail})
+  full = traj.replace(extras={dist.TEACHER_LOGITS_KEY: jnp.asarray(TEACHER)})
+
+  def loss(fn, tr):
+    return lambda z: fn(ModelOutputs(logprobs=jnp.zeros((B, T)), logits=z), tr)[0]
+
+  a = loss(dist.topk_jsd(beta=beta), traj)
+  b = loss(dist.token_divergence(kind="jsd", beta=beta), full)
+  z = jnp.asarray(STUDENT)
+  np.testing.assert_allclose(float(a(z)), float(b(z)), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(jax.grad(a)(z), jax.grad(b)(z), rtol=1e-4, atol=1e-6)
+
+
+def test_topk_jsd_is_a_lower_bound_with_small_k():
+  # Merging the non-top-k ids into one bucket cannot increase the divergence.
+  from jaxsi.transforms import teacher_logits as tl
+  traj = Trajectory.create(jnp.zeros((B, T), jnp.int32), loss_mask=jnp.asarray(MASK))
+  full = traj.replace(extras={dist.TEACHER_LOGITS_KEY: jnp.asarray(TEACHER)})
+  out = ModelOutputs(logprobs=jnp.zeros((B, T)), logits=jnp.asarray(STUDENT))
+  ref = float(dist.token_divergence(kind="jsd", beta=0.5)(out, full)[0])
+  prev = 0.0
+  for k in (1, 2, 4, V):
+    ids, lps, tail = tl.topk_of_logits(jnp.asarray(TEACHER), k)
+    tk = traj.replace(extras={dist.TOPK_IDS_KEY: ids, dist.TOPK_LOGPROBS_KEY: lps,
+                              dist.TOPK_TAIL_KEY: tail})
+    got = float(dist.topk_jsd(beta=0.5)(out, tk)[0])
+    assert prev - 1e-6 <= got <= ref + 1e-6
+    prev = got
+  np.testing.assert_allclose(prev, ref, rtol=1e-5)
