@@ -60,7 +60,8 @@ from jaxsi.transforms.policy_losses import cispo, gmpo, pg_clip, reinforce, sapo
 from jaxsi.transforms.kl import kl_estimate, kl_penalty
 from jaxsi.transforms.regularizers import entropy_bonus
 from jaxsi.transforms.sft import dft, nll
-from jaxsi.transforms.preference import cpo, dpo, halves_pairing, kto, orpo
+from jaxsi.transforms.unpaired_preference import kto
+from jaxsi.transforms.preference import cpo, dpo, halves_pairing, orpo
 from jaxsi.transforms.distillation import (generalized_jsd, sampled_reverse_kl,
                                            token_divergence, topk_distillation)
 from jaxsi.transforms.value import value_loss

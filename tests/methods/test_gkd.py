@@ -16,7 +16,7 @@ from jaxsi.models import config as mcfg
 from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.models import model as mmodel
 from jaxsi.spec import RolloutSpec
-from jaxsi.training import loop
+from jaxsi.training import loop, role_checks
 from jaxsi.transforms import distillation as dist
 from tests.methods import rl_fixtures as fx
 
@@ -111,7 +111,7 @@ def test_teacher_with_another_tokenizer_is_refused():
   with pytest.raises(spec.ConfigurationError, match=r"tokenizer differs.*decode"):
     _loop(m, {"teacher": (model, params, other_tok)})
   # The run's own tokenizer passes the check (no error before the loop runs).
-  loop.check_tokenizer("teacher", tok, tok)
+  role_checks.check_tokenizer("teacher", tok, tok)
 
 
 def test_options_are_checked():

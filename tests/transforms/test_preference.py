@@ -8,6 +8,7 @@ from jax.test_util import check_grads
 
 from jaxsi.trajectory import Trajectory
 from jaxsi.transforms import preference as pref
+from jaxsi.transforms import unpaired_preference as kto_lib
 from jaxsi.transforms.base import ModelOutputs
 
 B, T = 8, 6
@@ -308,24 +309,24 @@ def test_kto_matches_trl():
   rho = ((LP - REF).astype(np.float64) * MASK).sum(-1)
   z = max(np.mean((kl_logps - kl_ref)[valid]), 0.0)
   ell = np.where(des, lam_d * (1 - sig(beta * (rho - z))), lam_u * (1 - sig(beta * (z - rho))))
-  loss, m = pref.kto(beta=beta, desirable_weight=lam_d, undesirable_weight=lam_u)(out(), traj)
+  loss, m = kto_lib.kto(beta=beta, desirable_weight=lam_d, undesirable_weight=lam_u)(out(), traj)
   np.testing.assert_allclose(loss, ell[valid].mean(), rtol=1e-5)
   np.testing.assert_allclose(m["kl"], z, rtol=1e-5)
   # z_ref is clamped at 0 and detached.
   extras_neg = dict(extras, kl_logps=kl_ref - 1.0)
   traj_neg = traj.replace(extras=extras_neg)
-  _, m = pref.kto(beta=beta)(out(), traj_neg)
+  _, m = kto_lib.kto(beta=beta)(out(), traj_neg)
   np.testing.assert_allclose(m["kl"], 0.0)
-  g = jax.grad(lambda k: pref.kto()(out(), traj.replace(extras=dict(extras, kl_logps=k)))[0])(
+  g = jax.grad(lambda k: kto_lib.kto()(out(), traj.replace(extras=dict(extras, kl_logps=k)))[0])(
       jnp.asarray(kl_logps))
   np.testing.assert_allclose(g, 0.0)
   # apo_zero_unpaired needs no KL completions.
-  loss, _ = pref.kto(loss_type="apo_zero_unpaired", beta=beta)(
+  loss, _ = kto_lib.kto(loss_type="apo_zero_unpaired", beta=beta)(
       out(), traj.replace(extras={"is_desirable": des}))
   ell = np.where(des, 1 - sig(beta * rho), sig(beta * rho))
   np.testing.assert_allclose(loss, ell[valid].mean(), rtol=1e-5)
   with pytest.raises(ValueError, match="kl_logps"):
-    pref.kto()(out(), traj.replace(extras={"is_desirable": des}))
+    kto_lib.kto()(out(), traj.replace(extras={"is_desirable": des}))
 
 
 # ------------------------------------------------------------------------ ORPO
@@ -421,7 +422,7 @@ def test_kto_orpo_cpo_hand_numbers_and_jit():
       ref_logprobs=jnp.asarray(lp), extras={
           "is_desirable": np.arange(B) == 0, "kl_logps": np.zeros(B, np.float32),
           "kl_ref_logps": np.zeros(B, np.float32)})
-  kto = pref.kto(beta=0.1)
+  kto = kto_lib.kto(beta=0.1)
   np.testing.assert_allclose(kto(out(lp), kto_traj)[0], 0.5, rtol=1e-6)
   for term, tr in ((orpo, traj), (kto, kto_traj)):
     np.testing.assert_allclose(jax.jit(term)(out(lp), tr)[0], term(out(lp), tr)[0], rtol=1e-6)
