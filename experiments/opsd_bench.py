@@ -11,7 +11,11 @@ the unlabelled half:
 * ``opsd``   — no reward in the loss: reverse KL(student ‖ sg same model
                under ``prompt|target|``) on the student's own samples
                (``methods.opsd``, kd estimator 'pg');
-* ``opsd_rl``— GRPO + 0.1 · the OPSD term.
+* ``opsd_rl``— GRPO + 0.1 · the OPSD term;
+* ``opsd_topk`` — OPSD with the full-distribution reverse KL: the privileged
+               teacher's whole next-token distribution (k = V, one chunked
+               stop-gradient pass) against the student's update logits
+               (``divergence='topk'``, β = 1).
 
 Every arm makes the same number of updates (``--steps``, one per iteration)
 on the same prompts per iteration with the same n: equal generation and
@@ -47,7 +51,7 @@ from jaxsi.training import loop
 from jaxsi.training import optimizer as opt_lib
 from jaxsi.training import rl_run
 
-_ARMS = flags.DEFINE_list("arms", ["grpo", "opsd", "opsd_rl"], "Arms to compare.")
+_ARMS = flags.DEFINE_list("arms", ["grpo", "opsd", "opsd_rl", "opsd_topk"], "Arms to compare.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (data, model, RL).")
 _STEPS = flags.DEFINE_integer("steps", 30, "RL iterations (= updates) per arm.")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 10, "Held-out eval period.")
@@ -65,6 +69,8 @@ _OUT = flags.DEFINE_string("out", "/tmp/opsd_bench.json", "JSON output (+ .md)."
 
 DIGITS = 2
 MAX_NEW = DIGITS + 2        # answer digits (+ carry) + EOS
+ALPHABET = "0123456789+=|"
+VOCAB = char_tokenizer.CharTokenizer(alphabet=ALPHABET).vocab_size
 
 
 def make_method(name: str, n: int):
@@ -74,15 +80,19 @@ def make_method(name: str, n: int):
   if name == "opsd":
     return methods_lib.opsd(rollout=spec, context_fn=privileged.solution_context,
                             kd_coef=_KD.value)
+  if name == "opsd_topk":
+    return methods_lib.opsd(rollout=spec, context_fn=privileged.solution_context,
+                            kd_coef=_KD.value, divergence="topk", k=VOCAB,
+                            row_chunk=n, name="opsd_topk")
   if name == "opsd_rl":
     return methods_lib.opsd(rollout=spec, context_fn=privileged.solution_context,
                             pg_coef=1.0, kd_coef=0.1,
                             agg="seq-mean-token-mean", name="opsd_rl")
-  raise ValueError(f"--arms: unknown arm {name!r} (grpo, opsd, opsd_rl)")
+  raise ValueError(f"--arms: unknown arm {name!r} (grpo, opsd, opsd_rl, opsd_topk)")
 
 
 def run_seed(seed: int) -> dict:
-  tok = char_tokenizer.CharTokenizer(alphabet="0123456789+=|")
+  tok = char_tokenizer.CharTokenizer(alphabet=ALPHABET)
   labeled, unlabeled, test = rl_run.split_tasks(
       task="addition", difficulty=[DIGITS], n_train=_N_TRAIN.value,
       n_test=_N_TEST.value, labeled_fraction=0.5, seed=seed,
@@ -134,7 +144,7 @@ def run_seed(seed: int) -> dict:
     k = max(1, min(5, len(history) // 2))
     reward = [float(np.mean([h["reward/mean"] for h in history[:k]])),
               float(np.mean([h["reward/mean"] for h in history[-k:]]))]
-    kd = [h.get("kd/reverse_kl") for h in history]
+    kd = [h.get("kd/reverse_kl", h.get("kd/divergence")) for h in history]
     arms[name] = dict(curve=curve, train_reward=reward,
                       reverse_kl=[kd[0], kd[-1]] if kd[0] is not None else None,
                       seconds=time.perf_counter() - t0)

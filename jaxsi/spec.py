@@ -48,6 +48,7 @@ SOLVER = "solver"            # self-play: solves them
 # Scorer names in ``Context.scorers`` (forward passes the loop provides).
 POLICY_VALUES = "policy_values"    # log-probs + value head
 POLICY_ENTROPY = "policy_entropy"  # log-probs + per-token entropy
+POLICY_LOGITS = "policy_logits"    # log-probs + full f32[B, T, V] logits (top-k teachers)
 
 # Trajectory extras written by rollout stages.
 GUIDED_KEY = "guided"              # bool[B]: a hinted resample (Guide)

@@ -15,9 +15,17 @@ estimate; GK, unchecked against the equation numbers). Here D is the reverse
 KL estimated from the sampled tokens' log-probs
 (``distillation.sampled_reverse_kl``): d_t = log p_S(ŷ_t) − log p_T(ŷ_t),
 estimator 'pg' = REINFORCE with per-token reward −d_t (unbiased reverse-KL
-gradient), or k1/k2/k3. The full-vocabulary term
-(``distillation.token_divergence``) needs the update's and the rescoring's
-[B, T, V] logits, which the loop's steps do not provide: it is not offered.
+gradient), or k1/k2/k3 (``divergence='sampled'``, the default).
+
+``divergence='topk'`` is the full-distribution form: the privileged teacher's
+top-k next-token log-probs at every completion position (plus the exact
+log-mass of the rest) are computed in one stop-gradient pass over the
+privileged layout, ``row_chunk`` rows at a time
+(``teacher_logits.teacher_topk(context='privileged')``), and the loss is the
+generalised JSD_β between the student's full distribution (the update's
+logits) and that teacher over the K + 1 buckets (``distillation.topk_jsd``:
+β = 1 is the reverse KL(p_S ‖ p_T) of the equation above, β = 0 the forward
+KL, 0.5 the JSD). With k = V it is the exact full-vocabulary divergence.
 
 Composition::
 
@@ -25,6 +33,9 @@ Composition::
             chain(rescore(context='privileged', params='policy',
                           field='teacher_logprobs'))     one stop-grad pass
             objective = kd_coef · sampled_reverse_kl(estimator)
+            or (divergence='topk')
+            chain(teacher_topk(k, context='privileged', params='policy'))
+            objective = kd_coef · topk_jsd(β)          the update's logits
   OPSD+RL   (π-Distill's "OPSD" form, Privileged Information Distillation
             for Language Models: RL with a reverse-KL penalty to the
             PI-conditioned teacher; GK) the same plus old_logprobs,
@@ -47,11 +58,12 @@ from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import privileged
 from jaxsi.sampling import rollouts
 from jaxsi.transforms import (advantages, distillation, importance,
-                              policy_losses, rescoring)
+                              policy_losses, rescoring, teacher_logits)
 from jaxsi.transforms.base import chain, objective
 
 RewardFns = Union[Callable, Sequence[Callable]]
 TEACHERS = ("live", "initial")
+DIVERGENCES = ("sampled", "topk")
 
 
 def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
@@ -62,6 +74,8 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
          kd_coef: float = 1.0, kd_estimator: str = "pg",
          pg_coef: float = 0.0, eps: float = 0.2, scale: str = "group",
          agg: str = "token-mean", teacher: str = "live", teach: int = 2,
+         divergence: str = "sampled", k: int = 0, jsd_beta: float = 1.0,
+         row_chunk: int = 1,
          extra_transforms: Sequence[Any] = (), name: str = "opsd"
          ) -> base.Method:
   r"""OPSD (module docstring): kd_coef·KL(p_S ‖ sg p_T) [+ pg_coef·GRPO].
@@ -84,6 +98,14 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
       'initial' (a frozen copy of the initial policy: role ``reference``).
     teach: every ``teach``-th labelled task is also taught under its
       privileged prompt in the warm start (0: none).
+    divergence: 'sampled' (the sampled-token reverse KL, ``kd_estimator``)
+      or 'topk' (JSD_β against the privileged teacher's top-k distribution;
+      reads ``k``, ``jsd_beta``, ``row_chunk``).
+    k: teacher ids kept per position for 'topk' (>= 1; the vocabulary size
+      gives the exact full-vocabulary divergence).
+    jsd_beta: β of ``distillation.topk_jsd`` (1 = reverse KL, 0 = forward).
+    row_chunk: rows of the privileged layout scored at once for 'topk'
+      (divides the batch; one chunk's [row_chunk, T', V] logits are alive).
     extra_transforms, name: as ``grpo``.
 
   Returns:
@@ -101,12 +123,30 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
   if pg_coef and rollout.n < 2:
     raise ValueError(f"opsd: pg_coef > 0 needs rollout.n >= 2 (group"
                      f" advantages), got n={rollout.n}")
+  if divergence not in DIVERGENCES:
+    raise ValueError(f"opsd: divergence must be one of {DIVERGENCES}, got {divergence!r}")
+  if divergence == "sampled" and (k or jsd_beta != 1.0 or row_chunk != 1):
+    raise ValueError("opsd: k, jsd_beta and row_chunk are read only by"
+                     f" divergence='topk', got k={k!r}, jsd_beta={jsd_beta!r},"
+                     f" row_chunk={row_chunk!r} with divergence='sampled'")
+  if divergence == "topk" and kd_estimator != "pg":
+    raise ValueError("opsd: kd_estimator is read only by divergence='sampled',"
+                     f" got {kd_estimator!r} with divergence='topk'")
+  if divergence == "topk" and (int(k) != k or k < 1):
+    raise ValueError(f"opsd: divergence='topk' needs an integer k >= 1, got {k!r}")
   params = spec_lib.POLICY if teacher == "live" else spec_lib.REFERENCE
-  parts = [rescoring.rescore(context=privileged.DEFAULT_NAME,
-                             scorer=spec_lib.POLICY, params=params,
-                             field="teacher_logprobs")]
-  terms = [(kd_coef, distillation.sampled_reverse_kl(estimator=kd_estimator,
-                                                     agg=agg), "kd")]
+  if divergence == "sampled":
+    parts = [rescoring.rescore(context=privileged.DEFAULT_NAME,
+                               scorer=spec_lib.POLICY, params=params,
+                               field="teacher_logprobs")]
+    kd = distillation.sampled_reverse_kl(estimator=kd_estimator, agg=agg)
+  else:
+    scorer = spec_lib.POLICY_LOGITS if teacher == "live" else f"{params}/logits"
+    parts = [teacher_logits.teacher_topk(
+        k=int(k), scorer=scorer, params=params, row_chunk=int(row_chunk),
+        context=privileged.DEFAULT_NAME)]
+    kd = distillation.topk_jsd(beta=jsd_beta, agg=agg)
+  terms = [(kd_coef, kd, "kd")]
   if pg_coef:
     parts += [importance.old_logprobs(), advantages.group_advantages(scale=scale)]
     terms.insert(0, (pg_coef, policy_losses.pg_clip(eps_low=eps, eps_high=eps,

@@ -401,7 +401,9 @@ class Loop:
     mdl = self.role_models[m.train]
     scorers = [(spec_lib.POLICY, loop_steps.score_fn(mdl, t)),
                (spec_lib.POLICY_ENTROPY,
-                loop_steps.score_fn(mdl, t, with_entropy=True))]
+                loop_steps.score_fn(mdl, t, with_entropy=True)),
+               (spec_lib.POLICY_LOGITS,
+                loop_steps.score_fn(mdl, t, with_logits=True))]
     if mdl.config.value_head:
       scorers.append((spec_lib.POLICY_VALUES,
                       loop_steps.score_fn(mdl, t, with_values=True)))

@@ -130,7 +130,9 @@ def objective(*weighted_terms: Union[ObjectiveTerm, Tuple[float, ObjectiveTerm],
 
   Returns:
     A term whose metrics hold every sub-term's metrics under its prefix plus
-    ``'{name}/loss'`` for each term and ``'loss'`` for the total.
+    ``'{name}/loss'`` for each term and ``'loss'`` for the total. It carries
+    ``needs_logits = True`` when any sub-term does (full-vocabulary
+    distillation terms: the update then computes ``outputs.logits``).
   """
   normalized = []
   for k, wt in enumerate(weighted_terms):
@@ -152,4 +154,6 @@ def objective(*weighted_terms: Union[ObjectiveTerm, Tuple[float, ObjectiveTerm],
     metrics["loss"] = total
     return total, metrics
 
+  if any(getattr(fn, "needs_logits", False) for _, fn, _ in normalized):
+    term.needs_logits = True
   return term

@@ -111,11 +111,40 @@ def teacher_logprobs(*, scorer: str = "policy", params: str = "teacher",
                         entropy_key=entropy_key)
 
 
-def _shift(x: Array, d: int, fill) -> Array:
-  """Moves columns right by d ≥ 0 (pad left) or left by −d (drop left)."""
+def shift_columns(x: Array, d: int, fill) -> Array:
+  """Moves columns (axis 1) right by d ≥ 0 (pad left) or left by −d (drop left)."""
   if d >= 0:
-    return jnp.pad(x, ((0, 0), (d, 0)), constant_values=fill)
+    pad = [(0, 0)] * x.ndim
+    pad[1] = (d, 0)
+    return jnp.pad(x, pad, constant_values=fill)
   return x[:, -d:]
+
+
+def context_layout(traj: Trajectory, context: str):
+  """The other-context layout of ``traj`` and its column offset d = T' − T.
+
+  Reads ``traj.extras[f'{context}_tokens' | '_positions' | '_input_mask']``
+  (module docstring: the completion is right-aligned in both layouts) and
+  returns a Trajectory over the other layout (``loss_mask`` shifted by d, the
+  row fields of ``traj``) and d: column j of ``traj`` is column j + d there.
+  """
+  key = f"{context}_tokens"
+  if key not in traj.extras:
+    raise KeyError(f"rescore needs traj.extras[{key!r}] (int32[B, T'])")
+  tokens = jnp.asarray(traj.extras[key], jnp.int32)
+  d = tokens.shape[1] - traj.length
+  input_mask = traj.extras.get(f"{context}_input_mask")
+  input_mask = (jnp.ones(tokens.shape, bool) if input_mask is None
+                else jnp.asarray(input_mask, bool))
+  positions = traj.extras.get(f"{context}_positions")
+  positions = (positions_from_mask(input_mask) if positions is None
+               else jnp.asarray(positions, jnp.int32))
+  other = Trajectory(
+      tokens=tokens, positions=positions, input_mask=input_mask,
+      loss_mask=shift_columns(traj.loss_mask, d, False), weights=traj.weights,
+      valid=traj.valid, group_ids=traj.group_ids, prompt_ids=traj.prompt_ids,
+      pair_ids=traj.pair_ids)
+  return other, d
 
 
 def rescore(*, context: str = "rescore", scorer: str = "policy",
@@ -141,29 +170,14 @@ def rescore(*, context: str = "rescore", scorer: str = "policy",
   """
 
   def fn(traj: Trajectory, ctx: Context):
-    key = f"{context}_tokens"
-    if key not in traj.extras:
-      raise KeyError(f"rescore needs traj.extras[{key!r}] (int32[B, T'])")
-    tokens = jnp.asarray(traj.extras[key], jnp.int32)
-    t, t2 = traj.length, tokens.shape[1]
-    d = t2 - t
-    input_mask = traj.extras.get(f"{context}_input_mask")
-    input_mask = (jnp.ones(tokens.shape, bool) if input_mask is None
-                  else jnp.asarray(input_mask, bool))
-    positions = traj.extras.get(f"{context}_positions")
-    positions = (positions_from_mask(input_mask) if positions is None
-                 else jnp.asarray(positions, jnp.int32))
-    other = Trajectory(
-        tokens=tokens, positions=positions, input_mask=input_mask,
-        loss_mask=_shift(traj.loss_mask, d, False), weights=traj.weights,
-        valid=traj.valid, group_ids=traj.group_ids, prompt_ids=traj.prompt_ids,
-        pair_ids=traj.pair_ids)
+    other, d = context_layout(traj, context)
+    tokens = other.tokens
     out = ctx.score(scorer, params, other)
-    lp = _shift(jnp.asarray(out.logprobs, jnp.float32), -d, 0.0)
+    lp = shift_columns(jnp.asarray(out.logprobs, jnp.float32), -d, 0.0)
     lp = jnp.where(traj.loss_mask, lp, 0.0)
     if stop_gradient:
       lp = jax.lax.stop_gradient(lp)
-    aligned_tokens = _shift(tokens, -d, -1)
+    aligned_tokens = shift_columns(tokens, -d, -1)
     m = traj.sample_mask
     mismatch = ((aligned_tokens != traj.tokens) & traj.loss_mask).astype(
         jnp.float32)
@@ -177,4 +191,5 @@ def rescore(*, context: str = "rescore", scorer: str = "policy",
   return stateless(fn)
 
 
-__all__ = ["score_logprobs", "ref_logprobs", "teacher_logprobs", "rescore"]
+__all__ = ["score_logprobs", "ref_logprobs", "teacher_logprobs", "rescore",
+           "context_layout", "shift_columns"]

@@ -23,11 +23,14 @@ the terms mask those positions anyway).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
 from jaxsi.trajectory import Trajectory
 from jaxsi.transforms import distillation
+from jaxsi.transforms import rescoring
 from jaxsi.transforms.base import Context, TrajectoryTransform, stateless
 
 Array = jax.Array
@@ -96,8 +99,8 @@ def chunked_topk(score, traj: Trajectory, *, k: int, row_chunk: int):
 
 
 def teacher_topk(*, k: int, scorer: str = "teacher/logits",
-                 params: str = "teacher", row_chunk: int = 1
-                 ) -> TrajectoryTransform:
+                 params: str = "teacher", row_chunk: int = 1,
+                 context: Optional[str] = None) -> TrajectoryTransform:
   """Stores the teacher's top-k ids / log-probs of every position.
 
   Args:
@@ -106,6 +109,12 @@ def teacher_topk(*, k: int, scorer: str = "teacher/logits",
     params: the teacher's parameter set in ``ctx.params``.
     row_chunk: rows scored at once (divides B); one chunk's [row_chunk, T, V]
       logits are the most that is alive.
+    context: score each completion under another prompt instead
+      (``traj.extras['<context>_tokens']``, the right-aligned layout of
+      ``rescoring.rescore``; e.g. ``'privileged'``, OPSD's teacher
+      p_T(· | x, y*, ŷ_<t)). The stored arrays are aligned to ``traj`` and
+      kept on ``loss_mask`` positions only (ids 0, ``LOGPROB_FLOOR`` elsewhere:
+      the prompt columns of the two layouts differ).
 
   Returns:
     A stateless transform; metric ``teacher_topk/mass`` (mean kept teacher
@@ -118,8 +127,19 @@ def teacher_topk(*, k: int, scorer: str = "teacher/logits",
 
   def fn(traj: Trajectory, ctx: Context):
     score = lambda part: ctx.score(scorer, params, part)
-    ids, lps, tail = jax.lax.stop_gradient(
-        chunked_topk(score, traj, k=int(k), row_chunk=int(row_chunk)))
+    if context is None:
+      ids, lps, tail = jax.lax.stop_gradient(
+          chunked_topk(score, traj, k=int(k), row_chunk=int(row_chunk)))
+    else:
+      other, d = rescoring.context_layout(traj, context)
+      ids, lps, tail = jax.lax.stop_gradient(
+          chunked_topk(score, other, k=int(k), row_chunk=int(row_chunk)))
+      lm = traj.loss_mask
+      ids = jnp.where(lm[..., None], rescoring.shift_columns(ids, -d, 0), 0)
+      lps = jnp.where(lm[..., None],
+                      rescoring.shift_columns(lps, -d, LOGPROB_FLOOR), LOGPROB_FLOOR)
+      tail = jnp.where(lm, rescoring.shift_columns(tail, -d, LOGPROB_FLOOR),
+                       LOGPROB_FLOOR)
     extras = dict(traj.extras)
     extras[TOPK_IDS_KEY], extras[TOPK_LOGPROBS_KEY] = ids, lps
     extras[TOPK_TAIL_KEY] = tail

@@ -28,13 +28,13 @@ def test_every_bench_arm_builds():
   out = subprocess.run([sys.executable, "-c", _CHECK], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert "built grpo,opsd,opsd_rl" in out.stdout
+  assert "built grpo,opsd,opsd_rl,opsd_topk" in out.stdout
 
 
 def test_bench_smoke(tmp_path):
   out_path = tmp_path / "opsd.json"
   out = subprocess.run(
-      [sys.executable, "experiments/opsd_bench.py", "--arms=opsd", "--steps=1",
+      [sys.executable, "experiments/opsd_bench.py", "--arms=opsd,opsd_topk", "--steps=1",
        "--eval_every=1", "--n_train=32", "--n_test=4", "--sft_steps=1",
        "--prompts=2", "--n=2", "--d_model=16", "--layers=1",
        f"--out={out_path}"],
@@ -47,4 +47,5 @@ def test_bench_smoke(tmp_path):
   assert [c["iteration"] for c in curve] == [0, 1]
   assert curve[1]["gen_tokens"] > 0
   assert res["arms"]["opsd"]["reverse_kl"] is not None
+  assert res["arms"]["opsd_topk"]["reverse_kl"][0] >= 0.0   # an exact KL
   assert "| opsd | 1 |" in (tmp_path / "opsd.json.md").read_text()

@@ -112,3 +112,14 @@ def agg(loss_bt, mask, mode, *, max_len=None):
 
 def ppo_clip(ratio, adv, lo, hi):
   return np.maximum(-adv * ratio, -adv * np.clip(ratio, 1 - lo, 1 + hi))
+
+
+@functools.lru_cache(maxsize=None)
+def _logits_jit(model):
+  return jax.jit(lambda p, traj: logprobs_lib.score_fn(model, with_logits=True)(
+      p, traj).logits)
+
+
+def policy_logits(model, params, traj) -> np.ndarray:
+  """f64[B, T, V] logits of ``traj`` under ``params`` ([b, t] predicts token t)."""
+  return np.asarray(_logits_jit(model)(params, traj), np.float64)

@@ -113,3 +113,48 @@ def test_teacher_params_under_the_loop(teacher):
   np.testing.assert_allclose(got[lm], full[lm], rtol=1e-4, atol=1e-5)
   stale = fx.policy_logprobs(model, p0 if teacher == "live" else p1, other)[:, d:]
   assert np.abs(stale[lm] - got[lm]).max() > 1e-4
+
+
+def test_topk_divergence_refusals():
+  with pytest.raises(ValueError, match="divergence"):
+    opsd_lib.opsd(divergence="full")
+  with pytest.raises(ValueError, match="read only by divergence='topk'"):
+    opsd_lib.opsd(k=4)
+  with pytest.raises(ValueError, match="kd_estimator"):
+    opsd_lib.opsd(divergence="topk", k=4, kd_estimator="k2")
+  with pytest.raises(ValueError, match="k >= 1"):
+    opsd_lib.opsd(divergence="topk")
+  m = opsd_lib.opsd(divergence="topk", k=4)
+  assert m.objective.needs_logits
+
+
+@pytest.mark.parametrize("teacher", ["live", "initial"])
+def test_topk_opsd_under_the_loop_is_the_full_reverse_kl(teacher):
+  """k = V, β = 1: the kd loss of the loop's update equals the exact token-mean
+  reverse KL(p_S ‖ p_T) computed here from the two layouts' full logits."""
+  tok, model, params, tasks, opt = fx.setup()
+  v = model.config.vocab_size
+  m = opsd_lib.opsd(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
+                    optim=OptimSpec(), reward_fns=(fx.first_is_digit,),
+                    context_fn=_context, teacher=teacher, divergence="topk",
+                    k=v, row_chunk=2)
+  lp = loop.Loop(model=model, params=params, method=m, tokenizer=tok,
+                 tasks=tasks, optimizer=opt, prompts_per_step=fx.PROMPTS,
+                 compiler_options=loop.FAST_COMPILE)
+  p0 = fx.host_params(params)
+  metrics = lp.step()
+  traj = lp.last_traj
+  ext = {k: np.asarray(x) for k, x in traj.extras.items()}
+  other = Trajectory.create(ext["privileged_tokens"],
+                            input_mask=ext["privileged_input_mask"],
+                            positions=ext["privileged_positions"])
+  d = ext["privileged_tokens"].shape[1] - traj.length
+  t_logp = np.asarray(jax.nn.log_softmax(
+      fx.policy_logits(model, p0, other), axis=-1))[:, d:]
+  s_logp = np.asarray(jax.nn.log_softmax(
+      fx.policy_logits(model, p0, traj), axis=-1))
+  lm = np.asarray(traj.loss_mask) & np.asarray(traj.valid)[:, None]
+  kl = (np.exp(s_logp) * (s_logp - t_logp)).sum(-1)
+  want = kl[lm].mean()
+  np.testing.assert_allclose(metrics["kd/divergence"], want, rtol=2e-3, atol=1e-5)
+  np.testing.assert_allclose(metrics["transform/teacher_topk/mass"], 1.0, atol=1e-5)

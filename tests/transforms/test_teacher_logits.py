@@ -101,3 +101,38 @@ def test_mass_metric_and_errors():
       ("teacher/logits", lambda p, tr: ModelOutputs(logprobs=jnp.zeros(tr.tokens.shape))),))
   with pytest.raises(ValueError, match="no logits"):
     tl.teacher_topk(k=2).update(_traj(), (), no_logits)
+
+
+def test_topk_under_another_context_is_aligned_to_the_completion():
+  """context='c': the other layout has 2 more prompt columns; the stored
+  top-k at traj column j is the other layout's column j + 2, on loss tokens
+  only (floor elsewhere)."""
+  rng = np.random.default_rng(1)
+  table = jnp.asarray(rng.normal(size=(V, V)), jnp.float32)
+  tokens = np.asarray(rng.integers(0, V, size=(B, T)), np.int32)
+  loss = np.zeros((B, T), bool)
+  loss[:, 2:] = True
+  loss[1, 4] = False
+  other_tokens = np.concatenate(
+      [rng.integers(0, V, size=(B, 2)).astype(np.int32), tokens], axis=1)
+  traj = Trajectory.create(jnp.asarray(tokens), loss_mask=jnp.asarray(loss),
+                           extras={"c_tokens": jnp.asarray(other_tokens)})
+  k = V
+  out, _, _ = tl.teacher_topk(k=k, context="c").update(traj, (), _ctx(table))
+  full = jax.nn.log_softmax(np.cumsum(np.asarray(table)[other_tokens], axis=1), -1)
+  lps = np.asarray(out.extras[tl.TOPK_LOGPROBS_KEY])
+  ids = np.asarray(out.extras[tl.TOPK_IDS_KEY])
+  for b in range(B):
+    for j in range(T):
+      if loss[b, j]:
+        want = np.asarray(full[b, j + 2])
+        np.testing.assert_allclose(lps[b, j], np.sort(want)[::-1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(ids[b, j], np.argsort(-want, kind="stable"))
+      else:
+        assert (lps[b, j] == tl.LOGPROB_FLOOR).all() and (ids[b, j] == 0).all()
+  # jit gives the same arrays.
+  jitted = jax.jit(lambda t: tl.teacher_topk(k=k, context="c").update(
+      t, (), _ctx(table))[0])(traj)
+  np.testing.assert_allclose(jitted.extras[tl.TOPK_LOGPROBS_KEY], lps, rtol=1e-6)
+  with pytest.raises(KeyError, match="d_tokens"):
+    tl.teacher_topk(k=2, context="d").update(traj, (), _ctx(table))
