@@ -15,7 +15,13 @@ the unlabelled half:
 * ``opsd_topk`` — OPSD with the full-distribution reverse KL: the privileged
                teacher's whole next-token distribution (k = V, one chunked
                stop-gradient pass) against the student's update logits
-               (``divergence='topk'``, β = 1).
+               (``divergence='topk'``, β = 1);
+* ``pi_distill`` — π-Distill: n/2 samples per prompt from the teacher
+               (``prompt|target|``), each trained under both prompts,
+               α·PG(teacher) + (1 − α)·PG(student, importance ratio), α = 0.5
+               (``methods.pi_distill``; half the generated samples of the
+               other arms, the same update rows);
+* ``pi_distill_student`` — the same with α = 0 (only the student term).
 
 Every arm makes the same number of updates (``--steps``, one per iteration)
 on the same prompts per iteration with the same n: equal generation and
@@ -51,7 +57,8 @@ from jaxsi.training import loop
 from jaxsi.training import optimizer as opt_lib
 from jaxsi.training import rl_run
 
-_ARMS = flags.DEFINE_list("arms", ["grpo", "opsd", "opsd_rl", "opsd_topk"], "Arms to compare.")
+_ARMS = flags.DEFINE_list("arms", ["grpo", "opsd", "opsd_rl", "opsd_topk",
+                                   "pi_distill", "pi_distill_student"], "Arms to compare.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (data, model, RL).")
 _STEPS = flags.DEFINE_integer("steps", 30, "RL iterations (= updates) per arm.")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 10, "Held-out eval period.")
@@ -84,11 +91,16 @@ def make_method(name: str, n: int):
     return methods_lib.opsd(rollout=spec, context_fn=privileged.solution_context,
                             kd_coef=_KD.value, divergence="topk", k=VOCAB,
                             row_chunk=n, name="opsd_topk")
+  if name in ("pi_distill", "pi_distill_student"):
+    return methods_lib.pi_distill(
+        rollout=spec, context_fn=privileged.solution_context,
+        alpha=0.5 if name == "pi_distill" else 0.0, name=name)
   if name == "opsd_rl":
     return methods_lib.opsd(rollout=spec, context_fn=privileged.solution_context,
                             pg_coef=1.0, kd_coef=0.1,
                             agg="seq-mean-token-mean", name="opsd_rl")
-  raise ValueError(f"--arms: unknown arm {name!r} (grpo, opsd, opsd_rl, opsd_topk)")
+  raise ValueError(f"--arms: unknown arm {name!r} (grpo, opsd, opsd_rl, opsd_topk,"
+                   " pi_distill, pi_distill_student)")
 
 
 def run_seed(seed: int) -> dict:
@@ -164,7 +176,8 @@ def table(results: list) -> str:
   lines = [
       f"Held-out {DIGITS}-digit addition greedy pass@1 (plain prompt), mean ±"
       f" std over seeds {seeds}; {_STEPS.value} updates × {_PROMPTS.value}"
-      f" prompts × n={_N.value} per arm (equal generation and update budgets);"
+      f" prompts × n={_N.value} rows per arm (equal update budgets; π-Distill"
+      " generates n/2 samples per prompt);"
       " tokens = generated completion tokens so far.", "",
       "| arm | iteration | generated tokens | pass@1 | train reward first → last |",
       "|---|---|---|---|---|"]

@@ -18,6 +18,7 @@ from jaxsi.methods.guide import answer_hint, guide
 from jaxsi.methods.kdrl import kdrl
 # Privileged-context self-distillation (issue #17 A): OPSD, Skill-SD.
 from jaxsi.methods.opsd import opsd, skill_sd
+from jaxsi.methods.pi_distill import pi_distill
 from jaxsi.methods.gkd import gkd
 from jaxsi.methods.nft import nft
 from jaxsi.methods.policy_variants import cispo, gspo
@@ -67,6 +68,7 @@ METHODS = {
     "kdrl": kdrl,
     "opsd": opsd,
     "skill_sd": skill_sd,
+    "pi_distill": pi_distill,
     "gkd": gkd,
     "spoc": spoc,
     "ttrl": ttrl,

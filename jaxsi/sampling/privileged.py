@@ -28,12 +28,15 @@ the loop excludes context variants from the sampling bucket.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import jax
 import numpy as np
 
 from jaxsi.sampling import buckets as buckets_lib
 from jaxsi.sampling import rollouts
+from jaxsi.trajectory import positions_from_mask
 
 DEFAULT_NAME = "privileged"
 # The separator between the prompt and the privileged information. '|' is in
@@ -204,6 +207,125 @@ class Privileged(rollouts.Stage):
     return dataclasses.replace(batch, traj=traj.replace(extras=extras))
 
 
-__all__ = ["DEFAULT_NAME", "SEP", "SKILLS", "Privileged", "answer_context",
+# Extras written by :class:`TeacherSample`.
+STUDENT_KEY = "pi_student"   # bool[B]: the row is a teacher sample re-laid under the plain prompt
+TWIN_KEY = "pi_twin"         # int32[B]: the row holding the same completion in the other layout
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherSample(rollouts.Stage):
+  """Samples from the privileged teacher; lays every sample out twice.
+
+  π-Distill (Penaloza et al. 2026, "Privileged Information Distillation for
+  Language Models", arXiv:2602.04942, §3; GK: the sampling scheme and the
+  joint objective are read from the abstract and the authors' summary, not
+  checked against the equations). The same model is the teacher
+  π(· | x, I) and the student π(· | x); completions are sampled from the
+  TEACHER (the privileged prompt ``context_fn(task)``, a prompt variant that
+  sizes the sampling bucket). For each prompt the batch holds ``n // 2``
+  teacher samples and the same ``n // 2`` completions under the plain prompt
+  (the student rows; same bucket, same completion columns, so the two
+  layouts are aligned column for column)::
+
+      rows of prompt i:  [ c(x_i) | y_1 ] … [ c(x_i) | y_m ] [ x_i | y_1 ] … [ x_i | y_m ]
+                           teacher (group 2i)                 student (group 2i + 1)
+
+  with m = n // 2. The student rows copy their twin's rewards (graded once);
+  ``extras[STUDENT_KEY]`` marks them and ``extras[TWIN_KEY]`` names each
+  row's twin. Group ids 2i / 2i + 1 make the group advantages of the two
+  halves identical. The joint objective (``methods.pi_distill``) trains the
+  teacher on its own samples and the student on the same samples with the
+  teacher's log-probs as the behaviour policy (importance ratio).
+
+  Attributes:
+    spec: the RolloutSpec (``n`` even: the rows per prompt, both layouts).
+    context_fn: task → the privileged prompt text.
+    name: the prompt variant's name.
+    teach: ``supervised_extras`` adds (privileged prompt, target) for every
+      ``teach``-th labelled task (0: none).
+  """
+
+  spec: Any = None
+  context_fn: Callable[[Any], str] = None
+  name: str = "teacher_context"
+  teach: int = 2
+
+  def __post_init__(self):
+    if self.spec is None or self.spec.n < 2 or self.spec.n % 2:
+      raise ValueError("TeacherSample: spec.n must be even and >= 2 (n // 2"
+                       " teacher samples per prompt, each in both layouts), got"
+                       f" {None if self.spec is None else self.spec.n!r}")
+    if self.context_fn is None or not callable(self.context_fn):
+      raise ValueError(f"TeacherSample: context_fn must be fn(task) -> str, got"
+                       f" {self.context_fn!r}")
+    if int(self.teach) != self.teach or self.teach < 0:
+      raise ValueError(f"TeacherSample: teach must be an integer >= 0, got {self.teach!r}")
+
+  def prompt_variants(self) -> dict:
+    return {self.name: self.context_fn}
+
+  def supervised_extras(self, tasks) -> list:
+    if not self.teach:
+      return []
+    return [(self.context_fn(t), t.target or t.answer)
+            for t in list(tasks)[::self.teach]]
+
+  def __call__(self, ctx, params, rng) -> rollouts.Batch:
+    m = self.spec.n // 2
+    task_index = np.asarray(ctx.next_prompts())
+    r = len(task_index)
+    t0 = time.perf_counter()
+    teacher = ctx.generate(params, task_index, jax.random.fold_in(rng, 0),
+                           n=m, variant=self.name)
+    t_gen = time.perf_counter() - t0
+    rows = np.repeat(task_index, m)
+    t0 = time.perf_counter()
+    rewards, failed = ctx.rewards(teacher, rows)
+    t_rew = time.perf_counter() - t0
+    t = teacher.tokens.shape[1]
+    p = t - self.spec.max_new_tokens
+    plain, plain_mask = ctx.prompt_arrays(task_index)
+    if plain.shape[1] != p:
+      raise ValueError(f"TeacherSample: plain prompt bucket {plain.shape[1]} !="
+                       f" the sampling bucket {p}")
+    student = jax.tree.map(np.copy, teacher)
+    rep = np.repeat(np.arange(r), m)
+    student_tokens = np.array(student.tokens)
+    student_tokens[:, :p] = plain[rep]
+    student_mask = np.array(student.input_mask)
+    student_mask[:, :p] = plain_mask[rep]
+    student = student.replace(
+        tokens=student_tokens, input_mask=student_mask,
+        positions=np.asarray(positions_from_mask(student_mask)))
+    # Interleave per prompt: [teacher m rows | student m rows].
+    order = np.stack([np.arange(r * m).reshape(r, m),
+                      r * m + np.arange(r * m).reshape(r, m)], axis=1).reshape(-1)
+    both = jax.tree.map(lambda a, b: np.concatenate([a, b], axis=0)[order],
+                        teacher, student)
+    b = 2 * r * m
+    is_student = np.zeros((b,), bool)
+    is_student.reshape(r, 2, m)[:, 1] = True
+    twin = np.arange(b).reshape(r, 2, m)[:, ::-1].reshape(-1).astype(np.int32)
+    group = np.repeat(np.arange(2 * r), m).astype(np.int32)
+    extras = dict(both.extras)
+    extras[STUDENT_KEY] = is_student
+    extras[TWIN_KEY] = twin
+    both = both.replace(group_ids=group, extras=extras)
+    rewards_both = np.concatenate([rewards, rewards], axis=0)[order]
+    scores = rollouts.total_reward(rewards)
+    zero = rollouts.group_zero_variance(scores, np.asarray(teacher.valid, bool), m)
+    info = dict(gen_s=t_gen, reward_s=t_rew, reward_failed=failed,
+                gen_tokens=int(np.asarray(teacher.loss_mask).sum()),
+                frac_zero_variance_groups=float(zero.mean()), gen_batches=1,
+                effective_batch_frac=float(1.0 - zero.mean()))
+    metrics = {"pi_distill/teacher_reward": float(np.nanmean(scores))
+               if np.isfinite(scores).any() else 0.0}
+    return rollouts.Batch(traj=both, rewards=rewards_both,
+                          task_index=np.repeat(task_index, 2 * m), info=info,
+                          metrics=metrics)
+
+
+__all__ = ["DEFAULT_NAME", "SEP", "SKILLS", "STUDENT_KEY", "TWIN_KEY",
+           "Privileged", "TeacherSample", "answer_context",
            "context_bucket", "privileged_layout", "skill_context",
            "solution_context"]

@@ -166,4 +166,41 @@ def old_logprobs(*, on_policy: bool = False, scorer: str = "policy",
   return stateless(fn)
 
 
-__all__ = ["importance_weights", "old_logprobs"]
+def twin_old_logprobs(*, rows_key: str, twin_key: str) -> TrajectoryTransform:
+  r"""The behaviour policy of re-laid rows: ``old_logprobs`` from their twin.
+
+  For a row b with ``extras[rows_key][b]`` True (a sample drawn under another
+  prompt and re-laid under this one, completion columns aligned), the
+  sampling policy is its twin's: ``old_logprobs[b] ← old_logprobs[twin[b]]``
+  on loss tokens, so a PPO ratio on row b is the off-policy importance ratio
+  π_θ(y_t | x, y_<t) / π_old(y_t | c(x), y_<t) (π-Distill's student term,
+  Penaloza et al. 2026, arXiv:2602.04942; ``sampling.privileged.TeacherSample``
+  writes both keys). Apply after :func:`old_logprobs`.
+
+  Returns:
+    A stateless transform; metric ``twin/log_ratio`` = mean over the
+    re-laid rows' loss tokens of log π_old(this layout) − log π_old(twin's):
+    how far the two layouts' policies are apart before the update.
+  """
+
+  def fn(traj: Trajectory, ctx: Context):
+    del ctx
+    if traj.old_logprobs is None or rows_key not in traj.extras or \
+        twin_key not in traj.extras:
+      raise ValueError(f"twin_old_logprobs needs traj.old_logprobs and"
+                       f" traj.extras[{rows_key!r}], [{twin_key!r}]"
+                       " (apply old_logprobs() first; the stage writes the keys)")
+    relaid = jnp.asarray(traj.extras[rows_key], bool)
+    twin = jnp.asarray(traj.extras[twin_key], jnp.int32)
+    old = traj.old_logprobs
+    twin_old = old[twin]
+    sel = relaid[:, None] & traj.loss_mask
+    new = jax.lax.stop_gradient(jnp.where(sel, twin_old, old))
+    m = (sel & traj.valid[:, None]).astype(jnp.float32)
+    gap = jnp.sum((old - twin_old) * m) / jnp.maximum(jnp.sum(m), 1.0)
+    return traj.replace(old_logprobs=new), {"twin/log_ratio": gap}
+
+  return stateless(fn)
+
+
+__all__ = ["importance_weights", "old_logprobs", "twin_old_logprobs"]
