@@ -138,8 +138,7 @@ def gkd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
   if not 0.0 <= beta <= 1.0:
     raise ValueError(f"gkd: beta must be in [0, 1], got {beta!r}")
   term = distillation.topk_jsd(beta=beta, tail=tail, agg=agg)
-  obj = objective((1.0, term, "gkd"))
-  obj.needs_logits = True
+  obj = objective((1.0, term, "gkd"))   # carries the term's needs_logits
   transform = chain(teacher_logits.teacher_topk(
       k=k, scorer=f"{spec_lib.TEACHER}/logits", params=spec_lib.TEACHER,
       row_chunk=row_chunk))
