@@ -16,6 +16,8 @@ the unlabelled half:
                teacher's whole next-token distribution (k = V, one chunked
                stop-gradient pass) against the student's update logits
                (``divergence='topk'``, β = 1);
+* ``opsd_topk_nostop`` — the same without loss on the stop token
+               (``kd_on_stop=False``);
 * ``pi_distill`` — π-Distill: n/2 samples per prompt from the teacher
                (``prompt|target|``), each trained under both prompts,
                α·PG(teacher) + (1 − α)·PG(student, importance ratio), α = 0.5
@@ -58,7 +60,8 @@ from jaxsi.training import optimizer as opt_lib
 from jaxsi.training import rl_run
 
 _ARMS = flags.DEFINE_list("arms", ["grpo", "opsd", "opsd_rl", "opsd_topk",
-                                   "pi_distill", "pi_distill_student"], "Arms to compare.")
+                                   "opsd_topk_nostop", "pi_distill",
+                                   "pi_distill_student"], "Arms to compare.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (data, model, RL).")
 _STEPS = flags.DEFINE_integer("steps", 30, "RL iterations (= updates) per arm.")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 10, "Held-out eval period.")
@@ -87,10 +90,10 @@ def make_method(name: str, n: int):
   if name == "opsd":
     return methods_lib.opsd(rollout=spec, context_fn=privileged.solution_context,
                             kd_coef=_KD.value)
-  if name == "opsd_topk":
+  if name in ("opsd_topk", "opsd_topk_nostop"):
     return methods_lib.opsd(rollout=spec, context_fn=privileged.solution_context,
                             kd_coef=_KD.value, divergence="topk", k=VOCAB,
-                            row_chunk=n, name="opsd_topk")
+                            row_chunk=n, kd_on_stop=name == "opsd_topk", name=name)
   if name in ("pi_distill", "pi_distill_student"):
     return methods_lib.pi_distill(
         rollout=spec, context_fn=privileged.solution_context,
@@ -100,7 +103,7 @@ def make_method(name: str, n: int):
                             pg_coef=1.0, kd_coef=0.1,
                             agg="seq-mean-token-mean", name="opsd_rl")
   raise ValueError(f"--arms: unknown arm {name!r} (grpo, opsd, opsd_rl, opsd_topk,"
-                   " pi_distill, pi_distill_student)")
+                   " opsd_topk_nostop, pi_distill, pi_distill_student)")
 
 
 def run_seed(seed: int) -> dict:

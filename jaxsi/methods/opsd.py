@@ -57,7 +57,7 @@ from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import privileged
 from jaxsi.sampling import rollouts
-from jaxsi.transforms import (advantages, distillation, importance,
+from jaxsi.transforms import (advantages, distillation, filters, importance,
                               policy_losses, rescoring, teacher_logits)
 from jaxsi.transforms.base import chain, objective
 
@@ -75,7 +75,7 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
          pg_coef: float = 0.0, eps: float = 0.2, scale: str = "group",
          agg: str = "token-mean", teacher: str = "live", teach: int = 2,
          divergence: str = "sampled", k: int = 0, jsd_beta: float = 1.0,
-         row_chunk: int = 1,
+         row_chunk: int = 1, kd_on_stop: bool = True,
          extra_transforms: Sequence[Any] = (), name: str = "opsd"
          ) -> base.Method:
   r"""OPSD (module docstring): kd_coef·KL(p_S ‖ sg p_T) [+ pg_coef·GRPO].
@@ -106,6 +106,9 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     jsd_beta: β of ``distillation.topk_jsd`` (1 = reverse KL, 0 = forward).
     row_chunk: rows of the privileged layout scored at once for 'topk'
       (divides the batch; one chunk's [row_chunk, T', V] logits are alive).
+    kd_on_stop: False → no loss on the stop token (``filters.mask_stop_token``:
+      a teacher that knows the answer leaks correctness through it; pure OPSD
+      only, ``pg_coef = 0``).
     extra_transforms, name: as ``grpo``.
 
   Returns:
@@ -134,6 +137,9 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
                      f" got {kd_estimator!r} with divergence='topk'")
   if divergence == "topk" and (int(k) != k or k < 1):
     raise ValueError(f"opsd: divergence='topk' needs an integer k >= 1, got {k!r}")
+  if not kd_on_stop and pg_coef:
+    raise ValueError("opsd: kd_on_stop=False masks the stop token for every"
+                     " term; it needs pg_coef = 0")
   params = spec_lib.POLICY if teacher == "live" else spec_lib.REFERENCE
   if divergence == "sampled":
     parts = [rescoring.rescore(context=privileged.DEFAULT_NAME,
@@ -146,6 +152,8 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
         k=int(k), scorer=scorer, params=params, row_chunk=int(row_chunk),
         context=privileged.DEFAULT_NAME)]
     kd = distillation.topk_jsd(beta=jsd_beta, agg=agg)
+  if not kd_on_stop:
+    parts.append(filters.mask_stop_token())
   terms = [(kd_coef, kd, "kd")]
   if pg_coef:
     parts += [importance.old_logprobs(), advantages.group_advantages(scale=scale)]

@@ -141,6 +141,35 @@ def mask_truncated_completions(*, finished_key: str = "finished",
   return stateless(fn)
 
 
+def mask_stop_token(*, finished_key: str = "finished") -> TrajectoryTransform:
+  r"""No loss on the stop token: clears ``loss_mask`` at the last loss token of
+  every finished row (the EOS / stop token the sampler emitted).
+
+  For distillation from a privileged teacher (OPSD): a teacher that knows the
+  answer puts low probability on stopping after a WRONG answer (it signals
+  correctness through the stop token), so a reverse KL on the stop token
+  teaches a student that cannot tell right from wrong to never stop
+  (``docs/distillation.md``). Rows that did not finish (truncated) keep their
+  mask. Metric: 'filter/stop_tokens_masked' (fraction of valid rows).
+  """
+
+  def fn(traj: Trajectory, ctx: Context):
+    del ctx
+    if finished_key not in traj.extras:
+      raise KeyError(f"mask_stop_token needs traj.extras[{finished_key!r}]"
+                     " (bool[B], True = ended with a stop token)")
+    finished = jnp.asarray(traj.extras[finished_key], bool)
+    lm = traj.loss_mask
+    t = lm.shape[1]
+    last = t - 1 - jnp.argmax(lm[:, ::-1], axis=-1)
+    hit = finished & jnp.any(lm, axis=-1)
+    drop = (jnp.arange(t)[None, :] == last[:, None]) & hit[:, None]
+    metrics = {"filter/stop_tokens_masked": _frac(hit, traj.valid)}
+    return traj.replace(loss_mask=lm & ~drop), metrics
+
+  return stateless(fn)
+
+
 def threshold_filter(*, threshold: float,
                      reward_weights: Optional[Sequence[float]] = None,
                      inclusive: bool = True) -> TrajectoryTransform:

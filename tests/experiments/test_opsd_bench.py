@@ -28,7 +28,7 @@ def test_every_bench_arm_builds():
   out = subprocess.run([sys.executable, "-c", _CHECK], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert "built grpo,opsd,opsd_rl,opsd_topk,pi_distill,pi_distill_student" in out.stdout
+  assert "built grpo,opsd,opsd_rl,opsd_topk,opsd_topk_nostop,pi_distill,pi_distill_student" in out.stdout
 
 
 def test_bench_smoke(tmp_path):

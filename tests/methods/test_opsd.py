@@ -158,3 +158,26 @@ def test_topk_opsd_under_the_loop_is_the_full_reverse_kl(teacher):
   want = kl[lm].mean()
   np.testing.assert_allclose(metrics["kd/divergence"], want, rtol=2e-3, atol=1e-5)
   np.testing.assert_allclose(metrics["transform/teacher_topk/mass"], 1.0, atol=1e-5)
+
+
+def test_kd_on_stop_false_masks_the_stop_token_and_refuses_pg():
+  with pytest.raises(ValueError, match="pg_coef = 0"):
+    opsd_lib.opsd(rollout=RolloutSpec(n=2), pg_coef=1.0, kd_on_stop=False,
+                  context_fn=privileged.answer_context)
+  m = opsd_lib.opsd(kd_on_stop=False, context_fn=privileged.answer_context)
+  traj = Trajectory.create(
+      np.ones((2, 3), np.int32), loss_mask=LOSS, group_ids=np.array([0, 1]),
+      extras={"finished": np.array([True, False]),
+              "privileged_tokens": np.ones((2, 3), np.int32)})
+  ctx = fx_context(traj)
+  out, _, _ = m.transform.update(traj, m.transform.init(), ctx)
+  # Row 0 finished: its last loss token (column 2) is the stop token.
+  np.testing.assert_array_equal(out.loss_mask, [[0, 1, 0], [0, 1, 0]])
+
+
+def fx_context(traj):
+  from jaxsi.transforms.base import Context  # pylint: disable=g-import-not-at-top
+  def score(params, t):
+    del params
+    return ModelOutputs(logprobs=jnp.zeros(t.tokens.shape))
+  return Context(params={"policy": None}, scorers=(("policy", score),))

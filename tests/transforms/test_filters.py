@@ -200,3 +200,18 @@ def test_distinct_per_group():
   same = traj.replace(tokens=traj.tokens.at[1, 0].set(7))
   out2, _, _ = f.update(same, f.init(), Context())
   np.testing.assert_array_equal(out2.valid, out.valid)
+
+
+def test_mask_stop_token_clears_the_last_loss_token_of_finished_rows():
+  from jaxsi.transforms import filters as filters_lib
+  loss = np.array([[0, 1, 1, 1, 0], [0, 1, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
+  traj = Trajectory.create(np.ones((3, 5), np.int32), loss_mask=loss,
+                           extras={"finished": np.array([True, False, True])})
+  out, _, m = filters_lib.mask_stop_token().update(traj, (), None)
+  # Row 0 finished: its stop token (column 3) leaves the loss; row 1 was
+  # truncated (no stop token) and row 2 has no loss token: unchanged.
+  np.testing.assert_array_equal(out.loss_mask, [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1],
+                                                [0, 0, 0, 0, 0]])
+  np.testing.assert_allclose(m["filter/stop_tokens_masked"], 1 / 3, rtol=1e-6)
+  with pytest.raises(KeyError, match="nope"):
+    filters_lib.mask_stop_token(finished_key="nope").update(traj, (), None)
