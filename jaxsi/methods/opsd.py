@@ -75,7 +75,7 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
          pg_coef: float = 0.0, eps: float = 0.2, scale: str = "group",
          agg: str = "token-mean", teacher: str = "live", teach: int = 2,
          divergence: str = "sampled", k: int = 0, jsd_beta: float = 1.0,
-         row_chunk: int = 1, kd_on_stop: bool = True,
+         row_chunk: int = 1, kd_on_stop: bool = True, kd_importance: bool = False,
          extra_transforms: Sequence[Any] = (), name: str = "opsd"
          ) -> base.Method:
   r"""OPSD (module docstring): kd_coef·KL(p_S ‖ sg p_T) [+ pg_coef·GRPO].
@@ -106,6 +106,9 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     jsd_beta: β of ``distillation.topk_jsd`` (1 = reverse KL, 0 = forward).
     row_chunk: rows of the privileged layout scored at once for 'topk'
       (divides the batch; one chunk's [row_chunk, T', V] logits are alive).
+    kd_importance: weight the 'pg' estimate by ρ = π_θ/π_old
+      (``sampled_reverse_kl(importance=True)``; Skill-SD's correction when a
+      batch feeds several updates; 'sampled' only).
     kd_on_stop: False → no loss on the stop token (``filters.mask_stop_token``:
       a teacher that knows the answer leaks correctness through it; pure OPSD
       only, ``pg_coef = 0``).
@@ -132,6 +135,9 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     raise ValueError("opsd: k, jsd_beta and row_chunk are read only by"
                      f" divergence='topk', got k={k!r}, jsd_beta={jsd_beta!r},"
                      f" row_chunk={row_chunk!r} with divergence='sampled'")
+  if kd_importance and (divergence != "sampled" or kd_estimator != "pg"):
+    raise ValueError("opsd: kd_importance needs divergence='sampled' and"
+                     f" kd_estimator='pg', got {divergence!r}, {kd_estimator!r}")
   if divergence == "topk" and kd_estimator != "pg":
     raise ValueError("opsd: kd_estimator is read only by divergence='sampled',"
                      f" got {kd_estimator!r} with divergence='topk'")
@@ -145,7 +151,8 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     parts = [rescoring.rescore(context=privileged.DEFAULT_NAME,
                                scorer=spec_lib.POLICY, params=params,
                                field="teacher_logprobs")]
-    kd = distillation.sampled_reverse_kl(estimator=kd_estimator, agg=agg)
+    kd = distillation.sampled_reverse_kl(estimator=kd_estimator, agg=agg,
+                                         importance=kd_importance)
   else:
     scorer = spec_lib.POLICY_LOGITS if teacher == "live" else f"{params}/logits"
     parts = [teacher_logits.teacher_topk(
@@ -155,8 +162,10 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
   if not kd_on_stop:
     parts.append(filters.mask_stop_token())
   terms = [(kd_coef, kd, "kd")]
+  if pg_coef or kd_importance:
+    parts.append(importance.old_logprobs())
   if pg_coef:
-    parts += [importance.old_logprobs(), advantages.group_advantages(scale=scale)]
+    parts.append(advantages.group_advantages(scale=scale))
     terms.insert(0, (pg_coef, policy_losses.pg_clip(eps_low=eps, eps_high=eps,
                                                     agg=agg), "pg"))
   roles = (base.REFERENCE_ROLE,) if teacher == "initial" else ()
@@ -176,6 +185,7 @@ def skill_sd(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
              kd_coef: float = 0.1, kd_estimator: str = "pg",
              pg_coef: float = 1.0, eps: float = 0.2,
              agg: str = "seq-mean-token-mean", teach: int = 2,
+             kd_importance: bool = True,
              extra_transforms: Sequence[Any] = (), name: str = "skill_sd"
              ) -> base.Method:
   r"""Skill-SD (seeds catalog_02 [20]; GK, unchecked): GRPO + β·KL(p_S ‖ sg p_T)
@@ -183,12 +193,15 @@ def skill_sd(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
 
   The paper summarises finished trajectories into natural-language skills;
   on the synthetic tasks the skill is the category's procedure
-  (``privileged.SKILLS``). The paper's importance weight on the reverse KL
-  is NOT implemented: it is 1 at the first update of a batch (epochs=1,
-  minibatches=1, the default); later updates of the same batch use the
-  unweighted estimate, as KDRL does.
+  (``privileged.SKILLS``). The paper's importance-weighted reverse KL is
+  ``kd_importance=True`` (``distillation.sampled_reverse_kl(importance=True)``:
+  weight ρ = π_θ/π_old on the 'pg' estimate; GK, the form is derived, not
+  read from the paper); it is 1 at the first update of a batch, so it
+  matters with epochs × minibatches > 1. The paper's trajectory summariser
+  (skills written from the agent's own finished trajectories) is not built.
   """
   return opsd(rollout=rollout, optim=optim, reward_fns=reward_fns,
               context_fn=context_fn, kd_coef=kd_coef, kd_estimator=kd_estimator,
               pg_coef=pg_coef, eps=eps, agg=agg, teacher="live", teach=teach,
+              kd_importance=kd_importance,
               extra_transforms=extra_transforms, name=name)

@@ -194,6 +194,7 @@ def _kl_pair(log_q: Array, log_p: Array) -> Array:
 def sampled_reverse_kl(
     *,
     estimator: str = "pg",
+    importance: bool = False,
     agg: str = "token-mean",
     max_len: Optional[int] = None,
     num_tokens=None,
@@ -215,8 +216,18 @@ def sampled_reverse_kl(
     ℓ_t = k(ℓp_t, ℓp^T_t) differentiated path-wise (k2's gradient equals the
     'pg' gradient; k1's path-wise gradient is zero in expectation).
 
+  ``importance=True`` ('pg' only) corrects for samples drawn by the pre-update
+  policy π_old (``traj.old_logprobs``) when a batch feeds several updates
+  (epochs × minibatches): ℓ_t = sg[ρ_t d_t] + sg[ρ_t d_t]·(ℓp_t − sg[ℓp_t])
+  with ρ_t = exp(ℓp_t − ℓp^old_t), so the gradient ρ_t d_t ∇ℓp_t is an
+  unbiased estimate of ∇KL(π_θ ‖ teacher) under π_old samples (Skill-SD's
+  importance-weighted reverse KL, seeds catalog_02 [20]; GK: the form is
+  derived here, not read from the paper). At ρ = 1 (the first update of a
+  batch) it equals 'pg'.
+
   Args:
     estimator: 'pg' or a KL estimator name.
+    importance: weight by the importance ratio to ``traj.old_logprobs``.
     agg, max_len, num_tokens, num_sequences: aggregation.
 
   Returns:
@@ -224,15 +235,25 @@ def sampled_reverse_kl(
   """
   if estimator != "pg":
     kl.validate_estimator(estimator)
+    if importance:
+      raise ValueError("sampled_reverse_kl: importance=True needs estimator='pg',"
+                       f" got {estimator!r}")
 
   def term(outputs: ModelOutputs, traj: Trajectory):
     if traj.teacher_logprobs is None:
       raise ValueError("sampled_reverse_kl needs traj.teacher_logprobs")
+    if importance and traj.old_logprobs is None:
+      raise ValueError("sampled_reverse_kl(importance=True) needs"
+                       " traj.old_logprobs (importance.old_logprobs())")
     m = traj.loss_mask.astype(bool)
     lp = jnp.where(m, outputs.logprobs, 0.0)
     tlp = sg(jnp.where(m, traj.teacher_logprobs, 0.0))
     d = lp - tlp
-    if estimator == "pg":
+    if estimator == "pg" and importance:
+      rho = jnp.exp(lp - sg(jnp.where(m, traj.old_logprobs, 0.0)))
+      w = sg(rho * d)
+      loss_bt = w + w * (lp - sg(lp))
+    elif estimator == "pg":
       loss_bt = sg(d) + sg(d) * (lp - sg(lp))
     else:
       loss_bt = kl.kl_estimate(lp, tlp, estimator=estimator)

@@ -181,3 +181,18 @@ def fx_context(traj):
     del params
     return ModelOutputs(logprobs=jnp.zeros(t.tokens.shape))
   return Context(params={"policy": None}, scorers=(("policy", score),))
+
+
+def test_skill_sd_weights_the_kl_by_the_importance_ratio():
+  s = opsd_lib.skill_sd()
+  # ρ = 1 where old = current: the kd term equals the unweighted one.
+  traj = _traj(old_logprobs=jnp.asarray(LP), advantages=jnp.zeros((2, 3)))
+  loss, metrics = s.objective(ModelOutputs(logprobs=jnp.asarray(LP)), traj)
+  plain = opsd_lib.opsd(rollout=RolloutSpec(n=8), pg_coef=1.0, kd_coef=0.1,
+                        agg="seq-mean-token-mean",
+                        context_fn=privileged.skill_context)
+  want, _ = plain.objective(ModelOutputs(logprobs=jnp.asarray(LP)), traj)
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
+  with pytest.raises(ValueError, match="kd_importance"):
+    opsd_lib.skill_sd(kd_estimator="k2")
+  assert opsd_lib.skill_sd(kd_estimator="k2", kd_importance=False).name == "skill_sd"

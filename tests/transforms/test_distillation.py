@@ -250,3 +250,27 @@ def test_topk_jsd_is_a_lower_bound_with_small_k():
     assert prev - 1e-6 <= got <= ref + 1e-6
     prev = got
   np.testing.assert_allclose(prev, ref, rtol=1e-5)
+
+
+def test_sampled_reverse_kl_importance_weight():
+  """ρ = exp(lp − old): value and gradient ρ·d·∇lp; ρ = 1 equals 'pg'."""
+  lp = jnp.array([[0.0, -1.0, -2.0]])
+  tlp = jnp.array([[0.0, -0.5, -3.0]])
+  old = jnp.array([[0.0, -1.5, -2.0]])      # ρ = (·, e^{0.5}, 1)
+  loss_mask = np.array([[0, 1, 1]], bool)
+  traj = Trajectory.create(np.ones((1, 3), np.int32), loss_mask=loss_mask,
+                           teacher_logprobs=tlp, old_logprobs=old)
+  term = dist.sampled_reverse_kl(importance=True)
+  f = lambda x: term(ModelOutputs(logprobs=x), traj)[0]
+  # d = (−0.5, 1); ρd = (−0.5·e^{0.5}, 1); token mean over 2 tokens.
+  rho = np.exp(0.5)
+  np.testing.assert_allclose(f(lp), (-0.5 * rho + 1.0) / 2, rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(f)(lp), [[0.0, -0.5 * rho / 2, 0.5]], rtol=1e-6)
+  same = traj.replace(old_logprobs=lp)
+  g_pg = jax.grad(lambda x: dist.sampled_reverse_kl()(ModelOutputs(logprobs=x), same)[0])(lp)
+  g_is = jax.grad(lambda x: term(ModelOutputs(logprobs=x), same)[0])(lp)
+  np.testing.assert_allclose(g_is, g_pg, rtol=1e-6)
+  with pytest.raises(ValueError, match="estimator='pg'"):
+    dist.sampled_reverse_kl(estimator="k2", importance=True)
+  with pytest.raises(ValueError, match="old_logprobs"):
+    term(ModelOutputs(logprobs=lp), traj.replace(old_logprobs=None))
