@@ -1,5 +1,6 @@
 """Reward-model objectives: the Bradley–Terry term and fit.reward_model."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -144,7 +145,7 @@ def test_fit_bradley_terry_first_loss_is_the_hand_formula():
                              margins=margins)
   traj = data.batch(np.arange(4))
   np.testing.assert_allclose(np.asarray(traj.extras["margin"]), margins * 2)
-  vals = np.asarray(steps_lib.model_outputs_fn(model, with_values=True)(
+  vals = np.asarray(jax.jit(steps_lib.model_outputs_fn(model, with_values=True))(
       params, traj).values, np.float64)
   lm = np.asarray(traj.loss_mask)
   last = [np.flatnonzero(row)[-1] for row in lm]
