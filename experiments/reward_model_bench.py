@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_time_bench as ttb  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from jaxsi.methods import self_training_common as common  # pylint: disable=wrong-import-position
-from jaxsi.rewards import reward_model as rm  # pylint: disable=wrong-import-position
+from jaxsi.training import reward_model as rm  # pylint: disable=wrong-import-position
 from jaxsi.sampling import strategies  # pylint: disable=wrong-import-position
 from jaxsi.sampling import test_time as tt  # pylint: disable=wrong-import-position
 

@@ -7,7 +7,7 @@ import pytest
 
 from jaxsi.data import batching
 from jaxsi.data import tasks as tasks_lib
-from jaxsi.rewards import reward_model as rm
+from jaxsi.training import reward_model as rm
 from jaxsi.rewards import stages
 from jaxsi.sampling import test_time as tt
 from jaxsi.trajectory import Trajectory

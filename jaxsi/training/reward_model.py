@@ -31,6 +31,11 @@ used three ways:
 :func:`save` / :func:`load` keep a trained RM as a params checkpoint
 (``run_workdir.params_source`` reads ``<dir>/params`` like a warm start)
 next to ``reward_model.json`` (its model config and kind).
+
+The module lives in ``jaxsi.training`` (not ``jaxsi.rewards``, layer 1 of
+``tests/test_layering.py``) because it trains through ``fit`` and reads
+models, transforms and the test-time candidates; ``jaxsi.sampling.confidence``
+is the same kind of device reward stage one layer lower.
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ import numpy as np
 from jaxsi.data import batching
 from jaxsi.models import config as config_lib
 from jaxsi.models import logprobs as logprobs_lib
+from jaxsi.methods import self_training_common as common
 from jaxsi.models import model as model_lib
 from jaxsi.rewards import stages
+from jaxsi.sampling import test_time
 from jaxsi.trajectory import positions_from_mask
 from jaxsi.training import checkpoint as checkpoint_lib
 from jaxsi.training import fit as fit_lib
@@ -135,7 +142,6 @@ def training_data(kind: str, tokenizer: Any, records: Sequence[Mapping[str, Any]
                               [r["completion"] for r in records],
                               [1.0 if r["correct"] else 0.0 for r in records],
                               max_len=max_len)
-  from jaxsi.methods import self_training_common as common  # pylint: disable=g-import-not-at-top
   pairs = common.build_pairs(records, max_pairs_per_problem=max_pairs_per_problem,
                              all_pairs=all_pairs)
   if not pairs:
@@ -405,7 +411,6 @@ def selectors_with_rm(selectors: Optional[Mapping[str, Any]] = None, *,
                       name: str = NAME) -> dict:
   """``selectors`` (default ``test_time.DEFAULT_SELECTORS``) plus
   ``name: test_time.best_of_n(name)`` — best-of-N by the reward model."""
-  from jaxsi.sampling import test_time  # pylint: disable=g-import-not-at-top
   out = dict(test_time.DEFAULT_SELECTORS if selectors is None else selectors)
   out[name] = test_time.best_of_n(name)
   return out
