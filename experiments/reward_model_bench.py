@@ -53,6 +53,8 @@ _N_RM_TRAIN = flags.DEFINE_integer("n_rm_train", 512, "Unlabelled training probl
 _RM_STEPS = flags.DEFINE_integer("rm_steps", 400, "Steps of each reward model.")
 _RM_LR = flags.DEFINE_float("rm_lr", 1e-3, "Reward-model peak learning rate.")
 _RM_BATCH = flags.DEFINE_integer("rm_batch", 64, "Rows per RM batch (BT: 32 pairs).")
+_FROM_JSON = flags.DEFINE_string("from_json", None, "Re-render the tables of a"
+                                 " previous run's JSON instead of running.")
 _MAX_PAIRS = flags.DEFINE_integer("max_pairs", 4, "BT pairs per problem.")
 
 SELECTORS = ("first", "majority", "self_certainty", "rm_pointwise",
@@ -139,6 +141,12 @@ def mean_std(values) -> str:
   return f"{v.mean():.3f} ± {v.std():.3f}"
 
 
+def acc(result: dict, selector: str, k: int) -> float:
+  """Accuracy of ``selector`` at ``k`` in one seed's sweep."""
+  return next(x["accuracy"] for x in result["sweep"]
+              if x["selector"] == selector and x["k"] == k)
+
+
 def markdown(results: list) -> str:
   ks = sorted({r["k"] for r in results[0]["sweep"]})
   lines = [f"Best-of-N accuracy on {_N_TEST.value} held-out 2-digit additions, mean ± std"
@@ -149,10 +157,15 @@ def markdown(results: list) -> str:
   for name in SELECTORS:
     cells = []
     for k in ks:
-      cells.append(mean_std([next(x["accuracy"] for x in r["sweep"]
-                                  if x["selector"] == name and x["k"] == k)
-                             for r in results]))
+      cells.append(mean_std([acc(r, name, k) for r in results]))
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  lines += ["", "Paired gain over the first sample (same samples, per seed), mean ± std:", "",
+            "| selector | " + " | ".join(f"k = {k}" for k in ks) + " |",
+            "|---|" + "---|" * len(ks)]
+  for name in SELECTORS[1:-1]:
+    cells = [mean_std([acc(r, name, k) - acc(r, "first", k) for r in results])
+             for k in ks]
+    lines.append(f"| {name} − first | " + " | ".join(cells) + " |")
   lines += ["", "| reward model | train items | held-out AUC | held-out pair accuracy"
             " | final train loss |", "|---|---|---|---|---|"]
   for kind in rm.KINDS:
@@ -173,13 +186,18 @@ def markdown(results: list) -> str:
 
 def main(argv):
   del argv
-  results = [run_seed(int(s)) for s in _SEEDS.value]
+  if _FROM_JSON.value:
+    with open(_FROM_JSON.value, encoding="utf-8") as f:
+      results = json.load(f)
+  else:
+    results = [run_seed(int(s)) for s in _SEEDS.value]
   text = markdown(results)
   print(text)
   with open(_OUT.value, "w", encoding="utf-8") as f:
     f.write(text)
-  with open(_OUT.value + ".json", "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1)
+  if not _FROM_JSON.value:
+    with open(_OUT.value + ".json", "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
