@@ -47,23 +47,37 @@ DIGITS = 2
 MAX_NEW = DIGITS + 2
 
 
-def main(argv):
-  del argv
+def warm_start(*, seed: int, n_train: int = 2000, n_test: int = 256,
+               sft_steps: int = 300, sft_lr: float = 3e-3, d_model: int = 64,
+               layers: int = 2):
+  """The bench's generator: a tiny decoder SFT'd on the labelled half of
+  2-digit addition (answers reversed).
+
+  Returns:
+    ``(tokenizer, model, warm params, labeled, unlabeled, test)``.
+  """
   tok = char_tokenizer.CharTokenizer(alphabet="0123456789+=")
-  labeled, _, test = rl_run.split_tasks(
-      task="addition", difficulty=[DIGITS], n_train=_N_TRAIN.value,
-      n_test=_N_TEST.value, labeled_fraction=0.5, seed=_SEED.value,
-      task_format={"reverse": True})
-  d = _D_MODEL.value
+  labeled, unlabeled, test = rl_run.split_tasks(
+      task="addition", difficulty=[DIGITS], n_train=n_train, n_test=n_test,
+      labeled_fraction=0.5, seed=seed, task_format={"reverse": True})
+  d = d_model
   cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=d,
-                        n_layers=_LAYERS.value, n_heads=4, n_kv_heads=2,
+                        n_layers=layers, n_heads=4, n_kv_heads=2,
                         head_dim=d // 4, d_ff=4 * d)
-  model, params = mmodel.init(cfg, jax.random.key(_SEED.value))
+  model, params = mmodel.init(cfg, jax.random.key(seed))
   warm = rl_run.supervised(model=model, params=params, tokenizer=tok,
                            prompts=[t.prompt for t in labeled],
                            targets=[t.target for t in labeled],
-                           steps=_SFT_STEPS.value, learning_rate=_SFT_LR.value,
-                           seed=_SEED.value)
+                           steps=sft_steps, learning_rate=sft_lr, seed=seed)
+  return tok, model, warm, labeled, unlabeled, test
+
+
+def main(argv):
+  del argv
+  tok, model, warm, _, _, test = warm_start(
+      seed=_SEED.value, n_train=_N_TRAIN.value, n_test=_N_TEST.value,
+      sft_steps=_SFT_STEPS.value, sft_lr=_SFT_LR.value, d_model=_D_MODEL.value,
+      layers=_LAYERS.value)
   cands = tt.generate(model, warm, tok, test, n=_N.value, max_new_tokens=MAX_NEW,
                       strategy=strategies.Sampling(temperature=_TEMPERATURE.value),
                       rng=jax.random.key(_SEED.value + 11),

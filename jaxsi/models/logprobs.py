@@ -198,6 +198,15 @@ def token_logprobs(model: Model, params: Params, tokens: Array,
       with_entropy=with_entropy, chunk_size=chunk_size)
 
 
+def values_from_hidden(model: Model, params: Params, hidden: Array,
+                       input_mask: Array, segment_ids: Optional[Array] = None
+                       ) -> Array:
+  """f32[B, T] value head aligned like the logprobs: ``[b, t]`` = the head on
+  the hidden state that predicted token t (0 at t = 0, padding, segment starts)."""
+  valid = prediction_mask(input_mask, segment_ids)
+  return jnp.where(valid, _shift_right(model.values(params, hidden[:, :-1])), 0.0)
+
+
 def score_fn(model: Model, *, temperature=1.0, with_entropy: bool = False,
              with_values: bool = False, with_logits: bool = False,
              chunk_size: int = DEFAULT_CHUNK_SIZE) -> ScoreFn:
@@ -237,8 +246,8 @@ def score_fn(model: Model, *, temperature=1.0, with_entropy: bool = False,
     valid = prediction_mask(traj.input_mask, traj.segment_ids)
     values = None
     if with_values:
-      v = model.values(params, hidden[:, :-1])
-      values = jnp.where(valid, _shift_right(v), 0.0)
+      values = values_from_hidden(model, params, hidden, traj.input_mask,
+                                  traj.segment_ids)
     logits = None
     if with_logits:
       z = model.logits(params, hidden[:, :-1]) / temperature

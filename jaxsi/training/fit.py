@@ -16,11 +16,14 @@ parameters. The pieces are pure and separate (optax / T5X style):
     reference log-probs in ``traj.ref_logprobs`` (:func:`reference_logprobs`);
     a pair never straddles two batches;
   - :func:`score_data`: sequences with a scalar target (``traj.rewards[:, 0]``)
-    for pointwise reward-model regression (:func:`score_regression`).
-    Bradley–Terry pairwise reward modelling is a preference term on pairs.
+    for pointwise reward-model regression (:func:`score_regression`);
+    Bradley–Terry pairwise reward modelling trains on :func:`preference_data`
+    pairs (optionally with per-pair ``margins``), both through
+    :func:`reward_model`.
 
 * **objective** — an :class:`Objective`: the term plus the hashable key that
-  names it (:func:`sft`, :func:`preference`, :func:`score_regression`);
+  names it (:func:`sft`, :func:`preference`, :func:`score_regression`,
+  :func:`reward_model`);
 * **optimizer** — an :class:`OptimizerSpec` (``optimizer.make_optimizer``
   settings) or any ``optax.GradientTransformation``.
 
@@ -65,6 +68,11 @@ KINDS = ("sft", "pairs", "scores")
 ROW_KEYS = ("tokens", "input_mask", "loss_mask")
 REF_KEY = "ref_logprobs"
 SCORE_KEY = "scores"
+# A per-pair margin f32[N] of 'pairs' data (Bradley–Terry reward models):
+# traj.extras['margin'] on the chosen rows (value.bradley_terry).
+MARGIN_KEY = value_lib.MARGIN_KEY
+ITEM_KEYS = (SCORE_KEY, MARGIN_KEY)   # one value per item, not [N, T]
+REWARD_MODEL_KINDS = ("pointwise", "bradley_terry")
 # 'sft' arrays named 'extras/<key>' ([N, T, ...]) go to traj.extras[<key>]
 # (e.g. stored top-k teacher logits of offline logit KD, jaxsi.methods.logit_kd).
 EXTRAS_PREFIX = "extras/"
@@ -93,7 +101,7 @@ class FitData:
       ``tokens``/``input_mask``/``loss_mask`` [N, T]; 'scores': the same plus
       ``scores`` f32[N]; 'pairs': ``chosen/<key>`` and ``rejected/<key>`` for
       those keys, optionally ``chosen/ref_logprobs``/``rejected/ref_logprobs``
-      f32[N, T].
+      f32[N, T] and a per-pair ``margin`` f32[N].
   """
 
   kind: str
@@ -121,7 +129,12 @@ class FitData:
                            f" extras arrays are for 'sft' data and need [N, T]"
                            f" = {shape} leading dims")
         continue
-      if k != SCORE_KEY and np.shape(v) != shape:
+      if k in ITEM_KEYS:
+        if np.ndim(v) != 1:
+          raise ValueError(f"FitData({self.kind}): {k} has shape {np.shape(v)};"
+                           " expected one value per item [N]")
+        continue
+      if np.shape(v) != shape:
         raise ValueError(f"FitData({self.kind}): {k} has shape {np.shape(v)},"
                          f" expected {shape}")
     if self.kind == "pairs":
@@ -166,10 +179,15 @@ class FitData:
           a["tokens"][index], input_mask=a["input_mask"][index],
           loss_mask=a["loss_mask"][index],
           rewards=jnp.asarray(a[SCORE_KEY][index], jnp.float32)[:, None])
-    return pair_batch({k[len("chosen/"):]: v for k, v in a.items()
+    traj = pair_batch({k[len("chosen/"):]: v for k, v in a.items()
                        if k.startswith("chosen/")},
                       {k[len("rejected/"):]: v for k, v in a.items()
                        if k.startswith("rejected/")}, index)
+    if MARGIN_KEY in a:
+      m = np.asarray(a[MARGIN_KEY], np.float32)[index]
+      traj = traj.replace(extras={**traj.extras,
+                                  MARGIN_KEY: jnp.asarray(np.concatenate([m, m]))})
+    return traj
 
 
 def pair_batch(chosen: Mapping[str, np.ndarray], rejected: Mapping[str, np.ndarray],
@@ -272,7 +290,8 @@ def reference_logprobs(model: Any, params: Any, arrays: Mapping[str, np.ndarray]
 def preference_data(tokenizer: Any, prompts: Sequence[str], chosen: Sequence[str],
                     rejected: Sequence[str], *, max_len: int,
                     reference: Optional[tuple[Any, Any]] = None,
-                    reference_batch: int = 64) -> FitData:
+                    reference_batch: int = 64,
+                    margins: Optional[Sequence[float]] = None) -> FitData:
   """Preference pairs (prompt, chosen ≻ rejected) for the DPO-family terms.
 
   Args:
@@ -283,13 +302,26 @@ def preference_data(tokenizer: Any, prompts: Sequence[str], chosen: Sequence[str
       log-probs become ``traj.ref_logprobs`` (None: no reference, for
       reference-free terms such as SimPO/ORPO).
     reference_batch: rows per reference forward pass.
+    margins: per-pair margins m_i (``traj.extras['margin']``, read by
+      :func:`reward_model` ``('bradley_terry')``; the DPO-family terms ignore
+      them, so they are refused with a reference).
 
   Raises:
-    ValueError: lengths differ or a row is longer than ``max_len``.
+    ValueError: lengths differ, a row is longer than ``max_len``, margins
+      of another length or non-finite, or margins with a reference.
   """
   if not len(prompts) == len(chosen) == len(rejected):
     raise ValueError(f"preference_data: {len(prompts)} prompts, {len(chosen)} chosen,"
                      f" {len(rejected)} rejected")
+  if margins is not None:
+    margins = np.asarray(margins, np.float32).reshape(-1)
+    if len(margins) != len(prompts) or not np.all(np.isfinite(margins)):
+      raise ValueError(f"preference_data: margins must be {len(prompts)} finite"
+                       f" numbers, got {len(margins)} ({margins[:4]}...)")
+    if reference is not None:
+      raise ValueError("preference_data: margins are read by the Bradley–Terry"
+                       " reward-model term only; the DPO-family terms (which use"
+                       " a reference) would ignore them")
   sides = {"chosen": batching.sft_arrays(tokenizer, list(prompts), list(chosen),
                                          max_len=max_len),
            "rejected": batching.sft_arrays(tokenizer, list(prompts), list(rejected),
@@ -298,8 +330,10 @@ def preference_data(tokenizer: Any, prompts: Sequence[str], chosen: Sequence[str
     model, params = reference
     for arr in sides.values():
       arr[REF_KEY] = reference_logprobs(model, params, arr, batch=reference_batch)
-  return FitData("pairs", {f"{s}/{k}": v for s, arr in sides.items()
-                           for k, v in arr.items()})
+  arrays = {f"{s}/{k}": v for s, arr in sides.items() for k, v in arr.items()}
+  if margins is not None:
+    arrays[MARGIN_KEY] = margins
+  return FitData("pairs", arrays)
 
 
 def score_data(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
@@ -356,6 +390,38 @@ def score_regression() -> Objective:
   """
   return Objective(("score_regression",), value_lib.score_regression(),
                    with_values=True)
+
+
+def reward_model(kind: str = "bradley_terry", **settings) -> Objective:
+  """An outcome reward-model objective on the value head, either kind.
+
+  * ``'pointwise'``: :func:`score_regression` on :func:`score_data` rows
+    (e.g. verifier grades 1/0); no settings.
+  * ``'bradley_terry'``: ``value.bradley_terry`` (Ouyang et al. 2022,
+    arXiv:2203.02155, Eq. 1; TRL ``RewardTrainer``) on :func:`preference_data`
+    pairs (no reference); settings ``margin``, ``center_rewards_coefficient``.
+
+  Needs a model built with ``ModelConfig.value_head=True``; both kinds train
+  through :func:`fit`.
+
+  Raises:
+    ValueError: an unknown kind, or settings the kind does not read.
+  """
+  if kind not in REWARD_MODEL_KINDS:
+    raise ValueError(f"reward_model: kind must be one of {REWARD_MODEL_KINDS},"
+                     f" got {kind!r}")
+  if kind == "pointwise":
+    if settings:
+      raise ValueError(f"reward_model('pointwise') takes no settings, got"
+                       f" {sorted(settings)}")
+    return score_regression()
+  unknown = set(settings) - {"margin", "center_rewards_coefficient"}
+  if unknown:
+    raise ValueError(f"reward_model('bradley_terry'): unknown settings"
+                     f" {sorted(unknown)}; expected margin,"
+                     " center_rewards_coefficient")
+  key = ("reward_model", kind, tuple(sorted(settings.items())))
+  return Objective(key, value_lib.bradley_terry(**settings), with_values=True)
 
 
 @dataclasses.dataclass(frozen=True)
