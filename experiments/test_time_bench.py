@@ -45,25 +45,41 @@ _OUT = flags.DEFINE_string("out", "/tmp/test_time_bench.md", "Markdown output"
 
 DIGITS = 2
 MAX_NEW = DIGITS + 2
+ALPHABET = "0123456789+="
+
+
+def warm_start(*, seed: int, n_train: int, n_test: int, sft_steps: int,
+               sft_lr: float, d_model: int, layers: int):
+  """The bench's warm start (shared with experiments/refine_bench.py).
+
+  SFT of a ``layers``-layer ``d_model`` decoder on the labelled half of
+  ``n_train`` 2-digit additions (answers reversed), character tokenizer over
+  ``0123456789+=``.
+
+  Returns:
+    (tokenizer, model, warm params, held-out test tasks).
+  """
+  tok = char_tokenizer.CharTokenizer(alphabet=ALPHABET)
+  labeled, _, test = rl_run.split_tasks(
+      task="addition", difficulty=[DIGITS], n_train=n_train, n_test=n_test,
+      labeled_fraction=0.5, seed=seed, task_format={"reverse": True})
+  cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=d_model,
+                        n_layers=layers, n_heads=4, n_kv_heads=2,
+                        head_dim=d_model // 4, d_ff=4 * d_model)
+  model, params = mmodel.init(cfg, jax.random.key(seed))
+  warm = rl_run.supervised(model=model, params=params, tokenizer=tok,
+                           prompts=[t.prompt for t in labeled],
+                           targets=[t.target for t in labeled],
+                           steps=sft_steps, learning_rate=sft_lr, seed=seed)
+  return tok, model, warm, test
 
 
 def main(argv):
   del argv
-  tok = char_tokenizer.CharTokenizer(alphabet="0123456789+=")
-  labeled, _, test = rl_run.split_tasks(
-      task="addition", difficulty=[DIGITS], n_train=_N_TRAIN.value,
-      n_test=_N_TEST.value, labeled_fraction=0.5, seed=_SEED.value,
-      task_format={"reverse": True})
-  d = _D_MODEL.value
-  cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=d,
-                        n_layers=_LAYERS.value, n_heads=4, n_kv_heads=2,
-                        head_dim=d // 4, d_ff=4 * d)
-  model, params = mmodel.init(cfg, jax.random.key(_SEED.value))
-  warm = rl_run.supervised(model=model, params=params, tokenizer=tok,
-                           prompts=[t.prompt for t in labeled],
-                           targets=[t.target for t in labeled],
-                           steps=_SFT_STEPS.value, learning_rate=_SFT_LR.value,
-                           seed=_SEED.value)
+  tok, model, warm, test = warm_start(
+      seed=_SEED.value, n_train=_N_TRAIN.value, n_test=_N_TEST.value,
+      sft_steps=_SFT_STEPS.value, sft_lr=_SFT_LR.value, d_model=_D_MODEL.value,
+      layers=_LAYERS.value)
   cands = tt.generate(model, warm, tok, test, n=_N.value, max_new_tokens=MAX_NEW,
                       strategy=strategies.Sampling(temperature=_TEMPERATURE.value),
                       rng=jax.random.key(_SEED.value + 11),
