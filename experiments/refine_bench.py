@@ -13,8 +13,9 @@ spends per problem:
   ``--temperature``.
 
 Rows are mean ± std over ``--seeds`` (each seed: its own data split, warm
-start and sampling). Writes a markdown table to ``--table`` and the per-seed
-rows to ``<table>.json``.
+start and sampling). Writes a markdown table to ``--table``, the per-seed
+rows to ``<table>.json`` and accuracy-versus-tokens curves (means) to
+``<table>.png``.
 
 Command::
 
@@ -117,6 +118,15 @@ def main(argv):
     f.write(text)
   with open(_TABLE.value + ".json", "w", encoding="utf-8") as f:
     json.dump(rows, f, indent=1)
+  curve = {}
+  for r in rows:  # one curve per method; majority@k joins the first sample
+    m = r["method"]
+    name = "majority" if m == "first sample" or m.startswith("majority@") else m
+    curve.setdefault((name, r["turns"]), []).append(r)
+  tt.plot([dict(selector=n, accuracy=float(np.mean([r["accuracy"] for r in g])),
+                tokens_per_problem=float(np.mean([r["tokens_per_problem"] for r in g])))
+           for (n, _), g in curve.items()], _TABLE.value + ".png",
+          title="2-digit addition: accuracy vs model tokens")
 
 
 if __name__ == "__main__":
