@@ -274,6 +274,8 @@ class _Loop:
 
 # ------------------------------------------------------------------ run
 def _turn_counts(traj, k_max: int) -> tuple:
+  """(int[B, K] generated tokens per model turn, int[B, K − 1] injected
+  tokens before turns 2 … K), from ``turn_ids`` (padding has id 0)."""
   turn_ids, mask = jax.device_get((traj.turn_ids, traj.loss_mask))
   turn_ids, mask = np.asarray(turn_ids), np.asarray(mask, bool)
   model = np.stack([((turn_ids == k) & mask).sum(1) for k in range(1, k_max + 1)], 1)
