@@ -45,6 +45,7 @@ _OUT = flags.DEFINE_string("out", "/tmp/test_time_bench.md", "Markdown output"
 
 DIGITS = 2
 MAX_NEW = DIGITS + 2
+ALPHABET = "0123456789+="
 
 
 def warm_start(*, seed: int, n_train: int = 2000, n_test: int = 256,

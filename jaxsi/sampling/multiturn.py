@@ -206,6 +206,10 @@ class EpisodeSpec:
     success_threshold: reward at or above which a turn is correct.
     inject_length: I, columns of every injected turn (longer text raises).
     max_new_tokens: G of every model turn (None: the method's budget).
+    stop_fn: optional label-free stop rule ``fn(TurnHistory) -> bool[B]``
+      (True: the row's episode ends after this turn), consulted after the
+      rules above; test-time loops (``jaxsi.sampling.refine``) stop on the
+      model's own answers without reading the verifier.
   """
 
   max_turns: int = 2
@@ -216,6 +220,7 @@ class EpisodeSpec:
   success_threshold: float = 1.0
   inject_length: int = 16
   max_new_tokens: Optional[int] = None
+  stop_fn: Optional[Callable[[TurnHistory], Sequence[bool]]] = None
 
   def __post_init__(self):
     if self.max_turns < 1:
@@ -398,13 +403,19 @@ def run_episodes(model, params, *, prompt_tokens, prompt_mask,
       for r in np.flatnonzero(cont):
         if any(s in texts[r][k - 1] for s in spec.stop_phrases):
           cont[r] = False
-    if not cont.any():
-      break
     history = TurnHistory(turn=k, tasks=row_tasks,
                           texts=[list(x) for x in texts],
                           rewards=rewards[:, :k].copy(),
                           injected=[list(x) for x in injected],
                           answers=[list(x) for x in answers])
+    if spec.stop_fn is not None:
+      stop = np.asarray(spec.stop_fn(history), bool).reshape(-1)
+      if stop.shape != (b,):
+        raise ValueError(f"multiturn: stop_fn returned {stop.shape[0]} flags "
+                         f"for {b} rows")
+      cont &= ~stop
+    if not cont.any():
+      break
     fb = list(spec.feedback_for(k)(history))
     if len(fb) != b:
       raise ValueError(f"multiturn: feedback returned {len(fb)} texts for {b} rows")
