@@ -107,7 +107,8 @@ def pairs(result: dict, n_plain: int) -> list:
 
   Returns:
     ``{trigger, depth, k, selector, tokens, accuracy, changed,
-    right_to_wrong, wrong_to_right, plain_k, plain_tokens, plain_accuracy}``
+    right_to_wrong, wrong_to_right, fallback, plain_k, plain_tokens,
+    plain_accuracy}``
     for one deepened sample (k = 1, ``first``) and majority over k >= 2
     (rows whose equal-token plain budget exceeds ``n_plain`` are left out).
   """
@@ -127,7 +128,8 @@ def pairs(result: dict, n_plain: int) -> list:
                     trigger_tokens=r["trigger_tokens_per_problem"],
                     accuracy=r["accuracy"], changed=r["changed"],
                     right_to_wrong=r["right_to_wrong"],
-                    wrong_to_right=r["wrong_to_right"], plain_k=k_eq,
+                    wrong_to_right=r["wrong_to_right"], fallback=r["fallback"],
+                    plain_k=k_eq,
                     plain_tokens=plain[k_eq]["tokens_per_problem"],
                     plain_accuracy=plain[k_eq]["accuracy"]))
   return out
@@ -148,7 +150,7 @@ def aggregate(per_seed: Sequence[list]) -> list:
     agg = dict(trigger=key[0], depth=key[1], k=key[2], selector=key[3],
                plain_k=got[0]["plain_k"], seeds=len(got))
     for f in ("tokens", "trigger_tokens", "accuracy", "changed", "right_to_wrong",
-              "wrong_to_right", "plain_tokens", "plain_accuracy"):
+              "wrong_to_right", "fallback", "plain_tokens", "plain_accuracy"):
       agg[f] = [g[f] for g in got]
     agg["delta"] = [g["accuracy"] - g["plain_accuracy"] for g in got]
     rows.append(agg)
@@ -158,14 +160,14 @@ def aggregate(per_seed: Sequence[list]) -> list:
 def markdown(rows: Sequence[dict]) -> str:
   lines = ["| trigger | d | deepened samples k | selector | tokens / problem |"
            " trigger tokens | accuracy | answer changed | right→wrong |"
-           " wrong→right | plain majority@ | plain tokens | plain accuracy |"
-           " Δ accuracy |", "|" + "---|" * 14]
+           " wrong→right | fallback | plain majority@ | plain tokens |"
+           " plain accuracy | Δ accuracy |", "|" + "---|" * 15]
   for r in rows:
     lines.append(
         f"| {r['trigger']!r} | {r['depth']} | {r['k']} | {r['selector']} |"
         f" {np.mean(r['tokens']):.1f} | {np.mean(r['trigger_tokens']):.1f} |"
         f" {_ms(r['accuracy'])} | {_ms(r['changed'])} | {_ms(r['right_to_wrong'])} |"
-        f" {_ms(r['wrong_to_right'])} | {r['plain_k']} |"
+        f" {_ms(r['wrong_to_right'])} | {_ms(r['fallback'])} | {r['plain_k']} |"
         f" {np.mean(r['plain_tokens']):.1f} | {_ms(r['plain_accuracy'])} |"
         f" {float(np.mean(r['delta'])):+.3f} ± {float(np.std(r['delta'])):.3f} |")
   return "\n".join(lines) + "\n"

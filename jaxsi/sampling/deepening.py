@@ -151,9 +151,10 @@ class Deepened:
     Returns:
       Fractions of all P·n samples: ``changed`` (final answer != turn-1
       answer, None counting as an answer), ``right_to_wrong`` (turn 1
-      correct, final wrong), ``wrong_to_right``; with ``acc_first`` and
-      ``acc_final`` (their difference is ``wrong_to_right −
-      right_to_wrong``).
+      correct, final wrong), ``wrong_to_right``, ``fallback`` (the last
+      turn had no parseable answer, an earlier one counts); with
+      ``acc_first`` and ``acc_final`` (their difference is
+      ``wrong_to_right − right_to_wrong``).
     """
     first = self.correct[:, :, 0] >= 1.0
     final = self.final_correct() >= 1.0
@@ -163,8 +164,9 @@ class Deepened:
                           for p in range(self.num_problems)], bool)
     mean = lambda x: float(np.mean(x)) if x.size else 0.0
     return dict(changed=mean(changed), right_to_wrong=mean(first & ~final),
-                wrong_to_right=mean(~first & final), acc_first=mean(first),
-                acc_final=mean(final))
+                wrong_to_right=mean(~first & final),
+                fallback=mean(self.final_turn() < self.rounds),
+                acc_first=mean(first), acc_final=mean(final))
 
   def summary(self) -> dict:
     """Per-problem means over all n samples: tokens and accuracy."""
@@ -317,14 +319,14 @@ def sweep(d: Deepened, *, depths: Sequence[int], ks: Sequence[int],
 def markdown(rows: Sequence[dict]) -> str:
   """Table of :func:`sweep` rows."""
   lines = ["| depth d | k | tokens / problem | trigger tokens / problem | selector |"
-           " accuracy | answer changed | right→wrong | wrong→right |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           " accuracy | answer changed | right→wrong | wrong→right | fallback |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(
         f"| {r['depth']} | {r['k']} | {r['tokens_per_problem']:.1f} |"
         f" {r['trigger_tokens_per_problem']:.1f} | {r['selector']} |"
         f" {r['accuracy']:.3f} | {r['changed']:.3f} | {r['right_to_wrong']:.3f} |"
-        f" {r['wrong_to_right']:.3f} |")
+        f" {r['wrong_to_right']:.3f} | {r['fallback']:.3f} |")
   return "\n".join(lines) + "\n"
 
 

@@ -114,17 +114,19 @@ def test_final_answer_rule_and_answer_changes_by_hand():
   c = d.changes()
   # first answers 5,4,None,7 → final 5,6,None,8: two changed of four;
   # first correct: (0,0) only; final: (0,0), (1,1).
+  # Fallback: (0,0) (answer of turn 2) only; (1,0) has no parseable turn.
   assert c == pytest.approx(dict(changed=0.5, right_to_wrong=0.0,
-                                 wrong_to_right=0.25, acc_first=0.25,
-                                 acc_final=0.5))
+                                 wrong_to_right=0.25, fallback=0.25,
+                                 acc_first=0.25, acc_final=0.5))
   one = d.truncate(1)           # stop after one deepening round
   np.testing.assert_array_equal(one.final_turn(), [[1, 1], [1, 0]])
   assert one.final_answers() == [["5", "5"], [None, "7"]]
+  # Fallback: (1,1)'s turn 2 is unparseable, turn 1's "7" counts.
   assert one.changes() == pytest.approx(dict(
-      changed=0.25, right_to_wrong=0.0, wrong_to_right=0.25, acc_first=0.25,
-      acc_final=0.5))
+      changed=0.25, right_to_wrong=0.0, wrong_to_right=0.25, fallback=0.25,
+      acc_first=0.25, acc_final=0.5))
   zero = d.truncate(0)
-  assert zero.changes()["changed"] == 0.0
+  assert zero.changes()["changed"] == zero.changes()["fallback"] == 0.0
   np.testing.assert_array_equal(zero.final_correct(), d.correct[:, :, 0])
 
 
