@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--rounds", type=int, default=3, help="max deepening rounds")
   p.add_argument("--triggers", default=" wait |=",
                  help="'|'-separated trigger texts")
+  p.add_argument("--batch_size", type=int, default=256, help="rows per sampler call")
   p.add_argument("--out", default="/tmp/deepening_bench.md")
   return p
 
@@ -84,7 +85,8 @@ def one_seed(args, seed: int, triggers: Sequence[str]) -> dict:
   strategy = strategies.Sampling(temperature=args.temperature)
   plain = tt.generate(ws.model, ws.params, ws.tokenizer, ws.test, n=args.n_plain,
                       max_new_tokens=MAX_NEW, strategy=strategy,
-                      rng=jax.random.key(seed + 11), scores=())
+                      rng=jax.random.key(seed + 11), scores=(),
+                      batch_size=args.batch_size)
   plain_rows = tt.sweep(plain, ks=range(1, args.n_plain + 1),
                         selectors={"majority": tt.majority})
   deep_rows = []
@@ -92,7 +94,8 @@ def one_seed(args, seed: int, triggers: Sequence[str]) -> dict:
     deep = deepening.deepen(ws.model, ws.params, ws.tokenizer, ws.test,
                             rounds=args.rounds, n=args.n_deep, trigger=trig,
                             max_new_tokens=MAX_NEW, strategy=strategy,
-                            rng=jax.random.fold_in(jax.random.key(seed + 13), i))
+                            rng=jax.random.fold_in(jax.random.key(seed + 13), i),
+                            batch_size=args.batch_size)
     deep_rows += deepening.sweep(deep, depths=range(1, args.rounds + 1),
                                  ks=_ks(args.n_deep))
     print(f"[seed {seed}] trigger {trig!r}: {deep.calls} calls, {deep.seconds:.1f}s",

@@ -34,11 +34,12 @@ def test_pairs_and_aggregate_by_hand():
 
 def test_tiny_run(tmp_path):
   out = tmp_path / "b.md"
-  summary = bench.main(["--seeds=0", "--n_train=16", "--n_test=3", "--sft_steps=1",
+  summary = bench.main(["--seeds=0", "--n_train=16", "--n_test=3", "--sft_steps=0",
                         "--d_model=32", "--layers=1", "--n_plain=4", "--n_deep=2",
-                        "--rounds=1", "--triggers= wait |=", f"--out={out}"])
+                        "--rounds=1", "--triggers= wait ", "--batch_size=8",
+                        f"--out={out}"])
   assert [(r["trigger"], r["k"], r["plain_k"]) for r in summary["rows"]] == [
-      (" wait ", 1, 2), (" wait ", 2, 4), ("=", 1, 2), ("=", 2, 4)]
+      (" wait ", 1, 2), (" wait ", 2, 4)]
   assert summary["rows"][0]["trigger_tokens"] == [6.0]
   data = json.loads((tmp_path / "b.md.json").read_text())
   assert "| ' wait ' | 1 | 2 | majority |" in data["table"]

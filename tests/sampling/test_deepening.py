@@ -38,7 +38,8 @@ def test_greedy_continuation_equals_reencoding_the_conversation():
           # Re-encode prompt + earlier turns + triggers from scratch.
           scratch = sampler.sample(model, params, [conv], rng=jax.random.key(9),
                                    strategy=st.Greedy(), max_new_tokens=G,
-                                   stop_ids=(tok.eos_id,), pad_id=tok.pad_id)
+                                   stop_ids=(tok.eos_id,), pad_id=tok.pad_id,
+                                   prompt_buckets=(32,))
           lm = np.asarray(scratch.loss_mask[0])
           assert d.token_ids[p][s][j] == np.asarray(scratch.tokens[0])[lm].tolist()
           np.testing.assert_allclose(
@@ -60,11 +61,13 @@ def test_sampled_turns_score_as_one_uncached_forward_pass():
       for j in range(3):
         spans.append((len(conv), len(conv) + len(d.token_ids[p][s][j])))
         conv = conv + d.token_ids[p][s][j] + (trig if j < 2 else [])
+      # (G new tokens: the greedy test's compiled sampler; they are ignored.)
       traj = sampler.sample(model, params, [conv], rng=jax.random.key(0),
-                            strategy=st.Greedy(), max_new_tokens=1,
-                            stop_ids=(tok.eos_id,), pad_id=tok.pad_id)
+                            strategy=st.Greedy(), max_new_tokens=G,
+                            stop_ids=(tok.eos_id,), pad_id=tok.pad_id,
+                            prompt_buckets=(32,))
       ref = fx.policy_logprobs(model, params, traj)[0]
-      offset = traj.tokens.shape[1] - 1 - len(conv)   # left padding
+      offset = traj.tokens.shape[1] - G - len(conv)   # left padding
       for j, (a, b) in enumerate(spans):
         np.testing.assert_allclose(d.logprobs[p, s, j],
                                    ref[offset + a:offset + b].sum(), atol=1e-4)
@@ -178,10 +181,11 @@ def test_zero_rounds_is_plain_sampling_and_depths_nest(monkeypatch):
     np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
     np.testing.assert_array_equal(a.gen_tokens, b.gen_tokens)
   # Greedy d = 0 equals the plain fixed-N driver's completions.
-  g0 = _run(0, st.Greedy(), num=5, n=1)
-  plain = tt.generate(model, params, tok, tasks[:5], n=1, max_new_tokens=G,
-                      strategy=st.Greedy(), rng=jax.random.key(0), scores=())
-  assert [x[0][0] for x in g0.texts] == [x[0] for x in plain.texts]
+  g0 = _run(0, st.Greedy(), num=5)
+  plain = tt.generate(model, params, tok, tasks[:5], n=2, max_new_tokens=G,
+                      strategy=st.Greedy(), rng=jax.random.key(0), scores=(),
+                      batch_size=8)
+  assert [[x[0] for x in p] for p in g0.texts] == plain.texts
   np.testing.assert_array_equal(g0.gen_tokens[:, :, 0], plain.lengths)
   np.testing.assert_array_equal(g0.final_correct(), plain.correct)
 
