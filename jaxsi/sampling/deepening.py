@@ -256,12 +256,15 @@ def deepen(model, params, tokenizer, tasks: Sequence[Any], *, rounds: int,
     rows = chunk + [[tokenizer.pad_id]] * (per_chunk - num)
     tokens, mask = buckets_lib.left_pad(rows, length=length, pad_id=tokenizer.pad_id)
     chunk_tasks = list(tasks[c0:c0 + num]) + [tasks[c0]] * (per_chunk - num)
+    ids = np.full((per_chunk,), -1, np.int32)      # as sampler.sample: -1 dummy
+    ids[:num] = np.arange(c0, c0 + num)
     ep = multiturn.run_episodes(
         model, params, prompt_tokens=tokens, prompt_mask=mask, tasks=chunk_tasks,
         tokenizer=tokenizer, spec=spec, reward_fn=_grade,
         rng=jax.random.fold_in(rng, c0), strategy=strategy, n=n,
         max_new_tokens=int(max_new_tokens), stop_ids=(tokenizer.eos_id,),
-        pad_id=tokenizer.pad_id, valid=np.arange(per_chunk) < num)
+        pad_id=tokenizer.pad_id, valid=np.arange(per_chunk) < num,
+        prompt_ids=ids)
     calls += k
     turn_ids, toks, lps = (np.asarray(x) for x in jax.device_get(
         (ep.traj.turn_ids, ep.traj.tokens, ep.traj.behaviour_logprobs)))

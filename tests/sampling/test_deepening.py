@@ -27,13 +27,14 @@ def _run(rounds, strategy, *, num=3, n=2, seed=0, batch_size=8):
 
 def test_greedy_continuation_equals_reencoding_the_conversation():
   tok, model, params, tasks, _ = fx.setup()
-  d = _run(2, st.Greedy())
+  # One round here (the sampled test below checks a second continuation).
+  d = _run(1, st.Greedy())
   trig = tok.encode(TRIGGER)
   checked = 0
   for p in range(d.num_problems):
     for s in range(d.n):
       conv = [tok.bos_id] + tok.encode(tasks[p].prompt)
-      for j in range(3):
+      for j in range(2):
         if j:
           # Re-encode prompt + earlier turns + triggers from scratch.
           scratch = sampler.sample(model, params, [conv], rng=jax.random.key(9),
@@ -47,7 +48,7 @@ def test_greedy_continuation_equals_reencoding_the_conversation():
               np.asarray(scratch.behaviour_logprobs[0])[lm].sum(), atol=1e-4)
           checked += 1
         conv = conv + d.token_ids[p][s][j] + trig
-  assert checked == 3 * 2 * 2
+  assert checked == 3 * 2
 
 
 def test_sampled_turns_score_as_one_uncached_forward_pass():
