@@ -23,12 +23,13 @@ from absl import app
 from absl import flags
 import jax
 
-from jaxsi.data import char_tokenizer
-from jaxsi.models import config as mcfg
-from jaxsi.models import model as mmodel
 from jaxsi.sampling import strategies
 from jaxsi.sampling import test_time as tt
-from jaxsi.training import rl_run
+
+try:
+  from experiments import warm_start as warm_start_lib
+except ImportError:  # run as a script: experiments/ is sys.path[0]
+  import warm_start as warm_start_lib  # pylint: disable=g-import-not-at-top
 
 _N = flags.DEFINE_integer("n", 16, "Samples per problem (one generation).")
 _KS = flags.DEFINE_list("ks", ["1", "2", "4", "8", "16"], "Budgets k <= n.")
@@ -51,26 +52,16 @@ ALPHABET = "0123456789+="
 def warm_start(*, seed: int, n_train: int = 2000, n_test: int = 256,
                sft_steps: int = 300, sft_lr: float = 3e-3, d_model: int = 64,
                layers: int = 2):
-  """The bench's generator: a tiny decoder SFT'd on the labelled half of
-  2-digit addition (answers reversed).
+  """The bench's generator (``experiments/warm_start.addition`` at 2 digits).
 
   Returns:
     ``(tokenizer, model, warm params, labeled, unlabeled, test)``.
   """
-  tok = char_tokenizer.CharTokenizer(alphabet="0123456789+=")
-  labeled, unlabeled, test = rl_run.split_tasks(
-      task="addition", difficulty=[DIGITS], n_train=n_train, n_test=n_test,
-      labeled_fraction=0.5, seed=seed, task_format={"reverse": True})
-  d = d_model
-  cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=d,
-                        n_layers=layers, n_heads=4, n_kv_heads=2,
-                        head_dim=d // 4, d_ff=4 * d)
-  model, params = mmodel.init(cfg, jax.random.key(seed))
-  warm = rl_run.supervised(model=model, params=params, tokenizer=tok,
-                           prompts=[t.prompt for t in labeled],
-                           targets=[t.target for t in labeled],
-                           steps=sft_steps, learning_rate=sft_lr, seed=seed)
-  return tok, model, warm, labeled, unlabeled, test
+  ws = warm_start_lib.addition(digits=DIGITS, n_train=n_train, n_test=n_test,
+                               sft_steps=sft_steps, sft_lr=sft_lr,
+                               d_model=d_model, layers=layers, seed=seed,
+                               alphabet=ALPHABET)
+  return ws.tokenizer, ws.model, ws.params, ws.labeled, ws.unlabeled, ws.test
 
 
 def main(argv):

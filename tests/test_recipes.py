@@ -274,6 +274,8 @@ def test_recipe_runs(tmp_path, recipe, request):
     assert out["fixed"] and out["policies"]
     for r in out["fixed"] + out["policies"]:
       assert _finite(r["accuracy"]) and _finite(r["tokens_per_problem"]), r
+    for r in out.get("deepening", []):
+      assert _finite(r["accuracy"]) and _finite(r["trigger_tokens_per_problem"]), r
     for name in ("test_time.md", "test_time.json", "test_time.png"):
       assert os.path.exists(os.path.join(tmp_path, name)), name
   elif main == "dry_run.run_experiment":

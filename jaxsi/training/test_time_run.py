@@ -13,10 +13,16 @@ Two measurements from one checkpoint on one task source:
 * windowed policies (``jaxsi.sampling.adaptive``: ESC, Adaptive-Consistency,
   DSC, fixed) that really generate window by window for the active problems
   only, capped at max(ns) samples, each reported with its mean samples and
-  tokens per problem, sampler calls and rows generated.
+  tokens per problem, sampler calls and rows generated;
+* iterative deepening (``jaxsi.sampling.deepening``, s1 budget forcing /
+  ID-Sampling): max(ns) samples per problem, each continued from its KV
+  cache after a ``trigger`` for max(deepening) rounds; every depth d of
+  ``deepening`` is reported at every N (first sample, and majority over the
+  deepened samples' final answers) at its generated tokens per problem, with
+  the injected trigger tokens and how often the answer changed.
 
 Writes ``test_time.md``, ``test_time.json`` and ``test_time.png`` (accuracy
-versus tokens per problem) in the workdir. The params come from a local HF
+versus tokens per problem, all three measurements on the same axes) in the workdir. The params come from a local HF
 checkpoint (``hf_checkpoint``; tokenizer from the same directory), a jaxsi
 checkpoint directory (``params_dir``: a run's ``warm_start``, ``ckpt`` or
 ``pool``, newest step, params only — ``jaxsi.training.run_workdir``; the
@@ -39,6 +45,7 @@ from jaxsi.data import tasks as tasks_lib
 from jaxsi.models import config as model_config
 from jaxsi.models import model as model_lib
 from jaxsi.sampling import adaptive
+from jaxsi.sampling import deepening as deepening_lib
 from jaxsi.sampling import strategies
 from jaxsi.sampling import test_time as tt
 from jaxsi.training import arguments
@@ -101,7 +108,9 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
                                     "borda_self_certainty", "likelihood", "oracle"),
         policies: Sequence[str] = ("esc", "adaptive_consistency", "dsc"),
         window: int = 2, temperature: float = 1.0, max_new_tokens: int = 8,
-        batch_size: int = 256, seed: int = 0, plot: bool = True) -> dict:
+        batch_size: int = 256, seed: int = 0, plot: bool = True,
+        deepening: Sequence[int] = (),
+        trigger: str = deepening_lib.DEFAULT_TRIGGER) -> dict:
   """Runs the selectors at every N and the windowed policies; writes reports.
 
   Args:
@@ -124,16 +133,22 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
     batch_size: rows per sampler call (both drivers).
     seed: task, init and sampling seed.
     plot: also write test_time.png.
+    deepening: depths d (rounds of trigger injection, 0 = plain sampling) of
+      iterative deepening to report; empty: none. One generation of
+      max(deepening) rounds serves every depth.
+    trigger: the text injected before every deepening round (must be
+      encodable by the tokenizer).
 
   Returns:
-    ``{'fixed': rows, 'policies': rows, ...}`` (also ``test_time.json``).
+    ``{'fixed': rows, 'policies': rows, 'deepening': rows, ...}`` (also
+    ``test_time.json``).
   """
   A = arguments
   A.check(WHERE, locals(), dict(
       n_tasks=A.integer(1), difficulty=A.integer(0), ns=A.integers(1),
       window=A.integer(1), temperature=A.number(0, open_low=True),
       max_new_tokens=A.integer(1), batch_size=A.integer(1), seed=A.integer(0),
-      plot=A.flag()))
+      plot=A.flag(), deepening=A.integers(0) if deepening else None))
   for name in selectors:
     if name not in tt.DEFAULT_SELECTORS:
       raise A.ArgumentError(f"{WHERE}.selectors: unknown selector {name!r};"
@@ -155,11 +170,16 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
   problems = load_tasks(tasks, n=n_tasks, difficulty=difficulty, seed=seed,
                         task_format=task_format,
                         chat_template=getattr(tok, "template", None))
+  if deepening:
+    try:
+      deepening_lib.trigger_ids(tok, trigger)
+    except ValueError as e:
+      raise A.ArgumentError(f"{WHERE}.trigger: {e}") from None
   strategy = strategies.Sampling(temperature=temperature)
   rng = jax.random.key(seed + 1)
   # One step per phase: the fixed-N generation, then each windowed policy.
   bar = progress_lib.ProgressBar(
-      1 + len(pols), "test_time", keys=("accuracy", "tokens/problem"),
+      1 + len(pols) + bool(deepening), "test_time", keys=("accuracy", "tokens/problem"),
       log_every=1, min_line_seconds=progress_lib.PHASE_LINE_SECONDS)
   cands = tt.generate(mdl, params, tok, problems, n=n_max,
                       max_new_tokens=max_new_tokens, strategy=strategy,
@@ -180,10 +200,24 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
                             seconds=res.seconds, **res.summary()))
     bar.update(2 + i, {"accuracy": policy_rows[-1]["accuracy"],
                        "tokens/problem": policy_rows[-1]["tokens_per_problem"]})
+  deep_rows, deep_text = [], ""
+  if deepening:
+    deep = deepening_lib.deepen(
+        mdl, params, tok, problems, rounds=max(deepening), n=n_max,
+        trigger=trigger, max_new_tokens=max_new_tokens, strategy=strategy,
+        rng=jax.random.fold_in(rng, 2000), batch_size=batch_size)
+    deep_rows = deepening_lib.sweep(deep, depths=sorted(set(deepening)),
+                                    ks=sorted(set(ns)))
+    bar.update(2 + len(pols), {"tokens/problem": deep.summary()[
+        "gen_tokens_per_problem"]})
+    deep_text = (f"\n\nIterative deepening (trigger {trigger!r} after every"
+                 f" turn, continued from the KV cache; {max(deepening)} rounds,"
+                 f" {deep.calls} sampler calls, {deep.seconds:.1f}s):\n\n"
+                 + deepening_lib.markdown(deep_rows))
   bar.close()
   out = dict(tasks=tasks, n_tasks=len(problems), ns=sorted(set(ns)),
              temperature=temperature, generation_seconds=cands.seconds,
-             fixed=fixed_rows, policies=policy_rows)
+             fixed=fixed_rows, policies=policy_rows, deepening=deep_rows)
   text = (f"Test-time selection on {len(problems)} problems of {tasks},"
           f" N = {sorted(set(ns))} at T = {temperature} (one generation of"
           f" {n_max} per problem).\n\n" + tt.markdown(fixed_rows)
@@ -193,14 +227,15 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
           " sampler calls | rows |\n|---|---|---|---|---|---|\n"
           + "".join(f"| {r['policy']} | {r['samples_per_problem']:.2f} |"
                     f" {r['tokens_per_problem']:.1f} | {r['accuracy']:.3f} |"
-                    f" {r['calls']} | {r['rows']} |\n" for r in policy_rows))
+                    f" {r['calls']} | {r['rows']} |\n" for r in policy_rows)
+          + deep_text)
   print(text, flush=True)
   with open(os.path.join(workdir, "test_time.md"), "w", encoding="utf-8") as f:
     f.write(text)
   with open(os.path.join(workdir, "test_time.json"), "w", encoding="utf-8") as f:
     json.dump(out, f, indent=1, default=float)
   if plot:
-    curve = list(fixed_rows) + [
+    curve = list(fixed_rows) + list(deep_rows) + [
         dict(selector=r["policy"], k=r["samples_per_problem"],
              accuracy=r["accuracy"], tokens_per_problem=max(
                  r["tokens_per_problem"], 1e-9)) for r in policy_rows]
