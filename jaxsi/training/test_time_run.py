@@ -46,6 +46,7 @@ from jaxsi.models import config as model_config
 from jaxsi.models import model as model_lib
 from jaxsi.sampling import adaptive
 from jaxsi.sampling import deepening as deepening_lib
+from jaxsi.sampling import refine as refine_lib
 from jaxsi.sampling import strategies
 from jaxsi.sampling import test_time as tt
 from jaxsi.training import arguments
@@ -110,7 +111,9 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
         window: int = 2, temperature: float = 1.0, max_new_tokens: int = 8,
         batch_size: int = 256, seed: int = 0, plot: bool = True,
         deepening: Sequence[int] = (),
-        trigger: str = deepening_lib.DEFAULT_TRIGGER) -> dict:
+        trigger: str = deepening_lib.DEFAULT_TRIGGER,
+        refine: Sequence[str] = (), refine_turns: int = 3,
+        reward_model_dir: Optional[str] = None) -> dict:
   """Runs the selectors at every N and the windowed policies; writes reports.
 
   Args:
@@ -138,17 +141,30 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
       max(deepening) rounds serves every depth.
     trigger: the text injected before every deepening round (must be
       encodable by the tokenizer).
+    refine: self-refine loops to report (``refine.METHODS``: 'self_refine',
+      'iort', 'progco'; 'progco_model' = ProgCo with the model as the
+      program executor), each a multi-turn episode of up to
+      ``refine_turns`` answer turns, greedy; rows for every turn budget.
+    refine_turns: answer turns K of the refine loops (>= 1).
+    reward_model_dir: a reward model saved by ``training.reward_model.save``:
+      adds the selector 'reward_model' (best-of-N by its score).
 
   Returns:
-    ``{'fixed': rows, 'policies': rows, 'deepening': rows, ...}`` (also
-    ``test_time.json``).
+    ``{'fixed': rows, 'policies': rows, 'deepening': rows, 'refine': rows,
+    ...}`` (also ``test_time.json``).
   """
   A = arguments
   A.check(WHERE, locals(), dict(
       n_tasks=A.integer(1), difficulty=A.integer(0), ns=A.integers(1),
       window=A.integer(1), temperature=A.number(0, open_low=True),
       max_new_tokens=A.integer(1), batch_size=A.integer(1), seed=A.integer(0),
-      plot=A.flag(), deepening=A.integers(0) if deepening else None))
+      plot=A.flag(), deepening=A.integers(0) if deepening else None,
+      refine_turns=A.integer(1)))
+  refine_known = refine_lib.METHODS + ("progco_model",)
+  for name in refine:
+    if name not in refine_known:
+      raise A.ArgumentError(f"{WHERE}.refine: unknown method {name!r};"
+                            f" expected some of {list(refine_known)}")
   for name in selectors:
     if name not in tt.DEFAULT_SELECTORS:
       raise A.ArgumentError(f"{WHERE}.selectors: unknown selector {name!r};"
@@ -178,15 +194,32 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
   strategy = strategies.Sampling(temperature=temperature)
   rng = jax.random.key(seed + 1)
   # One step per phase: the fixed-N generation, then each windowed policy.
+  rm = None
+  if reward_model_dir is not None:
+    from jaxsi.training import reward_model as rm_lib  # pylint: disable=g-import-not-at-top
+    try:
+      rm = rm_lib.load(reward_model_dir)[:2]
+    except (FileNotFoundError, run_workdir.NoCheckpointError) as e:
+      raise A.ArgumentError(f"{WHERE}.reward_model_dir = {reward_model_dir!r}:"
+                            f" {e}") from None
+    if rm[0].config.vocab_size != tok.vocab_size:
+      raise A.ArgumentError(
+          f"{WHERE}.reward_model_dir = {reward_model_dir!r}: the reward model's"
+          f" vocabulary ({rm[0].config.vocab_size}) is not the generator"
+          f" tokenizer's ({tok.vocab_size})")
   bar = progress_lib.ProgressBar(
-      1 + len(pols) + bool(deepening), "test_time", keys=("accuracy", "tokens/problem"),
+      1 + len(pols) + bool(deepening) + len(refine), "test_time",
+      keys=("accuracy", "tokens/problem"),
       log_every=1, min_line_seconds=progress_lib.PHASE_LINE_SECONDS)
   cands = tt.generate(mdl, params, tok, problems, n=n_max,
                       max_new_tokens=max_new_tokens, strategy=strategy,
                       rng=rng, batch_size=batch_size,
                       score_temperature=temperature)
-  fixed_rows = tt.sweep(cands, ks=sorted(set(ns)),
-                        selectors={s: tt.DEFAULT_SELECTORS[s] for s in selectors})
+  chosen = {s: tt.DEFAULT_SELECTORS[s] for s in selectors}
+  if rm is not None:
+    rm_lib.fill_scores(cands, rm[0], rm[1], tok)
+    chosen = rm_lib.selectors_with_rm(chosen)
+  fixed_rows = tt.sweep(cands, ks=sorted(set(ns)), selectors=chosen)
   bar.update(1, {"tokens/problem": float(np.mean(np.sum(cands.lengths, axis=1)))})
   policy_rows = []
   for i, (name, pol) in enumerate(pols.items()):
@@ -214,10 +247,38 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
                  f" turn, continued from the KV cache; {max(deepening)} rounds,"
                  f" {deep.calls} sampler calls, {deep.seconds:.1f}s):\n\n"
                  + deepening_lib.markdown(deep_rows))
+  refine_rows = []
+  for i, name in enumerate(refine):
+    method, executor = (("progco", "model") if name == "progco_model"
+                        else (name, "tool"))
+    rows = refine_lib.run(mdl, params, tok, problems, method=method,
+                          max_turns=refine_turns,
+                          rng=jax.random.fold_in(rng, 3000 + i),
+                          max_new_tokens=max_new_tokens, batch_size=batch_size,
+                          executor=executor)
+    for r in rows:
+      r["method"] = name
+    refine_rows += rows
+    bar.update(2 + len(pols) + bool(deepening) + i,
+               {"accuracy": rows[-1]["accuracy"],
+                "tokens/problem": rows[-1]["tokens_per_problem"]})
+  refine_text = ""
+  if refine_rows:
+    refine_text = ("\n\nSelf-refine loops (greedy multi-turn episodes, one KV"
+                   " cache; tokens = model tokens, + injected):\n\n"
+                   "| method | answer turns | tokens / problem | injected / problem"
+                   " | accuracy | wrong→right | right→wrong |\n"
+                   "|---|---|---|---|---|---|---|\n"
+                   + "".join(f"| {r['method']} | {r['turns']} |"
+                             f" {r['tokens_per_problem']:.1f} |"
+                             f" {r['injected_tokens_per_problem']:.1f} |"
+                             f" {r['accuracy']:.3f} | {r['wrong_to_right']:.3f} |"
+                             f" {r['right_to_wrong']:.3f} |\n" for r in refine_rows))
   bar.close()
   out = dict(tasks=tasks, n_tasks=len(problems), ns=sorted(set(ns)),
              temperature=temperature, generation_seconds=cands.seconds,
-             fixed=fixed_rows, policies=policy_rows, deepening=deep_rows)
+             fixed=fixed_rows, policies=policy_rows, deepening=deep_rows,
+             refine=refine_rows)
   text = (f"Test-time selection on {len(problems)} problems of {tasks},"
           f" N = {sorted(set(ns))} at T = {temperature} (one generation of"
           f" {n_max} per problem).\n\n" + tt.markdown(fixed_rows)
@@ -228,7 +289,7 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
           + "".join(f"| {r['policy']} | {r['samples_per_problem']:.2f} |"
                     f" {r['tokens_per_problem']:.1f} | {r['accuracy']:.3f} |"
                     f" {r['calls']} | {r['rows']} |\n" for r in policy_rows)
-          + deep_text)
+          + deep_text + refine_text)
   print(text, flush=True)
   with open(os.path.join(workdir, "test_time.md"), "w", encoding="utf-8") as f:
     f.write(text)
@@ -236,6 +297,9 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
     json.dump(out, f, indent=1, default=float)
   if plot:
     curve = list(fixed_rows) + list(deep_rows) + [
+        dict(selector=r["method"], k=r["turns"], accuracy=r["accuracy"],
+             tokens_per_problem=max(r["total_tokens_per_problem"], 1e-9))
+        for r in refine_rows] + [
         dict(selector=r["policy"], k=r["samples_per_problem"],
              accuracy=r["accuracy"], tokens_per_problem=max(
                  r["tokens_per_problem"], 1e-9)) for r in policy_rows]
