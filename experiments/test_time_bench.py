@@ -23,12 +23,10 @@ from absl import app
 from absl import flags
 import jax
 
-from jaxsi.data import char_tokenizer
-from jaxsi.models import config as mcfg
-from jaxsi.models import model as mmodel
 from jaxsi.sampling import strategies
 from jaxsi.sampling import test_time as tt
-from jaxsi.training import rl_run
+
+import _warm_start  # pylint: disable=g-bad-import-order  (sibling module)
 
 _N = flags.DEFINE_integer("n", 16, "Samples per problem (one generation).")
 _KS = flags.DEFINE_list("ks", ["1", "2", "4", "8", "16"], "Budgets k <= n.")
@@ -49,21 +47,11 @@ MAX_NEW = DIGITS + 2
 
 def main(argv):
   del argv
-  tok = char_tokenizer.CharTokenizer(alphabet="0123456789+=")
-  labeled, _, test = rl_run.split_tasks(
-      task="addition", difficulty=[DIGITS], n_train=_N_TRAIN.value,
-      n_test=_N_TEST.value, labeled_fraction=0.5, seed=_SEED.value,
-      task_format={"reverse": True})
-  d = _D_MODEL.value
-  cfg = mcfg.get_config("tiny", vocab_size=tok.vocab_size, d_model=d,
-                        n_layers=_LAYERS.value, n_heads=4, n_kv_heads=2,
-                        head_dim=d // 4, d_ff=4 * d)
-  model, params = mmodel.init(cfg, jax.random.key(_SEED.value))
-  warm = rl_run.supervised(model=model, params=params, tokenizer=tok,
-                           prompts=[t.prompt for t in labeled],
-                           targets=[t.target for t in labeled],
-                           steps=_SFT_STEPS.value, learning_rate=_SFT_LR.value,
-                           seed=_SEED.value)
+  ws = _warm_start.addition_warm_start(
+      seed=_SEED.value, digits=(DIGITS,), n_train=_N_TRAIN.value,
+      n_test=_N_TEST.value, sft_steps=_SFT_STEPS.value, sft_lr=_SFT_LR.value,
+      d_model=_D_MODEL.value, layers=_LAYERS.value)
+  tok, model, warm, test = ws.tokenizer, ws.model, ws.params, ws.test
   cands = tt.generate(model, warm, tok, test, n=_N.value, max_new_tokens=MAX_NEW,
                       strategy=strategies.Sampling(temperature=_TEMPERATURE.value),
                       rng=jax.random.key(_SEED.value + 11),
