@@ -1,7 +1,7 @@
 r"""Bench: iterative deepening against plain sampling at equal tokens (issue 16).
 
 For every seed (the seed changes the warm start, the task split and the
-sampling): SFT a tiny decoder on 2-digit addition (``experiments/warm_start.py``,
+sampling): SFT a tiny decoder on 2-digit addition (``experiments/_warm_start.py``,
 the same warm start as ``test_time_bench.py`` but with the full character
 alphabet so a text trigger can be injected), then on the held-out problems
 
@@ -44,9 +44,9 @@ from jaxsi.sampling import strategies
 from jaxsi.sampling import test_time as tt
 
 try:
-  from experiments import warm_start
+  from experiments import _warm_start
 except ImportError:  # run as a script: experiments/ is sys.path[0]
-  import warm_start  # pylint: disable=g-import-not-at-top
+  import _warm_start  # pylint: disable=g-import-not-at-top
 
 DIGITS = 2
 MAX_NEW = DIGITS + 2
@@ -78,10 +78,10 @@ def _ks(n: int) -> list:
 
 def one_seed(args, seed: int, triggers: Sequence[str]) -> dict:
   """Plain and deepened rows of one seed."""
-  ws = warm_start.addition(digits=DIGITS, n_train=args.n_train, n_test=args.n_test,
-                           sft_steps=args.sft_steps, sft_lr=args.sft_lr,
-                           d_model=args.d_model, layers=args.layers, seed=seed,
-                           alphabet=None)
+  ws = _warm_start.addition_warm_start(
+      digits=(DIGITS,), n_train=args.n_train, n_test=args.n_test,
+      sft_steps=args.sft_steps, sft_lr=args.sft_lr, d_model=args.d_model,
+      layers=args.layers, seed=seed, alphabet=None)
   strategy = strategies.Sampling(temperature=args.temperature)
   plain = tt.generate(ws.model, ws.params, ws.tokenizer, ws.test, n=args.n_plain,
                       max_new_tokens=MAX_NEW, strategy=strategy,
