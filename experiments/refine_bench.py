@@ -45,7 +45,9 @@ from jaxsi.sampling import strategies  # pylint: disable=wrong-import-position
 from jaxsi.sampling import test_time as tt  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (warm start, split, sampling).")
+# --seeds is test_time_bench's flag too (one flag namespace); three seeds here.
+_SEEDS = test_time_bench._SEEDS  # pylint: disable=protected-access
+flags.set_default(_SEEDS, ["0", "1", "2"])
 _MAX_TURNS = flags.DEFINE_integer("max_turns", 4, "Answer turns at most.")
 _TABLE = flags.DEFINE_string("table", "/tmp/refine_bench.md", "Markdown output.")
 

@@ -41,13 +41,15 @@ from jaxsi.sampling import strategies  # pylint: disable=wrong-import-position
 from jaxsi.sampling import test_time as tt  # pylint: disable=wrong-import-position
 
 # Shared with test_time_bench (its flags: --n, --ks, --temperature, --n_train,
-# --n_test, --sft_steps, --sft_lr, --d_model, --layers, --out; --seed unused).
+# --n_test, --sft_steps, --sft_lr, --d_model, --layers, --out, --seeds).
 _N, _KS, _TEMPERATURE = ttb._N, ttb._KS, ttb._TEMPERATURE  # pylint: disable=protected-access
 _N_TRAIN, _N_TEST, _SFT_STEPS = ttb._N_TRAIN, ttb._N_TEST, ttb._SFT_STEPS  # pylint: disable=protected-access
 _SFT_LR, _D_MODEL, _LAYERS, _OUT = ttb._SFT_LR, ttb._D_MODEL, ttb._LAYERS, ttb._OUT  # pylint: disable=protected-access
 flags.set_default(_KS, ["4", "8", "16"])
 flags.set_default(_OUT, "/tmp/reward_model_bench.md")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (data, model, sampling).")
+# --seeds is test_time_bench's flag too (one flag namespace); three seeds here.
+_SEEDS = ttb._SEEDS  # pylint: disable=protected-access
+flags.set_default(_SEEDS, ["0", "1", "2"])
 _N_RM_TRAIN = flags.DEFINE_integer("n_rm_train", 512, "Unlabelled training problems"
                                    " sampled for the RM data.")
 _RM_STEPS = flags.DEFINE_integer("rm_steps", 400, "Steps of each reward model.")

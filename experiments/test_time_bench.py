@@ -66,6 +66,7 @@ _OUT = flags.DEFINE_string("out", "/tmp/test_time_bench.md", "Markdown output"
 
 POLICIES = ("fixed", "esc", "adaptive_consistency", "dsc")
 ALPHABET = _warm_start.ALPHABET
+MAX_NEW = 2 + 2   # 2-digit answers (+ carry) + EOS: the warm_start() generator's budget
 
 
 def warm_start(*, seed: int, n_train: int = 2000, n_test: int = 256,
