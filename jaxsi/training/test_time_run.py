@@ -44,8 +44,10 @@ from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.models import config as model_config
 from jaxsi.models import model as model_lib
+from jaxsi.rewards import judging as judging_lib
 from jaxsi.sampling import adaptive
 from jaxsi.sampling import deepening as deepening_lib
+from jaxsi.sampling import judge_scores
 from jaxsi.sampling import refine as refine_lib
 from jaxsi.sampling import strategies
 from jaxsi.sampling import test_time as tt
@@ -113,7 +115,8 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
         deepening: Sequence[int] = (),
         trigger: str = deepening_lib.DEFAULT_TRIGGER,
         refine: Sequence[str] = (), refine_turns: int = 3,
-        reward_model_dir: Optional[str] = None) -> dict:
+        reward_model_dir: Optional[str] = None,
+        judge_format: Optional[str] = None, judge_max_new_tokens: int = 4) -> dict:
   """Runs the selectors at every N and the windowed policies; writes reports.
 
   Args:
@@ -148,6 +151,12 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
     refine_turns: answer turns K of the refine loops (>= 1).
     reward_model_dir: a reward model saved by ``training.reward_model.save``:
       adds the selector 'reward_model' (best-of-N by its score).
+    judge_format: a pointwise or verdict ``rewards.judging`` format name: the
+      model judges each of its candidates (``sampling.judge_scores``, no
+      reference answer) and the selector 'judge' is best-of-N by the
+      judgment; its rows' tokens include the judgment tokens of the k
+      candidates judged.
+    judge_max_new_tokens: the judgment budget.
 
   Returns:
     ``{'fixed': rows, 'policies': rows, 'deepening': rows, 'refine': rows,
@@ -159,7 +168,15 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
       window=A.integer(1), temperature=A.number(0, open_low=True),
       max_new_tokens=A.integer(1), batch_size=A.integer(1), seed=A.integer(0),
       plot=A.flag(), deepening=A.integers(0) if deepening else None,
-      refine_turns=A.integer(1)))
+      refine_turns=A.integer(1), judge_max_new_tokens=A.integer(1)))
+  if judge_format is not None:
+    try:
+      fmt = judging_lib.get_format(judge_format)
+    except (KeyError, ValueError) as e:
+      raise A.ArgumentError(f"{WHERE}.judge_format: {e}") from None
+    if fmt.kind == "pairwise":
+      raise A.ArgumentError(f"{WHERE}.judge_format = {judge_format!r}: pairwise;"
+                            " best-of-N needs a pointwise or verdict format")
   refine_known = refine_lib.METHODS + ("progco_model",)
   for name in refine:
     if name not in refine_known:
@@ -219,7 +236,17 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
   if rm is not None:
     rm_lib.fill_scores(cands, rm[0], rm[1], tok)
     chosen = rm_lib.selectors_with_rm(chosen)
+  judge_info = None
+  if judge_format is not None:
+    judge_info = judge_scores.fill_scores(
+        cands, mdl, params, tok, format=judge_format,
+        max_new_tokens=judge_max_new_tokens, batch_size=batch_size)
+    chosen[judge_scores.NAME] = tt.best_of_n(judge_scores.NAME)
   fixed_rows = tt.sweep(cands, ks=sorted(set(ns)), selectors=chosen)
+  if judge_info is not None:
+    for r in fixed_rows:   # the judge spent tokens on the k candidates it read
+      if r["selector"] == judge_scores.NAME:
+        r["tokens_per_problem"] += judge_info["judge_tokens_per_problem"] * r["k"] / n_max
   bar.update(1, {"tokens/problem": float(np.mean(np.sum(cands.lengths, axis=1)))})
   policy_rows = []
   for i, (name, pol) in enumerate(pols.items()):
@@ -278,10 +305,17 @@ def run(*, workdir: str, tasks: str = "synthetic:addition", n_tasks: int = 64,
   out = dict(tasks=tasks, n_tasks=len(problems), ns=sorted(set(ns)),
              temperature=temperature, generation_seconds=cands.seconds,
              fixed=fixed_rows, policies=policy_rows, deepening=deep_rows,
-             refine=refine_rows)
+             refine=refine_rows, judge=judge_info)
   text = (f"Test-time selection on {len(problems)} problems of {tasks},"
           f" N = {sorted(set(ns))} at T = {temperature} (one generation of"
           f" {n_max} per problem).\n\n" + tt.markdown(fixed_rows)
+          + ("" if judge_info is None else
+             f"\n\nJudge ({judge_format}, greedy, {judge_max_new_tokens} tokens):"
+             f" {judge_info['judge/ok']} judgments parsed,"
+             f" {judge_info['judge/unparsed']} unparsed,"
+             f" {judge_info['judge/over_budget']} over budget;"
+             f" {judge_info['judge_tokens_per_problem']:.1f} judgment tokens per"
+             " problem for all N (the 'judge' rows count k/N of them).")
           + "\n\nWindowed policies (window "
           f"{window}, cap {n_max}), generated window by window:\n\n"
           "| policy | samples / problem | tokens / problem | accuracy |"

@@ -64,3 +64,20 @@ def test_reward_model_with_another_vocabulary_is_refused(tmp_path):
   rm_dir = _saved_rm(tmp_path / "rm", 7)
   with pytest.raises(arguments.ArgumentError, match="vocabulary"):
     test_time_run.run(workdir=str(tmp_path / "tt"), reward_model_dir=rm_dir, **KW)
+
+
+def test_judge_selector_rows(tmp_path):
+  out = test_time_run.run(workdir=str(tmp_path / "tt"), judge_format="score_1_5",
+                          judge_max_new_tokens=2, **KW)
+  fixed = {(r["selector"], r["k"]): r for r in out["fixed"]}
+  # Best-of-1 by the judge is the first sample, but it also paid for 1 judgment.
+  assert fixed[("judge", 1)]["accuracy"] == fixed[("first", 1)]["accuracy"]
+  extra = out["judge"]["judge_tokens_per_problem"] / 2
+  assert abs(fixed[("judge", 1)]["tokens_per_problem"]
+             - fixed[("first", 1)]["tokens_per_problem"] - extra) < 1e-6
+  assert sum(out["judge"][f"judge/{s}"] for s in ("ok", "unparsed", "over_budget")) == 3 * 2
+  assert "Judge (score_1_5, greedy, 2 tokens)" in (tmp_path / "tt" / "test_time.md").read_text()
+  with pytest.raises(arguments.ArgumentError, match="pairwise"):
+    test_time_run.run(workdir=str(tmp_path), judge_format="pairwise", **KW)
+  with pytest.raises(arguments.ArgumentError, match="judge_format"):
+    test_time_run.run(workdir=str(tmp_path), judge_format="nope", **KW)
