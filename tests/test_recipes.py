@@ -187,6 +187,13 @@ def _compilation_cache(tmp_path_factory):
   yield
   for n, v in old.items():
     jax.config.update(n, v)
+  # Restoring the flags is not enough: the cache object stays initialised,
+  # so every later compilation in this worker (other modules) would still be
+  # serialised into it — and XLA:CPU segfaults serialising some programs
+  # (seen in CI: tests/training/test_round_pieces.py and
+  # tests/transforms/test_downsampling.py after a recipe ran in the worker).
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
+  compilation_cache.reset_cache()
 
 
 def _main_of(text: str):
