@@ -167,33 +167,11 @@ EXTRA = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compilation_cache(tmp_path_factory):
-  """One persistent XLA cache for the module (shared by xdist workers): the
-  recipes share programs (evaluation sampler, SFT step, rollouts of one
-  shape) that each run builds afresh."""
-  import jax  # pylint: disable=g-import-not-at-top
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = {n: getattr(jax.config, n) for n in names}
-  base = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):  # .../pytest-N/popen-gwK
-    base = base.parent
-  cache = base / "recipes_xla_cache"
-  cache.mkdir(exist_ok=True)
-  jax.config.update("jax_compilation_cache_dir", str(cache))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  yield
-  for n, v in old.items():
-    jax.config.update(n, v)
-  # Restoring the flags is not enough: the cache object stays initialised,
-  # so every later compilation in this worker (other modules) would still be
-  # serialised into it — and XLA:CPU segfaults serialising some programs
-  # (seen in CI: tests/training/test_round_pieces.py and
-  # tests/transforms/test_downsampling.py after a recipe ran in the worker).
-  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
-  compilation_cache.reset_cache()
+# No persistent XLA compilation cache here. It used to be on for this module
+# (the recipes share programs), but XLA:CPU segfaulted serialising executables
+# into it: 2 xdist workers in one CI run (in later modules, the cache left
+# initialised), 1 in the next (methods/rlsc.gin, inside loop.step). See
+# BUILD_NOTES "Known issues".
 
 
 def _main_of(text: str):

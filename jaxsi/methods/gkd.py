@@ -105,6 +105,7 @@ def gkd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
         reward_fns: RewardFns = (reward_lib.correctness_reward,),
         lmbda: float = 1.0, beta: float = 0.5, seq_kd: bool = True,
         k: int = 64, tail: bool = True, row_chunk: int = 1,
+        chunked: bool = False,
         agg: str = "token-mean", extra_transforms: Sequence[Any] = (),
         name: str = "gkd") -> base.Method:
   r"""GKD (module docstring): JSD_β(teacher ‖ student) on a λ-mix of samples.
@@ -121,6 +122,9 @@ def gkd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     k: teacher ids kept per position (k = V: the full-vocabulary loss).
     tail: keep the "other tokens" bucket of ``distillation.topk_jsd``.
     row_chunk: rows per teacher-scoring chunk (divides the batch).
+    chunked: compute the student side chunk by chunk over T from the hidden
+      states (``topk_jsd(chunked=True)``: no [B, T, V] student logits alive;
+      same loss and gradient).
     agg: aggregation of the per-token divergence.
     extra_transforms: transforms chained after the teacher scoring.
     name: method name.
@@ -137,7 +141,7 @@ def gkd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     raise ValueError(f"gkd: lmbda must be in [0, 1], got {lmbda!r}")
   if not 0.0 <= beta <= 1.0:
     raise ValueError(f"gkd: beta must be in [0, 1], got {beta!r}")
-  term = distillation.topk_jsd(beta=beta, tail=tail, agg=agg)
+  term = distillation.topk_jsd(beta=beta, tail=tail, agg=agg, chunked=chunked)
   obj = objective((1.0, term, "gkd"))   # carries the term's needs_logits
   transform = chain(teacher_logits.teacher_topk(
       k=k, scorer=f"{spec_lib.TEACHER}/logits", params=spec_lib.TEACHER,

@@ -75,7 +75,8 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
          pg_coef: float = 0.0, eps: float = 0.2, scale: str = "group",
          agg: str = "token-mean", teacher: str = "live", teach: int = 2,
          divergence: str = "sampled", k: int = 0, jsd_beta: float = 1.0,
-         row_chunk: int = 1, kd_on_stop: bool = True, kd_importance: bool = False,
+         row_chunk: int = 1, chunked: bool = False, kd_on_stop: bool = True,
+         kd_importance: bool = False,
          extra_transforms: Sequence[Any] = (), name: str = "opsd"
          ) -> base.Method:
   r"""OPSD (module docstring): kd_coef·KL(p_S ‖ sg p_T) [+ pg_coef·GRPO].
@@ -106,6 +107,8 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     jsd_beta: β of ``distillation.topk_jsd`` (1 = reverse KL, 0 = forward).
     row_chunk: rows of the privileged layout scored at once for 'topk'
       (divides the batch; one chunk's [row_chunk, T', V] logits are alive).
+    chunked: for 'topk', the student side chunk by chunk over T
+      (``topk_jsd(chunked=True)``: no [B, T, V] student logits alive).
     kd_importance: weight the 'pg' estimate by ρ = π_θ/π_old
       (``sampled_reverse_kl(importance=True)``; Skill-SD's correction when a
       batch feeds several updates; 'sampled' only).
@@ -131,10 +134,12 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
                      f" advantages), got n={rollout.n}")
   if divergence not in DIVERGENCES:
     raise ValueError(f"opsd: divergence must be one of {DIVERGENCES}, got {divergence!r}")
-  if divergence == "sampled" and (k or jsd_beta != 1.0 or row_chunk != 1):
-    raise ValueError("opsd: k, jsd_beta and row_chunk are read only by"
+  if divergence == "sampled" and (k or jsd_beta != 1.0 or row_chunk != 1
+                                 or chunked):
+    raise ValueError("opsd: k, jsd_beta, row_chunk and chunked are read only by"
                      f" divergence='topk', got k={k!r}, jsd_beta={jsd_beta!r},"
-                     f" row_chunk={row_chunk!r} with divergence='sampled'")
+                     f" row_chunk={row_chunk!r}, chunked={chunked!r} with"
+                     " divergence='sampled'")
   if kd_importance and (divergence != "sampled" or kd_estimator != "pg"):
     raise ValueError("opsd: kd_importance needs divergence='sampled' and"
                      f" kd_estimator='pg', got {divergence!r}, {kd_estimator!r}")
@@ -158,7 +163,7 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     parts = [teacher_logits.teacher_topk(
         k=int(k), scorer=scorer, params=params, row_chunk=int(row_chunk),
         context=privileged.DEFAULT_NAME)]
-    kd = distillation.topk_jsd(beta=jsd_beta, agg=agg)
+    kd = distillation.topk_jsd(beta=jsd_beta, agg=agg, chunked=chunked)
   if not kd_on_stop:
     parts.append(filters.mask_stop_token())
   terms = [(kd_coef, kd, "kd")]

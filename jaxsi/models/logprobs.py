@@ -167,6 +167,59 @@ def logprobs_from_hidden(model: Model, params: Params, hidden: Array,
   return lp, jnp.where(valid, _shift_right(ent), 0.0)
 
 
+def reduce_logits_from_hidden(model: Model, params: Params, hidden: Array,
+                              traj: Trajectory, reducer, *, temperature=1.0,
+                              chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict:
+  """Per-token values of the full next-token distribution, chunk by chunk over T.
+
+  For terms that need the whole distribution (distillation) without keeping
+  f32[B, T, V] logits alive: ``reducer(z, aux) -> {name: f[b, c]}`` is called
+  on each chunk's logits z f32[b, c, V] (divided by ``temperature``) and the
+  matching slices of ``aux = {k: traj.extras[k]}`` for ``k in reducer.keys``
+  (arrays aligned like the log-probs: entry t belongs to the prediction of
+  token t). Each chunk is rematerialised in the backward pass
+  (``jax.checkpoint``), so at most one chunk's logits (and their cotangent)
+  are alive, as in :func:`logprobs_from_hidden`.
+
+  Returns:
+    ``{name: f32[B, T]}`` aligned like the log-probs, 0 where undefined.
+  """
+  _check_temperature(temperature)
+  b, t = traj.tokens.shape
+  keys = tuple(getattr(reducer, "keys", ()))
+  missing = [k for k in keys if k not in traj.extras]
+  if missing:
+    raise ValueError(f"reduce_logits_from_hidden: traj.extras lacks {missing}"
+                     f" (the reducer reads {list(keys)})")
+  valid = prediction_mask(traj.input_mask, traj.segment_ids)
+  n = t - 1
+  vocab = model.config.vocab_size
+  c = max(1, min(chunk_size, max(n, 1), LOGITS_CHUNK_BYTES // (4 * b * vocab)))
+  n_chunks = -(-max(n, 1) // c)
+  pad = n_chunks * c - n
+
+  def chunked(x):   # [B, T, ...] prediction-aligned → [n_chunks, B, c, ...]
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+    x = x.reshape((b, n_chunks, c) + x.shape[2:])
+    return jnp.moveaxis(x, 1, 0)
+
+  h = chunked(hidden[:, :-1])
+  aux = {k: chunked(jnp.asarray(traj.extras[k])[:, 1:]) for k in keys}
+
+  @jax.checkpoint
+  def chunk(args):
+    hc, ac = args
+    z = model.logits(params, hc).astype(jnp.float32) / temperature
+    return reducer(z, ac)
+
+  out = jax.lax.map(chunk, (h, aux))
+  res = {}
+  for name, v in out.items():
+    v = jnp.moveaxis(v, 0, 1).reshape((b, n_chunks * c) + v.shape[3:])[:, :n]
+    res[name] = jnp.where(valid, _shift_right(v), 0.0)
+  return res
+
+
 def token_logprobs(model: Model, params: Params, tokens: Array,
                    positions: Array, *, input_mask: Optional[Array] = None,
                    segment_ids: Optional[Array] = None, temperature=1.0,
@@ -209,6 +262,7 @@ def values_from_hidden(model: Model, params: Params, hidden: Array,
 
 def score_fn(model: Model, *, temperature=1.0, with_entropy: bool = False,
              with_values: bool = False, with_logits: bool = False,
+             logits_reducer=None,
              chunk_size: int = DEFAULT_CHUNK_SIZE) -> ScoreFn:
   """A ``ScoreFn(params, traj) -> ModelOutputs`` for ``Context.scorers``.
 
@@ -224,6 +278,10 @@ def score_fn(model: Model, *, temperature=1.0, with_entropy: bool = False,
     with_logits: fill ``ModelOutputs.logits`` with full f32[B, T, V] logits
       aligned like the logprobs (``[b, t]`` = prediction of token t, zeros at
       t = 0); memory-heavy, for distillation with small vocabularies.
+    logits_reducer: ``fn(z, aux) -> {name: f[b, c]}`` evaluated chunk by
+      chunk on the full logits (:func:`reduce_logits_from_hidden`); its
+      results go to ``ModelOutputs.extras`` (the full-distribution terms'
+      memory-bounded path).
     chunk_size: time steps per unembedding chunk.
 
   Returns:
@@ -252,6 +310,12 @@ def score_fn(model: Model, *, temperature=1.0, with_entropy: bool = False,
     if with_logits:
       z = model.logits(params, hidden[:, :-1]) / temperature
       logits = _shift_right(z) * valid[..., None]
-    return ModelOutputs(logprobs=lp, entropy=ent, values=values, logits=logits)
+    extras = {}
+    if logits_reducer is not None:
+      extras = reduce_logits_from_hidden(model, params, hidden, traj,
+                                         logits_reducer, temperature=temperature,
+                                         chunk_size=chunk_size)
+    return ModelOutputs(logprobs=lp, entropy=ent, values=values, logits=logits,
+                        extras=extras)
 
   return fn

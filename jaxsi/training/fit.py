@@ -201,6 +201,7 @@ def cached_update_step(*, model: Any, objective: Objective,
         with_values=objective.with_values,
         # Full-vocabulary distillation terms mark themselves ``needs_logits``.
         with_logits=bool(getattr(objective.term, "needs_logits", False)),
+        logits_reducer=getattr(objective.term, "logits_reducer", None),
         compiler_options=None if compiler_options is None else dict(compiler_options)))
   return _STEP_CACHE[key]
 

@@ -101,7 +101,9 @@ def _train_body(model, optimizer, method: spec_lib.Method,
       with_entropy=method.with_entropy, with_values=method.value_head,
       temperature=method.temperature, donate=False,
       # Full-vocabulary distillation terms mark themselves ``needs_logits``.
-      with_logits=bool(getattr(method.objective, "needs_logits", False)))
+      with_logits=bool(getattr(method.objective, "needs_logits", False)),
+      # ... or ask for a chunked function of them (never all [B, T, V] alive).
+      logits_reducer=getattr(method.objective, "logits_reducer", None))
   step_fn = update.step_fn
 
   def train(state, traj, perm):

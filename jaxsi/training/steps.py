@@ -67,6 +67,7 @@ def model_outputs_fn(
     with_entropy: bool = False,
     with_values: bool = False,
     with_logits: bool = False,
+    logits_reducer=None,
 ) -> OutputsFn:
   """``fn(params, traj) -> ModelOutputs`` of a jaxsi decoder.
 
@@ -82,13 +83,16 @@ def model_outputs_fn(
     with_entropy: fill ``outputs.entropy``.
     with_values: fill ``outputs.values`` (needs ``config.value_head``).
     with_logits: fill ``outputs.logits``.
+    logits_reducer: per-chunk function of the full logits whose results go
+      to ``outputs.extras`` (``logprobs.reduce_logits_from_hidden``).
 
   Returns:
     The outputs function (pure, jit-able).
   """
   return logprobs_lib.score_fn(
       model, temperature=temperature, with_entropy=with_entropy,
-      with_values=with_values, with_logits=with_logits)
+      with_values=with_values, with_logits=with_logits,
+      logits_reducer=logits_reducer)
 
 
 def _split_microbatches(traj: Trajectory, k: int) -> Trajectory:
@@ -222,6 +226,7 @@ def make_update_step(
     with_entropy: bool = False,
     with_values: bool = False,
     with_logits: bool = False,
+    logits_reducer=None,
     temperature: float = 1.0,
     outputs_fn: Optional[OutputsFn] = None,
     compiler_options: Optional[dict] = None,
@@ -246,6 +251,8 @@ def make_update_step(
     with_entropy: compute ``outputs.entropy`` for the objective.
     with_values: compute ``outputs.values``.
     with_logits: compute ``outputs.logits``.
+    logits_reducer: a chunked function of the full logits (its results in
+      ``outputs.extras``; a term's ``logits_reducer`` mark).
     temperature: logits temperature of the forward pass.
     outputs_fn: custom ``fn(params, traj) -> ModelOutputs`` replacing the
       default :func:`model_outputs_fn` (e.g. a LoRA-wrapped forward).
@@ -265,7 +272,8 @@ def make_update_step(
   if outputs_fn is None:
     outputs_fn = model_outputs_fn(
         model, temperature=temperature, with_entropy=with_entropy,
-        with_values=with_values, with_logits=with_logits)
+        with_values=with_values, with_logits=with_logits,
+        logits_reducer=logits_reducer)
   loss_and_grad = make_loss_and_grad(
       outputs_fn=outputs_fn, objective=objective,
       grad_accum_steps=grad_accum_steps, accum_normalization=accum_normalization)

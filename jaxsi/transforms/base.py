@@ -132,7 +132,8 @@ def objective(*weighted_terms: Union[ObjectiveTerm, Tuple[float, ObjectiveTerm],
     A term whose metrics hold every sub-term's metrics under its prefix plus
     ``'{name}/loss'`` for each term and ``'loss'`` for the total. It carries
     ``needs_logits = True`` when any sub-term does (full-vocabulary
-    distillation terms: the update then computes ``outputs.logits``).
+    distillation terms: the update then computes ``outputs.logits``) and the
+    sub-terms' ``logits_reducer`` (their chunked alternative; at most one).
   """
   normalized = []
   for k, wt in enumerate(weighted_terms):
@@ -156,4 +157,11 @@ def objective(*weighted_terms: Union[ObjectiveTerm, Tuple[float, ObjectiveTerm],
 
   if any(getattr(fn, "needs_logits", False) for _, fn, _ in normalized):
     term.needs_logits = True
+  reducers = {id(r): r for r in (getattr(fn, "logits_reducer", None)
+                                 for _, fn, _ in normalized) if r is not None}
+  if len(reducers) > 1:
+    raise ValueError("objective: two terms ask for different logits_reducer"
+                     " functions; the forward pass computes one")
+  if reducers:
+    term.logits_reducer = next(iter(reducers.values()))
   return term

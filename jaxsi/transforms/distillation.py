@@ -12,6 +12,8 @@ Tokens count where ``traj.loss_mask & traj.valid``; ``traj.weights`` scale rows.
 
 from __future__ import annotations
 
+import functools
+
 from typing import Optional
 
 import jax
@@ -162,6 +164,25 @@ def topk_distillation(
   """
   if not renormalize and temperature != 1.0:
     raise ValueError("topk_distillation: temperature != 1 needs renormalize=True")
+
+  if chunked:
+    reducer = topk_jsd_reducer(beta, tail)
+
+    def chunked_term(outputs: ModelOutputs, traj: Trajectory):
+      if TOPK_DIVERGENCE_KEY not in outputs.extras:
+        raise ValueError("topk_jsd(chunked=True) needs outputs.extras"
+                         f"[{TOPK_DIVERGENCE_KEY!r}]: run it under an update"
+                         " built with its logits_reducer (the loop and fit do)")
+      d = outputs.extras[TOPK_DIVERGENCE_KEY]
+      loss = aggregation.aggregate_trajectory(
+          d, traj, mode=agg, max_len=max_len, num_tokens=num_tokens,
+          num_sequences=num_sequences)
+      return loss, {"divergence": aggregation.masked_token_mean(sg(d), traj),
+                    "topk_mass": aggregation.masked_token_mean(
+                        sg(outputs.extras[TOPK_MASS_KEY]), traj)}
+
+    chunked_term.logits_reducer = reducer
+    return chunked_term
 
   def term(outputs: ModelOutputs, traj: Trajectory):
     if outputs.logits is None or TOPK_IDS_KEY not in traj.extras or \
@@ -330,10 +351,43 @@ def topk_bucket_logprobs(student_logits: Array, ids: Array, teacher_lp: Array,
           jnp.concatenate([t_k, t_tail[..., None]], axis=-1))
 
 
+TOPK_DIVERGENCE_KEY = "topk_jsd/divergence"
+TOPK_MASS_KEY = "topk_jsd/mass"
+
+
+def topk_jsd_reducer(beta: float, tail: bool):
+  """The per-chunk computation of :func:`topk_jsd` (``chunked=True``).
+
+  ``fn(z f32[b, c, V], aux) -> {TOPK_DIVERGENCE_KEY, TOPK_MASS_KEY: f32[b, c]}``
+  with ``aux`` the chunk's teacher ids / log-probs (/ tail); ``fn.keys`` names
+  the ``traj.extras`` it reads (``models.logprobs.reduce_logits_from_hidden``).
+  Cached per (β, tail), so equal settings give one function (one compiled step).
+  """
+  return _reducer(float(beta), bool(tail))
+
+
+@functools.lru_cache(maxsize=None)
+def _reducer(beta: float, tail: bool):
+  def fn(z, aux):
+    ids = jnp.asarray(aux[TOPK_IDS_KEY], jnp.int32)
+    tlp = sg(jnp.asarray(aux[TOPK_LOGPROBS_KEY], jnp.float32))
+    t_tail = aux.get(TOPK_TAIL_KEY)
+    t_tail = None if t_tail is None else sg(jnp.asarray(t_tail, jnp.float32))
+    s_lp, t_lp = topk_bucket_logprobs(z, ids, tlp, tail=tail, teacher_tail=t_tail)
+    d = generalized_jsd_logprobs(s_lp, t_lp, beta=beta)
+    k = ids.shape[-1]
+    mass = jnp.sum(jnp.exp(s_lp[..., :k]), axis=-1) if tail else jnp.ones_like(d)
+    return {TOPK_DIVERGENCE_KEY: d, TOPK_MASS_KEY: mass}
+  fn.keys = (TOPK_IDS_KEY, TOPK_LOGPROBS_KEY, TOPK_TAIL_KEY) if tail else (
+      TOPK_IDS_KEY, TOPK_LOGPROBS_KEY)
+  return fn
+
+
 def topk_jsd(
     *,
     beta: float = 0.5,
     tail: bool = True,
+    chunked: bool = False,
     agg: str = "token-mean",
     max_len: Optional[int] = None,
     num_tokens=None,
@@ -353,12 +407,17 @@ def topk_jsd(
   :func:`generalized_jsd` on full logits (tested).
 
   The returned term carries ``needs_logits = True``: the loop's update then
-  computes ``outputs.logits`` (the student's [B, T, V], needed for its
-  gradient anyway).
+  computes ``outputs.logits`` (the student's [B, T, V]). With
+  ``chunked=True`` it carries ``logits_reducer`` instead: the update computes
+  ℓ_t chunk by chunk over T from the hidden states (each chunk's logits
+  rematerialised in the backward pass), so no [B, T, V] array is alive; the
+  loss and gradient are the same (tested). With ``tail=True`` the teacher's
+  tail log-mass must be stored (``teacher_logits.teacher_topk`` does).
 
   Args:
     beta: β in [0, 1].
     tail: keep the tail bucket (else renormalise over the top-k).
+    chunked: the memory-bounded path (above).
     agg, max_len, num_tokens, num_sequences: aggregation.
 
   Returns:
@@ -367,6 +426,25 @@ def topk_jsd(
   """
   if not 0.0 <= beta <= 1.0:
     raise ValueError(f"topk_jsd: beta must be in [0, 1], got {beta}")
+
+  if chunked:
+    reducer = topk_jsd_reducer(beta, tail)
+
+    def chunked_term(outputs: ModelOutputs, traj: Trajectory):
+      if TOPK_DIVERGENCE_KEY not in outputs.extras:
+        raise ValueError("topk_jsd(chunked=True) needs outputs.extras"
+                         f"[{TOPK_DIVERGENCE_KEY!r}]: run it under an update"
+                         " built with its logits_reducer (the loop and fit do)")
+      d = outputs.extras[TOPK_DIVERGENCE_KEY]
+      loss = aggregation.aggregate_trajectory(
+          d, traj, mode=agg, max_len=max_len, num_tokens=num_tokens,
+          num_sequences=num_sequences)
+      return loss, {"divergence": aggregation.masked_token_mean(sg(d), traj),
+                    "topk_mass": aggregation.masked_token_mean(
+                        sg(outputs.extras[TOPK_MASS_KEY]), traj)}
+
+    chunked_term.logits_reducer = reducer
+    return chunked_term
 
   def term(outputs: ModelOutputs, traj: Trajectory):
     if outputs.logits is None or TOPK_IDS_KEY not in traj.extras or \

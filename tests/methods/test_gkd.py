@@ -133,3 +133,18 @@ def test_on_policy_fraction_is_lambda():
     frac = float(np.mean(draws))
     sigma = np.sqrt(max(lmbda * (1 - lmbda), 1e-12) / 400)
     assert abs(frac - lmbda) <= 3 * sigma + 1e-9, (lmbda, frac)
+
+
+def test_chunked_student_side_gives_the_same_first_loss():
+  """gkd(chunked=True) under the loop: the same loss as the full-logits path."""
+  tok, model, params, _, _ = fx.setup()
+  t_model, t_params = teacher()
+  v = model.config.vocab_size
+  losses = []
+  for chunked in (False, True):
+    m = methods.gkd(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
+                    reward_fns=(fx.first_is_digit,), lmbda=1.0, beta=0.3, k=v,
+                    chunked=chunked)
+    assert bool(getattr(m.objective, "needs_logits", False)) != chunked
+    losses.append(_loop(m, {"teacher": (t_model, t_params)}).step()["loss_first"])
+  np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4, atol=1e-6)
