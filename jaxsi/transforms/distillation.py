@@ -165,25 +165,6 @@ def topk_distillation(
   if not renormalize and temperature != 1.0:
     raise ValueError("topk_distillation: temperature != 1 needs renormalize=True")
 
-  if chunked:
-    reducer = topk_jsd_reducer(beta, tail)
-
-    def chunked_term(outputs: ModelOutputs, traj: Trajectory):
-      if TOPK_DIVERGENCE_KEY not in outputs.extras:
-        raise ValueError("topk_jsd(chunked=True) needs outputs.extras"
-                         f"[{TOPK_DIVERGENCE_KEY!r}]: run it under an update"
-                         " built with its logits_reducer (the loop and fit do)")
-      d = outputs.extras[TOPK_DIVERGENCE_KEY]
-      loss = aggregation.aggregate_trajectory(
-          d, traj, mode=agg, max_len=max_len, num_tokens=num_tokens,
-          num_sequences=num_sequences)
-      return loss, {"divergence": aggregation.masked_token_mean(sg(d), traj),
-                    "topk_mass": aggregation.masked_token_mean(
-                        sg(outputs.extras[TOPK_MASS_KEY]), traj)}
-
-    chunked_term.logits_reducer = reducer
-    return chunked_term
-
   def term(outputs: ModelOutputs, traj: Trajectory):
     if outputs.logits is None or TOPK_IDS_KEY not in traj.extras or \
         TOPK_LOGPROBS_KEY not in traj.extras:
