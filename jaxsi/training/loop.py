@@ -48,7 +48,6 @@ import numpy as np
 
 from jaxsi import spec as spec_lib
 from jaxsi.data import batching
-from jaxsi.models import lora as lora_lib
 from jaxsi.rewards import stages as reward_stages
 from jaxsi.sampling import buckets as buckets_lib
 from jaxsi.sampling import rollouts
@@ -57,11 +56,10 @@ from jaxsi.training import guards
 from jaxsi.training import loop_steps
 from jaxsi.training import metrics as metrics_lib
 from jaxsi.training import progress as progress_lib
+from jaxsi.training import roles as roles_lib
 from jaxsi import partitioning
 from jaxsi.training import placement
-from jaxsi.training.role_checks import check_tokenizer, check_vocab
 from jaxsi.training import stage_context
-from jaxsi.training import train_state as train_state_lib
 
 FAST_COMPILE = loop_steps.FAST_COMPILE
 Batch = rollouts.Batch
@@ -206,129 +204,15 @@ class Loop:
 
   # ----------------------------------------------------------------- roles
   def _set_up_roles(self, model, params, given: dict, copy_params: bool):
-    trained = []
-    for m in self.methods:
-      if m.train not in trained:
-        trained.append(m.train)
-    self.trained_roles = tuple(trained)
-    first = trained[0]
-    self.role_models = {first: model}
-    initial = {first: params}
-    self.aliases = {}
-    frozen_src = {}
-    for name, value in given.items():
-      if isinstance(value, str):
-        self.aliases[name] = value
-      elif isinstance(value, tuple) and len(value) in (2, 3):
-        if len(value) == 3:   # (model, params, the role's own tokenizer)
-          check_tokenizer(name, value[2], self.tokenizer)
-        self.role_models[name], frozen_src[name] = value[:2]
-      else:
-        self.role_models.setdefault(name, model)
-        frozen_src[name] = value
-    for name, mdl in self.role_models.items():
-      check_vocab(name, mdl, model, first)
-    for name in trained[1:]:
-      if name not in frozen_src:
-        raise spec_lib.ConfigurationError(
-            f"the schedule trains role {name!r} but the run gives no initial"
-            f" params for it (pass roles={{{name!r}: params}})")
-      initial[name] = frozen_src.pop(name)
-    for alias, target in self.aliases.items():
-      if target not in trained and target not in frozen_src and target not in self.aliases:
-        raise spec_lib.ConfigurationError(
-            f"role {alias!r} shares role {target!r}, which the run does not have")
-    # Validate every method's needs against what the run provides.
-    self.lora_reference = {}
-    b = self.prompts_per_step
-    for m in self.methods:
-      role_model = self.role_models[m.train]
-      if m.value_head and not role_model.config.value_head:
-        raise spec_lib.ConfigurationError(
-            f"method {m.name!r} trains a value head but the model of role"
-            f" {m.train!r} has none (build it with ModelConfig.value_head=True)")
-      size = b * m.n
-      if size % m.minibatches:
-        raise spec_lib.ConfigurationError(
-            f"method {m.name!r}: batch {size} (= {b} prompts × n={m.n}) is not"
-            f" divisible by minibatches={m.minibatches}")
-      needed = [(r.name, r) for r in m.roles]
-      needed += [(name, None) for name in
-                 reward_stages.stage_roles(reward_stages.as_stages(m.rewards))]
-      for name, role in needed:
-        if name in trained or name in frozen_src or name in self.aliases:
-          continue
-        if role is not None and role.source == spec_lib.FROM_INITIAL:
-          continue
-        raise spec_lib.ConfigurationError(
-            f"method {m.name!r} needs role {name!r}, which this run does not"
-            f" provide (roles given: {sorted(set(given) | set(trained))});"
-            f" pass roles={{{name!r}: (model, params)}} or a launcher that"
-            f" builds it")
-    self.param_shardings = {}
-    if self.mesh is not None:
-      div = partitioning.batch_divisor(self.mesh, self.rules)
-      for m in self.methods:
-        if (b * m.n) % div:
-          raise spec_lib.ConfigurationError(
-              f"method {m.name!r}: batch {b * m.n} (= {b} prompts × n={m.n}) is"
-              f" not a multiple of the {div} batch shards of mesh"
-              f" {dict(self.mesh.shape)}")
-      for name, mdl in self.role_models.items():
-        self.param_shardings[name] = partitioning.param_shardings(
-            mdl, mesh=self.mesh, rules=self.rules)
-    # Frozen roles: given ones, then FROM_INITIAL copies of the trained role.
-    self.frozen = {}
-    for name, value in frozen_src.items():
-      sh = self.param_shardings.get(name)
-      if self.mesh is not None:
-        value = jax.device_put(placement.as_global(value, sh), sh)
-      self.frozen[name] = value
-    for m in self.methods:
-      for role in m.roles:
-        if (role.source != spec_lib.FROM_INITIAL or role.name in self.frozen
-            or role.name in trained or role.name in self.aliases):
-          continue
-        base_model = self.role_models[m.train]
-        if isinstance(base_model, lora_lib.LoraModel):
-          if not lora_lib.is_base_frozen(self.optimizer, initial[m.train]):
-            raise spec_lib.ConfigurationError(
-                f"method {m.name!r} uses the LoRA base as its {role.name!r}"
-                " role: wrap the optimizer with lora.freeze_base(...) so the"
-                f" base stays exactly frozen (or pass roles={{{role.name!r}: params}})")
-          self.lora_reference[m.train] = True
-          continue
-        sh = self.param_shardings.get(m.train)
-        src = initial[m.train]
-        if self.mesh is not None:
-          src = placement.as_global(src, sh)
-        # A real copy: the trained params are donated to the update step.
-        self.frozen[role.name] = placement.copy(src, sh)
-        self.role_models.setdefault(role.name, base_model)
-    # Trained roles: one TrainState each (own optimizer state).
-    self.states = {}
-    self._state_shardings = {}
-    donate = () if copy_params else (0,)
-    for name in trained:
-      method = next(m for m in self.methods if m.train == name)
-      mdl = self.role_models[name]
-      p = initial[name]
-
-      def create(p, method=method):
-        return train_state_lib.create_train_state(
-            p, self.optimizer, jax.random.key(self.seed),
-            method_state=method.transform.init())
-
-      if self.mesh is None:
-        self.states[name] = jax.jit(create, donate_argnums=donate)(p)
-      else:
-        p = placement.as_global(p, self.param_shardings[name])
-        shardings = partitioning.state_shardings(
-            jax.eval_shape(create, p), optimizer=self.optimizer,
-            logical_axes=mdl.logical_axes(), mesh=self.mesh, rules=self.rules)
-        self._state_shardings[name] = shardings
-        self.states[name] = jax.jit(create, out_shardings=shardings,
-                                    donate_argnums=donate)(p)
+    r = roles_lib.build_roles(
+        methods=self.methods, model=model, params=params, given=given,
+        tokenizer=self.tokenizer, optimizer=self.optimizer,
+        prompts_per_step=self.prompts_per_step, seed=self.seed, mesh=self.mesh,
+        rules=self.rules, copy_params=copy_params)
+    self.trained_roles, self.role_models, self.aliases = r.trained, r.models, r.aliases
+    self.frozen, self.states = r.frozen, r.states
+    self.param_shardings, self._state_shardings = r.param_shardings, r.state_shardings
+    self.lora_reference = r.lora_reference
 
   def role_model(self, name: str):
     """The model of role ``name`` (aliases resolved)."""
