@@ -17,7 +17,11 @@ examples, ``--warm_steps`` steps), so judgments parse and stop at EOS as in
 a real run. Each phase is called ``--warmup`` untimed times (compilation) and
 then ``--repeats`` timed times, the sides alternating (``bench_env``); the
 table gives the medians, and the judge / generate ratio (the claim: judging
-adds at most the cost of one extra generation pass)::
+adds at most the cost of one extra generation pass). The judge is timed two
+ways: re-encoding the judging prompts (``judge``), and continuing the
+generation's KV cache (``generate_judge_cached`` = a ``keep_cache=True``
+generation + the judge; the judge's share is it minus ``generate``), which is
+what ``self_rewarding`` does with a continuation template::
 
   python benchmarks/round_cost.py --prompts=64 --n=4 --out=/tmp/round_cost.json
 
@@ -107,6 +111,18 @@ def main(argv):
     return out
 
   judge()
+
+  def generate_judge_cached():
+    # The default path: generation keeps its KV caches and the judge decodes
+    # from them (only the judging suffix and the judgment run through the
+    # model; jaxsi.sampling.continuation). Timed together because the caches
+    # are released by the judge.
+    ctx.generated.clear()
+    ro = common.sample(ctx, problems, spec, keep_cache=True)
+    state["judged_cached"] = out = self_rewarding.self_judge(ctx, per, ro.texts, fmt, samples=ro)
+    return out
+
+  generate_judge_cached()
   scores, statuses, _, _ = state["judged"]
   records = state["ro"].records(judge_score=scores, judge_status=statuses,
                                 judgment=list(state["judged"][2]))
@@ -129,15 +145,20 @@ def main(argv):
   sync = jax.block_until_ready
   res = bench_env.interleave(
       {"generate": (generate, _identity), "judge": (judge, _identity),
+       "generate_judge_cached": (generate_judge_cached, _identity),
        "update_dpo": (dpo, sync), "update_sft": (sft, sync)},
       warmup=_WARMUP.value, steps=_REPEATS.value)
   med = {k: v["median_s"] for k, v in res.items()}
   gen_tokens = int(state["ro"].tokens_generated)
   judge_tokens = int(sum(len(tok.encode(t)) for t in state["judged"][2]))
+  judge_cached = med["generate_judge_cached"] - med["generate"]
   sr = med["generate"] + med["judge"] + med["update_dpo"]
+  sr_cached = med["generate_judge_cached"] + med["update_dpo"]
   rs = med["generate"] + med["update_sft"]
   rows = [
-      ("self_rewarding", med["generate"], med["judge"], med["update_dpo"], sr),
+      ("self_rewarding (judge re-encodes)", med["generate"], med["judge"], med["update_dpo"], sr),
+      ("self_rewarding (judge continues the KV cache)", med["generate"], judge_cached,
+       med["update_dpo"], sr_cached),
       ("rejection_sampling", med["generate"], 0.0, med["update_sft"], rs),
   ]
   print(f"`{bench_env.uptime()}`\n")
@@ -145,7 +166,8 @@ def main(argv):
   print("|---|---|---|---|---|---|")
   for name, g, j, u, t in rows:
     print(f"| {name} | {g:.3f} | {j:.3f} | {u:.3f} | {t:.3f} | {t / rs:.2f} |")
-  print(f"\njudge / generate = {med['judge'] / med['generate']:.2f}"
+  print(f"\njudge / generate = {med['judge'] / med['generate']:.2f} re-encoded,"
+        f" {judge_cached / med['generate']:.2f} from the cache;"
         f" (generated tokens {gen_tokens}, judgment tokens {judge_tokens});"
         f" {len(pairs)} pairs, {len(examples)} correct samples,"
         f" parsed {sum(s is not None for s in scores)}/{len(scores)}")
@@ -157,6 +179,8 @@ def main(argv):
              first_s={k: v["first_s"] for k, v in res.items()},
              self_rewarding_s=sr, rejection_sampling_s=rs,
              judge_over_generate=med["judge"] / med["generate"],
+             judge_cached_s=judge_cached, self_rewarding_cached_s=sr_cached,
+             judge_cached_over_generate=judge_cached / med["generate"],
              generated_tokens=gen_tokens, judgment_tokens=judge_tokens,
              pairs=len(pairs), correct_samples=len(examples),
              pair_metrics={k: float(v) for k, v in pair_metrics.items()},

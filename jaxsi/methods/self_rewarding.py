@@ -45,6 +45,7 @@ from jaxsi import spec
 from jaxsi.data import judging as data_judging
 from jaxsi.methods import self_training_common as common
 from jaxsi.rewards import judging
+from jaxsi.sampling import continuation
 from jaxsi.sampling import rollouts
 from jaxsi.trajectory import Trajectory
 from jaxsi.transforms import base as transforms_base
@@ -52,14 +53,22 @@ from jaxsi.transforms import pairs as pairs_lib
 
 
 def self_judge(ctx: Any, tasks: Sequence[Any], texts: Sequence[str],
-                  fmt: judging.JudgeFormat, *, params: Any = None
-                  ) -> tuple[list, list, list, list]:
+                  fmt: judging.JudgeFormat, *, params: Any = None,
+                  samples: Any = None) -> tuple[list, list, list, list]:
   """The round's model judges ``texts`` (answers to ``tasks``), greedily.
 
   The judgments are sampled through ``ctx.sample`` (the run's rollout
   stage, jitted and batched) on ``data_judging.judging_tasks``; their budget
   is the run's completion budget ``config.max_new_tokens`` (a judgment that
   uses all of it and does not parse is ``over_budget``).
+
+  Given ``samples`` (the ``ctx.sample(keep_cache=True)`` result whose texts
+  are ``texts``), a continuation template (``{prompt}{completion}<suffix>``,
+  ``jaxsi.sampling.continuation.suffix_of``) and the sampling parameters,
+  the judgments are decoded from the generation's KV cache
+  (``ctx.continue_samples``: only the suffix and the judgment run through the
+  model) — the same judgments up to float rounding, at a fraction of the
+  cost; otherwise the judging prompts are encoded from scratch.
 
   Returns:
     (scores (None: unparsed), statuses, judgment texts, verifier verdicts
@@ -68,20 +77,29 @@ def self_judge(ctx: Any, tasks: Sequence[Any], texts: Sequence[str],
   jt = data_judging.judging_tasks(list(tasks), list(texts), fmt)
   if not jt:
     return [], [], [], []
-  ro = common.sample(ctx, jt, common.GREEDY, params=params)
-  # The judgments are not stored as a trajectory part of the chunk (their
-  # texts are in the records): a chunk's stored parts must share one length,
-  # and round_store.concat_chunks does not pad [B, T] extras.
-  if ctx.generated and ctx.generated[-1] is ro:
-    ctx.generated.pop()
+  judged = None
+  suffix = continuation.suffix_of(fmt.template)
+  if (samples is not None and suffix and getattr(samples, "caches", None)
+      and list(samples.texts) == list(texts)):
+    judged = ctx.continue_samples(samples, suffix, params=params)
+  if samples is not None:
+    samples.caches = samples.cache_params = None   # release the device memory
+  if judged is None:
+    ro = common.sample(ctx, jt, common.GREEDY, params=params)
+    # The judgments are not stored as a trajectory part of the chunk (their
+    # texts are in the records): a chunk's stored parts must share one length,
+    # and round_store.concat_chunks does not pad [B, T] extras.
+    if ctx.generated and ctx.generated[-1] is ro:
+      ctx.generated.pop()
+    judged = list(ro.texts)
   budget = int(ctx.config.max_new_tokens)
   scores, statuses = [], []
-  for text in ro.texts:
+  for text in judged:
     finished = len(ctx.tokenizer.encode(text)) < budget
     s, status = fmt.parse(text, finished=finished)
     scores.append(None if not math.isfinite(s) else float(s))
     statuses.append(status)
-  return scores, statuses, list(ro.texts), [bool(t.meta["correct"]) for t in jt]
+  return scores, statuses, judged, [bool(t.meta["correct"]) for t in jt]
 
 
 def pairs_from_scores(records: Sequence[dict], *, margin: float = 0.0
@@ -177,6 +195,10 @@ def self_rewarding(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=4, temperat
   if int(eval_judge_n) != eval_judge_n or eval_judge_n < 0:
     raise ValueError(f"{name}: eval_judge_n must be an integer >= 0, got {eval_judge_n!r}")
 
+  # The judge continues the generation's KV cache when its template is a
+  # continuation of the candidate (jaxsi.sampling.continuation).
+  reuse_cache = continuation.suffix_of(fmt.template) is not None
+
   def warm_start(labeled):
     return (common.task_examples(labeled)
             + data_judging.judging_examples(labeled, fmt, wrong_per_task=judge_wrong_per_task,
@@ -184,9 +206,9 @@ def self_rewarding(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=4, temperat
 
   def sample_chunk(ctx, tasks, plan):
     del plan
-    ro = common.sample(ctx, tasks, rollout)
+    ro = common.sample(ctx, tasks, rollout, keep_cache=reuse_cache)
     per = [tasks[i // ro.n] for i in range(len(ro.texts))]
-    scores, statuses, texts, _ = self_judge(ctx, per, ro.texts, fmt)
+    scores, statuses, texts, _ = self_judge(ctx, per, ro.texts, fmt, samples=ro)
     return ro.records(judge_score=scores, judge_status=statuses, judgment=texts)
 
   def select(records, plan, ctx):
@@ -204,9 +226,9 @@ def self_rewarding(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=4, temperat
       return {}
     ro = common.sample(ctx, list(test), spec.RolloutSpec(n=eval_judge_n,
                                                           temperature=eval_temperature),
-                       rng=jax.random.key(ctx.config.seed + 4242))
+                       rng=jax.random.key(ctx.config.seed + 4242), keep_cache=reuse_cache)
     per = [test[i // ro.n] for i in range(len(ro.texts))]
-    scores, statuses, _, _ = self_judge(ctx, per, ro.texts, fmt)
+    scores, statuses, _, _ = self_judge(ctx, per, ro.texts, fmt, samples=ro)
     correct = np.asarray(ro.correct, bool)
     s = np.asarray([np.nan if x is None else x for x in scores], np.float64)
     out = data_judging.judge_metrics(fmt, s, statuses, correct)

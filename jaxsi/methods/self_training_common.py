@@ -50,13 +50,16 @@ GREEDY = spec_lib.RolloutSpec(n=1, temperature=0.0)
 
 
 def sample(ctx: Any, tasks: Sequence[Any], rollout: spec_lib.RolloutSpec, *,
-           params: Any = None, rng: Any = None) -> Any:
+           params: Any = None, rng: Any = None, keep_cache: bool = False) -> Any:
   """``ctx.sample``: ``rollout.n`` graded samples per task under the strategy of
   ``rollout`` (``rollouts.strategy_of``: greedy at temperature 0). Its
   ``max_new_tokens`` is not used: a rounds run has one completion budget,
-  ``RoundsConfig.max_new_tokens``. ``rng`` defaults to ``ctx.rng``."""
+  ``RoundsConfig.max_new_tokens``. ``rng`` defaults to ``ctx.rng``;
+  ``keep_cache`` keeps the KV caches for ``ctx.continue_samples``."""
+  extra = {"keep_cache": True} if keep_cache else {}
   return ctx.sample(tasks, n=int(rollout.n), temperature=float(rollout.temperature),
-                    strategy=rollouts.strategy_of(rollout), params=params, rng=rng)
+                    strategy=rollouts.strategy_of(rollout), params=params, rng=rng,
+                    **extra)
 
 
 def sample_records(ctx: Any, tasks: Sequence[Any], rollout: spec_lib.RolloutSpec, *,

@@ -35,7 +35,9 @@ from jaxsi.models import logprobs as logprobs_lib
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.rewards import stages as reward_stages
 from jaxsi.rewards import verifiers
+from jaxsi.sampling import continuation
 from jaxsi.sampling import rollouts
+from jaxsi.sampling import strategies
 from jaxsi.training import checkpoint_pool as pool_lib
 from jaxsi.training import round_fit
 from jaxsi.training import round_store
@@ -61,6 +63,10 @@ class Samples:
     n: samples per task.
     seconds: wall time.
     tokens_generated: completion tokens.
+    caches: with ``sample(keep_cache=True)``: one (host traj, device
+      KVCache) per sampler batch, in row order (see
+      :meth:`RoundContext.continue_samples`); else None.
+    cache_params: the parameters those caches were computed with.
   """
 
   traj: Any
@@ -73,6 +79,8 @@ class Samples:
   n: int
   seconds: float = 0.0
   tokens_generated: int = 0
+  caches: Optional[list] = dataclasses.field(default=None, repr=False, compare=False)
+  cache_params: Any = dataclasses.field(default=None, repr=False, compare=False)
 
   def records(self, **extra_fields) -> list[dict]:
     """One JSON record per sample (``n`` per task, in order).
@@ -168,7 +176,8 @@ class RoundContext:
   def sample(self, tasks: Sequence[Any], *, stage: Any = None, n: Optional[int] = None,
              temperature: Optional[float] = None, strategy: Any = None,
              rng: Optional[jax.Array] = None, params: Any = None,
-             rewards: Optional[Sequence[Any]] = None) -> Samples:
+             rewards: Optional[Sequence[Any]] = None,
+             keep_cache: bool = False) -> Samples:
     """Graded samples of ``tasks`` by a rollout stage and reward stages.
 
     Args:
@@ -181,8 +190,15 @@ class RoundContext:
       params: the sampling parameters (default ``self.params``).
       rewards: reward stages or functions (default: the method's, else the
         task verifier).
+      keep_cache: keep each sampler batch's KV cache in ``Samples.caches``
+        (a plain ``rollouts.Sample`` stage only), so a follow-up prompt can
+        continue the generation (:meth:`continue_samples`) instead of
+        re-encoding it. The caches hold device memory until dropped.
     """
     stage = self._stage(stage, n, temperature, strategy)
+    if keep_cache and type(stage) is not rollouts.Sample:
+      raise ValueError(f"RoundContext.sample: keep_cache needs a plain rollouts.Sample"
+                       f" stage (one sampler call per batch), got {type(stage).__name__}")
     spec = stage.spec
     n = int(spec.n)
     fns = rewards if rewards is not None else (
@@ -204,6 +220,7 @@ class RoundContext:
                          for k, fn in stage.prompt_variants().items()},
         next_prompts=lambda: next(batches), batch_prompts=per_batch,
         reward_timeout_s=self.config.reward_timeout_s)
+    sctx.keep_caches = bool(keep_cache)
     t0 = time.perf_counter()
     trajs, cols = [], []
     for c0 in range(0, len(tasks), per_batch):
@@ -230,9 +247,52 @@ class RoundContext:
     out = Samples(traj=traj, rewards=rew, reward_names=tuple(names), texts=texts,
                   correct=correct, answers=answers, tasks=tasks, n=n,
                   seconds=time.perf_counter() - t0,
-                  tokens_generated=int(traj.loss_mask.sum()))
+                  tokens_generated=int(traj.loss_mask.sum()),
+                  caches=list(sctx.caches) if keep_cache else None,
+                  cache_params=params if keep_cache else None)
     self.generated.append(out)
     return out
+
+  def continue_samples(self, samples: Samples, suffix: str, *,
+                       strategy: Any = None, rng: Optional[jax.Array] = None,
+                       params: Any = None) -> Optional[list]:
+    """Texts of one more turn after ``suffix`` on every sample, from the cache.
+
+    ``samples`` must come from ``sample(keep_cache=True)``; each completion's
+    stop token is dropped and ``suffix`` appended
+    (``jaxsi.sampling.continuation``), as if the prompt were ``prompt +
+    completion + suffix``, without re-encoding prompt and completion. The
+    budget is ``config.max_new_tokens``.
+
+    Args:
+      samples: the samples (their caches are released afterwards).
+      suffix: the follow-up text (non-empty).
+      strategy: the new turn's strategy (default greedy).
+      rng: PRNG key (default ``self.rng``).
+      params: the parameters to continue with (default: those that sampled
+        ``samples``; other parameters cannot reuse the cache).
+
+    Returns:
+      One text per sample, or None when the caches are gone or were computed
+      with other parameters (the caller then encodes the prompts itself).
+    """
+    if not samples.caches or (params is not None and params is not samples.cache_params):
+      return None
+    ids = self.tokenizer.encode(suffix)
+    rng = self.rng if rng is None else rng
+    texts = []
+    for i, (traj, cache) in enumerate(samples.caches):
+      texts += continuation.continue_texts(
+          self.model, samples.cache_params, traj, cache, ids, tokenizer=self.tokenizer,
+          max_new_tokens=int(self.config.max_new_tokens),
+          strategy=strategy if strategy is not None else strategies.Greedy(),
+          rng=jax.random.fold_in(rng, i), stop_ids=(int(self.tokenizer.eos_id),),
+          pad_id=int(self.tokenizer.pad_id))
+    samples.caches, samples.cache_params = None, None
+    if len(texts) != len(samples.texts):
+      raise ValueError(f"continue_samples: {len(texts)} continuations for"
+                       f" {len(samples.texts)} samples")
+    return texts
 
   def _stage(self, stage, n, temperature, strategy):
     if stage is None and self.method is not None and self.method.rollout is not None:

@@ -94,6 +94,11 @@ class StageContext:
     self.reward_timeout_s = reward_timeout_s
     self.to_host = placement.to_host
     self.reward_errors: list[str] = []   # first error texts of this iteration
+    # keep_caches: generate() also keeps (host traj, device KVCache) of each
+    # call in ``caches`` (for a follow-up prompt that continues the
+    # generation, jaxsi.sampling.continuation); off by default (memory).
+    self.keep_caches = False
+    self.caches: list = []
 
   # -- rollout stage interface
   def prompt_arrays(self, task_index, variant: Optional[str] = None):
@@ -124,13 +129,20 @@ class StageContext:
     ids[:num] = task_index
     if self._place_rows is not None:
       tokens, mask, ok, ids = self._place_rows((tokens, mask, ok, ids))
-    traj, _ = sampler_lib.generate(
+    traj, cache = sampler_lib.generate(
         self.model, params, tokens, mask, rng=placement.host_key(rng),
         max_new_tokens=np.int32(self.max_new_tokens), strategy=self.strategy,
         n=int(n), gen_length=self.max_new_tokens, stop_ids=self.stop_ids,
         pad_id=self.pad_id, valid=ok, prompt_ids=ids)
     host = placement.to_host(traj)
-    return host if rows == num else jax.tree.map(lambda x: x[:num * n], host)
+    if rows != num:
+      host = jax.tree.map(lambda x: x[:num * n], host)
+    if self.keep_caches:
+      if rows != num:
+        cache = cache.replace(k=cache.k[:, :num * n], v=cache.v[:, :num * n],
+                              mask=cache.mask[:num * n])
+      self.caches.append((host, cache))
+    return host
 
   def rewards(self, traj, task_index):
     """(f32[B, K] rewards of the valid rows, NaN elsewhere; failed count)."""
