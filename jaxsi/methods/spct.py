@@ -59,7 +59,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from jaxsi.data import judging as data_judging
-from jaxsi.methods import grpo as grpo_lib
+from jaxsi.methods.grpo import grpo as grpo_method
 from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.rewards import judging
 from jaxsi.sampling import test_time
@@ -149,7 +149,7 @@ def spct(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=4, temperatur
   Returns:
     The on-policy ``spec.Method``.
   """
-  return grpo_lib.grpo(
+  return grpo_method(
       rollout=rollout, optim=optim,
       reward_fns=(grm_reward(agree_reward=agree_reward, disagree_reward=disagree_reward,
                              unparsed_reward=unparsed_reward, exact=exact),),
