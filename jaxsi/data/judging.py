@@ -212,3 +212,45 @@ def judge_metrics(fmt: Union[str, judging.JudgeFormat], scores: Sequence[float],
 __all__ = ["corrupt", "candidates", "examples_from", "judging_examples",
            "pairwise_examples", "judging_tasks", "verify_judgment", "judge_metrics",
            "CATEGORY"]
+
+
+# ------------------------------------------------ judging tasks as a task set
+from jaxsi.data import registry  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+JUDGE_TASK = "judge"
+
+
+def judge_tasks(n: int, *, difficulty: int, seed: int = 0, base: str = "addition",
+                judge_format: Union[str, judging.JudgeFormat] = "score_1_5",
+                correct_fraction: float = 0.5, **base_format) -> list[Task]:
+  """``n`` judging tasks over ``base`` problems (registered as ``'judge'``).
+
+  The task set of a generative reward model trained by RL (SPCT,
+  ``jaxsi.methods.spct``): per ``base`` problem (its generator called with
+  ``difficulty``, ``seed`` and ``base_format``), the candidate is its target
+  with probability ``correct_fraction``, else a :func:`corrupt`\\ ion of it
+  (the verifier labels the candidate either way, so a corruption that happens
+  to be right is labeled right); the judging task is :func:`judging_tasks`'s
+  (prompt = the judging prompt, target = the label judgment, verifier =
+  :func:`verify_judgment`). Deterministic in ``(n, difficulty, seed)``.
+
+  Raises:
+    ValueError: a pairwise format, or ``correct_fraction`` outside [0, 1].
+  """
+  fmt = judging.get_format(judge_format)
+  if not 0.0 <= correct_fraction <= 1.0:
+    raise ValueError(f"judge_tasks: correct_fraction must be in [0, 1], got"
+                     f" {correct_fraction!r}")
+  problems = registry.get_generator(base)(int(n), difficulty=int(difficulty),
+                                          seed=int(seed), **base_format)
+  rng = np.random.default_rng([int(seed), int(difficulty), 0x6A7])
+  completions = []
+  for t in problems:
+    wrong = rng.random() >= correct_fraction
+    c = corrupt(t.target, rng) if wrong else None
+    completions.append(t.target if c is None else c)
+  return judging_tasks(problems, completions, fmt)
+
+
+if JUDGE_TASK not in registry.task_names():
+  registry.register_task(JUDGE_TASK, judge_tasks)
