@@ -116,3 +116,10 @@ def get_method(name: str, **overrides) -> Method:
 # Self-rewarding (METHODS.md §4, issue 15): the model judges its own samples.
 from jaxsi.methods import self_rewarding as _self_rewarding  # pylint: disable=g-import-not-at-top,wrong-import-position
 SELF_TRAINING_METHODS["self_rewarding"] = _self_rewarding.self_rewarding
+
+# EVOLVE / RLRF (issue 15): answer + self-judge + refine rounds, DPO on
+# direct and refinement pairs. SPCT is a GRPO reward on task "judge"
+# (methods/spct.py, spct.gin), not a method of its own.
+from jaxsi.methods import evolve as _evolve  # pylint: disable=g-import-not-at-top,wrong-import-position
+SELF_TRAINING_METHODS["evolve"] = _evolve.evolve
+SELF_TRAINING_METHODS["rlrf"] = _evolve.rlrf
