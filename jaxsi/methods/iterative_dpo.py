@@ -20,7 +20,7 @@ r"""Online DPO and iterative DPO on verifier pairs: the preference baselines.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from jaxsi import spec
 from jaxsi.methods import base
@@ -36,6 +36,7 @@ def online_dpo(*, rollout: RolloutSpec = RolloutSpec(n=4, max_new_tokens=16,
                                                      temperature=1.0),
                optim: OptimSpec = OptimSpec(), beta: float = 0.1,
                margin: float = 0.0, loss_type: Any = "sigmoid",
+               max_pairs: Optional[int] = None,
                reward_fns: Sequence[Any] = (reward_fn.correctness_reward,),
                extra_transforms: Sequence[Any] = (),
                name: str = "online_dpo") -> base.Method:
@@ -48,6 +49,11 @@ def online_dpo(*, rollout: RolloutSpec = RolloutSpec(n=4, max_new_tokens=16,
     beta: DPO β.
     margin: a pair needs a score gap > ``margin`` (``best_vs_worst``).
     loss_type: a DPO loss type or tuple (``preference.DPO_LOSS_TYPES``).
+    max_pairs: None: one best-vs-worst pair per group
+      (``pairs.best_vs_worst``); an int P: every higher ≻ lower pair of a
+      group past ``margin`` (``pairs.all_pairs``), the first P of the batch —
+      the update then runs on a new batch of 2P rows (chosen copies, then
+      their rejected partners; unused slots invalid).
     reward_fns: the score (default: the verifier).
     extra_transforms: transforms chained after the pair builder.
     name: method name.
@@ -60,9 +66,15 @@ def online_dpo(*, rollout: RolloutSpec = RolloutSpec(n=4, max_new_tokens=16,
   if optim.minibatches != 1:
     raise ValueError(f"online_dpo: optim.minibatches must be 1, got {optim.minibatches}"
                      " (a random minibatch split would separate the rows of a pair)")
+  if max_pairs is None:
+    builder = pairs.best_vs_worst(margin=margin)
+  else:
+    if isinstance(max_pairs, bool) or int(max_pairs) != max_pairs or max_pairs < 1:
+      raise ValueError(f"online_dpo: max_pairs must be None or an int >= 1, got {max_pairs!r}")
+    builder = pairs.all_pairs(max_pairs=int(max_pairs), margin=margin)
   return base.make_method(
       name=name, rollout=rollout, optim=optim, reward_fns=tuple(reward_fns),
-      transform=chain(rescoring.ref_logprobs(), pairs.best_vs_worst(margin=margin)),
+      transform=chain(rescoring.ref_logprobs(), builder),
       objective=objective((1.0, preference.dpo(beta=beta, loss_type=loss_type), "dpo")),
       roles=base.reference_role(1.0), extra_transforms=extra_transforms)
 

@@ -111,19 +111,67 @@ def load_trajectory(path: str) -> StoredChunk:
                      prompt_texts=list(meta["prompt_texts"]))
 
 
+def _token_aligned_extras(chunks: Sequence[StoredChunk]) -> set[str]:
+  """Extras keys to right-pad with the [B, T] fields when chunk lengths differ.
+
+  An extra is token-aligned when its axis 1 equals its chunk's length T in
+  every chunk (top-k teacher log-probs [B, T, k], per-token entropies …);
+  those are padded with zeros like the token fields. An extra whose axis 1
+  differs between chunks without following T (a privileged prompt's own
+  tokens [B, T'], say) cannot be concatenated: a ValueError names it.
+  """
+  lengths = {c.traj.length for c in chunks}
+  if len(lengths) == 1:
+    return set()
+  aligned = set()
+  for key in chunks[0].traj.extras:
+    shapes = [np.shape(c.traj.extras[key]) for c in chunks]
+    if all(len(s) >= 2 and s[1] == c.traj.length for s, c in zip(shapes, chunks)):
+      aligned.add(key)
+    elif len({s[1:] for s in shapes}) != 1:
+      raise ValueError(
+          f"concat_chunks: extras[{key!r}] has per-row shapes"
+          f" {sorted({s[1:] for s in shapes})} across chunks of lengths"
+          f" {[c.traj.length for c in chunks]}: its axis 1 neither matches every"
+          " chunk's length T (token-aligned, padded) nor is the same in every chunk")
+  return aligned
+
+
+def _pad_chunk(traj: Trajectory, length: int, aligned: set[str]) -> Trajectory:
+  t = traj_lib.pad_length(traj, length)
+  if not aligned:
+    return t
+  extras = dict(t.extras)
+  for key in aligned:
+    v = np.asarray(extras[key])
+    width = [(0, 0)] * v.ndim
+    width[1] = (0, length - v.shape[1])
+    extras[key] = np.pad(v, width)
+  return t.replace(extras=extras)
+
+
 def concat_chunks(chunks: Sequence[StoredChunk]) -> Optional[StoredChunk]:
   """One StoredChunk of several (padded to one length; group and prompt ids
-  offset so groups and prompts stay distinct)."""
+  offset so groups and prompts stay distinct).
+
+  The [B, T] Trajectory fields and the token-aligned extras (axis 1 = the
+  chunk's T in every chunk) are right-padded with zeros to the longest chunk;
+  any other extra must have the same per-row shape in every chunk.
+  """
   chunks = [c for c in chunks if c.traj.batch_size]
   if not chunks:
     return None
   names = {c.reward_names for c in chunks}
   if len(names) != 1:
     raise ValueError(f"concat_chunks: reward columns differ {sorted(names)}")
+  keys = {tuple(sorted(c.traj.extras)) for c in chunks}
+  if len(keys) != 1:
+    raise ValueError(f"concat_chunks: chunks carry different extras {sorted(keys)}")
+  aligned = _token_aligned_extras(chunks)
   length = max(c.traj.length for c in chunks)
   parts, task_ids, texts = [], [], []
   for c in chunks:
-    t = traj_lib.pad_length(c.traj, length)
+    t = _pad_chunk(c.traj, length, aligned)
     off = len(task_ids)
     pair = np.asarray(t.pair_ids)
     rows = sum(p.batch_size for p in parts)

@@ -45,6 +45,60 @@ def test_online_dpo_one_loop_step_hand_numbers():
   assert lp.method.needs("reference")
 
 
+def _all_pairs_trainer(max_pairs, **kw):
+  m = iterative_dpo.online_dpo(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
+                               beta=0.1, margin=0.5, max_pairs=max_pairs,
+                               reward_fns=(fx.first_is_digit,))
+  tok, model, params, tasks, opt = fx.setup()
+  return loop.Loop(model=model, params=params, method=m, tokenizer=tok, tasks=tasks,
+                   optimizer=opt, prompts_per_step=fx.PROMPTS,
+                   compiler_options=loop.FAST_COMPILE, **kw)
+
+
+def test_online_dpo_all_pairs_changes_the_batch_under_the_loop():
+  """pairs.all_pairs under the Loop: the update runs on a new batch of 2P rows.
+
+  On a 0/1 reward with margin 0.5, a group with c correct and w wrong samples
+  has c·w candidate pairs; P = 5 keeps the first 5 of the batch. At the first
+  step policy = reference: every kept pair's loss is log 2.
+  """
+  lp = _all_pairs_trainer(5, seed=3)
+  metrics = lp.step()
+  raw = np.asarray(lp.last_batch.rewards, np.float64)[:, 0].reshape(-1, fx.N)
+  c = raw.sum(1)
+  candidates = int(np.sum(c * (fx.N - c)))
+  assert candidates > 0
+  assert metrics["transform/pairs/candidates"] == candidates
+  assert metrics["transform/pairs/count"] == min(candidates, 5)
+  traj = lp.last_traj
+  assert traj.batch_size == 10
+  chosen = np.asarray(traj.extras[preference.IS_CHOSEN_KEY])
+  np.testing.assert_array_equal(chosen, [True] * 5 + [False] * 5)
+  valid = np.asarray(traj.valid)
+  assert int(valid[:5].sum()) == min(candidates, 5)
+  # Every kept pair: a correct chosen row over a wrong rejected row.
+  r = np.asarray(traj.rewards)[:, 0]
+  np.testing.assert_array_equal(r[:5][valid[:5]], 1.0)
+  np.testing.assert_array_equal(r[5:][valid[5:]], 0.0)
+  np.testing.assert_allclose(metrics["loss_first"], math.log(2.0), rtol=1e-5)
+  assert np.isfinite(lp.step()["loss"])
+  with pytest.raises(ValueError, match="max_pairs"):
+    iterative_dpo.online_dpo(max_pairs=0)
+
+
+@pytest.mark.skipif(__import__("jax").device_count() < 8, reason="needs 8 (fake) devices")
+def test_online_dpo_all_pairs_sharded_equals_single_device():
+  """2P = 10 rows do not divide the ('data', 'fsdp') = 4 batch shards: the
+  builder's output is resharded, and the run equals the single-device one."""
+  from jaxsi import partitioning  # pylint: disable=g-import-not-at-top
+  mesh = partitioning.make_mesh(data=2, fsdp=2, tensor=2)
+  single, sharded = _all_pairs_trainer(5, seed=3), _all_pairs_trainer(5, seed=3, mesh=mesh)
+  for _ in range(2):
+    m1, m2 = single.step(), sharded.step()
+    for k in ("loss", "transform/pairs/count"):
+      np.testing.assert_allclose(m1[k], m2[k], rtol=1e-5, err_msg=k)
+
+
 def test_online_dpo_refusals_and_gin():
   with pytest.raises(ValueError, match="minibatches"):
     iterative_dpo.online_dpo(optim=OptimSpec(minibatches=2))
