@@ -11,7 +11,10 @@ round × batch size); only the pairs differ:
 * ``scpo``: most- ≻ least-voted answer, vote-margin-weighted DPO + NLL, no
   labels (``methods.scpo``);
 * ``dno``: best ≻ worst by verifier + 0.5·format only if the gap > 0.5
-  (``methods.dno``); ``dno_unfiltered``: the same with margin 0.
+  (``methods.dno``); ``dno_unfiltered``: the same with margin 0;
+  ``dno_teacher`` (not run by default): ``dno`` with the teacher's response
+  (the labeled target) as the last of each group's k rows, k − 1 samples
+  (``dno(teacher_response=True)``, the paper's GPT-4 response per prompt).
 
 Per round and arm: held-out greedy pass@1, pairs, and the reward-hacking
 monitors — the share of pairs whose chosen sample is wrong by the verifier,
@@ -47,6 +50,8 @@ from jaxsi.transforms import base as transforms_base
 from jaxsi.transforms.preference import IS_CHOSEN_KEY
 
 ARMS = ("iterative_dpo", "scpo", "dno", "dno_unfiltered")
+# Not in the default run: DNO with the teacher response in every group.
+EXTRA_ARMS = ("dno_teacher",)
 
 
 def parse_args(argv=None):
@@ -84,7 +89,10 @@ def make_arm(name, args):
     return dno_lib.dno(rollout=ro, beta=args.beta, margin=0.5)
   if name == "dno_unfiltered":
     return dno_lib.dno(rollout=ro, beta=args.beta, margin=0.0, name="dno_unfiltered")
-  raise ValueError(f"--arms: unknown arm {name!r}; expected {ARMS}")
+  if name == "dno_teacher":
+    return dno_lib.dno(rollout=ro, beta=args.beta, margin=0.5, teacher_response=True,
+                       name="dno_teacher")
+  raise ValueError(f"--arms: unknown arm {name!r}; expected {ARMS + EXTRA_ARMS}")
 
 
 def pair_monitors(method, store, r, tok):

@@ -235,6 +235,121 @@ class RefillUntil(Stage):
                  info=info)
 
 
+TEACHER_RESPONSE_KEY = "teacher_response"
+
+
+def target_response(task) -> str:
+  """The task's labeled target: the response of a perfect teacher."""
+  return task.target
+
+
+@dataclasses.dataclass(frozen=True)
+class WithTeacherResponse(Sample):
+  """n − 1 policy samples plus one teacher response per prompt (DNO).
+
+  Rosset et al. 2024, "Direct Nash Optimization" (arXiv:2404.03715), §5 /
+  Alg. 2 (DNO-Prct): every prompt's candidate set holds the policy's samples
+  *and* a response of a stronger teacher (GPT-4-Turbo there), all scored by
+  the preference oracle, so the teacher's response becomes the chosen one
+  when the oracle prefers it. Here each group of ``spec.n`` rows is
+  ``n − 1`` samples of the policy followed by one row whose completion is
+  ``response_fn(task)`` (default :func:`target_response`, the labeled
+  target), tokenized with a stop token and graded by the same reward
+  stages; ``extras[TEACHER_RESPONSE_KEY]`` marks those rows. A teacher row
+  has no behaviour log-probs (zeros): it is meant for pair builders and
+  DPO-family terms, which rescore both sides themselves, not for ratio
+  terms. A response longer than the budget is cut (``teacher/truncated``).
+
+  Attributes:
+    spec: the rollout spec; ``n`` ≥ 2 counts the teacher's row.
+    response_fn: task → the teacher's response text.
+  """
+
+  response_fn: Callable[[Any], str] = target_response
+
+  def __call__(self, ctx, params, rng) -> Batch:
+    n = int(self.spec.n)
+    if n < 2:
+      raise ValueError(f"WithTeacherResponse: spec.n must be >= 2 (n - 1 samples + the"
+                       f" teacher's row), got {n}")
+    batch = self.one_batch(ctx, params, jax.random.fold_in(rng, 0), n=n - 1)
+    traj = batch.traj
+    b, t = traj.tokens.shape
+    r = b // (n - 1)
+    p = t - self.spec.max_new_tokens
+
+    def grow(x):   # [R·(n−1), ...] → [R·n, ...]: a copy of each group's last row
+      x = np.asarray(x)
+      if x.ndim == 0 or x.shape[0] != b:
+        return x
+      g = x.reshape((r, n - 1) + x.shape[1:])
+      return np.concatenate([g, g[:, -1:]], axis=1).reshape((r * n,) + x.shape[1:])
+
+    new = jax.tree.map(grow, traj)
+    rows = np.arange(r) * n + (n - 1)
+    task_index = grow(batch.task_index)
+    tokens = np.array(new.tokens)
+    input_mask = np.array(new.input_mask)
+    loss_mask = np.array(new.loss_mask)
+    budget = t - p
+    stop = int(ctx.tokenizer.eos_id)
+    truncated = 0
+    lengths = np.zeros((r,), np.int32)
+    for i, row in enumerate(rows):
+      ids = list(ctx.tokenizer.encode(self.response_fn(ctx.tasks[task_index[row]]))) + [stop]
+      if len(ids) > budget:
+        ids, truncated = ids[:budget], truncated + 1
+      lengths[i] = len(ids)
+      tokens[row, p:] = ctx.pad_id
+      tokens[row, p:p + len(ids)] = ids
+      input_mask[row, p:] = False
+      input_mask[row, p:p + len(ids)] = True
+      loss_mask[row, p:] = False
+      loss_mask[row, p:p + len(ids)] = True
+    updates = dict(tokens=tokens, input_mask=input_mask, loss_mask=loss_mask,
+                   positions=np.asarray(positions_from_mask(input_mask)),
+                   group_ids=np.repeat(np.arange(r, dtype=np.int32) * n, n))
+    for name in ("behaviour_logprobs", "turn_ids"):
+      arr = getattr(new, name)
+      if arr is not None:
+        arr = np.array(arr)
+        arr[rows, p:] = 0
+        if name == "turn_ids":
+          arr[rows, p:] = loss_mask[rows, p:]
+        updates[name] = arr
+    extras = {}
+    for key, arr in new.extras.items():
+      arr = np.array(arr)
+      if arr.ndim >= 2 and arr.shape[1] == t:
+        arr[rows, p:] = 0
+      extras[key] = arr
+    if "finished" in extras:   # ends with the stop token (not cut by the budget)
+      extras["finished"][rows] = tokens[rows, p + lengths - 1] == stop
+    if "completion_length" in extras:
+      extras["completion_length"][rows] = lengths
+    is_teacher = np.zeros((r * n,), bool)
+    is_teacher[rows] = True
+    extras[TEACHER_RESPONSE_KEY] = is_teacher
+    new = new.replace(extras=extras, **updates)
+    rewards = grow(batch.rewards).copy()
+    info = dict(batch.info)
+    t0 = time.perf_counter()
+    trew, failed = ctx.rewards(_take(new, rows), task_index[rows])
+    info["reward_s"] += time.perf_counter() - t0
+    info["reward_failed"] += failed
+    rewards[rows] = trew
+    zero = group_zero_variance(total_reward(rewards), new.valid, n)
+    info.update(frac_zero_variance_groups=float(zero.mean()), gen_batches=1,
+                effective_batch_frac=float(1.0 - zero.mean()))
+    metrics = dict(batch.metrics)
+    metrics["teacher/truncated"] = float(truncated) / max(r, 1)
+    ok = np.asarray(new.valid)[rows]
+    metrics["teacher/reward"] = (float(np.nanmean(total_reward(trew)[ok]))
+                                 if ok.any() else float("nan"))
+    return Batch(traj=new, rewards=rewards, task_index=task_index, info=info,
+                 metrics=metrics)
+
+
 @dataclasses.dataclass(frozen=True)
 class HintedResample(Stage):
   """Hint-conditioned resamples of all-fail groups (Guide-GRPO).
