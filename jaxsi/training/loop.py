@@ -58,6 +58,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import threading
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -437,14 +438,29 @@ class Loop:
                      tmetrics=tmetrics, t_prep=t_prep,
                      reward_errors=phase.ctx.reward_errors, position=position)
 
-  def _produce_behind(self, phase, params, method_state, iteration) -> _Produced:
+  def _produce_behind(self, phase, params, method_state, iteration,
+                      host_work: Optional[threading.Event] = None) -> _Produced:
     """:meth:`_produce` with the trained role read as ``params`` (the
-    behaviour params θ_{t−1}, also for roles aliased to it)."""
+    behaviour params θ_{t−1}, also for roles aliased to it).
+
+    ``host_work`` is set when the rollout first calls the host reward
+    stages (its sampling is then done: the update may take the device
+    while the host grades), or when production ends, whichever is first.
+    """
     self._producing = (phase.method.train, params)
+    ctx = phase.ctx
+    if host_work is not None:
+      def rewards(*args, **kwargs):
+        host_work.set()
+        return type(ctx).rewards(ctx, *args, **kwargs)
+      ctx.rewards = rewards   # this context only, for this production
     try:
       return self._produce(phase, params, method_state, iteration)
     finally:
       self._producing = None
+      if host_work is not None:
+        del ctx.rewards
+        host_work.set()
 
   def step(self, prefetch: bool = True) -> dict:
     """Runs one iteration and returns its metrics (host floats).
@@ -515,9 +531,17 @@ class Loop:
       if self._executor is None:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="jaxsi-rollout")
+      host_work = threading.Event()
       future = self._executor.submit(
           self._produce_behind, phase, behaviour,
-          _copy_tree(produced.method_state), self.iteration + 1)
+          _copy_tree(produced.method_state), self.iteration + 1, host_work)
+      # The device runs the next batch's sampling first, then this update
+      # while the host grades that batch: dispatched in the other order,
+      # the sampler would queue behind the update and the host rewards
+      # would find an idle device.
+      host_work.wait()
+      if future.done() and future.exception() is not None:
+        future.result()   # raise before the update consumes (donates) θ_t
     perm = self._permutations(traj.batch_size, m)
     t0 = time.perf_counter()
     state, umetrics = phase.train(
