@@ -30,6 +30,22 @@ updates of two trained roles, e.g. a challenger and a solver. The loop
 knows no method by name; a method whose needs the run does not meet is
 refused before any work (:class:`~jaxsi.spec.ConfigurationError`).
 
+**Staleness** (``staleness=1``; default 0 is the synchronous loop above,
+unchanged). One-step off-policy pipelining (issue #20 item 5): batch t is
+generated — rollout, host rewards *and* the transform chain — by
+θ_{t−1}, the params before the previous update, in a background host
+thread while the device runs update t−1; then update t trains θ_t on it.
+The transform chain scores ``old_logprobs`` under the behaviour params
+θ_{t−1}, so the method's own ratio π_θ/π_{θ_{t−1}} (PPO/GRPO clip, CISPO,
+GSPO, ...) is the importance correction — the "one step async" of prime-rl
+(``async_level=1``) and of AReaL's decoupled PPO with π_prox = π_behav. A
+method whose prepared batch has no ``old_logprobs`` (ratio ≡ 1: its
+objective assumes on-policy samples) is refused with the first batch,
+before any update. Resume stays exact: the behaviour params are
+checkpointed next to the states (``workdir/ckpt_behaviour``) and the
+pending batch is regenerated from them (batch t is a pure function of
+(θ_{t−1}, seed, t, data position)).
+
 Token in, token out: prompts are token ids and the trajectory holds the
 sampled ids; text is decoded only for host reward stages. Resumable: every
 role's TrainState and the data position / iteration are checkpointed with
@@ -39,11 +55,15 @@ resumed run replays what an uninterrupted run would have done.
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import os
+import threading
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxsi import spec as spec_lib
@@ -84,6 +104,28 @@ SCALARS = (
     "time/rollout_s", "time/reward_s", "time/prepare_s", "time/update_s",
     "time/iteration_s", "rollout_tokens_per_s", "update_tokens_per_s",
 )
+
+
+STALENESS = (0, 1)
+
+
+@dataclasses.dataclass
+class _Produced:
+  """A rollout batch after its transform chain, not yet trained on."""
+
+  batch: Batch
+  traj: Any
+  method_state: Any
+  tmetrics: Any
+  t_prep: float
+  reward_errors: list
+  position: int      # the data position before its prompts were drawn
+
+
+def _copy_tree(tree):
+  """A device copy of every array leaf (kept alive past a donation)."""
+  return jax.tree.map(
+      lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x, tree)
 
 
 class Loop:
@@ -131,6 +173,10 @@ class Loop:
       samples failed their reward (raised, timed out, NaN, wrong shape); the
       message quotes the first errors.
     reward_failure_patience: see ``max_reward_failure_rate``.
+    staleness: 0 (synchronous: batch t from θ_t) or 1 (one-step off-policy
+      pipelining: batch t from θ_{t−1}, generated while update t−1 runs;
+      see the module docstring). One method only; its transform chain must
+      fill ``old_logprobs``.
 
   Raises:
     ConfigurationError: a method needs a role, a value head or a batch
@@ -147,7 +193,7 @@ class Loop:
                rules: Optional[Sequence] = None, copy_params: bool = True,
                max_skipped_iterations: int = 3,
                max_reward_failure_rate: float = 0.5,
-               reward_failure_patience: int = 2):
+               reward_failure_patience: int = 2, staleness: int = 0):
     methods = (tuple(method) if isinstance(method, (tuple, list)) else (method,))
     for m in methods:
       if not isinstance(m, spec_lib.Method):
@@ -155,6 +201,15 @@ class Loop:
             f"Loop runs jaxsi.spec.Method values; got {type(m).__name__}"
             f" {getattr(m, 'name', m)!r} (a rounds method runs under"
             " rounds_run.run / rounds.run_rounds)")
+    if isinstance(staleness, bool) or staleness not in STALENESS:
+      raise ValueError(f"Loop: staleness must be one of {STALENESS} (0: the"
+                       f" synchronous loop, 1: one-step off-policy), got"
+                       f" {staleness!r}")
+    if staleness and len(methods) > 1:
+      raise spec_lib.ConfigurationError(
+          f"Loop: staleness={staleness} pipelines one method; the schedule"
+          f" {[m.name for m in methods]} alternates several (use staleness=0)")
+    self.staleness = int(staleness)
     self.methods = methods
     self.method = methods[0]
     self.tokenizer = tokenizer
@@ -191,12 +246,24 @@ class Loop:
     self.last_batch = self.last_traj = None
     self.checkpoint_every = checkpoint_every
     self.writer = self.ckpt = None
+    # staleness=1: the batch of the next iteration (or None: regenerate it
+    # from ``_behaviour``, the params that generate it; None at iteration 0:
+    # the live params), and the live params' stand-in while producing.
+    self._pending: Optional[_Produced] = None
+    self._behaviour = None
+    self._producing = None
+    self._ckpt_behaviour = None
+    self._executor = None
     if workdir is not None:
       self.writer = metrics_lib.MetricWriter(workdir, tensorboard=tensorboard,
                                              console=console)
       self.ckpt = checkpoint_lib.Checkpointer(
           os.path.join(workdir, "ckpt"), keep=2,
           save_every=max(1, checkpoint_every or 10 ** 9), async_save=False)
+      if self.staleness:
+        self._ckpt_behaviour = checkpoint_lib.Checkpointer(
+            os.path.join(workdir, "ckpt_behaviour"), keep=2,
+            save_every=max(1, checkpoint_every or 10 ** 9), async_save=False)
       if self.ckpt.latest_step() is not None:
         self.restore()
       else:   # killed before its first checkpoint: the rows start over
@@ -222,6 +289,8 @@ class Loop:
   def role_params(self, name: str):
     """The live params of role ``name`` (aliases resolved)."""
     name = self.aliases.get(name, name)
+    if self._producing is not None and name == self._producing[0]:
+      return self._producing[1]   # staleness=1: the behaviour params
     if name in self.states:
       return self.states[name].params
     if name in self.frozen:
@@ -342,15 +411,16 @@ class Loop:
     return phase.method.rollout(phase.ctx, params, rng)
 
   # ----------------------------------------------------------------- step
-  def step(self) -> dict:
-    """Runs one iteration and returns its metrics (host floats)."""
-    phase = self.phases[self.iteration % len(self.phases)]
-    m, role = phase.method, phase.method.train
-    key = jax.random.fold_in(jax.random.key(self.seed), self.iteration)
-    t_start = time.perf_counter()
-    state = self.states[role]
+  def _produce(self, phase: stage_context.Phase, params, method_state,
+               iteration: int) -> _Produced:
+    """Batch ``iteration``: rollout and rewards (host), then the transform
+    chain (jitted) under ``params`` (a pure function of (params,
+    method_state, seed, iteration, data position))."""
+    m = phase.method
+    key = jax.random.fold_in(jax.random.key(self.seed), iteration)
+    position = self.position
     phase.ctx.reward_errors = []
-    batch = self.collect(state.params, jax.random.fold_in(key, 1), phase)
+    batch = self.collect(params, jax.random.fold_in(key, 1), phase)
     traj = batch.traj.replace(rewards=batch.rewards.astype(np.float32))
     if self.mesh is not None:
       traj = placement.to_global(traj, partitioning.data_sharding(self.mesh, self.rules))
@@ -358,31 +428,139 @@ class Loop:
       traj = placement.to_device(traj)
     t0 = time.perf_counter()
     traj, method_state, tmetrics = self._prepare(
-        state.params, self._aux_params(phase), traj, state.method_state,
-        placement.host_key(jax.random.fold_in(key, 2)), np.int32(self.iteration),
+        params, self._aux_params(phase), traj, method_state,
+        placement.host_key(jax.random.fold_in(key, 2)), np.int32(iteration),
         transform=m.transform, scorers=phase.scorers,
         lora_reference=phase.lora_reference)
-    self.last_batch, self.last_traj = batch, traj
     jax.block_until_ready(traj.tokens)
     t_prep = time.perf_counter() - t0
+    return _Produced(batch=batch, traj=traj, method_state=method_state,
+                     tmetrics=tmetrics, t_prep=t_prep,
+                     reward_errors=phase.ctx.reward_errors, position=position)
+
+  def _produce_behind(self, phase, params, method_state, iteration,
+                      host_work: Optional[threading.Event] = None) -> _Produced:
+    """:meth:`_produce` with the trained role read as ``params`` (the
+    behaviour params θ_{t−1}, also for roles aliased to it).
+
+    ``host_work`` is set when the rollout first calls the host reward
+    stages (its sampling is then done: the update may take the device
+    while the host grades), or when production ends, whichever is first.
+    """
+    self._producing = (phase.method.train, params)
+    ctx = phase.ctx
+    if host_work is not None:
+      def rewards(*args, **kwargs):
+        host_work.set()
+        return type(ctx).rewards(ctx, *args, **kwargs)
+      ctx.rewards = rewards   # this context only, for this production
+    try:
+      return self._produce(phase, params, method_state, iteration)
+    finally:
+      self._producing = None
+      if host_work is not None:
+        del ctx.rewards
+        host_work.set()
+
+  def step(self, prefetch: bool = True) -> dict:
+    """Runs one iteration and returns its metrics (host floats).
+
+    Args:
+      prefetch: with ``staleness=1``, also generate the next iteration's
+        batch during this update (``run`` passes False on its last
+        iteration; a later ``step`` then generates it first). Ignored with
+        ``staleness=0``.
+    """
+    if self.staleness:
+      return self._step_stale(prefetch)
+    phase = self.phases[self.iteration % len(self.phases)]
+    m, role = phase.method, phase.method.train
+    t_start = time.perf_counter()
+    state = self.states[role]
+    produced = self._produce(phase, state.params, state.method_state,
+                             self.iteration)
+    batch, traj = produced.batch, produced.traj
+    self.last_batch, self.last_traj = batch, traj
     perm = self._permutations(traj.batch_size, m)
     t0 = time.perf_counter()
-    state, umetrics = phase.train(state.replace(method_state=method_state), traj, perm)
+    state, umetrics = phase.train(
+        state.replace(method_state=produced.method_state), traj, perm)
     umetrics = placement.to_host(umetrics)
     t_upd = time.perf_counter() - t0
     self.states[role] = state
     self.iteration += 1
-    metrics = self._metrics(phase, batch, placement.to_host(tmetrics), umetrics,
-                            t_prep=t_prep, t_upd=t_upd,
+    metrics = self._metrics(phase, batch, placement.to_host(produced.tmetrics),
+                            umetrics, t_prep=produced.t_prep, t_upd=t_upd,
                             t_total=time.perf_counter() - t_start)
+    return self._finish(phase, metrics, produced.reward_errors)
+
+  def _finish(self, phase, metrics: dict, reward_errors) -> dict:
     self.history.append(metrics)
     if self.writer is not None:
       self.writer.write_scalars(self.iteration, metrics)
-    self.guard.check(self.iteration, m.name, metrics, phase.ctx.reward_errors)
+    self.guard.check(self.iteration, phase.method.name, metrics, reward_errors)
     if (self.ckpt is not None and self.checkpoint_every
         and self.iteration % self.checkpoint_every == 0):
       self.save()
     return metrics
+
+  def _step_stale(self, prefetch: bool) -> dict:
+    """staleness=1: train θ_t on batch t (from θ_{t−1}) while a host thread
+    produces batch t+1 from θ_t (a copy: the update donates θ_t)."""
+    phase = self.phases[0]
+    m, role = phase.method, phase.method.train
+    t_start = time.perf_counter()
+    state = self.states[role]
+    if self._pending is None:   # iteration 0, a resumed run, no prefetch
+      behaviour = state.params if self._behaviour is None else self._behaviour
+      self._pending = self._produce_behind(phase, behaviour, state.method_state,
+                                           self.iteration)
+    produced, self._pending = self._pending, None
+    if produced.traj.old_logprobs is None:
+      raise spec_lib.ConfigurationError(
+          f"Loop: method {m.name!r} with staleness=1: its transform chain"
+          " leaves traj.old_logprobs None (ratio ≡ 1, an objective for"
+          " on-policy samples), so one-step-stale batches would go"
+          " uncorrected; chain importance.old_logprobs() or use staleness=0"
+          " (refused before any update)")
+    batch, traj = produced.batch, produced.traj
+    self.last_batch, self.last_traj = batch, traj
+    behaviour = _copy_tree(state.params)          # θ_t: generates batch t+1
+    future = None
+    if prefetch:
+      if self._executor is None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="jaxsi-rollout")
+      host_work = threading.Event()
+      future = self._executor.submit(
+          self._produce_behind, phase, behaviour,
+          _copy_tree(produced.method_state), self.iteration + 1, host_work)
+      # The device runs the next batch's sampling first, then this update
+      # while the host grades that batch: dispatched in the other order,
+      # the sampler would queue behind the update and the host rewards
+      # would find an idle device.
+      host_work.wait()
+      if future.done() and future.exception() is not None:
+        future.result()   # raise before the update consumes (donates) θ_t
+    perm = self._permutations(traj.batch_size, m)
+    t0 = time.perf_counter()
+    state, umetrics = phase.train(
+        state.replace(method_state=produced.method_state), traj, perm)
+    umetrics = placement.to_host(umetrics)
+    t_upd = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    self._pending = None if future is None else future.result()
+    t_wait = time.perf_counter() - t0
+    self._behaviour = behaviour
+    self.states[role] = state
+    self.iteration += 1
+    metrics = self._metrics(phase, batch, placement.to_host(produced.tmetrics),
+                            umetrics, t_prep=produced.t_prep, t_upd=t_upd,
+                            t_total=time.perf_counter() - t_start)
+    # Time the update waited for the next batch after it had finished (0
+    # when the update is the longer of the two).
+    metrics["pipeline/wait_s"] = t_wait
+    return self._finish(phase, metrics, produced.reward_errors)
 
   def _permutations(self, b: int, m: Optional[spec_lib.Method] = None
                     ) -> np.ndarray:
@@ -456,7 +634,8 @@ class Loop:
                                  log_every=max(1, log_every),
                                  initial=self.iteration) as bar:
       while self.iteration < num_steps:
-        metrics = self.step()
+        metrics = (self.step(prefetch=self.iteration + 1 < num_steps)
+                   if self.staleness else self.step())
         bar.update(self.iteration, metrics)
         if callback is not None:
           callback(self.iteration, metrics)
@@ -471,20 +650,46 @@ class Loop:
       return
     if self.writer is not None:
       self.writer.flush()   # metrics up to this checkpoint are durable first
+    if not self.staleness:
+      self.ckpt.save(self.iteration, self.states, force=True,
+                     extra={"position": self.position, "iteration": self.iteration})
+      return
+    # The behaviour params first: a checkpoint of the states is complete
+    # only with them. The position is the one before the pending batch.
+    state = self.state
+    behaviour = state.params if self._behaviour is None else self._behaviour
+    position = self.position if self._pending is None else self._pending.position
+    self._ckpt_behaviour.save(self.iteration, behaviour, force=True)
     self.ckpt.save(self.iteration, self.states, force=True,
-                   extra={"position": self.position, "iteration": self.iteration})
+                   extra={"position": position, "iteration": self.iteration,
+                          "staleness": self.staleness})
 
   def restore(self) -> None:
     """Restores the latest checkpoint of ``workdir/ckpt`` (exact resume)."""
     states, extra = self.ckpt.restore(self.states)
     self.states = dict(states)
+    saved = int(extra.get("staleness", 0))
+    if saved != self.staleness:
+      raise spec_lib.ConfigurationError(
+          f"Loop: {self.ckpt.directory} holds a run with staleness={saved}; resuming it with"
+          f" staleness={self.staleness} would mix two runs")
     self.position = int(extra["position"])
     self.iteration = int(extra["iteration"])
+    if self.staleness:
+      # The pending batch is regenerated from the params that generated it.
+      self._behaviour, _ = self._ckpt_behaviour.restore(
+          self.state.params, step=self.iteration)
+      self._pending = None
     if self.writer is not None:
       # Iterations after the checkpoint are replayed: their rows go once.
       self.writer.rewind(self.iteration)
 
   def close(self) -> None:
+    if self._executor is not None:
+      self._executor.shutdown(wait=True)
+      self._executor = None
+    if self._ckpt_behaviour is not None:
+      self._ckpt_behaviour.close()
     if self.ckpt is not None:
       self.ckpt.close()
     if self.writer is not None:

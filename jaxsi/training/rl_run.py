@@ -160,7 +160,8 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
         eval_samples: int = 4, fast_compile: bool = True,
         reward_timeout_s: float = 60.0, max_skipped_iterations: int = 3,
         max_reward_failure_rate: float = 0.5, reward_failure_patience: int = 2,
-        console: bool = False, dry_run: bool = False) -> dict:
+        console: bool = False, staleness: int = 0,
+        dry_run: bool = False) -> dict:
   """Warm start + RL of ``method`` on a synthetic task; returns the summary.
 
   Args:
@@ -204,6 +205,8 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
     max_skipped_iterations, max_reward_failure_rate, reward_failure_patience:
       when a run stops as failed (``loop.Loop``, ``training/guards.py``).
     console: print one metrics line per RL iteration.
+    staleness: 0 (synchronous) or 1 (one-step off-policy pipelining: batch
+      t from θ_{t−1}, generated while update t−1 runs; ``loop.Loop``).
     dry_run: build data, model and method, run nothing; returns the set-up.
 
   Returns:
@@ -226,7 +229,7 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
       reward_timeout_s=A.number(0, open_low=True),
       max_skipped_iterations=A.integer(1),
       max_reward_failure_rate=A.number(0, 1), reward_failure_patience=A.integer(1),
-      dry_run=A.flag()))
+      staleness=A.integer(0, 1), dry_run=A.flag()))
   if not isinstance(method, spec_lib.Method):
     raise spec_lib.ConfigurationError(
         f"rl_run.run trains an on-policy jaxsi.spec.Method; got"
@@ -337,7 +340,7 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
       console=console, reward_timeout_s=reward_timeout_s,
       max_skipped_iterations=max_skipped_iterations,
       max_reward_failure_rate=max_reward_failure_rate,
-      reward_failure_patience=reward_failure_patience,
+      reward_failure_patience=reward_failure_patience, staleness=staleness,
       compiler_options=loop_lib.FAST_COMPILE if fast_compile else None)
 
   def callback(iteration, metrics):

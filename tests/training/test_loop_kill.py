@@ -1,7 +1,8 @@
 """Resume survives kill -9: a loop run SIGKILLed at a chosen point (during the
 rollout, after the update, while a checkpoint is being written) and rerun in
 the same workdir ends with every role's parameters bitwise equal to an
-uninterrupted run. One-role RL and a two-role alternating schedule."""
+uninterrupted run. One-role RL, a two-role alternating schedule and one-step
+off-policy RL (``staleness=1``)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ _WORKER = textwrap.dedent('''
     lp = loop.Loop(model=model, params=params, method=method, tokenizer=tok,
                    tasks=tasks, optimizer=opt, prompts_per_step=fx.PROMPTS,
                    seed=3, roles=roles, workdir=workdir, checkpoint_every=1,
-                   compiler_options=loop.FAST_COMPILE)
+                   compiler_options=loop.FAST_COMPILE,
+                   staleness=1 if kind == "rl_stale" else 0)
     if where == "rollout":
       rewards = stage_context.StageContext.rewards
       def patched(self, traj, task_index):
@@ -110,6 +112,9 @@ def reference(tmp_path_factory):
     ("rl", "rollout:2"),
     ("rl", "update:1"),
     ("two_role", "checkpoint:3"),
+    # staleness=1: killed in the rollout thread while update 2 runs (batch 3
+    # from θ_2); the resumed run regenerates batch 2 from the saved θ_1.
+    ("rl_stale", "rollout:2"),
 ])
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path, reference, kind, kill):
   work, out = tmp_path / "work", tmp_path / "out.npz"

@@ -214,3 +214,17 @@ def test_eval_log_is_exactly_once_after_an_interruption(tmp_path, monkeypatch):
   assert out["iterations"] == 2
   assert [e["iteration"] for e in _lines(tmp_path / "eval.jsonl")] == [0, 1, 2]
   assert [m["step"] for m in _lines(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+def test_staleness_is_one_gin_binding_and_checked(tmp_path):
+  # Accepted by gin and the dry run; an out-of-range value is refused by
+  # name before any work (Loop(staleness=...) itself is tested in
+  # tests/training/test_loop_staleness.py).
+  files = ["experiments/rl_addition.gin", "methods/grpo.gin"]
+  small = ["rl_run.run.n_train = 48", "rl_run.run.n_test = 8"]
+  out = _launch(tmp_path, files, small + ["rl_run.run.staleness = 1"],
+                dry_run=True)
+  assert out["method"] == "grpo"
+  with pytest.raises(ValueError, match=r"rl_run.run.staleness = 2: expected <= 1"):
+    _launch(tmp_path / "bad", files, small + ["rl_run.run.staleness = 2"],
+            dry_run=True)
