@@ -123,3 +123,9 @@ SELF_TRAINING_METHODS["self_rewarding"] = _self_rewarding.self_rewarding
 from jaxsi.methods import evolve as _evolve  # pylint: disable=g-import-not-at-top,wrong-import-position
 SELF_TRAINING_METHODS["evolve"] = _evolve.evolve
 SELF_TRAINING_METHODS["rlrf"] = _evolve.rlrf
+
+# SPO (Swamy et al. 2024, arXiv:2401.04056, issue 15): the reward is each
+# sample's win rate in its group under a pairwise preference (the verifier as
+# a perfect rater, or the model as a pairwise judge); GRPO's update.
+from jaxsi.methods.spo import spo  # pylint: disable=g-import-not-at-top,wrong-import-position
+METHODS["spo"] = spo
