@@ -127,5 +127,6 @@ SELF_TRAINING_METHODS["rlrf"] = _evolve.rlrf
 # SPO (Swamy et al. 2024, arXiv:2401.04056, issue 15): the reward is each
 # sample's win rate in its group under a pairwise preference (the verifier as
 # a perfect rater, or the model as a pairwise judge); GRPO's update.
-from jaxsi.methods.spo import spo  # pylint: disable=g-import-not-at-top,wrong-import-position
-METHODS["spo"] = spo
+# Imported as a module (``methods.spo.spo``) so the package attribute stays the module.
+from jaxsi.methods import spo as _spo  # pylint: disable=g-import-not-at-top,wrong-import-position
+METHODS["spo"] = _spo.spo
