@@ -130,3 +130,10 @@ SELF_TRAINING_METHODS["rlrf"] = _evolve.rlrf
 # Imported as a module (``methods.spo.spo``) so the package attribute stays the module.
 from jaxsi.methods import spo as _spo  # pylint: disable=g-import-not-at-top,wrong-import-position
 METHODS["spo"] = _spo.spo
+
+# Self-motivated Learning (Feng et al. 2024, arXiv:2404.07017, issue 15): PPO +
+# KL against a reward model trained on the warm start's verifier-ranked samples
+# (rl_run.run trains the 'reward_model' role first). Its reward stage
+# (training.reward_model.RewardModelScorer) comes from the run's gin file, so it
+# is not in METHODS (get_method would build it without a reward).
+from jaxsi.methods import self_motivated as _self_motivated  # pylint: disable=g-import-not-at-top,wrong-import-position
