@@ -244,6 +244,13 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
         f"rl_run.run.prompts_per_step = {prompts_per_step}: the batch"
         f" {prompts_per_step} × n={method.n} is not divisible by method"
         f" {method.name!r}'s minibatches={method.minibatches} (nothing was run)")
+  from jaxsi.rewards import stages as reward_stages  # pylint: disable=g-import-not-at-top
+  wants_rm = (method.needs(spec_lib.REWARD_MODEL) or spec_lib.REWARD_MODEL in
+              reward_stages.stage_roles(reward_stages.as_stages(method.rewards)))
+  if reward_model is not None and not wants_rm:
+    raise arguments.ArgumentError(
+        f"rl_run.run.reward_model is set but method {method.name!r} reads no"
+        " 'reward_model' role (nothing was run)")
   os.makedirs(workdir, exist_ok=True)
   if task_format is None:
     task_format = {"reverse": True} if task == "addition" else {}
@@ -305,9 +312,7 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
     teacher = (mdl, teacher_params)
 
   rm_role = None
-  from jaxsi.rewards import stages as reward_stages  # pylint: disable=g-import-not-at-top
-  if (method.needs(spec_lib.REWARD_MODEL) or spec_lib.REWARD_MODEL in
-      reward_stages.stage_roles(reward_stages.as_stages(method.rewards))):
+  if wants_rm:
     from jaxsi.training import reward_model_role  # pylint: disable=g-import-not-at-top
     rm_model, rm_params, rm_info = reward_model_role.build(
         reward_model or reward_model_role.RewardModelSpec(), model=mdl, params=warm,
@@ -324,10 +329,6 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
 
     rm_info = dict(rm_info, before=rm_report(warm))
     print(f"[rl_run] reward model: {rm_info}", flush=True)
-  elif reward_model is not None:
-    raise arguments.ArgumentError(
-        f"rl_run.run.reward_model is set but method {method.name!r} reads no"
-        " 'reward_model' role")
 
   # A multi-turn method trains episodes (the Loop runs its rollouts.Episodes
   # stage) and is evaluated on them too, besides first-attempt pass@1.
