@@ -160,6 +160,16 @@ EXTRA = {
     "rft": ["spec.RolloutSpec.n = 2"],
     "quickstart": ["spec.RolloutSpec.n = 2"],
     "sharpening": ["spec.RolloutSpec.n = 2"],
+    # The RM recipes train their reward model first: tiny, and pointwise (a
+    # random init has no correct sample, so Bradley-Terry would have no pair).
+    "self_motivated": ["reward_model_role.RewardModelSpec.kind = 'pointwise'",
+                       "reward_model_role.RewardModelSpec.n = 2",
+                       "reward_model_role.RewardModelSpec.steps = 2",
+                       "reward_model_role.RewardModelSpec.batch_size = 4",
+                       "spec.OptimSpec.minibatches = 1"],
+    "reward_model": ["reward_model_role.RewardModelSpec.n = 2",
+                     "reward_model_role.RewardModelSpec.steps = 2",
+                     "reward_model_role.RewardModelSpec.batch_size = 4"],
     "easy_to_hard": ["easy_to_hard.easy_to_hard.vote_models = 1",
                      "rounds_run.run.difficulty = (1, 2)",
                      "rounds_run.run.labeled_max_difficulty = 1",

@@ -123,3 +123,17 @@ SELF_TRAINING_METHODS["self_rewarding"] = _self_rewarding.self_rewarding
 from jaxsi.methods import evolve as _evolve  # pylint: disable=g-import-not-at-top,wrong-import-position
 SELF_TRAINING_METHODS["evolve"] = _evolve.evolve
 SELF_TRAINING_METHODS["rlrf"] = _evolve.rlrf
+
+# SPO (Swamy et al. 2024, arXiv:2401.04056, issue 15): the reward is each
+# sample's win rate in its group under a pairwise preference (the verifier as
+# a perfect rater, or the model as a pairwise judge); GRPO's update.
+# Imported as a module (``methods.spo.spo``) so the package attribute stays the module.
+from jaxsi.methods import spo as _spo  # pylint: disable=g-import-not-at-top,wrong-import-position
+METHODS["spo"] = _spo.spo
+
+# Self-motivated Learning (Feng et al. 2024, arXiv:2404.07017, issue 15): PPO +
+# KL against a reward model trained on the warm start's verifier-ranked samples
+# (rl_run.run trains the 'reward_model' role first). Its reward stage
+# (training.reward_model.RewardModelScorer) comes from the run's gin file, so it
+# is not in METHODS (get_method would build it without a reward).
+from jaxsi.methods import self_motivated as _self_motivated  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -161,7 +161,7 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
         reward_timeout_s: float = 60.0, max_skipped_iterations: int = 3,
         max_reward_failure_rate: float = 0.5, reward_failure_patience: int = 2,
         console: bool = False, staleness: int = 0,
-        dry_run: bool = False) -> dict:
+        dry_run: bool = False, reward_model: Any = None) -> dict:
   """Warm start + RL of ``method`` on a synthetic task; returns the summary.
 
   Args:
@@ -208,6 +208,12 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
     staleness: 0 (synchronous) or 1 (one-step off-policy pipelining: batch
       t from θ_{t−1}, generated while update t−1 runs; ``loop.Loop``).
     dry_run: build data, model and method, run nothing; returns the set-up.
+    reward_model: a ``reward_model_role.RewardModelSpec`` (default one) —
+      only for a method that reads the ``'reward_model'`` role: before RL, an
+      RM is trained on the warm start's ranked samples of the labelled
+      problems (``workdir/reward_model``, reused on resume), and
+      ``results.json`` gets ``reward_model`` (its training info and the
+      held-out RM score vs verifier accuracy before and after RL).
 
   Returns:
     ``{'method', 'before', 'after', 'iterations', 'seconds', ...}``; the same
@@ -240,6 +246,13 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
         f"rl_run.run.prompts_per_step = {prompts_per_step}: the batch"
         f" {prompts_per_step} × n={method.n} is not divisible by method"
         f" {method.name!r}'s minibatches={method.minibatches} (nothing was run)")
+  from jaxsi.rewards import stages as reward_stages  # pylint: disable=g-import-not-at-top
+  wants_rm = (method.needs(spec_lib.REWARD_MODEL) or spec_lib.REWARD_MODEL in
+              reward_stages.stage_roles(reward_stages.as_stages(method.rewards)))
+  if reward_model is not None and not wants_rm:
+    raise arguments.ArgumentError(
+        f"rl_run.run.reward_model is set but method {method.name!r} reads no"
+        " 'reward_model' role (nothing was run)")
   os.makedirs(workdir, exist_ok=True)
   if task_format is None:
     task_format = {"reverse": True} if task == "addition" else {}
@@ -300,6 +313,25 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
                                       init_params, build_teacher)
     teacher = (mdl, teacher_params)
 
+  rm_role = None
+  if wants_rm:
+    from jaxsi.training import reward_model_role  # pylint: disable=g-import-not-at-top
+    rm_model, rm_params, rm_info = reward_model_role.build(
+        reward_model or reward_model_role.RewardModelSpec(), model=mdl, params=warm,
+        tokenizer=tok, tasks=labeled, max_new_tokens=method.max_new_tokens,
+        seed=seed, directory=os.path.join(workdir, "reward_model"))
+    rm_role = (rm_model, rm_params)
+
+    def rm_report(params):
+      return reward_model_role.heldout_report(
+          rm_model=rm_model, rm_params=rm_params, model=mdl, params=params,
+          tokenizer=tok, tasks=test, n=max(2, eval_samples),
+          max_new_tokens=method.max_new_tokens, temperature=method.temperature,
+          seed=seed)
+
+    rm_info = dict(rm_info, before=rm_report(warm))
+    print(f"[rl_run] reward model: {rm_info}", flush=True)
+
   # A multi-turn method trains episodes (the Loop runs its rollouts.Episodes
   # stage) and is evaluated on them too, besides first-attempt pass@1.
   episode_eval = {}
@@ -333,6 +365,8 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
         warmup_steps=warmup_steps, total_steps=max(steps, warmup_steps + 1),
         max_grad_norm=max_grad_norm)
   roles = {spec_lib.TEACHER: teacher} if teacher is not None else {}
+  if rm_role is not None:
+    roles[spec_lib.REWARD_MODEL] = rm_role
   trainer = loop_lib.Loop(
       model=mdl, params=warm, method=method, tokenizer=tok, tasks=pool,
       optimizer=optimizer, prompts_per_step=prompts_per_step, seed=seed,
@@ -363,11 +397,15 @@ def run(*, workdir: str, method: spec_lib.Method, task: str = "addition",
     history = trainer.run(steps, log_every=max(1, steps // 10),
                           callback=callback)
     after = do_eval(trainer.state.params, trainer.iteration)
+    if rm_role is not None:
+      rm_info["after"] = rm_report(trainer.state.params)
   finally:
     trainer.close()
   summary = dict(setup, before=before, after=after,
                  iterations=trainer.iteration, warm_start_restored=restored,
                  seconds=time.time() - t_start)
+  if rm_role is not None:
+    summary["reward_model"] = rm_info
   if history:
     last = history[-min(10, len(history)):]
     summary["train_reward_last10"] = float(np.mean(

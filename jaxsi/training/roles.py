@@ -137,7 +137,8 @@ def build_roles(*, methods: Sequence[spec_lib.Method], model: Any, params: Any,
           f"method {m.name!r}: batch {size} (= {b} prompts × n={m.n}) is not"
           f" divisible by minibatches={m.minibatches}")
     needed = [(r.name, r) for r in m.roles]
-    needed += [(name, None) for name in
+    # A stage's role the method also lists (e.g. FROM_INITIAL) is checked as listed.
+    needed += [(name, m.role(name)) for name in
                reward_stages.stage_roles(reward_stages.as_stages(m.rewards))]
     for name, role in needed:
       if name in trained or name in frozen_src or name in aliases:
