@@ -123,3 +123,9 @@ SELF_TRAINING_METHODS["self_rewarding"] = _self_rewarding.self_rewarding
 from jaxsi.methods import evolve as _evolve  # pylint: disable=g-import-not-at-top,wrong-import-position
 SELF_TRAINING_METHODS["evolve"] = _evolve.evolve
 SELF_TRAINING_METHODS["rlrf"] = _evolve.rlrf
+
+# T-REG (issue 15, arXiv:2412.02685): iterative DPO + token-level reward
+# regularisation from contrastive prompting; online_treg (a Loop Method,
+# gin_configs/methods/online_treg.gin) is not in METHODS, as online_dpo.
+from jaxsi.methods import treg as _treg  # pylint: disable=g-import-not-at-top,wrong-import-position
+SELF_TRAINING_METHODS["treg"] = _treg.treg
