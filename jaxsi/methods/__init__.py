@@ -129,3 +129,8 @@ SELF_TRAINING_METHODS["rlrf"] = _evolve.rlrf
 # gin_configs/methods/online_treg.gin) is not in METHODS, as online_dpo.
 from jaxsi.methods import treg as _treg  # pylint: disable=g-import-not-at-top,wrong-import-position
 SELF_TRAINING_METHODS["treg"] = _treg.treg
+
+# Temporal Self-Rewarding (issue 15, arXiv:2508.06026): rejected from the initial
+# model (pool round 0), chosen guided by a temporary future model.
+from jaxsi.methods import temporal_self_rewarding as _temporal_self_rewarding  # pylint: disable=g-import-not-at-top,wrong-import-position
+SELF_TRAINING_METHODS["temporal_self_rewarding"] = _temporal_self_rewarding.temporal_self_rewarding
