@@ -137,3 +137,14 @@ METHODS["spo"] = _spo.spo
 # (training.reward_model.RewardModelScorer) comes from the run's gin file, so it
 # is not in METHODS (get_method would build it without a reward).
 from jaxsi.methods import self_motivated as _self_motivated  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# T-REG (issue 15, arXiv:2412.02685): iterative DPO + token-level reward
+# regularisation from contrastive prompting; online_treg (a Loop Method,
+# gin_configs/methods/online_treg.gin) is not in METHODS, as online_dpo.
+from jaxsi.methods import treg as _treg  # pylint: disable=g-import-not-at-top,wrong-import-position
+SELF_TRAINING_METHODS["treg"] = _treg.treg
+
+# Temporal Self-Rewarding (issue 15, arXiv:2508.06026): rejected from the initial
+# model (pool round 0), chosen guided by a temporary future model.
+from jaxsi.methods import temporal_self_rewarding as _temporal_self_rewarding  # pylint: disable=g-import-not-at-top,wrong-import-position
+SELF_TRAINING_METHODS["temporal_self_rewarding"] = _temporal_self_rewarding.temporal_self_rewarding

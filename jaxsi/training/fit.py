@@ -59,6 +59,7 @@ from jaxsi.training import optimizer as optimizer_lib
 from jaxsi.training import steps as steps_lib
 from jaxsi.training import train_state as train_state_lib
 from jaxsi.transforms import preference as preference_lib
+from jaxsi.transforms import token_reward_regularization as treg_lib
 from jaxsi.transforms import value as value_lib
 from jaxsi.transforms.base import ObjectiveTerm
 # The data half lives in fit_data; its names are part of this module's API.
@@ -70,7 +71,10 @@ from jaxsi.training.fit_data import (  # pylint: disable=unused-import
 
 # Terms of jaxsi.transforms.preference that read chosen/rejected pairs
 # (DPO's loss_type covers IPO, hinge, robust, APO, …; cpo covers SimPO/AlphaPO).
-PAIRWISE_TERMS = ("dpo", "orpo", "cpo")
+PAIRWISE_TERMS = ("dpo", "orpo", "cpo", "treg")
+# T-REG (arXiv:2412.02685) reads the pairs' contrastive log-probs
+# (``preference_data(contexts=...)``); its term lives in its own module.
+_PAIRWISE_FACTORIES = {"treg": treg_lib.treg}
 
 
 # ----------------------------------------------------------------- objective
@@ -95,7 +99,8 @@ def sft(*, agg: str = "token-mean", mask: str = "loss") -> Objective:
 
 
 def preference(name: str = "dpo", **settings) -> Objective:
-  """A pairwise term of ``jaxsi.transforms.preference`` (``dpo``, ``orpo``, ``cpo``).
+  """A pairwise term of ``jaxsi.transforms.preference`` (``dpo``, ``orpo``, ``cpo``)
+  or ``treg`` (``jaxsi.transforms.token_reward_regularization``).
 
   E.g. ``preference('dpo', beta=0.1)`` is Rafailov et al. 2023, Eq. 7:
   L = −log σ(β·((logπ(y⁺) − logπ_ref(y⁺)) − (logπ(y⁻) − logπ_ref(y⁻)))).
@@ -104,7 +109,7 @@ def preference(name: str = "dpo", **settings) -> Objective:
   if name not in PAIRWISE_TERMS:
     raise ValueError(f"preference: {name!r} is not a pairwise term of"
                      f" jaxsi.transforms.preference; expected one of {PAIRWISE_TERMS}")
-  factory = getattr(preference_lib, name)
+  factory = _PAIRWISE_FACTORIES.get(name) or getattr(preference_lib, name)
   key = ("preference", name, tuple(sorted(settings.items())))
   return Objective(key, factory(**settings))
 

@@ -40,6 +40,10 @@ REWARD_MODEL_KINDS = ("pointwise", "bradley_terry")
 # 'sft' arrays named 'extras/<key>' ([N, T, ...]) go to traj.extras[<key>]
 # (e.g. stored top-k teacher logits of offline logit KD, jaxsi.methods.logit_kd).
 EXTRAS_PREFIX = "extras/"
+# 'pairs' arrays '<side>/context_logprobs/<name>' f32[N, T]: the completion's
+# token log-probs after another prompt (``preference_data(contexts=...)``),
+# aligned to the row; a batch carries them as traj.extras['<name>_logprobs'].
+CONTEXT_PREFIX = "context_logprobs/"
 
 
 # ---------------------------------------------------------------------- data
@@ -168,10 +172,13 @@ def pair_batch(chosen: Mapping[str, np.ndarray], rejected: Mapping[str, np.ndarr
   optional = {}
   if REF_KEY in chosen:
     optional["ref_logprobs"] = jnp.asarray(cat(REF_KEY), jnp.float32)
+  extras = {preference_lib.IS_CHOSEN_KEY: jnp.asarray(is_chosen)}
+  for k in chosen:
+    if k.startswith(CONTEXT_PREFIX):
+      extras[k[len(CONTEXT_PREFIX):] + "_logprobs"] = jnp.asarray(cat(k), jnp.float32)
   return Trajectory.create(cat("tokens"), input_mask=cat("input_mask"),
                            loss_mask=cat("loss_mask"), pair_ids=pair_ids,
-                           extras={preference_lib.IS_CHOSEN_KEY: jnp.asarray(is_chosen)},
-                           **optional)
+                           extras=extras, **optional)
 
 
 def sequence_length(tokenizer: Any, prompt: str, completion: str) -> int:
@@ -248,11 +255,49 @@ def reference_logprobs(model: Any, params: Any, arrays: Mapping[str, np.ndarray]
   return np.concatenate(out)[:n]
 
 
+def context_logprobs(tokenizer: Any, model: Any, params: Any,
+                     rows: Mapping[str, np.ndarray], context_prompts: Sequence[str],
+                     completions: Sequence[str], *, max_len: int,
+                     batch: int = 64) -> np.ndarray:
+  """f32[N, T]: each completion's token log-probs after another prompt, aligned to ``rows``.
+
+  Re-scoring under another context (``transforms.rescoring``' contract) for
+  ``sft_arrays`` rows: row i's completion (+ EOS) is laid out after
+  ``context_prompts[i]`` (its own padded length, at least ``max_len``),
+  scored with :func:`reference_logprobs` under ``params`` and written back
+  at the loss positions of ``rows`` (the k-th completion token to the k-th);
+  0 elsewhere.
+
+  Raises:
+    ValueError: the counts differ, or a row's completion tokens differ
+      between the layouts.
+  """
+  if not len(context_prompts) == len(completions) == rows["tokens"].shape[0]:
+    raise ValueError(f"context_logprobs: {len(context_prompts)} context prompts,"
+                     f" {len(completions)} completions, {rows['tokens'].shape[0]} rows")
+  need = max([sequence_length(tokenizer, p, c)
+              for p, c in zip(context_prompts, completions)] + [max_len])
+  length = -(-need // 8) * 8        # a few shapes only: the forward compiles once each
+  other = batching.sft_arrays(tokenizer, list(context_prompts), list(completions),
+                              max_len=length)
+  lp = reference_logprobs(model, params, other, batch=batch)
+  out = np.zeros(rows["tokens"].shape, np.float32)
+  for i in range(out.shape[0]):
+    src = np.flatnonzero(other["loss_mask"][i])
+    dst = np.flatnonzero(rows["loss_mask"][i])
+    if len(src) != len(dst) or np.any(other["tokens"][i, src] != rows["tokens"][i, dst]):
+      raise ValueError(f"context_logprobs: row {i}'s completion tokens differ after the"
+                       " context prompt (a tokenizer that merges across the boundary?)")
+    out[i, dst] = lp[i, src]
+  return out
+
+
 def preference_data(tokenizer: Any, prompts: Sequence[str], chosen: Sequence[str],
                     rejected: Sequence[str], *, max_len: int,
                     reference: Optional[tuple[Any, Any]] = None,
                     reference_batch: int = 64,
-                    margins: Optional[Sequence[float]] = None) -> FitData:
+                    margins: Optional[Sequence[float]] = None,
+                    contexts: Optional[Mapping[str, Sequence[str]]] = None) -> FitData:
   """Preference pairs (prompt, chosen ≻ rejected) for the DPO-family terms.
 
   Args:
@@ -266,6 +311,12 @@ def preference_data(tokenizer: Any, prompts: Sequence[str], chosen: Sequence[str
     margins: per-pair margins m_i (``traj.extras['margin']``, read by
       :func:`reward_model` ``('bradley_terry')``; the DPO-family terms ignore
       them, so they are refused with a reference).
+    contexts: ``{name: one prompt per pair}``: both completions of pair i are
+      also scored by the reference after ``contexts[name][i]``
+      (:func:`context_logprobs`; a batch carries them as
+      ``traj.extras[name + '_logprobs']``), e.g. T-REG's contrastive
+      "better"/"worse" prompts (``token_reward_regularization``). Needs
+      ``reference``.
 
   Raises:
     ValueError: lengths differ, a row is longer than ``max_len``, margins
@@ -291,6 +342,18 @@ def preference_data(tokenizer: Any, prompts: Sequence[str], chosen: Sequence[str
     model, params = reference
     for arr in sides.values():
       arr[REF_KEY] = reference_logprobs(model, params, arr, batch=reference_batch)
+  if contexts:
+    if reference is None:
+      raise ValueError("preference_data: contexts are scored by the reference model;"
+                       " give reference=(model, params)")
+    for name, ctx_prompts in contexts.items():
+      if len(ctx_prompts) != len(prompts):
+        raise ValueError(f"preference_data: contexts[{name!r}] has {len(ctx_prompts)}"
+                         f" prompts for {len(prompts)} pairs")
+      for side, texts in (("chosen", chosen), ("rejected", rejected)):
+        sides[side][CONTEXT_PREFIX + name] = context_logprobs(
+            tokenizer, model, params, sides[side], ctx_prompts, texts, max_len=max_len,
+            batch=reference_batch)
   arrays = {f"{s}/{k}": v for s, arr in sides.items() for k, v in arr.items()}
   if margins is not None:
     arrays[MARGIN_KEY] = margins

@@ -67,6 +67,10 @@ def fit_sft(*, model: Any, params: Any, tokenizer: Any, examples: Sequence[dict]
 
 
 PAIR_WEIGHT_KEY = "weight"
+# A pair's optional {name: prompt}: its completions are also scored by the
+# reference after each prompt (fit_data.preference_data(contexts=...)), e.g.
+# T-REG's contrastive prompts (jaxsi.methods.treg).
+CONTEXTS_KEY = "contexts"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -129,6 +133,22 @@ def pair_weights(pairs: Sequence[dict], desc: str = "pairs") -> Optional[np.ndar
   return None if np.all(w == 1.0) else w
 
 
+def pair_contexts(pairs: Sequence[dict], desc: str = "pairs") -> Optional[dict]:
+  """``{name: [prompt per pair]}`` of the pairs' optional ``'contexts'`` dicts.
+
+  Raises:
+    ValueError: some pairs carry contexts and others do not, or other names.
+  """
+  names = [tuple(sorted(p.get(CONTEXTS_KEY) or ())) for p in pairs]
+  if not any(names):
+    return None
+  if len(set(names)) != 1:
+    bad = next(i for i, n in enumerate(names) if n != names[0])
+    raise ValueError(f"fit_pairs({desc}): pair {bad} has contexts {list(names[bad])},"
+                     f" pair 0 has {list(names[0])}; every pair needs the same ones")
+  return {k: [p[CONTEXTS_KEY][k] for p in pairs] for k in names[0]}
+
+
 def fit_pairs(*, model: Any, params: Any, reference: Any, tokenizer: Any,
               pairs: Sequence[dict], steps: int, config: Any, seed: int,
               objective: str = "dpo", pairs_per_batch: Optional[int] = None,
@@ -144,6 +164,8 @@ def fit_pairs(*, model: Any, params: Any, reference: Any, tokenizer: Any,
   L = −log σ(β·((log π(y⁺) − log π_ref(y⁺)) − (log π(y⁻) − log π_ref(y⁻)))).
   ``reference=None`` for reference-free terms (ORPO, CPO).
 
+  A pair's optional ``'contexts'`` ``{name: prompt}`` are scored by the
+  reference too (:func:`pair_contexts`, ``traj.extras[name + '_logprobs']``).
   A pair's optional ``'weight'`` (e.g. ScPO's vote margin, written by a
   pair-building select transform) is its sample weight: every pairwise term
   scales that pair's loss by it (the ``sft``/NLL parts too).
@@ -166,7 +188,7 @@ def fit_pairs(*, model: Any, params: Any, reference: Any, tokenizer: Any,
       tokenizer, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs],
       [p["rejected"] for p in pairs], max_len=config.max_len,
       reference=None if reference is None else (model, reference),
-      reference_batch=2 * per)
+      reference_batch=2 * per, contexts=pair_contexts(pairs, desc))
   weights = pair_weights(pairs, desc)
   if weights is not None:
     data = WeightedPairs(data, weights)
