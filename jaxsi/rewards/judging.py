@@ -11,7 +11,9 @@ text it writes. Here a judging format is one frozen dataclass,
   optional ``Score:`` prefix is accepted).
 * ``kind='verdict'``: ``yes`` / ``no`` → 1.0 / 0.0 (``verdict``).
 * ``kind='pairwise'``: two candidates A and B; ``first`` → 1.0 (A better),
-  ``second`` → 0.0, ``tie`` → 0.5 with status ``tie`` (``pairwise``).
+  ``second`` → 0.0, ``tie`` → 0.5 with status ``tie`` (``pairwise``; and
+  ``meta_pairwise``, the meta-judge of Meta-Rewarding LMs, Wu et al. 2024,
+  arXiv:2407.19594: A and B are two judgments of one candidate).
 
 Every parser returns ``(score, status)``, status in :data:`STATUSES`:
 ``ok``; ``tie`` (a pairwise tie, score 0.5); ``unparsed`` (no judgment in
@@ -207,7 +209,14 @@ VERDICT = JudgeFormat(name="verdict", kind="verdict",
 PAIRWISE = JudgeFormat(name="pairwise", kind="pairwise",
                        template="{prompt}A:{completion_a};B:{completion_b}|better:",
                        first="A", second="B", tie="=")
-FORMATS = {f.name: f for f in (SCORE_1_5, SCORE_0_10, VERDICT, PAIRWISE)}
+# The meta-judge (Meta-Rewarding LMs, Wu et al. 2024, arXiv:2407.19594, §2.2):
+# a pairwise format whose "prompt" is a candidate's judging prompt and whose two
+# "completions" are two judgments of that candidate ("which judgment is more
+# accurate"); first = judgment A, second = B, tie = neither better.
+META_PAIRWISE = JudgeFormat(name="meta_pairwise", kind="pairwise",
+                            template="{prompt}A:{completion_a};B:{completion_b}|meta:",
+                            first="A", second="B", tie="=")
+FORMATS = {f.name: f for f in (SCORE_1_5, SCORE_0_10, VERDICT, PAIRWISE, META_PAIRWISE)}
 
 
 def get_format(fmt: Union[str, JudgeFormat]) -> JudgeFormat:
@@ -240,4 +249,4 @@ def count_statuses(statuses: Iterable[str], prefix: str = "judge/") -> dict:
 
 __all__ = ["JudgeFormat", "FORMATS", "get_format", "count_statuses", "STATUSES",
            "OK", "UNPARSED", "TIE", "OVER_BUDGET", "SCORE_1_5", "SCORE_0_10",
-           "VERDICT", "PAIRWISE"]
+           "VERDICT", "PAIRWISE", "META_PAIRWISE"]
