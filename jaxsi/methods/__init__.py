@@ -123,3 +123,8 @@ SELF_TRAINING_METHODS["self_rewarding"] = _self_rewarding.self_rewarding
 from jaxsi.methods import evolve as _evolve  # pylint: disable=g-import-not-at-top,wrong-import-position
 SELF_TRAINING_METHODS["evolve"] = _evolve.evolve
 SELF_TRAINING_METHODS["rlrf"] = _evolve.rlrf
+
+# Meta-Rewarding (issue 15): actor + judge + meta-judge, DPO on actor and
+# judge pairs.
+from jaxsi.methods import meta_rewarding as _meta_rewarding  # pylint: disable=g-import-not-at-top,wrong-import-position
+SELF_TRAINING_METHODS["meta_rewarding"] = _meta_rewarding.meta_rewarding
