@@ -84,13 +84,16 @@ def candidates(tasks: Sequence[Task], *, wrong_per_task: int = 1, seed: int = 0
 def examples_from(pairs: Sequence[tuple[Task, str]],
                   fmt: Union[str, judging.JudgeFormat]) -> list[dict]:
   """SFT examples ``{prompt, completion, task_id}`` judging each candidate,
-  labeled ``fmt.label(task.verify(candidate) >= 1)``. Pairwise formats are
-  built by :func:`pairwise_examples`."""
+  labeled ``fmt.label(task.verify(candidate) >= 1)`` — with a rationale
+  format (``fmt.rationale_sep``), ``fmt.judgment(correct, rationale=the
+  task's target)``: the judge writes the right solution, then the score.
+  Pairwise formats are built by :func:`pairwise_examples`."""
   fmt = judging.get_format(fmt)
   if fmt.kind == "pairwise":
     raise ValueError(f"examples_from: {fmt.name!r} is pairwise; use pairwise_examples")
   return [dict(prompt=fmt.prompt(t.prompt, c, answer=t.answer),
-               completion=fmt.label(t.verify(c) >= 1.0), task_id=f"{t.id}/judge")
+               completion=fmt.judgment(t.verify(c) >= 1.0, rationale=t.target or ""),
+               task_id=f"{t.id}/judge")
           for t, c in pairs]
 
 
@@ -252,7 +255,8 @@ def meta_judging_examples(tasks: Sequence[Task], fmt: Union[str, judging.JudgeFo
   out = []
   for t, c in candidates(tasks, wrong_per_task=wrong_per_task, seed=seed):
     correct = t.verify(c) >= 1.0
-    right, wrong = fmt.label(correct), fmt.label(not correct)
+    right = fmt.judgment(correct, rationale=t.target)
+    wrong = fmt.judgment(not correct, rationale=t.target)
     a, b, a_ok = (right, wrong, True) if rng.random() < 0.5 else (wrong, right, False)
     out.append(dict(prompt=meta_fmt.prompt(fmt.prompt(t.prompt, c, answer=t.answer), a,
                                            answer=t.answer, completion_b=b),

@@ -128,3 +128,8 @@ SELF_TRAINING_METHODS["rlrf"] = _evolve.rlrf
 # judge pairs.
 from jaxsi.methods import meta_rewarding as _meta_rewarding  # pylint: disable=g-import-not-at-top,wrong-import-position
 SELF_TRAINING_METHODS["meta_rewarding"] = _meta_rewarding.meta_rewarding
+
+# Self-Rationalization (issue 15): a judge trained by DPO on its own
+# (rationale, score) judgments curated against the gold score.
+from jaxsi.methods import self_rationalization as _self_rationalization  # pylint: disable=g-import-not-at-top,wrong-import-position
+SELF_TRAINING_METHODS["self_rationalization"] = _self_rationalization.self_rationalization
