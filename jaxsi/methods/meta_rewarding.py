@@ -255,9 +255,10 @@ def meta_judge(ctx: Any, tasks: Sequence[Any], completions: Sequence[str],
 
   Returns:
     Per response, ``[(i, j, s_ij, s_ji)]`` over :func:`battle_pairs` (parsed
-    greedy meta-judgments; NaN: unparsed), sampled in one batch by the
-    round's model through the judging prompts encoded from scratch (their
-    trajectories are not stored with the chunk).
+    greedy meta-judgments; NaN: unparsed), sampled by the round's model from
+    the meta-judging prompts encoded from scratch
+    (``self_rewarding.sample_unstored``: one sampler batch per call, not
+    stored with the chunk).
   """
   rows, per_t, per_c, ja, jb = [], [], [], [], []
   for r, (t, c, js) in enumerate(zip(tasks, completions, judgments)):
@@ -272,10 +273,8 @@ def meta_judge(ctx: Any, tasks: Sequence[Any], completions: Sequence[str],
   if not rows:
     return out
   mt = data_judging.meta_judging_tasks(per_t, per_c, ja, jb, fmt, meta_fmt)
-  ro = common.sample(ctx, mt, common.GREEDY, params=params)
-  if ctx.generated and ctx.generated[-1] is ro:
-    ctx.generated.pop()
-  scores = [meta_fmt.parse(t)[0] for t in ro.texts]
+  texts = sr.sample_unstored(ctx, mt, common.GREEDY, params=params)
+  scores = [meta_fmt.parse(t)[0] for t in texts]
   for q in range(0, len(rows), 2):
     r, i, j = rows[q]
     out[r].append((i, j, float(scores[q]), float(scores[q + 1])))

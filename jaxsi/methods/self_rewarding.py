@@ -89,6 +89,32 @@ def average_judgments(fmt: judging.JudgeFormat, texts: Sequence[str],
   return None, status, per
 
 
+def sample_unstored(ctx: Any, tasks: Sequence[Any], rollout: spec.RolloutSpec, *,
+                    params: Any = None, rng: Any = None) -> list[str]:
+  """Texts of ``common.sample`` of ``tasks``, one sampler batch per call.
+
+  Judging prompts vary in length (they contain the candidates, and a
+  meta-judging prompt two judgments), so the batches of one ``ctx.sample``
+  call can fall into different prompt buckets, whose trajectories do not
+  concatenate (``trajectory.pad_length`` pads the [B, T] fields but not the
+  sampler's [B, T] extras). Calling once per batch of
+  ``config.rollout_batch // n`` tasks (the batches ``ctx.sample`` would cut)
+  sidesteps that; the rollouts are not stored with the chunk (a chunk's
+  stored parts must share one length). Batch c0 uses ``fold_in(rng, c0)``.
+  """
+  tasks = list(tasks)
+  per = max(1, int(ctx.config.rollout_batch) // int(rollout.n))
+  rng = ctx.rng if rng is None else rng
+  texts = []
+  for c0 in range(0, len(tasks), per):
+    ro = common.sample(ctx, tasks[c0:c0 + per], rollout, params=params,
+                       rng=jax.random.fold_in(rng, c0))
+    if ctx.generated and ctx.generated[-1] is ro:
+      ctx.generated.pop()
+    texts += list(ro.texts)
+  return texts
+
+
 def sample_judgments(ctx: Any, tasks: Sequence[Any], texts: Sequence[str],
                      fmt: judging.JudgeFormat, *, k: int = 1, temperature: float = 1.0,
                      params: Any = None, samples: Any = None,
@@ -137,13 +163,11 @@ def sample_judgments(ctx: Any, tasks: Sequence[Any], texts: Sequence[str],
   if judged is None:
     spec_k = (common.GREEDY if k == 1
               else spec.RolloutSpec(n=k, temperature=float(temperature)))
-    ro = common.sample(ctx, jt, spec_k, params=params, rng=rng)
     # The judgments are not stored as a trajectory part of the chunk (their
     # texts are in the records): a chunk's stored parts must share one length,
     # and round_store.concat_chunks does not pad [B, T] extras.
-    if ctx.generated and ctx.generated[-1] is ro:
-      ctx.generated.pop()
-    judged = [list(ro.texts[i * k:(i + 1) * k]) for i in range(len(texts))]
+    flat = sample_unstored(ctx, jt, spec_k, params=params, rng=rng)
+    judged = [list(flat[i * k:(i + 1) * k]) for i in range(len(texts))]
   return judged, jt
 
 

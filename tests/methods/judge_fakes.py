@@ -26,13 +26,14 @@ class FakeCtx:
   ``continue_samples``: ``cont(j, i)`` for call j, sample i (asserts the cache
   is there, then drops it like the real context)."""
 
-  def __init__(self, answer=None, cont=None, max_new_tokens=4):
+  def __init__(self, answer=None, cont=None, max_new_tokens=4, rollout_batch=256):
     self.rng = jax.random.key(0)
     self.generated = []
     self.sample_calls, self.cont_calls = [], []
     self.answer = answer or (lambda prompt, m: str(m + 1))
     self.cont = cont
-    self.config = types.SimpleNamespace(max_new_tokens=max_new_tokens, seed=0)
+    self.config = types.SimpleNamespace(max_new_tokens=max_new_tokens, seed=0,
+                                         rollout_batch=rollout_batch)
     self.tokenizer = char_tokenizer.CharTokenizer()
 
   def sample(self, tasks, *, n=1, temperature=0.0, strategy=None, params=None, rng=None,

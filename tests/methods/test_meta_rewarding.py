@@ -135,6 +135,12 @@ def test_meta_judge_prompts_and_position_swap():
   assert ctx.sample_calls == [(4, 1, 0.0, "Greedy")] and ctx.generated == []
   assert out == [[(0, 1, 1.0, 0.0), (1, 2, 0.0, 1.0)]]
   assert mr.battle_scores(3, out[0]) == ([1.0, 0.0, 1.0], [1, 2, 1])
+  # prompts of several lengths are sampled one sampler batch per call (here
+  # rollout_batch = 2 → 2 calls of 2), with the same outcomes
+  ctx = judge_fakes.FakeCtx(answer=answer, rollout_batch=2)
+  assert mr.meta_judge(ctx, ts, [ts[0].target], [["5", "1", "5"]], judging.SCORE_1_5,
+                       judging.META_PAIRWISE) == out
+  assert ctx.sample_calls == [(2, 1, 0.0, "Greedy")] * 2 and ctx.generated == []
 
 
 def test_selection_never_reads_the_gold_labels():
