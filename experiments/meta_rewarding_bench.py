@@ -87,6 +87,12 @@ _D_MODEL = flags.DEFINE_integer("d_model", 64, "Model width.")
 _LAYERS = flags.DEFINE_integer("layers", 2, "Decoder layers.")
 _MAX_LEN = flags.DEFINE_integer("max_len", 40, "Padded training length (the"
                                 " meta-judging examples need ~32).")
+_JUDGE_FORMAT = flags.DEFINE_string("judge_format", "score_1_5", "Judging format"
+                                    " (rationale_1_5: the judge writes its own"
+                                    " solution, then the score).")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", None, "Completion and judgment"
+                                " budget (default digits + 2; a rationale judgment"
+                                " needs digits + 4).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: a temp dir).")
 _OUT = flags.DEFINE_string("out", "/tmp/meta_rewarding_bench.md", "Markdown output.")
 _JSON = flags.DEFINE_string("json", "/tmp/meta_rewarding_bench.json", "JSON output.")
@@ -100,7 +106,7 @@ def _random_judge_pairs(method: "spec.RoundsMethod") -> "spec.RoundsMethod":
   def select(records, plan, ctx):
     rng = np.random.default_rng([zlib.crc32(b"random_judge_pairs"), ctx.config.seed,
                                  ctx.round])
-    fmt = judging.get_format("score_1_5")
+    fmt = judging.get_format(_JUDGE_FORMAT.value)
     paired = {(p["task_id"], p["prompt"]) for p in mr.judge_pairs(records, fmt)[0]}
     shuffled = []
     for r in records:
@@ -123,6 +129,7 @@ def _random_judge_pairs(method: "spec.RoundsMethod") -> "spec.RoundsMethod":
 
 def make_arm(name: str, seed: int):
   kw = dict(rollout=spec.RolloutSpec(n=_N.value, temperature=1.0), judge_samples=_K.value,
+            judge_format=_JUDGE_FORMAT.value,
             beta=_BETA.value, eval_judge_n=_EVAL_JUDGE_N.value, seed=seed)
   if name == "meta_rewarding":
     return mr.meta_rewarding(length_rho=_RHO.value, **kw)
@@ -147,7 +154,7 @@ def run_seed(seed: int, workdir: str) -> dict:
   warm_cfg = rounds.RoundsConfig(
       rounds=_ROUNDS.value, warm_start_steps=_WARM.value,
       steps_per_round=_STEPS.value, batch_size=64, max_len=_MAX_LEN.value,
-      learning_rate=_LR.value, warmup_steps=10, max_new_tokens=_DIGITS.value + 2,
+      learning_rate=_LR.value, warmup_steps=10, max_new_tokens=_MAX_NEW.value or _DIGITS.value + 2,
       rollout_batch=256, chunk_size=256, eval_n=_EVAL_JUDGE_N.value, seed=seed)
   out, warm = {}, None
   for arm in _ARMS.value:
@@ -249,7 +256,8 @@ def main(argv):
   with open(_JSON.value, "w") as f:
     settings = {f.name: f.value for f in (
         _SEEDS, _ARMS, _ROUNDS, _DIGITS, _N_LABELED, _N_UNLABELED, _N_TEST, _N, _K, _RHO,
-        _WARM, _STEPS, _LR, _DPO_LR, _BETA, _EVAL_JUDGE_N, _D_MODEL, _LAYERS, _MAX_LEN)}
+        _WARM, _STEPS, _LR, _DPO_LR, _BETA, _EVAL_JUDGE_N, _D_MODEL, _LAYERS, _MAX_LEN,
+        _JUDGE_FORMAT, _MAX_NEW)}
     json.dump({"flags": settings, "results": {str(k): v for k, v in results.items()}},
               f, indent=1, default=float)
 

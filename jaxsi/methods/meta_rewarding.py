@@ -428,7 +428,9 @@ def meta_rewarding(*, rollout: spec.RolloutSpec = spec.RolloutSpec(n=4, temperat
     # The meta-judge on held-out samples: the right vs the wrong label judgment
     # of each sample, in both orders (labels read for this metric only).
     per = [test[i // ro.n] for i in range(len(ro.texts))]
-    pairs = [[fmt.label(bool(c)), fmt.label(not bool(c))] for c in ro.correct]
+    pairs = [[fmt.judgment(bool(c), rationale=t.target or ""),
+              fmt.judgment(not bool(c), rationale=t.target or "")]
+             for c, t in zip(ro.correct, per)]
     outcomes = meta_judge(ctx, per, ro.texts, pairs, fmt, meta_fmt)
     recs = [dict(judgment_agrees=[True, False], meta_outcomes=o) for o in outcomes]
     out.update(meta_accuracy(recs, prefix="eval_meta/"))
