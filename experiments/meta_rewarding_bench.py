@@ -107,14 +107,13 @@ def _random_judge_pairs(method: "spec.RoundsMethod") -> "spec.RoundsMethod":
     rng = np.random.default_rng([zlib.crc32(b"random_judge_pairs"), ctx.config.seed,
                                  ctx.round])
     fmt = judging.get_format(_JUDGE_FORMAT.value)
-    paired = {(p["task_id"], p["prompt"]) for p in mr.judge_pairs(records, fmt)[0]}
     shuffled = []
     for r in records:
       k = len(r["judgments"])
       wins, battles = [0.5] * k, [0] * k
-      if (r["task_id"], fmt.prompt(r["prompt"], r["completion"])) in paired:
-        i, j = mr.battle_pairs(r["judgments"])[int(rng.integers(
-            len(mr.battle_pairs(r["judgments"]))))]
+      if mr.judge_pairs([r], fmt)[0]:     # the meta-judge pairs this response
+        options = mr.battle_pairs(r["judgments"])
+        i, j = options[int(rng.integers(len(options)))]
         if rng.random() < 0.5:
           i, j = j, i
         wins[i], wins[j], battles = 1.0, 0.0, [1] * k
