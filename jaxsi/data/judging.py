@@ -84,13 +84,16 @@ def candidates(tasks: Sequence[Task], *, wrong_per_task: int = 1, seed: int = 0
 def examples_from(pairs: Sequence[tuple[Task, str]],
                   fmt: Union[str, judging.JudgeFormat]) -> list[dict]:
   """SFT examples ``{prompt, completion, task_id}`` judging each candidate,
-  labeled ``fmt.label(task.verify(candidate) >= 1)``. Pairwise formats are
-  built by :func:`pairwise_examples`."""
+  labeled ``fmt.label(task.verify(candidate) >= 1)`` — with a rationale
+  format (``fmt.rationale_sep``), ``fmt.judgment(correct, rationale=the
+  task's target)``: the judge writes the right solution, then the score.
+  Pairwise formats are built by :func:`pairwise_examples`."""
   fmt = judging.get_format(fmt)
   if fmt.kind == "pairwise":
     raise ValueError(f"examples_from: {fmt.name!r} is pairwise; use pairwise_examples")
   return [dict(prompt=fmt.prompt(t.prompt, c, answer=t.answer),
-               completion=fmt.label(t.verify(c) >= 1.0), task_id=f"{t.id}/judge")
+               completion=fmt.judgment(t.verify(c) >= 1.0, rationale=t.target or ""),
+               task_id=f"{t.id}/judge")
           for t, c in pairs]
 
 
@@ -157,9 +160,13 @@ def judging_tasks(tasks: Sequence[Task], completions: Sequence[str],
 
 
 def verify_judgment(task: Any, completion: str) -> float:
-  """1.0 iff the judgment parses and agrees with the underlying verifier."""
+  """1.0 iff the judgment parses and agrees with the underlying verifier
+  (pairwise: with the label of ``meta['correct']`` and ``meta['correct_b']``)."""
   fmt = judging.get_format(task.meta["format"])
   score, _ = fmt.parse(completion)
+  if fmt.kind == "pairwise":
+    return float(fmt.agrees(score, bool(task.meta["correct"]),
+                            bool(task.meta["correct_b"])))
   return float(fmt.agrees(score, bool(task.meta["correct"])))
 
 
@@ -209,8 +216,89 @@ def judge_metrics(fmt: Union[str, judging.JudgeFormat], scores: Sequence[float],
   return out
 
 
+# ------------------------------------------------ meta-judging (judge the judge)
+def judgment_agrees(fmt: Union[str, judging.JudgeFormat], judgment: str,
+                    correct: bool) -> bool:
+  """Whether a judgment text parses and agrees with the verifier's verdict."""
+  fmt = judging.get_format(fmt)
+  score, _ = fmt.parse(judgment)
+  return bool(fmt.agrees(score, bool(correct)))
+
+
+def _check_meta(fmt, meta_fmt, where):
+  fmt, meta_fmt = judging.get_format(fmt), judging.get_format(meta_fmt)
+  if fmt.kind == "pairwise":
+    raise ValueError(f"{where}: the judge format {fmt.name!r} must score one candidate"
+                     " (pointwise or verdict)")
+  if meta_fmt.kind != "pairwise":
+    raise ValueError(f"{where}: the meta-judge format {meta_fmt.name!r} must be pairwise")
+  return fmt, meta_fmt
+
+
+def meta_judging_examples(tasks: Sequence[Task], fmt: Union[str, judging.JudgeFormat],
+                          meta_fmt: Union[str, judging.JudgeFormat] = "meta_pairwise", *,
+                          wrong_per_task: int = 1, seed: int = 0) -> list[dict]:
+  """Warm-start meta-judging examples: which of two judgments is right.
+
+  Per (task, candidate) of :func:`candidates` (the target and
+  ``wrong_per_task`` corruptions), the judgment that agrees with the verifier
+  (``fmt.label(correct)``) and the one that does not (``fmt.label(not
+  correct)``), in a random order (seeded), form the meta-judging prompt
+  ``meta_fmt.prompt(fmt.prompt(x, candidate), A, completion_b=B)``; its
+  label is ``meta_fmt.label(A agrees, B agrees)`` (``A`` or ``B``). This is
+  the miniature's seed for the meta-judge of Meta-Rewarding LMs (Wu et al.
+  2024, arXiv:2407.19594): the paper's seed model meta-judges from its
+  instruction tuning, a tiny model must be shown the task once.
+  """
+  fmt, meta_fmt = _check_meta(fmt, meta_fmt, "meta_judging_examples")
+  rng = np.random.default_rng([int(seed), 0x3E7A])
+  out = []
+  for t, c in candidates(tasks, wrong_per_task=wrong_per_task, seed=seed):
+    correct = t.verify(c) >= 1.0
+    right = fmt.judgment(correct, rationale=t.target)
+    wrong = fmt.judgment(not correct, rationale=t.target)
+    a, b, a_ok = (right, wrong, True) if rng.random() < 0.5 else (wrong, right, False)
+    out.append(dict(prompt=meta_fmt.prompt(fmt.prompt(t.prompt, c, answer=t.answer), a,
+                                           answer=t.answer, completion_b=b),
+                    completion=meta_fmt.label(a_ok, not a_ok), task_id=f"{t.id}/meta"))
+  return out
+
+
+def meta_judging_tasks(tasks: Sequence[Task], completions: Sequence[str],
+                       judgments_a: Sequence[str], judgments_b: Sequence[str],
+                       fmt: Union[str, judging.JudgeFormat],
+                       meta_fmt: Union[str, judging.JudgeFormat] = "meta_pairwise"
+                       ) -> list[Task]:
+  """One meta-judging task per (task, candidate, judgment A, judgment B).
+
+  Its prompt is ``meta_fmt.prompt(fmt.prompt(x, candidate), A,
+  completion_b=B)``; ``meta['correct']`` / ``meta['correct_b']`` say whether
+  A / B agree with the verifier (:func:`judgment_agrees`), so its verifier
+  (:func:`verify_judgment`) scores the meta-judgment against them — for
+  metrics only: sampling the prompt never sees them.
+  """
+  fmt, meta_fmt = _check_meta(fmt, meta_fmt, "meta_judging_tasks")
+  if not len(tasks) == len(completions) == len(judgments_a) == len(judgments_b):
+    raise ValueError(f"meta_judging_tasks: {len(tasks)} tasks, {len(completions)}"
+                     f" completions, {len(judgments_a)} + {len(judgments_b)} judgments")
+  out = []
+  for i, (t, c, a, b) in enumerate(zip(tasks, completions, judgments_a, judgments_b)):
+    correct = bool(t.verify(c) >= 1.0)
+    a_ok, b_ok = judgment_agrees(fmt, a, correct), judgment_agrees(fmt, b, correct)
+    label = meta_fmt.label(a_ok, b_ok)
+    out.append(Task(id=f"{t.id}/meta/{i}",
+                    prompt=meta_fmt.prompt(fmt.prompt(t.prompt, c, answer=t.answer), a,
+                                           answer=t.answer, completion_b=b),
+                    answer=label, category=CATEGORY, difficulty=t.difficulty,
+                    target=label,
+                    meta={"verifier": CATEGORY, "format": meta_fmt, "correct": a_ok,
+                          "correct_b": b_ok, "source": t.id}))
+  return out
+
+
 __all__ = ["corrupt", "candidates", "examples_from", "judging_examples",
            "pairwise_examples", "judging_tasks", "verify_judgment", "judge_metrics",
+           "judgment_agrees", "meta_judging_examples", "meta_judging_tasks",
            "CATEGORY"]
 
 

@@ -148,3 +148,13 @@ SELF_TRAINING_METHODS["treg"] = _treg.treg
 # model (pool round 0), chosen guided by a temporary future model.
 from jaxsi.methods import temporal_self_rewarding as _temporal_self_rewarding  # pylint: disable=g-import-not-at-top,wrong-import-position
 SELF_TRAINING_METHODS["temporal_self_rewarding"] = _temporal_self_rewarding.temporal_self_rewarding
+
+# Meta-Rewarding (issue 15): actor + judge + meta-judge, DPO on actor and
+# judge pairs.
+from jaxsi.methods import meta_rewarding as _meta_rewarding  # pylint: disable=g-import-not-at-top,wrong-import-position
+SELF_TRAINING_METHODS["meta_rewarding"] = _meta_rewarding.meta_rewarding
+
+# Self-Rationalization (issue 15): a judge trained by DPO on its own
+# (rationale, score) judgments curated against the gold score.
+from jaxsi.methods import self_rationalization as _self_rationalization  # pylint: disable=g-import-not-at-top,wrong-import-position
+SELF_TRAINING_METHODS["self_rationalization"] = _self_rationalization.self_rationalization

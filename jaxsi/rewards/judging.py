@@ -11,7 +11,9 @@ text it writes. Here a judging format is one frozen dataclass,
   optional ``Score:`` prefix is accepted).
 * ``kind='verdict'``: ``yes`` / ``no`` → 1.0 / 0.0 (``verdict``).
 * ``kind='pairwise'``: two candidates A and B; ``first`` → 1.0 (A better),
-  ``second`` → 0.0, ``tie`` → 0.5 with status ``tie`` (``pairwise``).
+  ``second`` → 0.0, ``tie`` → 0.5 with status ``tie`` (``pairwise``; and
+  ``meta_pairwise``, the meta-judge of Meta-Rewarding LMs, Wu et al. 2024,
+  arXiv:2407.19594: A and B are two judgments of one candidate).
 
 Every parser returns ``(score, status)``, status in :data:`STATUSES`:
 ``ok``; ``tie`` (a pairwise tie, score 0.5); ``unparsed`` (no judgment in
@@ -57,6 +59,10 @@ class JudgeFormat:
     low, high: the pointwise score range (inclusive, integers).
     yes, no: the verdict words.
     first, second, tie: the pairwise words (A better, B better, tie).
+    rationale_sep: when non-empty, a judgment is ``<rationale><sep><score>``
+      (the score is parsed after the last ``sep``; no ``sep``: unparsed) and
+      the warm-start judgment of a candidate is :meth:`judgment` with a
+      rationale (``rationale_1_5``).
   """
 
   name: str
@@ -69,6 +75,7 @@ class JudgeFormat:
   first: str = "A"
   second: str = "B"
   tie: str = "="
+  rationale_sep: str = ""
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -124,16 +131,29 @@ class JudgeFormat:
       return self.yes if correct else self.no
     return str(int(self.high if correct else self.low))
 
+  def judgment(self, correct: bool, rationale: str = "") -> str:
+    """The full warm-start judgment: :meth:`label` (non-pairwise), preceded
+    by ``rationale + rationale_sep`` when the format has rationales."""
+    if not self.rationale_sep:
+      return self.label(correct)
+    return f"{rationale}{self.rationale_sep}{self.label(correct)}"
+
   # -- parsing
   def parse(self, text: str, *, finished: bool = True) -> tuple[float, str]:
     """``(score, status)`` of one judgment (see the module docstring).
 
     Args:
-      text: the judgment text.
+      text: the judgment text (with ``rationale_sep``: the part after its
+        last occurrence; none: unparsed).
       finished: whether the judge stopped before its token budget; an
         unparsed judgment that did not is ``over_budget``.
     """
-    score, status = _PARSERS[self.kind](self, text if isinstance(text, str) else "")
+    text = text if isinstance(text, str) else ""
+    if self.rationale_sep:
+      head, sep, text = text.rpartition(self.rationale_sep)
+      if not sep:
+        text = "\x00"          # no separator: nothing to parse
+    score, status = _PARSERS[self.kind](self, text)
     if status == UNPARSED and not finished:
       status = OVER_BUDGET
     return score, status
@@ -207,7 +227,22 @@ VERDICT = JudgeFormat(name="verdict", kind="verdict",
 PAIRWISE = JudgeFormat(name="pairwise", kind="pairwise",
                        template="{prompt}A:{completion_a};B:{completion_b}|better:",
                        first="A", second="B", tie="=")
-FORMATS = {f.name: f for f in (SCORE_1_5, SCORE_0_10, VERDICT, PAIRWISE)}
+# The meta-judge (Meta-Rewarding LMs, Wu et al. 2024, arXiv:2407.19594, §2.2):
+# a pairwise format whose "prompt" is a candidate's judging prompt and whose two
+# "completions" are two judgments of that candidate ("which judgment is more
+# accurate"); first = judgment A, second = B, tie = neither better.
+META_PAIRWISE = JudgeFormat(name="meta_pairwise", kind="pairwise",
+                            template="{prompt}A:{completion_a};B:{completion_b}|meta:",
+                            first="A", second="B", tie="=")
+# A judgment with a rationale (Self-Rationalization, Trivedi et al. 2024,
+# arXiv:2410.05495: the judge writes a rationale, then a Likert score). In
+# miniature the rationale is the judge's own solution of the problem, then the
+# score: "133>5" (its warm-start rationale is the task's target).
+RATIONALE_1_5 = JudgeFormat(name="rationale_1_5", kind="pointwise",
+                            template="{prompt}{completion}|why:", low=1, high=5,
+                            rationale_sep=">")
+FORMATS = {f.name: f for f in (SCORE_1_5, SCORE_0_10, VERDICT, PAIRWISE, META_PAIRWISE,
+                               RATIONALE_1_5)}
 
 
 def get_format(fmt: Union[str, JudgeFormat]) -> JudgeFormat:
@@ -240,4 +275,4 @@ def count_statuses(statuses: Iterable[str], prefix: str = "judge/") -> dict:
 
 __all__ = ["JudgeFormat", "FORMATS", "get_format", "count_statuses", "STATUSES",
            "OK", "UNPARSED", "TIE", "OVER_BUDGET", "SCORE_1_5", "SCORE_0_10",
-           "VERDICT", "PAIRWISE"]
+           "VERDICT", "PAIRWISE", "META_PAIRWISE", "RATIONALE_1_5"]

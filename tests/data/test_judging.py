@@ -90,3 +90,47 @@ def test_judge_metrics_hand_case():
   assert only["judge/balanced_accuracy"] == 1.0 and math.isnan(only["judge/score_wrong"])
   with pytest.raises(ValueError, match="labels"):
     dj.judge_metrics("verdict", [1.0], ["ok"], [True, False])
+
+
+def test_meta_judging_examples_label_the_agreeing_judgment():
+  t = Task(id="t", prompt="2+3=", answer="5", category="addition", target="5")
+  ex = dj.meta_judging_examples([t], "score_1_5", wrong_per_task=2, seed=0)
+  assert len(ex) == 3            # the target + 2 corruptions, one example each
+  for e in ex:
+    head, a, b = e["prompt"].split("|score:")[0], None, None
+    a = e["prompt"].split("A:")[1].split(";B:")[0]
+    b = e["prompt"].split(";B:")[1].split("|meta:")[0]
+    cand = head[len("2+3="):]
+    # one judgment is the label ("5" for the correct target, "1" for a
+    # corruption), the other its opposite; the meta label points at the label
+    right = "5" if cand == "5" else "1"
+    assert {a, b} == {"5", "1"} and e["completion"] == ("A" if a == right else "B")
+    assert e["task_id"] == "t/meta"
+  assert ex[0]["prompt"].startswith("2+3=5|score:A:")
+  ts = tasks_lib.make_tasks("addition", 40, difficulty=2, seed=0, reverse=True)
+  labels = [e["completion"] for e in dj.meta_judging_examples(ts, "score_1_5", seed=3)]
+  assert 25 < labels.count("A") < 55          # both orders appear (80 examples)
+  with pytest.raises(ValueError, match="must be pairwise"):
+    dj.meta_judging_examples([t], "score_1_5", "verdict")
+  with pytest.raises(ValueError, match="score one candidate"):
+    dj.meta_judging_examples([t], "pairwise")
+
+
+def test_meta_judging_tasks_verify_against_the_verifier():
+  t = Task(id="t", prompt="2+3=", answer="5", category="addition", target="5")
+  # candidate "5" (right): judgment "4" agrees, "2" does not → label A;
+  # candidate "6" (wrong): "5" and "4" both disagree → tie "=";
+  # candidate "6": "x" unparsed (disagrees), "1" agrees → B.
+  mt = dj.meta_judging_tasks([t, t, t], ["5", "6", "6"], ["4", "5", "x"],
+                             ["2", "4", "1"], "score_1_5")
+  assert mt[0].prompt == "2+3=5|score:A:4;B:2|meta:"
+  assert [m.answer for m in mt] == ["A", "=", "B"]
+  assert [(m.meta["correct"], m.meta["correct_b"]) for m in mt] == [
+      (True, False), (False, False), (False, True)]
+  assert [mt[0].verify(j) for j in ("A", "B", "=", "?")] == [1, 0, 0, 0]
+  assert [mt[1].verify(j) for j in ("A", "B", "=")] == [0, 0, 1]
+  assert mt[2].verify("B") == 1
+  assert dj.judgment_agrees("score_1_5", "4", True)
+  assert not dj.judgment_agrees("score_1_5", "3", True)
+  with pytest.raises(ValueError, match="judgments"):
+    dj.meta_judging_tasks([t], ["5"], ["4"], [], "score_1_5")

@@ -11,9 +11,12 @@ from jaxsi import spec
 from jaxsi.data import char_tokenizer
 from jaxsi.data import tasks as tasks_lib
 from jaxsi.methods import self_rewarding as sr
+from jaxsi.rewards import judging
 from jaxsi.models import config as mcfg
 from jaxsi.models import model as mmodel
 from jaxsi.training import rounds
+
+from tests.methods import judge_fakes
 
 
 def rec(tid, s, completion, score, correct):
@@ -78,7 +81,14 @@ def test_factory_settings_and_refusals():
   with pytest.raises(ValueError, match="pairwise"):
     sr.self_rewarding(judge_format="pairwise")
   with pytest.raises(ValueError, match="judge_samples"):
-    sr.self_rewarding(judge_samples=3)
+    sr.self_rewarding(judge_samples=0)
+  with pytest.raises(ValueError, match="judge_samples"):
+    sr.self_rewarding(judge_samples=2.5)
+  with pytest.raises(ValueError, match="verdict"):      # a mean verdict is no verdict
+    sr.self_rewarding(judge_format="verdict", judge_samples=3)
+  with pytest.raises(ValueError, match="judge_temperature"):
+    sr.self_rewarding(judge_samples=3, judge_temperature=0.0)
+  assert sr.self_rewarding(judge_samples=3).name == "self_rewarding"
   with pytest.raises(ValueError, match="rollout.n"):
     sr.self_rewarding(rollout=spec.RolloutSpec(n=1))
   with pytest.raises(ValueError, match="beta"):
@@ -87,6 +97,70 @@ def test_factory_settings_and_refusals():
     sr.self_rewarding(judge_format="stars")
   with pytest.raises(ValueError, match="labeled set"):
     rounds.labeled_only(m)   # a pairwise method has no labeled-only control
+
+
+def test_average_judgments_hand_cases():
+  fmt = judging.SCORE_1_5
+  # "5", garbage, "2": the garbage is skipped, mean (5 + 2) / 2 = 3.5
+  assert sr.average_judgments(fmt, ["5", "x", "2"], [True] * 3) == (3.5, "ok",
+                                                                    [5.0, None, 2.0])
+  # "Score: 4" parses (prefix accepted), "9" is out of range → mean 4
+  assert sr.average_judgments(fmt, ["Score: 4", "9"], [True, True])[:2] == (4.0, "ok")
+  # none parsed: unscored; over_budget if any judgment ran out of budget
+  assert sr.average_judgments(fmt, ["x", "y"], [True, False]) == (
+      None, "over_budget", [None, None])
+  assert sr.average_judgments(fmt, ["x"], [True]) == (None, "unparsed", [None])
+  with pytest.raises(ValueError, match="2 judgments, 1 flags"):
+    sr.average_judgments(fmt, ["5", "4"], [True])
+
+
+def _tasks():
+  return tasks_lib.make_tasks("addition", 2, difficulty=1, seed=0, reverse=True)
+
+
+def test_k_judgments_from_the_kv_cache():
+  ts = _tasks()
+  # call j, sample i: even samples get "5", "4", "3" (j = 0, 1, 2), odd ones garbage
+  ctx = judge_fakes.FakeCtx(cont=lambda j, i: str(5 - j) if i % 2 == 0 else "x")
+  ro = judge_fakes.FakeSamples([t.target for t in ts] * 2)
+  per = ts + ts
+  scores, statuses, texts, verdicts = sr.self_judge(
+      ctx, per, ro.texts, judging.SCORE_1_5, samples=ro, judge_samples=3,
+      judge_temperature=0.7)
+  assert [c[0] for c in ctx.cont_calls] == ["|score:"] * 3      # one call per judgment
+  assert all(c[1] == "Sampling" for c in ctx.cont_calls) and not ctx.sample_calls
+  assert texts == [["5", "4", "3"], ["x", "x", "x"]] * 2
+  assert scores == [4.0, None, 4.0, None]                       # (5 + 4 + 3) / 3
+  assert statuses == ["ok", "unparsed", "ok", "unparsed"]
+  assert verdicts == [True] * 4                                 # the targets
+  assert ro.caches is None and ro.cache_params is None          # released
+  # k = 1 stays one greedy continuation with plain texts
+  ctx = judge_fakes.FakeCtx(cont=lambda j, i: "2")
+  ro = judge_fakes.FakeSamples(["1", "2"])
+  scores, _, texts, _ = sr.self_judge(ctx, ts, ro.texts, judging.SCORE_1_5, samples=ro)
+  assert texts == ["2", "2"] and scores == [2.0, 2.0]
+  assert ctx.cont_calls == [("|score:", "Greedy")]
+
+
+def test_k_judgments_re_encoded():
+  ts = _tasks()
+  # no cache: one ctx.sample of the judging prompts with n = k; the m-th
+  # judgment of every candidate is str(m + 1) → "1", "2", "3", mean 2
+  ctx = judge_fakes.FakeCtx()
+  scores, statuses, texts, _ = sr.self_judge(ctx, ts, ["7", "8"], judging.SCORE_1_5,
+                                             judge_samples=3, judge_temperature=0.5)
+  assert ctx.sample_calls == [(2, 3, 0.5, "Sampling")]
+  assert texts == [["1", "2", "3"]] * 2 and scores == [2.0, 2.0]
+  assert ctx.generated == []          # the judging rollout is not stored
+  # a template that is not a continuation (it reads {answer}) re-encodes
+  # even when the samples carry a cache
+  ref = judging.JudgeFormat(name="ref", kind="pointwise",
+                            template="{prompt}{completion}|{answer}|score:")
+  ctx = judge_fakes.FakeCtx()
+  ro = judge_fakes.FakeSamples(["7", "8"])
+  sr.self_judge(ctx, ts, ro.texts, ref, samples=ro, judge_samples=2)
+  assert ctx.cont_calls == [] and ctx.sample_calls == [(2, 2, 1.0, "Sampling")]
+  assert ro.caches is None
 
 
 def test_one_round_end_to_end(tmp_path):

@@ -135,3 +135,18 @@ def test_judge_stage_refuses_mixed_or_pairwise_settings():
       _Ctx(["2", "q"]), _inputs(2))
   np.testing.assert_array_equal(scores[:, 0], [2.0, 0.0])
   assert info["judge_unparsed"] == 1
+
+
+def test_rationale_format():
+  assert judging.RATIONALE_1_5.parse("133>5") == (5.0, "ok")
+  assert judging.RATIONALE_1_5.parse("1>3>2") == (2.0, "ok")         # the score follows the last ">"
+  assert judging.RATIONALE_1_5.parse("133")[1] == "unparsed"         # no rationale separator
+  assert judging.RATIONALE_1_5.parse("133>")[1] == "unparsed"
+  assert judging.RATIONALE_1_5.parse("133>9")[1] == "unparsed"       # out of range
+  assert judging.RATIONALE_1_5.judgment(True, "133") == "133>5" and judging.RATIONALE_1_5.judgment(False, "1") == "1>1"
+  assert judging.SCORE_1_5.judgment(True, "133") == "5"   # no rationale: the label
+  assert judging.get_format("rationale_1_5") is judging.RATIONALE_1_5
+  # the meta-judge: a pairwise format over two judgments of one candidate
+  meta = judging.get_format("meta_pairwise")
+  assert meta.prompt("2+3=5|score:", "5", completion_b="1") == "2+3=5|score:A:5;B:1|meta:"
+  assert meta.parse("B") == (0.0, "ok") and meta.parse("=") == (0.5, "tie")
