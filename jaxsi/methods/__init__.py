@@ -123,3 +123,7 @@ SELF_TRAINING_METHODS["self_rewarding"] = _self_rewarding.self_rewarding
 from jaxsi.methods import evolve as _evolve  # pylint: disable=g-import-not-at-top,wrong-import-position
 SELF_TRAINING_METHODS["evolve"] = _evolve.evolve
 SELF_TRAINING_METHODS["rlrf"] = _evolve.rlrf
+
+# Tailored learning (issue 17): the teacher corrects the student's own mistakes.
+from jaxsi.methods import tailored as _tailored  # pylint: disable=g-import-not-at-top,wrong-import-position
+SELF_TRAINING_METHODS["tailored"] = _tailored.tailored
