@@ -49,6 +49,7 @@ OPSD / Skill-SD) or the frozen initial policy (``teacher='initial'``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence, Union
 
 from jaxsi import spec as spec_lib
@@ -57,6 +58,7 @@ from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import privileged
 from jaxsi.sampling import rollouts
+from jaxsi.sampling import skill_bank
 from jaxsi.transforms import (advantages, distillation, filters, importance,
                               policy_losses, rescoring, teacher_logits)
 from jaxsi.transforms.base import chain, objective
@@ -190,7 +192,8 @@ def skill_sd(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
              kd_coef: float = 0.1, kd_estimator: str = "pg",
              pg_coef: float = 1.0, eps: float = 0.2,
              agg: str = "seq-mean-token-mean", teach: int = 2,
-             kd_importance: bool = True,
+             kd_importance: bool = True, summarise: bool = False,
+             max_examples: int = 2,
              extra_transforms: Sequence[Any] = (), name: str = "skill_sd"
              ) -> base.Method:
   r"""Skill-SD (seeds catalog_02 [20]; GK, unchecked): GRPO + β·KL(p_S ‖ sg p_T)
@@ -202,11 +205,23 @@ def skill_sd(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
   ``kd_importance=True`` (``distillation.sampled_reverse_kl(importance=True)``:
   weight ρ = π_θ/π_old on the 'pg' estimate; GK, the form is derived, not
   read from the paper); it is 1 at the first update of a batch, so it
-  matters with epochs × minibatches > 1. The paper's trajectory summariser
-  (skills written from the agent's own finished trajectories) is not built.
+  matters with epochs × minibatches > 1.
+
+  ``summarise=True`` writes the skills from the policy's own finished
+  trajectories (``sampling.skill_bank.SkillSummaries``: per category, the
+  last ``max_examples`` verified successes of earlier batches, written out
+  as worked examples; the fixed ``privileged.SKILLS`` text until the first
+  success). That summary is extractive; the paper's LLM-written
+  natural-language summary is not built (the tiny synthetic models cannot
+  write one), and ``context_fn`` is then not read.
   """
-  return opsd(rollout=rollout, optim=optim, reward_fns=reward_fns,
+  method = opsd(rollout=rollout, optim=optim, reward_fns=reward_fns,
               context_fn=context_fn, kd_coef=kd_coef, kd_estimator=kd_estimator,
               pg_coef=pg_coef, eps=eps, agg=agg, teacher="live", teach=teach,
               kd_importance=kd_importance,
               extra_transforms=extra_transforms, name=name)
+  if not summarise:
+    return method
+  return dataclasses.replace(method, rollout=skill_bank.SkillSummaries(
+      inner=rollouts.Sample(method.rollout.spec), teach=teach,
+      max_examples=int(max_examples)))
