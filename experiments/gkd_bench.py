@@ -107,7 +107,8 @@ def run_seed(seed: int, tok) -> dict:
     method = methods_lib.gkd(
         rollout=RolloutSpec(n=_N.value, max_new_tokens=MAX_NEW, temperature=1.0),
         lmbda=lmbda, beta=_BETA.value, k=tok.vocab_size,
-        row_chunk=_PROMPTS.value * _N.value, name=f"gkd_l{lmbda:g}")
+        row_chunk=_PROMPTS.value * _N.value, name=f"gkd_l{lmbda:g}",
+        chunked=False)   # the documented tables' path (docs/distillation_gkd.md)
     opt = opt_lib.make_optimizer(learning_rate=_LR.value, schedule="constant",
                                  max_grad_norm=1.0)
     t0 = time.perf_counter()

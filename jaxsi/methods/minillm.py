@@ -121,7 +121,7 @@ def minillm(*, rollout: RolloutSpec = RolloutSpec(n=2, max_new_tokens=16,
             gamma: float = 0.0, length_normalization: bool = True,
             single_coef: float = 1.0, rkl_advantage: bool = True,
             reward_advantage: bool = False, eps: float = 0.2, k: int = 64,
-            row_chunk: int = 1, agg: str = "token-mean",
+            row_chunk: int = 1, chunked: bool = True, agg: str = "token-mean",
             extra_transforms: Sequence[Any] = (), name: str = "minillm"
             ) -> base.Method:
   r"""MiniLLM (module docstring) with the teacher role.
@@ -140,6 +140,8 @@ def minillm(*, rollout: RolloutSpec = RolloutSpec(n=2, max_new_tokens=16,
     eps: PPO clip ε.
     k: teacher ids kept per position for the single-step term (V: exact).
     row_chunk: rows per teacher top-k chunk (divides the batch).
+    chunked: the single-step term chunk by chunk over T from the hidden
+      states (``topk_jsd(chunked=True)``; as ``gkd``'s default).
     agg: aggregation of both terms (TRL: token-mean over completion tokens).
     extra_transforms, name: as ``grpo``.
 
@@ -174,7 +176,8 @@ def minillm(*, rollout: RolloutSpec = RolloutSpec(n=2, max_new_tokens=16,
   if rkl_advantage or reward_advantage:
     terms.append((1.0, policy_losses.pg_clip(eps_low=eps, eps_high=eps, agg=agg), "pg"))
   if single_coef:
-    terms.append((float(single_coef), distillation.topk_jsd(beta=1.0, agg=agg), "kd"))
+    terms.append((float(single_coef), distillation.topk_jsd(beta=1.0, agg=agg,
+                                                                chunked=chunked), "kd"))
   return base.make_method(
       name=name, rollout=rollout, optim=optim, reward_fns=reward_fns,
       transform=chain(*parts), objective=objective(*terms),

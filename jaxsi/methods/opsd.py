@@ -50,7 +50,7 @@ OPSD / Skill-SD) or the frozen initial policy (``teacher='initial'``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from jaxsi import spec as spec_lib
 from jaxsi.methods import base
@@ -77,7 +77,8 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
          pg_coef: float = 0.0, eps: float = 0.2, scale: str = "group",
          agg: str = "token-mean", teacher: str = "live", teach: int = 2,
          divergence: str = "sampled", k: int = 0, jsd_beta: float = 1.0,
-         row_chunk: int = 1, chunked: bool = False, kd_on_stop: bool = True,
+         row_chunk: int = 1, chunked: Optional[bool] = None,
+         kd_on_stop: bool = True,
          kd_importance: bool = False,
          extra_transforms: Sequence[Any] = (), name: str = "opsd"
          ) -> base.Method:
@@ -110,7 +111,10 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     row_chunk: rows of the privileged layout scored at once for 'topk'
       (divides the batch; one chunk's [row_chunk, T', V] logits are alive).
     chunked: for 'topk', the student side chunk by chunk over T
-      (``topk_jsd(chunked=True)``: no [B, T, V] student logits alive).
+      (``topk_jsd(chunked=True)``: no [B, T, V] student logits alive). None
+      (default): True for 'topk' (no measurable cost at the synthetic
+      vocabularies, experiments/chunked_kd_bench.py); False: the full-logits
+      path of the earlier bench tables. 'sampled' refuses True/False.
     kd_importance: weight the 'pg' estimate by ρ = π_θ/π_old
       (``sampled_reverse_kl(importance=True)``; Skill-SD's correction when a
       batch feeds several updates; 'sampled' only).
@@ -137,7 +141,7 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
   if divergence not in DIVERGENCES:
     raise ValueError(f"opsd: divergence must be one of {DIVERGENCES}, got {divergence!r}")
   if divergence == "sampled" and (k or jsd_beta != 1.0 or row_chunk != 1
-                                 or chunked):
+                                 or chunked is not None):
     raise ValueError("opsd: k, jsd_beta, row_chunk and chunked are read only by"
                      f" divergence='topk', got k={k!r}, jsd_beta={jsd_beta!r},"
                      f" row_chunk={row_chunk!r}, chunked={chunked!r} with"
@@ -165,7 +169,8 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     parts = [teacher_logits.teacher_topk(
         k=int(k), scorer=scorer, params=params, row_chunk=int(row_chunk),
         context=privileged.DEFAULT_NAME)]
-    kd = distillation.topk_jsd(beta=jsd_beta, agg=agg, chunked=chunked)
+    kd = distillation.topk_jsd(beta=jsd_beta, agg=agg,
+                               chunked=True if chunked is None else bool(chunked))
   if not kd_on_stop:
     parts.append(filters.mask_stop_token())
   terms = [(kd_coef, kd, "kd")]

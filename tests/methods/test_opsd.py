@@ -125,7 +125,11 @@ def test_topk_divergence_refusals():
   with pytest.raises(ValueError, match="k >= 1"):
     opsd_lib.opsd(divergence="topk")
   m = opsd_lib.opsd(divergence="topk", k=4)
-  assert m.objective.needs_logits
+  # chunked (None → True with 'topk') is the default: no full logits needed
+  assert not getattr(m.objective, "needs_logits", False)
+  assert opsd_lib.opsd(divergence="topk", k=4, chunked=False).objective.needs_logits
+  with pytest.raises(ValueError, match="read only by divergence='topk'"):
+    opsd_lib.opsd(chunked=True)
 
 
 @pytest.mark.parametrize("teacher", ["live", "initial"])
