@@ -50,6 +50,9 @@ from jaxsi.training import rl_run
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (data, models, RL).")
 _LAMBDAS = flags.DEFINE_list("lmbdas", ["1.0", "0.0"], "λ of each arm.")
 _BETA = flags.DEFINE_float("beta", 0.5, "β of the generalised JSD.")
+_MINILLM = flags.DEFINE_bool("minillm", False, "Also run a MiniLLM arm (methods.minillm:"
+                             " reverse-KL advantage + single-step KL, student samples)"
+                             " at the same budget.")
 _STEPS = flags.DEFINE_integer("steps", 150, "GKD iterations per arm.")
 _PROMPTS = flags.DEFINE_integer("prompts", 16, "Prompts per iteration.")
 _N = flags.DEFINE_integer("n", 2, "Samples per prompt.")
@@ -103,11 +106,18 @@ def run_seed(seed: int, tok) -> dict:
   print(f"[gkd_bench] seed {seed}: teacher {teacher_eval} student {before}"
         f" ({time.perf_counter() - t0:.0f}s)", flush=True)
   arms = []
-  for lmbda in (float(x) for x in _LAMBDAS.value):
-    method = methods_lib.gkd(
-        rollout=RolloutSpec(n=_N.value, max_new_tokens=MAX_NEW, temperature=1.0),
-        lmbda=lmbda, beta=_BETA.value, k=tok.vocab_size,
-        row_chunk=_PROMPTS.value * _N.value, name=f"gkd_l{lmbda:g}")
+  spec = RolloutSpec(n=_N.value, max_new_tokens=MAX_NEW, temperature=1.0)
+  plan = [float(x) for x in _LAMBDAS.value] + (["minillm"] if _MINILLM.value else [])
+  for lmbda in plan:
+    if lmbda == "minillm":
+      method = methods_lib.minillm(rollout=spec, k=tok.vocab_size,
+                                   row_chunk=_PROMPTS.value * _N.value,
+                                   chunked=False, name="minillm")
+    else:
+      method = methods_lib.gkd(
+          rollout=spec, lmbda=lmbda, beta=_BETA.value, k=tok.vocab_size,
+          row_chunk=_PROMPTS.value * _N.value, name=f"gkd_l{lmbda:g}",
+          chunked=False)   # the documented tables' path (docs/distillation_gkd.md)
     opt = opt_lib.make_optimizer(learning_rate=_LR.value, schedule="constant",
                                  max_grad_norm=1.0)
     t0 = time.perf_counter()
@@ -119,16 +129,22 @@ def run_seed(seed: int, tok) -> dict:
     history = trainer.run(_STEPS.value, log_every=max(1, _STEPS.value // 5))
     after = rl_run.evaluate(model=s_model, params=trainer.state.params, **ev)
     k = max(1, min(5, len(history) // 2))
+    div = "kd/divergence" if lmbda == "minillm" else "gkd/divergence"
     arm = dict(
         lmbda=lmbda, after=after, seconds=time.perf_counter() - t0,
-        teacher_sampled=float(np.mean([h["gkd_teacher_sampled"] for h in history])),
+        teacher_sampled=float(np.mean([h.get("gkd_teacher_sampled", 0.0)
+                                       for h in history])),
         gen_tokens=float(np.sum([h["completion_length/mean"] for h in history])
                          * _PROMPTS.value * _N.value),
-        divergence=(float(np.mean([h["gkd/divergence"] for h in history[:k]])),
-                    float(np.mean([h["gkd/divergence"] for h in history[-k:]]))))
+        divergence=(float(np.mean([h[div] for h in history[:k]])),
+                    float(np.mean([h[div] for h in history[-k:]]))))
     print(f"[gkd_bench] seed {seed}: {arm}", flush=True)
     arms.append(arm)
   return dict(seed=seed, teacher=teacher_eval, before=before, arms=arms)
+
+
+def _label(x) -> str:
+  return x if isinstance(x, str) else f"λ={x:g}"
 
 
 def table(results) -> str:
@@ -140,7 +156,8 @@ def table(results) -> str:
       " per arm, same warm start per seed. div = the training JSD (first → last"
       " iterations, on the arm's own samples).", "",
       "| seed | teacher greedy | student warm start | "
-      + " | ".join(f"λ={x:g} greedy | λ={x:g} sampled | λ={x:g} div" for x in lam)
+      + " | ".join(f"{_label(x)} greedy | {_label(x)} sampled | {_label(x)} div"
+                   for x in lam)
       + " |",
       "|" + "---|" * (3 + 3 * len(lam))]
   for r in results:
@@ -170,7 +187,7 @@ def main(argv):
   print(text)
   with open(_OUT.value, "w", encoding="utf-8") as f:
     json.dump(dict(flags={k: flags.FLAGS[k].value for k in (
-        "seeds", "lmbdas", "beta", "steps", "prompts", "n", "lr", "n_train",
+        "seeds", "lmbdas", "beta", "minillm", "steps", "prompts", "n", "lr", "n_train",
         "n_test", "teacher_steps", "student_steps", "teacher_d", "teacher_layers",
         "student_d", "student_layers")},
         results=results), f, indent=1, default=str)

@@ -93,7 +93,8 @@ def make_method(name: str, n: int):
   if name in ("opsd_topk", "opsd_topk_nostop"):
     return methods_lib.opsd(rollout=spec, context_fn=privileged.solution_context,
                             kd_coef=_KD.value, divergence="topk", k=VOCAB,
-                            row_chunk=n, kd_on_stop=name == "opsd_topk", name=name)
+                            row_chunk=n, kd_on_stop=name == "opsd_topk", name=name,
+                            chunked=False)   # the documented tables' path
   if name in ("pi_distill", "pi_distill_student"):
     return methods_lib.pi_distill(
         rollout=spec, context_fn=privileged.solution_context,

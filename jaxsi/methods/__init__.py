@@ -158,3 +158,12 @@ SELF_TRAINING_METHODS["meta_rewarding"] = _meta_rewarding.meta_rewarding
 # (rationale, score) judgments curated against the gold score.
 from jaxsi.methods import self_rationalization as _self_rationalization  # pylint: disable=g-import-not-at-top,wrong-import-position
 SELF_TRAINING_METHODS["self_rationalization"] = _self_rationalization.self_rationalization
+
+# Tailored learning (issue 17): the teacher corrects the student's own mistakes.
+from jaxsi.methods import tailored as _tailored  # pylint: disable=g-import-not-at-top,wrong-import-position
+SELF_TRAINING_METHODS["tailored"] = _tailored.tailored
+
+# MiniLLM (issue 17; TRL MiniLLMTrainer): reverse-KL advantage + single-step KL to a teacher.
+from jaxsi.methods import minillm as _minillm  # pylint: disable=g-import-not-at-top,wrong-import-position
+METHODS["minillm"] = _minillm.minillm
+minillm = _minillm.minillm

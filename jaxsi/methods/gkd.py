@@ -105,7 +105,7 @@ def gkd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
         reward_fns: RewardFns = (reward_lib.correctness_reward,),
         lmbda: float = 1.0, beta: float = 0.5, seq_kd: bool = True,
         k: int = 64, tail: bool = True, row_chunk: int = 1,
-        chunked: bool = False,
+        chunked: bool = True,
         agg: str = "token-mean", extra_transforms: Sequence[Any] = (),
         name: str = "gkd") -> base.Method:
   r"""GKD (module docstring): JSD_β(teacher ‖ student) on a λ-mix of samples.
@@ -124,7 +124,10 @@ def gkd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     row_chunk: rows per teacher-scoring chunk (divides the batch).
     chunked: compute the student side chunk by chunk over T from the hidden
       states (``topk_jsd(chunked=True)``: no [B, T, V] student logits alive;
-      same loss and gradient).
+      same loss and gradient up to float rounding). Default True: it costs
+      no measurable step time at the synthetic vocabularies
+      (experiments/chunked_kd_bench.py, docs/distillation.md); False is the
+      full-logits path the earlier bench tables used.
     agg: aggregation of the per-token divergence.
     extra_transforms: transforms chained after the teacher scoring.
     name: method name.

@@ -49,7 +49,8 @@ OPSD / Skill-SD) or the frozen initial policy (``teacher='initial'``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, Union
+import dataclasses
+from typing import Any, Callable, Optional, Sequence, Union
 
 from jaxsi import spec as spec_lib
 from jaxsi.methods import base
@@ -57,6 +58,7 @@ from jaxsi.methods.base import OptimSpec, RolloutSpec
 from jaxsi.rewards import reward_fn as reward_lib
 from jaxsi.sampling import privileged
 from jaxsi.sampling import rollouts
+from jaxsi.sampling import skill_bank
 from jaxsi.transforms import (advantages, distillation, filters, importance,
                               policy_losses, rescoring, teacher_logits)
 from jaxsi.transforms.base import chain, objective
@@ -75,7 +77,8 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
          pg_coef: float = 0.0, eps: float = 0.2, scale: str = "group",
          agg: str = "token-mean", teacher: str = "live", teach: int = 2,
          divergence: str = "sampled", k: int = 0, jsd_beta: float = 1.0,
-         row_chunk: int = 1, chunked: bool = False, kd_on_stop: bool = True,
+         row_chunk: int = 1, chunked: Optional[bool] = None,
+         kd_on_stop: bool = True,
          kd_importance: bool = False,
          extra_transforms: Sequence[Any] = (), name: str = "opsd"
          ) -> base.Method:
@@ -108,7 +111,10 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     row_chunk: rows of the privileged layout scored at once for 'topk'
       (divides the batch; one chunk's [row_chunk, T', V] logits are alive).
     chunked: for 'topk', the student side chunk by chunk over T
-      (``topk_jsd(chunked=True)``: no [B, T, V] student logits alive).
+      (``topk_jsd(chunked=True)``: no [B, T, V] student logits alive). None
+      (default): True for 'topk' (no measurable cost at the synthetic
+      vocabularies, experiments/chunked_kd_bench.py); False: the full-logits
+      path of the earlier bench tables. 'sampled' refuses True/False.
     kd_importance: weight the 'pg' estimate by ρ = π_θ/π_old
       (``sampled_reverse_kl(importance=True)``; Skill-SD's correction when a
       batch feeds several updates; 'sampled' only).
@@ -135,7 +141,7 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
   if divergence not in DIVERGENCES:
     raise ValueError(f"opsd: divergence must be one of {DIVERGENCES}, got {divergence!r}")
   if divergence == "sampled" and (k or jsd_beta != 1.0 or row_chunk != 1
-                                 or chunked):
+                                 or chunked is not None):
     raise ValueError("opsd: k, jsd_beta, row_chunk and chunked are read only by"
                      f" divergence='topk', got k={k!r}, jsd_beta={jsd_beta!r},"
                      f" row_chunk={row_chunk!r}, chunked={chunked!r} with"
@@ -163,7 +169,8 @@ def opsd(*, rollout: RolloutSpec = RolloutSpec(n=1, max_new_tokens=16,
     parts = [teacher_logits.teacher_topk(
         k=int(k), scorer=scorer, params=params, row_chunk=int(row_chunk),
         context=privileged.DEFAULT_NAME)]
-    kd = distillation.topk_jsd(beta=jsd_beta, agg=agg, chunked=chunked)
+    kd = distillation.topk_jsd(beta=jsd_beta, agg=agg,
+                               chunked=True if chunked is None else bool(chunked))
   if not kd_on_stop:
     parts.append(filters.mask_stop_token())
   terms = [(kd_coef, kd, "kd")]
@@ -190,7 +197,8 @@ def skill_sd(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
              kd_coef: float = 0.1, kd_estimator: str = "pg",
              pg_coef: float = 1.0, eps: float = 0.2,
              agg: str = "seq-mean-token-mean", teach: int = 2,
-             kd_importance: bool = True,
+             kd_importance: bool = True, summarise: bool = False,
+             max_examples: int = 2,
              extra_transforms: Sequence[Any] = (), name: str = "skill_sd"
              ) -> base.Method:
   r"""Skill-SD (seeds catalog_02 [20]; GK, unchecked): GRPO + β·KL(p_S ‖ sg p_T)
@@ -202,11 +210,23 @@ def skill_sd(*, rollout: RolloutSpec = RolloutSpec(n=8, max_new_tokens=16,
   ``kd_importance=True`` (``distillation.sampled_reverse_kl(importance=True)``:
   weight ρ = π_θ/π_old on the 'pg' estimate; GK, the form is derived, not
   read from the paper); it is 1 at the first update of a batch, so it
-  matters with epochs × minibatches > 1. The paper's trajectory summariser
-  (skills written from the agent's own finished trajectories) is not built.
+  matters with epochs × minibatches > 1.
+
+  ``summarise=True`` writes the skills from the policy's own finished
+  trajectories (``sampling.skill_bank.SkillSummaries``: per category, the
+  last ``max_examples`` verified successes of earlier batches, written out
+  as worked examples; the fixed ``privileged.SKILLS`` text until the first
+  success). That summary is extractive; the paper's LLM-written
+  natural-language summary is not built (the tiny synthetic models cannot
+  write one), and ``context_fn`` is then not read.
   """
-  return opsd(rollout=rollout, optim=optim, reward_fns=reward_fns,
+  method = opsd(rollout=rollout, optim=optim, reward_fns=reward_fns,
               context_fn=context_fn, kd_coef=kd_coef, kd_estimator=kd_estimator,
               pg_coef=pg_coef, eps=eps, agg=agg, teacher="live", teach=teach,
               kd_importance=kd_importance,
               extra_transforms=extra_transforms, name=name)
+  if not summarise:
+    return method
+  return dataclasses.replace(method, rollout=skill_bank.SkillSummaries(
+      inner=rollouts.Sample(method.rollout.spec), teach=teach,
+      max_examples=int(max_examples)))

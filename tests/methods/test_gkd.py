@@ -122,7 +122,9 @@ def test_options_are_checked():
   with pytest.raises(ValueError, match="beta"):
     methods.gkd(beta=-0.1)
   m = methods.gkd(lmbda=0.25)
-  assert m.needs(spec.TEACHER) and m.objective.needs_logits
+  # chunked=True is the default: the term reduces hidden states, no full logits
+  assert m.needs(spec.TEACHER) and not getattr(m.objective, "needs_logits", False)
+  assert methods.gkd(chunked=False).objective.needs_logits
   assert isinstance(m.rollout, gkd_lib.MixedSample) and m.rollout.lmbda == 0.25
 
 

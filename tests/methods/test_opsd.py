@@ -125,7 +125,11 @@ def test_topk_divergence_refusals():
   with pytest.raises(ValueError, match="k >= 1"):
     opsd_lib.opsd(divergence="topk")
   m = opsd_lib.opsd(divergence="topk", k=4)
-  assert m.objective.needs_logits
+  # chunked (None → True with 'topk') is the default: no full logits needed
+  assert not getattr(m.objective, "needs_logits", False)
+  assert opsd_lib.opsd(divergence="topk", k=4, chunked=False).objective.needs_logits
+  with pytest.raises(ValueError, match="read only by divergence='topk'"):
+    opsd_lib.opsd(chunked=True)
 
 
 @pytest.mark.parametrize("teacher", ["live", "initial"])
@@ -196,3 +200,39 @@ def test_skill_sd_weights_the_kl_by_the_importance_ratio():
   with pytest.raises(ValueError, match="kd_importance"):
     opsd_lib.skill_sd(kd_estimator="k2")
   assert opsd_lib.skill_sd(kd_estimator="k2", kd_importance=False).name == "skill_sd"
+
+
+def test_sdft_mode_frozen_teacher_jsd_half_under_the_loop():
+  """SDFT (gin_configs/methods/sdft.gin: teacher='initial', β = 0.5, TRL
+  SDFTTrainer defaults): the kd divergence equals the token-mean generalised
+  JSD_0.5 with mixture M = ½p_S + ½p_T, ½KL(p_S‖M) + ½KL(p_T‖M) (TRL
+  compute_divergence), student on the plain layout, teacher = the initial
+  params on the privileged layout."""
+  tok, model, params, tasks, opt = fx.setup()
+  v = model.config.vocab_size
+  m = opsd_lib.opsd(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
+                    optim=OptimSpec(), reward_fns=(fx.first_is_digit,),
+                    context_fn=_context, teacher="initial", divergence="topk",
+                    k=v, jsd_beta=0.5, row_chunk=2, name="sdft")
+  assert m.needs(spec.REFERENCE)
+  lp = loop.Loop(model=model, params=params, method=m, tokenizer=tok,
+                 tasks=tasks, optimizer=opt, prompts_per_step=fx.PROMPTS,
+                 compiler_options=loop.FAST_COMPILE)
+  p0 = fx.host_params(params)
+  metrics = lp.step()
+  traj = lp.last_traj
+  ext = {k: np.asarray(x) for k, x in traj.extras.items()}
+  other = Trajectory.create(ext["privileged_tokens"],
+                            input_mask=ext["privileged_input_mask"],
+                            positions=ext["privileged_positions"])
+  d = ext["privileged_tokens"].shape[1] - traj.length
+  t = np.asarray(jax.nn.log_softmax(fx.policy_logits(model, p0, other), axis=-1),
+                 np.float64)[:, d:]
+  s = np.asarray(jax.nn.log_softmax(fx.policy_logits(model, p0, traj), axis=-1),
+                 np.float64)
+  mix = np.logaddexp(s + np.log(0.5), t + np.log(0.5))
+  kl = lambda a, b: (np.exp(a) * (a - b)).sum(-1)
+  jsd = 0.5 * kl(s, mix) + 0.5 * kl(t, mix)
+  lm = np.asarray(traj.loss_mask) & np.asarray(traj.valid)[:, None]
+  np.testing.assert_allclose(metrics["kd/divergence"], jsd[lm].mean(), rtol=2e-3,
+                             atol=1e-5)

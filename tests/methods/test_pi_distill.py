@@ -111,3 +111,59 @@ def test_under_the_loop_layout_ratio_and_first_loss(alpha):
   want = fx.agg(per * w[:, None], lm, "seq-mean-token-mean")
   np.testing.assert_allclose(metrics["loss_first"], want, rtol=2e-4, atol=1e-5)
   assert abs(metrics["transform/twin/log_ratio"]) > 0   # the layouts differ
+
+
+def test_twin_reference_and_joint_kl_hand_numbers():
+  # Rows 0 teacher, 1 its student twin; loss on columns 1-2.
+  old = jnp.array([[0.0, -1.0, -2.0], [0.0, -3.0, -0.5]])
+  loss = np.array([[0, 1, 1]] * 2, bool)
+  extras = {privileged.STUDENT_KEY: jnp.array([False, True]),
+            privileged.TWIN_KEY: jnp.array([1, 0], jnp.int32)}
+  traj = Trajectory.create(np.ones((2, 3), np.int32), loss_mask=loss,
+                           old_logprobs=old, extras=extras)
+  out, _, _ = pd.twin_reference_logprobs().update(traj, (), None)
+  # teacher row's reference = the student layout's old log-probs on loss tokens
+  np.testing.assert_allclose(out.teacher_logprobs[0], [0.0, -3.0, -0.5])
+  out, _, _ = importance.twin_old_logprobs(
+      rows_key=privileged.STUDENT_KEY, twin_key=privileged.TWIN_KEY).update(out, (), None)
+  lp = jnp.array([[0.0, -1.0, -2.0], [0.0, -2.5, -1.0]])   # the update's log-probs
+  from jaxsi.transforms.base import ModelOutputs  # pylint: disable=g-import-not-at-top
+  loss_v, m = pd.joint_kl(agg="token-mean")(ModelOutputs(logprobs=lp), out)
+  # teacher row: d = lp − ref = (−1+3, −2+0.5) = (2, −1.5)
+  # student row: old(teacher's) − lp = (−1+2.5, −2+1) = (1.5, −1)
+  # token-mean over 4 tokens: (2 − 1.5 + 1.5 − 1)/4 = 0.25
+  np.testing.assert_allclose(loss_v, 0.25, rtol=1e-6)
+  np.testing.assert_allclose(m["teacher_kl"], 0.25, rtol=1e-6)
+  np.testing.assert_allclose(m["student_kl"], 0.25, rtol=1e-6)
+  with pytest.raises(ValueError, match="kl_coef"):
+    pd.pi_distill(kl_coef=-0.1, context_fn=_context)
+
+
+def test_kl_terms_under_the_loop_first_loss():
+  tok, model, params, tasks, opt = fx.setup()
+  alpha, beta = 0.5, 0.3
+  m = pd.pi_distill(rollout=RolloutSpec(n=fx.N, max_new_tokens=fx.MAX_NEW),
+                    optim=OptimSpec(), reward_fns=(fx.first_is_digit,),
+                    context_fn=_context, alpha=alpha, kl_coef=beta,
+                    drop_zero_variance=False, agg="seq-mean-token-mean")
+  lp = loop.Loop(model=model, params=params, method=m, tokenizer=tok,
+                 tasks=tasks, optimizer=opt, prompts_per_step=fx.PROMPTS,
+                 compiler_options=loop.FAST_COMPILE)
+  p0 = fx.host_params(params)
+  metrics = lp.step()
+  traj = lp.last_traj
+  student = np.asarray(traj.extras[privileged.STUDENT_KEY])
+  twin = np.asarray(traj.extras[privileged.TWIN_KEY])
+  lm = np.asarray(traj.loss_mask) & np.asarray(traj.valid)[:, None]
+  own = fx.policy_logprobs(model, p0, traj)
+  teacher_rows = np.where(student, twin, np.arange(len(own)))
+  rewards = np.asarray(traj.rewards)[:, 0]
+  adv = fx.group_std_adv(rewards, fx.N // 2, scale=True)
+  pg = fx.ppo_clip(np.exp(own - own[teacher_rows]), adv[:, None], 0.2, 0.2)
+  # KL per token at the first update: teacher rows log π_T − log π_S (twin),
+  # student rows log π_T(old) − log π_S.
+  kl = np.where(student[:, None], own[teacher_rows] - own, own - own[twin])
+  w = np.where(student, 2 * (1 - alpha), 2 * alpha)[:, None]
+  want = fx.agg(pg * w, lm, "seq-mean-token-mean") + beta * fx.agg(
+      kl * w, lm, "seq-mean-token-mean")
+  np.testing.assert_allclose(metrics["loss_first"], want, rtol=2e-4, atol=1e-5)
