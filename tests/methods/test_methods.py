@@ -276,7 +276,7 @@ def test_every_factory_builds():
       "grpo", "dr_grpo", "dapo", "rloo", "reinforce_pp", "gspo", "cispo",
       "ppo", "nft", "d3s", "guide", "kdrl", "spoc",
       "ttrl", "srt", "co_reward", "intuitor", "em_rl", "em_ft", "rlsc",
-      "sharpening_rl", "opsd", "skill_sd", "gkd", "pi_distill", "minillm"}
+      "sharpening_rl", "opsd", "skill_sd", "gkd", "pi_distill", "minillm", "spo"}
   for name in methods.METHODS:
     m = methods.get_method(name, rollout=RolloutSpec(n=2, max_new_tokens=4))
     assert isinstance(m, base_lib.Method) and m.n == 2
